@@ -1,0 +1,138 @@
+//! Types shared by the eBPF programs (`tracer-ebpf`) and the daemon (`tracer-user`).
+//!
+//! Everything here is `#[repr(C)]` and plain old data: the kernel writes these bytes into the
+//! ring buffer and user space reads them back with `ptr::read_unaligned`. Changing a layout
+//! requires rebuilding both sides, which the build guarantees (the eBPF object is embedded).
+#![no_std]
+
+/// Length of `task_struct::comm`.
+pub const COMM_LEN: usize = 16;
+
+/// Payload bytes carried by one ring-buffer record. A TLS record holds at most 16 KiB of
+/// plaintext, so every `SSL_read` fits in one record; larger writes are split into several.
+/// Must stay below the 32 KiB per-CPU value limit together with the header.
+pub const CHUNK_DATA_MAX: usize = 16 * 1024;
+
+/// Default per-call capture cap: bytes of one `SSL_*` call copied out of the process.
+pub const DEFAULT_MAX_CAPTURE_BYTES: u32 = 256 * 1024;
+
+/// Largest accepted per-call cap (bounded so `bpf_loop` iterations stay small).
+pub const MAX_CAPTURE_BYTES_LIMIT: u32 = 16 * 1024 * 1024;
+
+/// Direction of application data relative to the traced process.
+pub mod direction {
+    /// The process wrote plaintext (`SSL_write*`): for a client, the request.
+    pub const WRITE: u8 = 0;
+    /// The process read plaintext (`SSL_read*`): for a client, the response.
+    pub const READ: u8 = 1;
+}
+
+/// Kinds of ring-buffer record.
+pub mod event_kind {
+    /// A chunk of plaintext from one successful `SSL_*` call.
+    pub const DATA: u8 = 1;
+    /// The connection object was freed (`SSL_free`): its pointer may be reused from now on.
+    pub const CLOSE: u8 = 2;
+}
+
+/// Bits of [`EventHeader::flags`].
+pub mod event_flags {
+    /// This record holds the last captured bytes of its call.
+    pub const LAST_CHUNK: u8 = 1 << 0;
+}
+
+/// Indexes of the per-CPU `COUNTERS` array: events the kernel side could not deliver.
+pub mod counter {
+    /// Ring buffer full: a data record was dropped.
+    pub const RINGBUF_DROPPED_RECORDS: u32 = 0;
+    /// Ring buffer full: plaintext bytes lost with dropped records.
+    pub const RINGBUF_DROPPED_BYTES: u32 = 1;
+    /// `bpf_probe_read_user` failed (page not resident): the record was discarded.
+    pub const READ_USER_FAILED: u32 = 2;
+    /// Calls larger than the capture cap (their tail was not copied).
+    pub const TRUNCATED_CALLS: u32 = 3;
+    /// The in-flight call table was full: a call could not be tracked.
+    pub const INFLIGHT_TABLE_FULL: u32 = 4;
+    /// Close records dropped because the ring buffer was full.
+    pub const RINGBUF_DROPPED_CLOSE: u32 = 5;
+    /// Successful calls seen by the return probes (captured or not).
+    pub const CALLS: u32 = 6;
+    /// Number of counters.
+    pub const COUNT: u32 = 7;
+}
+
+/// Header of every ring-buffer record; `data_len` payload bytes follow it directly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// One of [`event_kind`].
+    pub kind: u8,
+    /// One of [`direction`] (DATA records).
+    pub direction: u8,
+    /// [`event_flags`] bits.
+    pub flags: u8,
+    pub _reserved: u8,
+    /// Payload bytes following the header in this record.
+    pub data_len: u32,
+    /// Thread group id (the process id user space sees).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The `SSL*`: identity of the TLS connection within its process.
+    pub conn_id: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at the call's entry.
+    pub ts_entry_ns: u64,
+    /// `bpf_ktime_get_ns()` at the call's return.
+    pub ts_return_ns: u64,
+    /// Total bytes the call transferred (its return value).
+    pub call_len: u64,
+    /// Offset of this record's payload within the call.
+    pub offset: u64,
+    /// Byte position of the call's first byte in the (connection, direction) stream, counted by
+    /// the kernel across all calls: user space detects lost records as gaps in this sequence.
+    pub stream_pos: u64,
+    /// Bytes of the call past the capture cap, never copied (0 when the call was captured whole).
+    pub uncaptured_len: u64,
+    /// `task_struct::comm` of the calling thread, NUL padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Size of [`EventHeader`] in the ring buffer.
+pub const EVENT_HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
+
+/// A scratch record: header followed by the largest payload. Lives in a per-CPU array in the
+/// kernel so that variable-length records can be sent with `bpf_ringbuf_output`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EventBuffer {
+    pub header: EventHeader,
+    pub data: [u8; CHUNK_DATA_MAX],
+}
+
+/// Key of the per-stream byte position map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    pub conn_id: u64,
+    pub pid: u32,
+    pub direction: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers and arrays, no padding-dependent invariants.
+    unsafe impl aya::Pod for super::StreamKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_layout_is_stable() {
+        // Both sides read this layout; a change must be deliberate.
+        assert_eq!(EVENT_HEADER_LEN, 88);
+        assert_eq!(core::mem::align_of::<EventHeader>(), 8);
+        assert!(EVENT_HEADER_LEN + CHUNK_DATA_MAX <= 32 * 1024);
+    }
+}

@@ -1,0 +1,376 @@
+//! llmtap's kernel side: uprobes on OpenSSL's `SSL_read`/`SSL_write` (and `_ex`) that copy the
+//! plaintext of every successful call into a ring buffer.
+//!
+//! Entry probes remember the call's arguments per thread; return probes emit only when the
+//! call succeeded, so the retries of non-blocking callers (Node returns -1 twice during the
+//! handshake) produce no phantom or duplicate data. Each call is sent as one or more records
+//! of at most `CHUNK_DATA_MAX` bytes, built in a per-CPU scratch buffer so each record takes
+//! only its real size in the ring. Nothing is ever dropped silently: every failure increments
+//! a per-CPU counter that the daemon reports.
+#![no_std]
+#![no_main]
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{bpf_get_current_comm, bpf_loop, bpf_probe_read_user},
+    },
+    macros::{map, uprobe, uretprobe},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{ProbeContext, RetProbeContext},
+};
+use tracer_common::{
+    CHUNK_DATA_MAX, COMM_LEN, DEFAULT_MAX_CAPTURE_BYTES, EVENT_HEADER_LEN, EventBuffer,
+    EventHeader, StreamKey, counter, direction, event_flags, event_kind,
+};
+
+// ---- configuration, written by the loader before the program is loaded ----
+
+/// Per-call capture cap in bytes.
+#[unsafe(no_mangle)]
+static MAX_CAPTURE_BYTES: u32 = DEFAULT_MAX_CAPTURE_BYTES;
+/// Bit 0: only trace pids in `PID_FILTER`; bit 1: only trace comms in `COMM_FILTER`.
+#[unsafe(no_mangle)]
+static FILTER_FLAGS: u32 = 0;
+/// The daemon's own pid: never traced (its OTLP export may itself use TLS).
+#[unsafe(no_mangle)]
+static SELF_PID: u32 = 0;
+
+const FILTER_PID: u32 = 1;
+const FILTER_COMM: u32 = 2;
+
+// ---- maps ----
+
+/// Records for user space. Its size is set by the loader (`--ring-buffer-size`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Calls between entry and return, keyed by `pid_tgid` (one call in flight per thread).
+#[map]
+static INFLIGHT: HashMap<u64, InflightCall> = HashMap::with_max_entries(16384, 0);
+
+/// Byte position reached by each (process, connection, direction) stream.
+#[map]
+static STREAM_POS: LruHashMap<StreamKey, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Scratch space to assemble one variable-length record per CPU.
+#[map]
+static SCRATCH: PerCpuArray<EventBuffer> = PerCpuArray::with_max_entries(1, 0);
+
+/// Failure and activity counters, indexed by `tracer_common::counter`.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Process ids to trace when the pid filter is on.
+#[map]
+static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Command names to trace when the comm filter is on.
+#[map]
+static COMM_FILTER: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(1024, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct InflightCall {
+    conn_id: u64,
+    buf: u64,
+    /// `size_t *` out-parameter of the `_ex` variants (4th argument).
+    out_len: u64,
+    ts_entry_ns: u64,
+    direction: u8,
+}
+
+/// State handed to the `bpf_loop` callback that emits one chunk per iteration.
+#[repr(C)]
+struct EmitLoop {
+    header: EventHeader,
+    buf: u64,
+    captured: u64,
+}
+
+#[inline(always)]
+fn count(index: u32, by: u64) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
+        unsafe { *slot += by };
+    }
+}
+
+#[inline(always)]
+fn config(value: &'static u32) -> u32 {
+    // SAFETY: a global in .rodata patched by the loader; volatile so it is not constant-folded.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
+#[inline(always)]
+fn current_comm() -> [u8; COMM_LEN] {
+    let mut comm = [0u8; COMM_LEN];
+    // SAFETY: the helper writes at most COMM_LEN bytes into `comm`.
+    unsafe { bpf_get_current_comm(comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+    comm
+}
+
+/// Whether this process is one the user asked to trace.
+#[inline(always)]
+fn wanted(pid: u32) -> bool {
+    if pid == config(&SELF_PID) {
+        return false;
+    }
+    let flags = config(&FILTER_FLAGS);
+    if flags & FILTER_PID != 0 {
+        // SAFETY: the value is a plain u8 we only test for presence.
+        if unsafe { PID_FILTER.get(&pid) }.is_none() {
+            return false;
+        }
+    }
+    if flags & FILTER_COMM != 0 {
+        let comm = current_comm();
+        // SAFETY: as above.
+        if unsafe { COMM_FILTER.get(&comm) }.is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+#[inline(always)]
+fn on_entry(ctx: &ProbeContext, dir: u8) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wanted((pid_tgid >> 32) as u32) {
+        return;
+    }
+    let (Some(conn_id), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return;
+    };
+    let call = InflightCall {
+        conn_id,
+        buf,
+        out_len: ctx.arg::<u64>(3).unwrap_or(0),
+        // SAFETY: helper without side effects.
+        ts_entry_ns: unsafe { bpf_ktime_get_ns() },
+        direction: dir,
+    };
+    if INFLIGHT.insert(&pid_tgid, &call, 0).is_err() {
+        count(counter::INFLIGHT_TABLE_FULL, 1);
+    }
+}
+
+/// Emits the plaintext of a finished call of `len` bytes.
+#[inline(always)]
+fn emit_call(pid_tgid: u64, call: &InflightCall, len: u64) {
+    count(counter::CALLS, 1);
+    if len == 0 {
+        return;
+    }
+    let pid = (pid_tgid >> 32) as u32;
+    let key = StreamKey {
+        conn_id: call.conn_id,
+        pid,
+        direction: call.direction as u32,
+    };
+    let stream_pos = match STREAM_POS.get_ptr_mut(&key) {
+        Some(pos) => {
+            // SAFETY: valid map value pointer; a race with another thread of the same stream
+            // only happens for concurrent calls on one SSL*, which OpenSSL forbids.
+            unsafe {
+                let start = *pos;
+                *pos = start + len;
+                start
+            }
+        }
+        None => {
+            let _ = STREAM_POS.insert(&key, &len, 0);
+            0
+        }
+    };
+
+    let cap = config(&MAX_CAPTURE_BYTES) as u64;
+    let captured = if len > cap { cap } else { len };
+    if captured < len {
+        count(counter::TRUNCATED_CALLS, 1);
+    }
+    let mut state = EmitLoop {
+        header: EventHeader {
+            kind: event_kind::DATA,
+            direction: call.direction,
+            flags: 0,
+            _reserved: 0,
+            data_len: 0,
+            pid,
+            tid: pid_tgid as u32,
+            conn_id: call.conn_id,
+            ts_entry_ns: call.ts_entry_ns,
+            // SAFETY: helper without side effects.
+            ts_return_ns: unsafe { bpf_ktime_get_ns() },
+            call_len: len,
+            offset: 0,
+            stream_pos,
+            uncaptured_len: len - captured,
+            comm: current_comm(),
+        },
+        buf: call.buf,
+        captured,
+    };
+    let chunks = captured.div_ceil(CHUNK_DATA_MAX as u64) as u32;
+    // SAFETY: `emit_chunk` matches the callback ABI and `state` outlives the loop.
+    unsafe {
+        bpf_loop(
+            chunks,
+            emit_chunk as *mut c_void,
+            (&mut state as *mut EmitLoop).cast(),
+            0,
+        )
+    };
+}
+
+#[inline(never)]
+extern "C" fn emit_chunk(index: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `EmitLoop` passed to bpf_loop by `emit_call`.
+    let state = unsafe { &*(ctx as *const EmitLoop) };
+    let offset = index as u64 * CHUNK_DATA_MAX as u64;
+    if offset >= state.captured {
+        return 1;
+    }
+    let mut n = state.captured - offset;
+    if n > CHUNK_DATA_MAX as u64 {
+        n = CHUNK_DATA_MAX as u64;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: `scratch` points to this CPU's EventBuffer; `n <= CHUNK_DATA_MAX` bounds the copy
+    // into `data` and the record length passed to the ring buffer.
+    unsafe {
+        let mut header = state.header;
+        header.offset = offset;
+        header.data_len = n as u32;
+        if offset + n == state.captured {
+            header.flags |= event_flags::LAST_CHUNK;
+        }
+        (*scratch).header = header;
+        let data: *mut [u8; CHUNK_DATA_MAX] = &raw mut (*scratch).data;
+        let src = (state.buf + offset) as *const c_void;
+        if bpf_probe_read_user(data.cast(), n as u32, src) != 0 {
+            count(counter::READ_USER_FAILED, 1);
+            return 0;
+        }
+        let record =
+            core::slice::from_raw_parts(scratch as *const u8, EVENT_HEADER_LEN + n as usize);
+        if EVENTS.output::<[u8]>(record, 0).is_err() {
+            count(counter::RINGBUF_DROPPED_RECORDS, 1);
+            count(counter::RINGBUF_DROPPED_BYTES, n);
+        }
+    }
+    0
+}
+
+/// Return of `SSL_read` / `SSL_write`: `int` bytes transferred, ≤ 0 on failure or retry.
+#[inline(always)]
+fn on_return(ctx: &RetProbeContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: plain value copied out before the entry is removed.
+    let Some(call) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
+        return;
+    };
+    let _ = INFLIGHT.remove(&pid_tgid);
+    let ret: i32 = ctx.ret();
+    if ret > 0 {
+        emit_call(pid_tgid, &call, ret as u64);
+    }
+}
+
+/// Return of `SSL_read_ex` / `SSL_write_ex`: 1 on success, byte count in `*out_len`.
+#[inline(always)]
+fn on_return_ex(ctx: &RetProbeContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: as in `on_return`.
+    let Some(call) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
+        return;
+    };
+    let _ = INFLIGHT.remove(&pid_tgid);
+    let ret: i32 = ctx.ret();
+    if ret != 1 || call.out_len == 0 {
+        return;
+    }
+    // SAFETY: reads the caller's size_t through the checked helper.
+    match unsafe { aya_ebpf::helpers::bpf_probe_read_user(call.out_len as *const u64) } {
+        Ok(len) => emit_call(pid_tgid, &call, len),
+        Err(_) => count(counter::READ_USER_FAILED, 1),
+    }
+}
+
+#[uprobe]
+pub fn ssl_write_entry(ctx: ProbeContext) -> u32 {
+    on_entry(&ctx, direction::WRITE);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read_entry(ctx: ProbeContext) -> u32 {
+    on_entry(&ctx, direction::READ);
+    0
+}
+
+#[uretprobe]
+pub fn ssl_rw_return(ctx: RetProbeContext) -> u32 {
+    on_return(&ctx);
+    0
+}
+
+#[uretprobe]
+pub fn ssl_rw_ex_return(ctx: RetProbeContext) -> u32 {
+    on_return_ex(&ctx);
+    0
+}
+
+/// `SSL_free(SSL *s)`: the connection is gone and its pointer may be reused.
+#[uprobe]
+pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    if !wanted(pid) {
+        return 0;
+    }
+    let Some(conn_id) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    let mut key = StreamKey {
+        conn_id,
+        pid,
+        direction: direction::WRITE as u32,
+    };
+    let had_write = STREAM_POS.remove(&key).is_ok();
+    key.direction = direction::READ as u32;
+    let had_read = STREAM_POS.remove(&key).is_ok();
+    if !had_write && !had_read {
+        // Never carried data (or was filtered out): nothing for user space to forget.
+        return 0;
+    }
+    let header = EventHeader {
+        kind: event_kind::CLOSE,
+        pid,
+        tid: pid_tgid as u32,
+        conn_id,
+        // SAFETY: helper without side effects.
+        ts_entry_ns: unsafe { bpf_ktime_get_ns() },
+        ts_return_ns: 0,
+        comm: current_comm(),
+        ..EventHeader::default()
+    };
+    if EVENTS.output::<EventHeader>(&header, 0).is_err() {
+        count(counter::RINGBUF_DROPPED_CLOSE, 1);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,286 @@
+//! Decoding of the kernel's ring-buffer records into owned events.
+//!
+//! Pure code: it runs on recorded bytes without privileges, so it is unit-tested and fuzzed.
+
+use bytes::Bytes;
+use tracer_common::{COMM_LEN, EVENT_HEADER_LEN, EventHeader, direction, event_flags, event_kind};
+
+/// Which way application data moved, seen from the traced process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// The process wrote plaintext into TLS (`SSL_write*`): a client's request.
+    Write,
+    /// The process read plaintext out of TLS (`SSL_read*`): a client's response.
+    Read,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Write => "write",
+            Direction::Read => "read",
+        }
+    }
+}
+
+/// A TLS connection: the `SSL*` pointer is unique within its process while the connection lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId {
+    pub pid: u32,
+    pub conn: u64,
+}
+
+impl std::fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{:#x}", self.pid, self.conn)
+    }
+}
+
+/// One record of plaintext: all or part of one successful `SSL_read`/`SSL_write` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataEvent {
+    pub conn: ConnectionId,
+    pub tid: u32,
+    pub comm: Comm,
+    pub direction: Direction,
+    /// CLOCK_MONOTONIC ns at the call's entry.
+    pub ts_entry_ns: u64,
+    /// CLOCK_MONOTONIC ns at the call's return.
+    pub ts_return_ns: u64,
+    /// Bytes the whole call transferred.
+    pub call_len: u64,
+    /// Offset of `data` within the call.
+    pub offset: u64,
+    /// Position of the call's first byte in its (connection, direction) stream.
+    pub stream_pos: u64,
+    /// Bytes of the call past the capture cap, never copied.
+    pub uncaptured_len: u64,
+    /// This record holds the call's last captured bytes.
+    pub last_chunk: bool,
+    pub data: Bytes,
+}
+
+/// A task's command name (`comm`), at most 15 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm(pub [u8; COMM_LEN]);
+
+impl Comm {
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        String::from_utf8_lossy(&self.0[..end])
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+/// What the kernel side reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaptureEvent {
+    Data(DataEvent),
+    /// `SSL_free` on a connection that carried data: its pointer may be reused from now on.
+    Closed {
+        conn: ConnectionId,
+        comm: Comm,
+        ts_ns: u64,
+    },
+}
+
+impl CaptureEvent {
+    pub fn conn(&self) -> ConnectionId {
+        match self {
+            CaptureEvent::Data(d) => d.conn,
+            CaptureEvent::Closed { conn, .. } => *conn,
+        }
+    }
+}
+
+/// A ring-buffer record that does not decode.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than the {EVENT_HEADER_LEN}-byte header")]
+    Short(usize),
+    #[error("record announces {announced} payload bytes but carries {carried}")]
+    LengthMismatch { announced: usize, carried: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
+    #[error("unknown direction {0}")]
+    UnknownDirection(u8),
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode_record(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
+    if record.len() < EVENT_HEADER_LEN {
+        return Err(DecodeError::Short(record.len()));
+    }
+    // SAFETY: length checked above; EventHeader is plain integers (any bit pattern is valid);
+    // read_unaligned because ring records are only 8-byte aligned by convention.
+    let header: EventHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let payload = &record[EVENT_HEADER_LEN..];
+    let conn = ConnectionId {
+        pid: header.pid,
+        conn: header.conn_id,
+    };
+    match header.kind {
+        event_kind::DATA => {
+            let announced = header.data_len as usize;
+            if announced > payload.len() {
+                return Err(DecodeError::LengthMismatch {
+                    announced,
+                    carried: payload.len(),
+                });
+            }
+            let direction = match header.direction {
+                direction::WRITE => Direction::Write,
+                direction::READ => Direction::Read,
+                other => return Err(DecodeError::UnknownDirection(other)),
+            };
+            Ok(CaptureEvent::Data(DataEvent {
+                conn,
+                tid: header.tid,
+                comm: Comm(header.comm),
+                direction,
+                ts_entry_ns: header.ts_entry_ns,
+                ts_return_ns: header.ts_return_ns,
+                call_len: header.call_len,
+                offset: header.offset,
+                stream_pos: header.stream_pos,
+                uncaptured_len: header.uncaptured_len,
+                last_chunk: header.flags & event_flags::LAST_CHUNK != 0,
+                data: Bytes::copy_from_slice(&payload[..announced]),
+            }))
+        }
+        event_kind::CLOSE => Ok(CaptureEvent::Closed {
+            conn,
+            comm: Comm(header.comm),
+            ts_ns: header.ts_entry_ns,
+        }),
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+/// Encodes an event in the kernel's record format: used by tests and recorded-event replays.
+pub fn encode_record(event: &CaptureEvent) -> Vec<u8> {
+    let (header, data): (EventHeader, &[u8]) = match event {
+        CaptureEvent::Data(d) => (
+            EventHeader {
+                kind: event_kind::DATA,
+                direction: match d.direction {
+                    Direction::Write => direction::WRITE,
+                    Direction::Read => direction::READ,
+                },
+                flags: if d.last_chunk {
+                    event_flags::LAST_CHUNK
+                } else {
+                    0
+                },
+                _reserved: 0,
+                data_len: d.data.len() as u32,
+                pid: d.conn.pid,
+                tid: d.tid,
+                conn_id: d.conn.conn,
+                ts_entry_ns: d.ts_entry_ns,
+                ts_return_ns: d.ts_return_ns,
+                call_len: d.call_len,
+                offset: d.offset,
+                stream_pos: d.stream_pos,
+                uncaptured_len: d.uncaptured_len,
+                comm: d.comm.0,
+            },
+            &d.data,
+        ),
+        CaptureEvent::Closed { conn, comm, ts_ns } => (
+            EventHeader {
+                kind: event_kind::CLOSE,
+                pid: conn.pid,
+                conn_id: conn.conn,
+                ts_entry_ns: *ts_ns,
+                comm: comm.0,
+                ..EventHeader::default()
+            },
+            &[],
+        ),
+    };
+    let mut out = Vec::with_capacity(EVENT_HEADER_LEN + data.len());
+    // SAFETY: EventHeader is #[repr(C)] plain data; viewing it as bytes is sound.
+    out.extend_from_slice(unsafe {
+        std::slice::from_raw_parts(
+            (&header as *const EventHeader).cast::<u8>(),
+            EVENT_HEADER_LEN,
+        )
+    });
+    out.extend_from_slice(data);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CaptureEvent {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"curl");
+        CaptureEvent::Data(DataEvent {
+            conn: ConnectionId {
+                pid: 42,
+                conn: 0xdead_beef,
+            },
+            tid: 43,
+            comm: Comm(comm),
+            direction: Direction::Read,
+            ts_entry_ns: 10,
+            ts_return_ns: 20,
+            call_len: 5,
+            offset: 0,
+            stream_pos: 100,
+            uncaptured_len: 0,
+            last_chunk: true,
+            data: Bytes::from_static(b"hello"),
+        })
+    }
+
+    #[test]
+    fn round_trips() {
+        let ev = sample();
+        assert_eq!(decode_record(&encode_record(&ev)).unwrap(), ev);
+        let close = CaptureEvent::Closed {
+            conn: ConnectionId { pid: 1, conn: 2 },
+            comm: Comm::default(),
+            ts_ns: 3,
+        };
+        assert_eq!(decode_record(&encode_record(&close)).unwrap(), close);
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        assert_eq!(decode_record(&[0u8; 10]), Err(DecodeError::Short(10)));
+        let mut rec = encode_record(&sample());
+        rec.truncate(rec.len() - 1);
+        assert!(matches!(
+            decode_record(&rec),
+            Err(DecodeError::LengthMismatch { .. })
+        ));
+        let mut rec = encode_record(&sample());
+        rec[0] = 9;
+        assert_eq!(decode_record(&rec), Err(DecodeError::UnknownKind(9)));
+        let mut rec = encode_record(&sample());
+        rec[1] = 7;
+        assert_eq!(decode_record(&rec), Err(DecodeError::UnknownDirection(7)));
+    }
+
+    #[test]
+    fn comm_display_stops_at_nul() {
+        if let CaptureEvent::Data(d) = sample() {
+            assert_eq!(d.comm.to_string(), "curl");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Stage 1, capture: eBPF uprobes on TLS libraries → ordered plaintext per connection.
+//!
+//! `event` decodes kernel records, `stream` orders them per (connection, direction) and turns
+//! losses into explicit gaps. Everything that needs privileges (loading, attaching, reading the
+//! ring buffer) lives in the submodules behind `Tracer`.
+
+pub mod event;
+pub mod stream;
+
+pub use event::{
+    CaptureEvent, Comm, ConnectionId, DataEvent, DecodeError, Direction, decode_record,
+    encode_record,
+};
+pub use stream::{StreamAssembler, StreamChunk, StreamEvent};
