@@ -100,6 +100,9 @@ pub struct EventHeader {
 /// Size of [`EventHeader`] in the ring buffer.
 pub const EVENT_HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 
+// A record must fit in one per-CPU map value (the kernel caps those at 32 KiB).
+const _: () = assert!(EVENT_HEADER_LEN + CHUNK_DATA_MAX <= 32 * 1024);
+
 /// A scratch record: header followed by the largest payload. Lives in a per-CPU array in the
 /// kernel so that variable-length records can be sent with `bpf_ringbuf_output`.
 #[repr(C)]
@@ -133,6 +136,5 @@ mod tests {
         // Both sides read this layout; a change must be deliberate.
         assert_eq!(EVENT_HEADER_LEN, 88);
         assert_eq!(core::mem::align_of::<EventHeader>(), 8);
-        assert!(EVENT_HEADER_LEN + CHUNK_DATA_MAX <= 32 * 1024);
     }
 }

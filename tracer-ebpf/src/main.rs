@@ -47,9 +47,10 @@ const FILTER_COMM: u32 = 2;
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
-/// Calls between entry and return, keyed by `pid_tgid` (one call in flight per thread).
+/// Calls between entry and return, keyed by `pid_tgid` (one call in flight per thread). LRU so
+/// that entries of threads killed mid-call age out instead of filling the table.
 #[map]
-static INFLIGHT: HashMap<u64, InflightCall> = HashMap::with_max_entries(16384, 0);
+static INFLIGHT: LruHashMap<u64, InflightCall> = LruHashMap::with_max_entries(16384, 0);
 
 /// Byte position reached by each (process, connection, direction) stream.
 #[map]

@@ -1,8 +1,134 @@
-fn main() {
-    let bytes = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/llmtap-tracer"));
-    let ebpf = aya::Ebpf::load(bytes);
-    eprintln!(
-        "{:?}",
-        ebpf.map(|e| e.programs().map(|(n, _)| n.to_string()).collect::<Vec<_>>())
+//! The `llmtap` binary: CLI edge (anyhow errors, signal handling) around the library stages.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use llmtap::capture::clock::WallClock;
+use llmtap::capture::printer::{CaptureFormat, CapturePrinter};
+use llmtap::capture::{CaptureCounters, CaptureSession};
+use llmtap::cli::CaptureArgs;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// llmtap: see every LLM call a Linux host makes, without touching the application.
+#[derive(Parser, Debug)]
+#[command(name = "llmtap", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print captured TLS plaintext records as they happen (credentials masked).
+    Capture {
+        #[command(flatten)]
+        capture: CaptureArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = CaptureFormat::Text)]
+        format: CaptureFormat,
+        /// Bytes of each record shown in text format.
+        #[arg(long, value_name = "BYTES", default_value_t = 200)]
+        preview_bytes: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Capture {
+                capture,
+                format,
+                preview_bytes,
+            } => run_capture(capture, format, preview_bytes).await,
+        }
+    })
+}
+
+async fn run_capture(
+    args: CaptureArgs,
+    format: CaptureFormat,
+    preview_bytes: usize,
+) -> anyhow::Result<()> {
+    let mut session = CaptureSession::start(&args).context("starting capture")?;
+    log::info!(
+        "capturing TLS plaintext from {} hooked file(s); Ctrl-C to stop",
+        session.tracer.attached_paths().count()
     );
+    let mut printer = CapturePrinter::new(format, preview_bytes, WallClock::measure());
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut rescan = tokio::time::interval(Duration::from_secs(args.rescan_interval.max(1)));
+    let mut reported = CaptureCounters::default();
+    let mut events = Vec::new();
+    let stdout = std::io::stdout();
+    loop {
+        tokio::select! {
+            result = session.tracer.read_events(&mut events) => {
+                result.context("reading the ring buffer")?;
+                let mut out = stdout.lock();
+                for event in events.drain(..) {
+                    if let Err(err) = printer.print(&event, &mut out) {
+                        // A closed pipe (e.g. `| head`) ends the capture quietly.
+                        if err.kind() == std::io::ErrorKind::BrokenPipe {
+                            return Ok(());
+                        }
+                        return Err(err).context("writing to stdout");
+                    }
+                }
+                out.flush().ok();
+            }
+            _ = rescan.tick() => {
+                if args.rescan_interval > 0 {
+                    session.rescan();
+                }
+                reported = report_losses(&session.tracer.counters(), reported);
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    let counters = session.tracer.counters();
+    report_losses(&counters, reported);
+    log::info!(
+        "captured {} records ({} bytes) from {} successful TLS calls; lost records: {}, calls truncated at the cap: {}",
+        counters.records,
+        counters.bytes,
+        counters.calls,
+        counters.lost_records(),
+        counters.truncated_calls
+    );
+    Ok(())
+}
+
+/// Warns about losses since the last report; returns the new baseline.
+fn report_losses(now: &CaptureCounters, before: CaptureCounters) -> CaptureCounters {
+    let dropped = now.ringbuf_dropped_records - before.ringbuf_dropped_records;
+    if dropped > 0 {
+        log::warn!(
+            "ring buffer full: {dropped} records ({} bytes) lost; raise --ring-buffer-size",
+            now.ringbuf_dropped_bytes - before.ringbuf_dropped_bytes
+        );
+    }
+    let unreadable = now.read_user_failed - before.read_user_failed;
+    if unreadable > 0 {
+        log::warn!("{unreadable} records lost: application memory not readable at probe time");
+    }
+    let full = now.inflight_table_full - before.inflight_table_full;
+    if full > 0 {
+        log::warn!("{full} calls not tracked: in-flight call table full");
+    }
+    let decode = now.decode_errors - before.decode_errors;
+    if decode > 0 {
+        log::warn!("{decode} ring-buffer records could not be decoded");
+    }
+    *now
 }

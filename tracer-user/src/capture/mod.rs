@@ -12,3 +12,12 @@ pub use event::{
     encode_record,
 };
 pub use stream::{StreamAssembler, StreamChunk, StreamEvent};
+pub mod clock;
+pub mod printer;
+pub mod redact;
+pub mod session;
+pub mod targets;
+pub mod tracer;
+
+pub use session::CaptureSession;
+pub use tracer::{AttachOutcome, CaptureCounters, Tracer, TracerConfig, TracerError};

@@ -1,0 +1,483 @@
+//! The privileged part of capture: loads the embedded eBPF object, attaches the uprobes to TLS
+//! libraries and reads the ring buffer on tokio.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::{UProbe, uprobe::UProbeLinkId, uprobe::UProbeScope};
+use aya::{Ebpf, EbpfLoader};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tracer_common::{COMM_LEN, DEFAULT_MAX_CAPTURE_BYTES, MAX_CAPTURE_BYTES_LIMIT, counter};
+
+use super::event::{CaptureEvent, decode_record};
+use super::targets::FileId;
+
+/// The eBPF object built by `build.rs` (aya-build) from `tracer-ebpf`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/llmtap-tracer"));
+
+/// Default ring buffer size: room for bursts of large prompts without drops.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 16 * 1024 * 1024;
+
+/// How each OpenSSL function is hooked: (symbol, entry program, return program, required).
+const OPENSSL_HOOKS: &[(&str, &str, Option<&str>, bool)] = &[
+    ("SSL_write", "ssl_write_entry", Some("ssl_rw_return"), true),
+    ("SSL_read", "ssl_read_entry", Some("ssl_rw_return"), true),
+    (
+        "SSL_write_ex",
+        "ssl_write_entry",
+        Some("ssl_rw_ex_return"),
+        false,
+    ),
+    (
+        "SSL_read_ex",
+        "ssl_read_entry",
+        Some("ssl_rw_ex_return"),
+        false,
+    ),
+    ("SSL_free", "ssl_free_entry", None, false),
+];
+
+const PROGRAMS: &[&str] = &[
+    "ssl_write_entry",
+    "ssl_read_entry",
+    "ssl_rw_return",
+    "ssl_rw_ex_return",
+    "ssl_free_entry",
+];
+
+/// What the kernel side is told at load time.
+#[derive(Clone, Debug)]
+pub struct TracerConfig {
+    /// Ring buffer size in bytes: a power of two, multiple of the page size.
+    pub ring_buffer_bytes: u32,
+    /// Bytes of one `SSL_*` call copied at most; the rest is reported as uncaptured.
+    pub max_capture_bytes: u32,
+    /// Only trace these process ids (all when empty).
+    pub pids: Vec<u32>,
+    /// Only trace these command names (all when empty).
+    pub comms: Vec<String>,
+}
+
+impl Default for TracerConfig {
+    fn default() -> Self {
+        Self {
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
+            pids: Vec::new(),
+            comms: Vec::new(),
+        }
+    }
+}
+
+impl TracerConfig {
+    pub fn validate(&self) -> Result<(), TracerError> {
+        let page = page_size();
+        let ring = self.ring_buffer_bytes;
+        if !ring.is_power_of_two() || ring < page || !ring.is_multiple_of(page) {
+            return Err(TracerError::Config(format!(
+                "ring buffer size {ring} must be a power of two and a multiple of the page size ({page})"
+            )));
+        }
+        if self.max_capture_bytes == 0 || self.max_capture_bytes > MAX_CAPTURE_BYTES_LIMIT {
+            return Err(TracerError::Config(format!(
+                "max capture bytes must be between 1 and {MAX_CAPTURE_BYTES_LIMIT}"
+            )));
+        }
+        for comm in &self.comms {
+            if comm.is_empty() || comm.len() >= COMM_LEN {
+                return Err(TracerError::Config(format!(
+                    "--comm {comm:?}: a command name has 1 to {} bytes",
+                    COMM_LEN - 1
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size).unwrap_or(4096)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TracerError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(
+        "loading the eBPF object failed (needs root or CAP_BPF+CAP_PERFMON, kernel >= 5.17 with BTF): {0}"
+    )]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("attaching to {path}: {source}")]
+    Attach {
+        path: PathBuf,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("{path} does not look like an OpenSSL library or binary: {reason}")]
+    NotOpenSsl { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Result of asking to hook a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttachOutcome {
+    /// Newly hooked; lists the functions found.
+    Attached(Vec<&'static str>),
+    /// This file (same device and inode) is hooked already.
+    AlreadyAttached,
+}
+
+/// Totals from the kernel's counters, summed over CPUs, plus the reader's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureCounters {
+    pub calls: u64,
+    pub ringbuf_dropped_records: u64,
+    pub ringbuf_dropped_bytes: u64,
+    pub ringbuf_dropped_close: u64,
+    pub read_user_failed: u64,
+    pub truncated_calls: u64,
+    pub inflight_table_full: u64,
+    /// Records received from the ring buffer.
+    pub records: u64,
+    /// Plaintext bytes received.
+    pub bytes: u64,
+    /// Records that did not decode.
+    pub decode_errors: u64,
+}
+
+impl CaptureCounters {
+    /// Records the kernel could not deliver, all causes.
+    pub fn lost_records(&self) -> u64 {
+        self.ringbuf_dropped_records + self.ringbuf_dropped_close + self.read_user_failed
+    }
+}
+
+struct AttachedFile {
+    path: PathBuf,
+}
+
+/// Loaded and attachable TLS tracer.
+pub struct Tracer {
+    ebpf: Ebpf,
+    ring: AsyncFd<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    attached: HashMap<FileId, AttachedFile>,
+    records: u64,
+    bytes: u64,
+    decode_errors: u64,
+}
+
+impl Tracer {
+    /// Loads the programs and maps. Must run inside a tokio runtime (the ring buffer is
+    /// registered with the reactor).
+    pub fn load(config: &TracerConfig) -> Result<Self, TracerError> {
+        config.validate()?;
+        raise_memlock_limit();
+        let self_pid = std::process::id();
+        let filter_flags: u32 =
+            u32::from(!config.pids.is_empty()) | (u32::from(!config.comms.is_empty()) << 1);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", config.ring_buffer_bytes)
+            .override_global("MAX_CAPTURE_BYTES", &config.max_capture_bytes, true)
+            .override_global("FILTER_FLAGS", &filter_flags, true)
+            .override_global("SELF_PID", &self_pid, true)
+            .load(EBPF_OBJECT)
+            .map_err(TracerError::Load)?;
+
+        if !config.pids.is_empty() {
+            let map = ebpf
+                .map_mut("PID_FILTER")
+                .ok_or(TracerError::MissingMap("PID_FILTER"))?;
+            let mut pids: aya::maps::HashMap<_, u32, u8> = aya::maps::HashMap::try_from(map)
+                .map_err(|source| TracerError::Map {
+                    name: "PID_FILTER",
+                    source,
+                })?;
+            for pid in &config.pids {
+                pids.insert(pid, 1, 0).map_err(|source| TracerError::Map {
+                    name: "PID_FILTER",
+                    source,
+                })?;
+            }
+        }
+        if !config.comms.is_empty() {
+            let map = ebpf
+                .map_mut("COMM_FILTER")
+                .ok_or(TracerError::MissingMap("COMM_FILTER"))?;
+            let mut comms: aya::maps::HashMap<_, [u8; COMM_LEN], u8> =
+                aya::maps::HashMap::try_from(map).map_err(|source| TracerError::Map {
+                    name: "COMM_FILTER",
+                    source,
+                })?;
+            for comm in &config.comms {
+                let mut key = [0u8; COMM_LEN];
+                key[..comm.len()].copy_from_slice(comm.as_bytes());
+                comms.insert(key, 1, 0).map_err(|source| TracerError::Map {
+                    name: "COMM_FILTER",
+                    source,
+                })?;
+            }
+        }
+
+        for name in PROGRAMS {
+            let program: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or(TracerError::Program {
+                    name,
+                    source: aya::programs::ProgramError::UnexpectedProgramType,
+                })?
+                .try_into()
+                .map_err(|source| TracerError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| TracerError::Program { name, source })?;
+        }
+
+        let ring = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or(TracerError::MissingMap("EVENTS"))?,
+        )
+        .map_err(|source| TracerError::Map {
+            name: "EVENTS",
+            source,
+        })?;
+        // SAFETY: the RingBuf owns its map fd, and the AsyncFd owns the RingBuf, so the fd stays
+        // open for as long as it is registered with the reactor.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("COUNTERS")
+                .ok_or(TracerError::MissingMap("COUNTERS"))?,
+        )
+        .map_err(|source| TracerError::Map {
+            name: "COUNTERS",
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            ring,
+            counters,
+            attached: HashMap::new(),
+            records: 0,
+            bytes: 0,
+            decode_errors: 0,
+        })
+    }
+
+    /// Hooks OpenSSL's read/write functions in `path` for every process that maps it, now and
+    /// later. Files already hooked (same device and inode) are skipped.
+    pub fn attach_openssl(&mut self, path: &Path) -> Result<AttachOutcome, TracerError> {
+        let id = FileId::of(path)?;
+        if self.attached.contains_key(&id) {
+            return Ok(AttachOutcome::AlreadyAttached);
+        }
+        let mut links: Vec<(&'static str, UProbeLinkId)> = Vec::new();
+        let mut hooked = Vec::new();
+        let result = (|| {
+            for &(symbol, entry, ret, required) in OPENSSL_HOOKS {
+                // The return probe goes in first: a return without a recorded entry is ignored,
+                // whereas an entry without its return would leave a stale in-flight slot.
+                let mut programs = Vec::new();
+                if let Some(ret) = ret {
+                    programs.push(ret);
+                }
+                programs.push(entry);
+                let mut symbol_links = Vec::new();
+                let mut failure = None;
+                for name in programs {
+                    match self.attach_one(name, symbol, path) {
+                        Ok(link) => symbol_links.push((name, link)),
+                        Err(err) => {
+                            failure = Some(err);
+                            break;
+                        }
+                    }
+                }
+                match failure {
+                    None => {
+                        links.extend(symbol_links);
+                        hooked.push(symbol);
+                    }
+                    Some(err) => {
+                        self.detach_all(symbol_links);
+                        if required {
+                            return Err(err);
+                        }
+                        log::debug!("{}: {symbol} not hooked: {err}", path.display());
+                    }
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                log::info!("hooked {} in {}", hooked.join(", "), path.display());
+                self.attached.insert(
+                    id,
+                    AttachedFile {
+                        path: path.to_path_buf(),
+                    },
+                );
+                Ok(AttachOutcome::Attached(hooked))
+            }
+            Err(err) => {
+                self.detach_all(links);
+                Err(match err {
+                    TracerError::Attach { source, .. } => TracerError::NotOpenSsl {
+                        path: path.to_path_buf(),
+                        reason: source.to_string(),
+                    },
+                    other => other,
+                })
+            }
+        }
+    }
+
+    fn attach_one(
+        &mut self,
+        program: &'static str,
+        symbol: &'static str,
+        path: &Path,
+    ) -> Result<UProbeLinkId, TracerError> {
+        let prog: &mut UProbe = self
+            .ebpf
+            .program_mut(program)
+            .ok_or(TracerError::Program {
+                name: program,
+                source: aya::programs::ProgramError::UnexpectedProgramType,
+            })?
+            .try_into()
+            .map_err(|source| TracerError::Program {
+                name: program,
+                source,
+            })?;
+        prog.attach(symbol, path, UProbeScope::AllProcesses)
+            .map_err(|source| TracerError::Attach {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    fn detach_all(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
+        for (program, link) in links {
+            if let Some(Ok(prog)) = self.ebpf.program_mut(program).map(<&mut UProbe>::try_from) {
+                if let Err(err) = prog.detach(link) {
+                    log::warn!("detaching {program}: {err}");
+                }
+            }
+        }
+    }
+
+    /// Files hooked so far.
+    pub fn attached_paths(&self) -> impl Iterator<Item = &Path> {
+        self.attached.values().map(|f| f.path.as_path())
+    }
+
+    /// Waits for ring-buffer records and appends every available one to `out`.
+    pub async fn read_events(&mut self, out: &mut Vec<CaptureEvent>) -> io::Result<()> {
+        let mut guard = self.ring.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        while let Some(record) = ring.next() {
+            self.records += 1;
+            match decode_record(&record) {
+                Ok(event) => {
+                    if let CaptureEvent::Data(d) = &event {
+                        self.bytes += d.data.len() as u64;
+                    }
+                    out.push(event);
+                }
+                Err(err) => {
+                    self.decode_errors += 1;
+                    log::warn!("undecodable capture record: {err}");
+                }
+            }
+        }
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Current counters (kernel counters summed over CPUs).
+    pub fn counters(&self) -> CaptureCounters {
+        let read = |index: u32| -> u64 {
+            match self.counters.get(&index, 0) {
+                Ok(values) => values.iter().sum(),
+                Err(err) => {
+                    log::debug!("reading counter {index}: {err}");
+                    0
+                }
+            }
+        };
+        CaptureCounters {
+            calls: read(counter::CALLS),
+            ringbuf_dropped_records: read(counter::RINGBUF_DROPPED_RECORDS),
+            ringbuf_dropped_bytes: read(counter::RINGBUF_DROPPED_BYTES),
+            ringbuf_dropped_close: read(counter::RINGBUF_DROPPED_CLOSE),
+            read_user_failed: read(counter::READ_USER_FAILED),
+            truncated_calls: read(counter::TRUNCATED_CALLS),
+            inflight_table_full: read(counter::INFLIGHT_TABLE_FULL),
+            records: self.records,
+            bytes: self.bytes,
+            decode_errors: self.decode_errors,
+        }
+    }
+}
+
+fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall wrapper with a valid pointer. Failure is fine on kernels >= 5.11,
+    // which charge BPF memory to the cgroup instead of RLIMIT_MEMLOCK.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+        log::debug!(
+            "setrlimit(RLIMIT_MEMLOCK) failed: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation() {
+        assert!(TracerConfig::default().validate().is_ok());
+        let bad_ring = TracerConfig {
+            ring_buffer_bytes: 3 * 4096,
+            ..Default::default()
+        };
+        assert!(bad_ring.validate().is_err());
+        let bad_cap = TracerConfig {
+            max_capture_bytes: 0,
+            ..Default::default()
+        };
+        assert!(bad_cap.validate().is_err());
+        let long_comm = TracerConfig {
+            comms: vec!["a".repeat(16)],
+            ..Default::default()
+        };
+        assert!(long_comm.validate().is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! Command-line options shared by the subcommands that load the tracer.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::capture::TracerConfig;
+use crate::capture::tracer::DEFAULT_RING_BUFFER_BYTES;
+use tracer_common::DEFAULT_MAX_CAPTURE_BYTES;
+
+/// What to hook and how much to copy.
+#[derive(Args, Clone, Debug)]
+pub struct CaptureArgs {
+    /// Only trace this process id (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Only trace processes with this command name, as in /proc/PID/comm (repeatable).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+
+    /// Also hook this library or binary exporting SSL_read/SSL_write, e.g. /usr/bin/node
+    /// with statically linked OpenSSL (repeatable).
+    #[arg(long = "ssl-lib", value_name = "PATH")]
+    pub ssl_libs: Vec<PathBuf>,
+
+    /// Ring buffer size shared by all CPUs (power of two; K/M/G suffixes).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES, value_parser = parse_size_u32)]
+    pub ring_buffer_size: u32,
+
+    /// Bytes copied at most from one SSL_read/SSL_write call; the rest is reported as lost
+    /// (K/M suffixes, at most 16M).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_CAPTURE_BYTES, value_parser = parse_size_u32)]
+    pub max_capture_bytes: u32,
+
+    /// Seconds between scans of /proc for libssl copies not hooked yet (0 = scan once).
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    pub rescan_interval: u64,
+}
+
+impl CaptureArgs {
+    pub fn tracer_config(&self) -> TracerConfig {
+        TracerConfig {
+            ring_buffer_bytes: self.ring_buffer_size,
+            max_capture_bytes: self.max_capture_bytes,
+            pids: self.pids.clone(),
+            comms: self.comms.clone(),
+        }
+    }
+}
+
+/// Parses `4096`, `64K`, `16M`, `1G` (binary multiples; optional `iB`/`B`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let upper = t.to_ascii_uppercase();
+    let stripped = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
+    let (digits, shift) = match stripped.chars().last() {
+        Some('K') => (&stripped[..stripped.len() - 1], 10),
+        Some('M') => (&stripped[..stripped.len() - 1], 20),
+        Some('G') => (&stripped[..stripped.len() - 1], 30),
+        _ => (stripped, 0),
+    };
+    let value: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (examples: 4096, 256K, 16M)"))?;
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn parse_size_u32(text: &str) -> Result<u32, String> {
+    u32::try_from(parse_size(text)?).map_err(|_| format!("{text:?} is too large (max 4G-1)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("256K"), Ok(256 * 1024));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2mb"), Ok(2 << 20));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size_u32("8G").is_err());
+    }
+}
