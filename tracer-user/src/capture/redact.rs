@@ -142,7 +142,7 @@ mod tests {
         assert!(!out.contains("sk-secret"));
         assert!(!out.contains("abc\r"));
         assert!(!out.contains("a=b"));
-        assert!(out.contains("Authorization:****************\r\n"));
+        assert!(out.contains("Authorization:*****************\r\n"));
         assert!(out.contains("Host: api.openai.com"));
         assert!(out.contains("Content-Type: application/json"));
         assert!(
