@@ -8,3 +8,8 @@
 pub mod capture;
 pub mod cli;
 pub mod genai;
+
+/// Default per-call capture cap in bytes (`--max-capture-bytes`).
+pub fn cli_default_max_capture_bytes() -> u32 {
+    tracer_common::DEFAULT_MAX_CAPTURE_BYTES
+}
