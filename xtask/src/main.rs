@@ -1,1 +1,307 @@
-fn main() {}
+//! `cargo xtask`: the one place for build orchestration.
+//!
+//! - `setup`: installs what a fresh machine lacks (nightly rust-src, bpf-linker built against
+//!   the nightly toolchain's own libLLVM, the Debian packages the tests use). Idempotent.
+//! - `build`: release build of `llmtap` (the eBPF object is built by tracer-user's build.rs).
+//! - `run`: setup if needed, build, run `llmtap` with the given arguments.
+//! - `test`: setup if needed, then unit, integration and end-to-end (eBPF) tests.
+//! - `lint`: rustfmt and clippy with warnings denied.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "llmtap build orchestration")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the toolchain pieces and packages a fresh machine lacks (idempotent).
+    Setup,
+    /// Build the release binary target/release/llmtap.
+    Build,
+    /// Build and run llmtap (as root); arguments after `--` go to llmtap (default: `run`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Run every test: unit, pipeline, and end-to-end with real eBPF.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Check formatting and clippy (warnings are errors).
+    Lint,
+}
+
+/// bpf-linker release the eBPF build is known to work with.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Commands the tests run, and the Debian package providing each.
+const DEBIAN_TOOLS: &[(&str, &str)] = &[
+    ("curl", "curl"),
+    ("openssl", "openssl"),
+    ("python3", "python3"),
+    ("node", "nodejs"),
+];
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    prepend_cargo_bin_to_path();
+    match cli.command {
+        Task::Setup => setup(),
+        Task::Build => {
+            ensure_setup()?;
+            cargo(&root, &["build", "--release", "-p", "tracer-user"])
+        }
+        Task::Run { args } => {
+            ensure_setup()?;
+            cargo(&root, &["build", "--release", "-p", "tracer-user"])?;
+            let mut cmd = Command::new(root.join("target/release/llmtap"));
+            if args.is_empty() {
+                cmd.arg("run");
+            } else {
+                cmd.args(&args);
+            }
+            run(&mut cmd)
+        }
+        Task::Test { args } => {
+            ensure_setup()?;
+            test(&root, &args)
+        }
+        Task::Lint => {
+            ensure_setup()?;
+            cargo(&root, &["fmt", "--all", "--check"])?;
+            cargo(
+                &root,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--exclude",
+                    "tracer-ebpf",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )
+        }
+    }
+}
+
+fn test(root: &Path, extra: &[OsString]) -> anyhow::Result<()> {
+    // The end-to-end tests run the real binary.
+    cargo(root, &["build", "-p", "tracer-user", "--bin", "llmtap"])?;
+    let mut cmd = Command::new(cargo_path());
+    cmd.current_dir(root)
+        .args(["test", "--workspace", "--exclude", "tracer-ebpf"])
+        .args(extra)
+        .env("LLMTAP_BIN", root.join("target/debug/llmtap"));
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        cmd.env("RUST_BACKTRACE", "1");
+    }
+    run(&mut cmd)
+}
+
+fn setup() -> anyhow::Result<()> {
+    ensure_rust_src()?;
+    ensure_bpf_linker()?;
+    ensure_debian_tools()?;
+    eprintln!("xtask setup: everything is in place");
+    Ok(())
+}
+
+/// Runs setup only when something is missing, so `run`/`test` work on a fresh machine.
+fn ensure_setup() -> anyhow::Result<()> {
+    if rust_src_present() && bpf_linker_ok() && missing_debian_packages().is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: toolchain or packages missing, running setup first");
+    setup()
+}
+
+fn nightly_sysroot() -> anyhow::Result<PathBuf> {
+    let out = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()
+        .context("running `rustc +nightly` (is rustup installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "no nightly toolchain: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+fn rust_src_present() -> bool {
+    nightly_sysroot().is_ok_and(|s| s.join("lib/rustlib/src/rust/library/core").is_dir())
+}
+
+/// The eBPF crate is built with `-Z build-std=core`, which needs nightly's rust-src.
+fn ensure_rust_src() -> anyhow::Result<()> {
+    if rust_src_present() {
+        return Ok(());
+    }
+    if nightly_sysroot().is_err() {
+        eprintln!("xtask setup: installing a nightly toolchain");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    eprintln!("xtask setup: adding rust-src to the nightly toolchain");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+}
+
+fn bpf_linker_ok() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
+}
+
+/// Builds bpf-linker against the nightly toolchain's own libLLVM: no system LLVM is new enough
+/// here, and using the very LLVM that compiles the eBPF crate rules out version skew.
+fn ensure_bpf_linker() -> anyhow::Result<()> {
+    if bpf_linker_ok() {
+        return Ok(());
+    }
+    let sysroot = nightly_sysroot()?;
+    let lib_dir = sysroot.join("lib");
+    let libllvm = std::fs::read_dir(&lib_dir)
+        .with_context(|| format!("reading {}", lib_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        })
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib_dir.display()))?;
+    let version = Command::new("rustc").args(["+nightly", "-vV"]).output()?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    let major = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("nightly rustc does not report its LLVM version")?
+        .to_string();
+
+    // `-lLLVM` needs libLLVM.so at link time; the binary's RUNPATH needs the SONAME at run time.
+    let prefix = cargo_home().join("llmtap-llvm");
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)?;
+    let soname = libllvm.file_name().context("libLLVM file name")?;
+    for link in [prefix_lib.join("libLLVM.so"), prefix_lib.join(soname)] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    eprintln!(
+        "xtask setup: building bpf-linker {BPF_LINKER_VERSION} against {} (LLVM {major}, about a minute)",
+        libllvm.display()
+    );
+    // Through the rustup proxy so `+stable` selects the toolchain.
+    run(Command::new("cargo")
+        .args([
+            "+stable",
+            "install",
+            "--force",
+            "--locked",
+            "--no-default-features",
+        ])
+        .arg("--features")
+        .arg(format!("llvm-{major}"))
+        .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
+        .env("LLVM_PREFIX", &prefix))?;
+    if !bpf_linker_ok() {
+        bail!("bpf-linker was installed but `bpf-linker --version` does not work");
+    }
+    Ok(())
+}
+
+fn missing_debian_packages() -> Vec<&'static str> {
+    DEBIAN_TOOLS
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(_, package)| *package)
+        .collect()
+}
+
+fn ensure_debian_tools() -> anyhow::Result<()> {
+    let missing = missing_debian_packages();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing Debian packages {missing:?}");
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+}
+
+/// Cargo installs bpf-linker into `$CARGO_HOME/bin`: make sure children find it.
+fn prepend_cargo_bin_to_path() {
+    let bin = cargo_home().join("bin");
+    let current = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths: Vec<PathBuf> = std::env::split_paths(&current).collect();
+    if !paths.contains(&bin) {
+        paths.insert(0, bin);
+        if let Ok(joined) = std::env::join_paths(paths) {
+            // SAFETY: single-threaded at this point; no other thread reads the environment.
+            unsafe { std::env::set_var("PATH", joined) };
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo_path() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new(cargo_path()).current_dir(root).args(args))
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
