@@ -129,6 +129,7 @@ impl Drop for ChildGuard {
 /// The test-owned HTTPS server that logs each connection's plaintext (tests/servers).
 pub struct LoggingTlsServer {
     pub port: u16,
+    pid: u32,
     pub log_dir: TempDir,
     _cert: SelfSigned,
     _child: ChildGuard,
@@ -150,6 +151,7 @@ impl LoggingTlsServer {
             .spawn()
             .context("starting the test TLS server")?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let pid = child.id();
         let child = ChildGuard(child);
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
@@ -159,10 +161,16 @@ impl LoggingTlsServer {
             .with_context(|| format!("server said {line:?}"))?;
         Ok(Self {
             port,
+            pid,
             log_dir,
             _cert: cert,
             _child: child,
         })
+    }
+
+    /// Process id of the server (it does TLS through the system libssl too).
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Bytes the server received and sent on each connection, in accept order.
@@ -229,6 +237,7 @@ impl CapturedStream {
 /// The in-process tracer, collecting events on a background runtime.
 pub struct LiveCapture {
     events: Arc<Mutex<Vec<CaptureEvent>>>,
+    counters: Arc<Mutex<llmtap::capture::CaptureCounters>>,
     runtime: Option<tokio::runtime::Runtime>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -244,6 +253,8 @@ impl LiveCapture {
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let sink = events.clone();
+        let counters = Arc::new(Mutex::new(llmtap::capture::CaptureCounters::default()));
+        let counters_sink = counters.clone();
         let targets: Vec<PathBuf> = extra_targets.iter().map(|p| p.to_path_buf()).collect();
         runtime.spawn(async move {
             let setup = (|| -> anyhow::Result<Tracer> {
@@ -272,6 +283,7 @@ impl LiveCapture {
                     r = tracer.read_events(&mut batch) => {
                         if r.is_err() { break; }
                         if let Ok(mut all) = sink.lock() { all.append(&mut batch); }
+                        if let Ok(mut c) = counters_sink.lock() { *c = tracer.counters(); }
                     }
                     _ = &mut stop_rx => break,
                 }
@@ -282,9 +294,15 @@ impl LiveCapture {
             .context("tracer did not start")??;
         Ok(Self {
             events,
+            counters,
             runtime: Some(runtime),
             stop: Some(stop_tx),
         })
+    }
+
+    /// The tracer's counters as of the last batch read.
+    pub fn counters(&self) -> llmtap::capture::CaptureCounters {
+        self.counters.lock().map(|c| *c).unwrap_or_default()
     }
 
     /// A copy of the events captured so far.
