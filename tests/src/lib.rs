@@ -371,11 +371,12 @@ impl Drop for LiveCapture {
     }
 }
 
-/// Path of the llmtap binary under test (`LLMTAP_BIN`, else target/debug/llmtap).
+/// Path of the llmtap binary under test (`LLMTAP_BIN`, as `cargo xtask test` sets it; else
+/// target/release/llmtap).
 pub fn llmtap_bin() -> PathBuf {
     std::env::var_os("LLMTAP_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/debug/llmtap"))
+        .unwrap_or_else(|| repo_root().join("target/release/llmtap"))
 }
 
 /// Runs a command to completion, returning (pid, stdout) and failing on a non-zero exit.
@@ -395,4 +396,215 @@ pub fn run_client(cmd: &mut Command) -> anyhow::Result<(u32, String)> {
         );
     }
     Ok((pid, String::from_utf8_lossy(&output.stdout).into_owned()))
+}
+
+/// `llmtap capture --format jsonl` running as a subprocess, as a user runs it: discovery and
+/// attachment policy (exec events, dynamic loader hook, rescans) included.
+pub struct CliCapture {
+    child: ChildGuard,
+    lines: Arc<Mutex<Vec<serde_json::Value>>>,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl CliCapture {
+    pub fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(llmtap_bin())
+            .args(["capture", "--format", "jsonl"])
+            .args(extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("LLMTAP_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", llmtap_bin().display()))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        let child = ChildGuard(child);
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line)
+                    && let Ok(mut all) = sink.lock()
+                {
+                    all.push(v);
+                }
+            }
+        });
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let log_sink = log.clone();
+        std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("capturing TLS plaintext")
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
+                }
+                if let Ok(mut l) = log_sink.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+            bail!("llmtap capture did not start:\n{log}");
+        }
+        Ok(Self { child, lines, log })
+    }
+
+    /// Streams of one process rebuilt from the JSON lines (positions from `stream_pos` +
+    /// `offset`, holes where `uncaptured_len` says so).
+    pub fn streams_of(&self, pid: u32) -> BTreeMap<(String, String), CapturedStream> {
+        use base64::Engine as _;
+        let lines = self.lines.lock().map(|l| l.clone()).unwrap_or_default();
+        // (position, bytes, hole after) per (connection, direction)
+        type Pieces = Vec<(u64, Vec<u8>, u64)>;
+        let mut pieces: BTreeMap<(String, String), Pieces> = BTreeMap::new();
+        for v in lines
+            .iter()
+            .filter(|v| v["event"] == "data" && v["pid"] == pid)
+        {
+            let key = (
+                v["conn"].as_str().unwrap_or_default().to_string(),
+                v["direction"].as_str().unwrap_or_default().to_string(),
+            );
+            let pos = v["stream_pos"].as_u64().unwrap_or(0) + v["offset"].as_u64().unwrap_or(0);
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(v["data_b64"].as_str().unwrap_or_default())
+                .unwrap_or_default();
+            let end_of_call = v["offset"].as_u64().unwrap_or(0) + data.len() as u64
+                == v["call_len"].as_u64().unwrap_or(0) - v["uncaptured_len"].as_u64().unwrap_or(0);
+            let hole = if end_of_call {
+                v["uncaptured_len"].as_u64().unwrap_or(0)
+            } else {
+                0
+            };
+            pieces.entry(key).or_default().push((pos, data, hole));
+        }
+        pieces
+            .into_iter()
+            .map(|(key, mut ps)| {
+                ps.sort_by_key(|(pos, _, _)| *pos);
+                let mut s = CapturedStream::default();
+                for (pos, data, hole) in ps {
+                    if pos > s.len {
+                        s.gaps.push((s.len, pos - s.len));
+                        s.len = pos;
+                    }
+                    s.pieces.push((pos, data.clone()));
+                    s.len = pos + data.len() as u64;
+                    if hole > 0 {
+                        s.gaps.push((s.len, hole));
+                        s.len += hole;
+                    }
+                }
+                (key, s)
+            })
+            .collect()
+    }
+
+    /// Polls until `done` holds for the pid's streams or the timeout passes.
+    pub fn wait_for(
+        &self,
+        pid: u32,
+        timeout: Duration,
+        done: impl Fn(&BTreeMap<(String, String), CapturedStream>) -> bool,
+    ) -> BTreeMap<(String, String), CapturedStream> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let streams = self.streams_of(pid);
+            if done(&streams) || Instant::now() > deadline {
+                return streams;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// (pid, comm) of every process seen in data records.
+    pub fn pids_seen(&self) -> std::collections::BTreeSet<(u64, String)> {
+        let lines = self.lines.lock().map(|l| l.clone()).unwrap_or_default();
+        lines
+            .iter()
+            .filter(|v| v["event"] == "data")
+            .map(|v| {
+                (
+                    v["pid"].as_u64().unwrap_or(0),
+                    v["comm"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Stops llmtap with SIGINT and returns whether it exited successfully.
+    pub fn stop(mut self) -> bool {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.0.id() as i32, libc::SIGINT) };
+        self.child.0.wait().is_ok_and(|s| s.success())
+    }
+}
+
+/// Checks one client process's single connection (as captured by a [`CliCapture`]) against
+/// the server's log of connection `conn_index`.
+pub fn assert_cli_connection_matches(
+    capture: &CliCapture,
+    server: &LoggingTlsServer,
+    pid: u32,
+    conn_index: usize,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let conns = server.connections().unwrap_or_default();
+        let (server_in, server_out) = conns.get(conn_index).cloned().unwrap_or_default();
+        let streams = capture.streams_of(pid);
+        let get = |d: &str| {
+            streams
+                .iter()
+                .find(|((_, dir), _)| dir == d)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default()
+        };
+        let (write, read) = (get("write"), get("read"));
+        let conns_seen: std::collections::BTreeSet<_> =
+            streams.keys().map(|(c, _)| c.clone()).collect();
+        let settled = !server_in.is_empty()
+            && write.len == server_in.len() as u64
+            && read.len == server_out.len() as u64;
+        if settled || Instant::now() > deadline {
+            assert_eq!(
+                conns_seen.len(),
+                1,
+                "one TLS connection for pid {pid}: {conns_seen:?}; processes seen: {:?}\n{}",
+                capture.pids_seen(),
+                capture.log_text()
+            );
+            if let Err(e) = write.check_against(&server_in) {
+                panic!(
+                    "pid {pid}: request bytes differ from what the server received: {e}\n{}",
+                    capture.log_text()
+                );
+            }
+            if let Err(e) = read.check_against(&server_out) {
+                panic!(
+                    "pid {pid}: response bytes differ from what the server sent: {e}\n{}",
+                    capture.log_text()
+                );
+            }
+            assert!(
+                write.gaps.is_empty(),
+                "captured from the first write: {:?}",
+                write.gaps
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -33,6 +33,13 @@ pub mod event_kind {
     pub const DATA: u8 = 1;
     /// The connection object was freed (`SSL_free`): its pointer may be reused from now on.
     pub const CLOSE: u8 = 2;
+    /// A process called execve (pid, new comm): time to look for TLS code in it.
+    pub const EXEC: u8 = 3;
+    /// A process exited (its main thread): forget its connections.
+    pub const EXIT: u8 = 4;
+    /// The dynamic loader changed a process's mappings (`_dl_debug_state`, called after each
+    /// dlopen): a library such as libssl may have just been mapped.
+    pub const LIBRARY_LOADED: u8 = 5;
 }
 
 /// Bits of [`EventHeader::flags`].
@@ -57,8 +64,10 @@ pub mod counter {
     pub const RINGBUF_DROPPED_CLOSE: u32 = 5;
     /// Successful calls seen by the return probes (captured or not).
     pub const CALLS: u32 = 6;
+    /// Exec/exit records dropped because the ring buffer was full.
+    pub const RINGBUF_DROPPED_PROCESS: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// Header of every ring-buffer record; `data_len` payload bytes follow it directly.

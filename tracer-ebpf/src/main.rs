@@ -17,9 +17,9 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{bpf_get_current_comm, bpf_loop, bpf_probe_read_user},
     },
-    macros::{map, uprobe, uretprobe},
+    macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use tracer_common::{
     CHUNK_DATA_MAX, COMM_LEN, DEFAULT_MAX_CAPTURE_BYTES, EVENT_HEADER_LEN, EventBuffer,
@@ -363,6 +363,59 @@ pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
     if EVENTS.output::<EventHeader>(&header, 0).is_err() {
         count(counter::RINGBUF_DROPPED_CLOSE, 1);
     }
+    0
+}
+
+/// Sends a process lifecycle record (exec or exit) with only the header.
+#[inline(always)]
+fn emit_process_event(kind: u8) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    if kind == event_kind::EXIT && pid != pid_tgid as u32 {
+        // Only the main thread's exit ends the process as far as user space cares.
+        return;
+    }
+    if kind == event_kind::EXEC && config(&FILTER_FLAGS) & FILTER_PID != 0 {
+        // With a pid filter, a new process is never one of the wanted pids.
+        return;
+    }
+    if !wanted(pid) {
+        return;
+    }
+    let header = EventHeader {
+        kind,
+        pid,
+        tid: pid_tgid as u32,
+        // SAFETY: helper without side effects.
+        ts_entry_ns: unsafe { bpf_ktime_get_ns() },
+        comm: current_comm(),
+        ..EventHeader::default()
+    };
+    if EVENTS.output::<EventHeader>(&header, 0).is_err() {
+        count(counter::RINGBUF_DROPPED_PROCESS, 1);
+    }
+}
+
+/// `sched_process_exec`: a new program image, possibly a static TLS binary or one that will
+/// load its own libssl; user space inspects it right away.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn process_exec(_ctx: RawTracePointContext) -> i32 {
+    emit_process_event(event_kind::EXEC);
+    0
+}
+
+/// `sched_process_exit`: drop the process's connection state.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn process_exit(_ctx: RawTracePointContext) -> i32 {
+    emit_process_event(event_kind::EXIT);
+    0
+}
+
+/// `_dl_debug_state` in the dynamic loader: glibc calls it after every change to the link
+/// map (dlopen/dlclose) so debuggers can look; llmtap looks for newly mapped TLS libraries.
+#[uprobe]
+pub fn dl_debug_state(_ctx: ProbeContext) -> u32 {
+    emit_process_event(event_kind::LIBRARY_LOADED);
     0
 }
 

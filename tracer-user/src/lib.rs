@@ -13,3 +13,4 @@ pub mod genai;
 pub fn cli_default_max_capture_bytes() -> u32 {
     tracer_common::DEFAULT_MAX_CAPTURE_BYTES
 }
+pub mod doctor;

@@ -32,10 +32,23 @@ enum Command {
         #[arg(long, value_name = "BYTES", default_value_t = 200)]
         preview_bytes: usize,
     },
+    /// List processes and the TLS libraries or binaries llmtap would hook (or why not).
+    Targets {
+        /// Only these processes (repeatable).
+        #[arg(long = "pid", value_name = "PID")]
+        pids: Vec<u32>,
+        /// Also list processes with nothing to hook.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Check that this host can run llmtap; prints a fix for each failing check.
+    Doctor,
 }
 
 fn main() -> anyhow::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -49,6 +62,18 @@ fn main() -> anyhow::Result<()> {
                 format,
                 preview_bytes,
             } => run_capture(capture, format, preview_bytes).await,
+            Command::Targets { pids, all } => print_targets(&pids, all),
+            Command::Doctor => {
+                let checks = llmtap::doctor::run_checks();
+                print!("{}", llmtap::doctor::render(&checks));
+                if checks
+                    .iter()
+                    .any(|c| c.status == llmtap::doctor::Status::Fail)
+                {
+                    anyhow::bail!("some checks failed");
+                }
+                Ok(())
+            }
         }
     })
 }
@@ -66,13 +91,13 @@ async fn run_capture(
     let mut printer = CapturePrinter::new(format, preview_bytes, WallClock::measure());
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let mut rescan = tokio::time::interval(Duration::from_secs(args.rescan_interval.max(1)));
+    let mut report_timer = tokio::time::interval(Duration::from_secs(5));
     let mut reported = CaptureCounters::default();
     let mut events = Vec::new();
     let stdout = std::io::stdout();
     loop {
         tokio::select! {
-            result = session.tracer.read_events(&mut events) => {
+            result = session.next_events(&mut events) => {
                 result.context("reading the ring buffer")?;
                 let mut out = stdout.lock();
                 for event in events.drain(..) {
@@ -86,10 +111,7 @@ async fn run_capture(
                 }
                 out.flush().ok();
             }
-            _ = rescan.tick() => {
-                if args.rescan_interval > 0 {
-                    session.rescan();
-                }
+            _ = report_timer.tick() => {
                 reported = report_losses(&session.tracer.counters(), reported);
             }
             _ = sigint.recv() => break,
@@ -106,6 +128,52 @@ async fn run_capture(
         counters.lost_records(),
         counters.truncated_calls
     );
+    Ok(())
+}
+
+fn print_targets(pids: &[u32], all: bool) -> anyhow::Result<()> {
+    let reports = llmtap::capture::targets::Discovery::new().scan(pids);
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:>7}  {:<15}  {:<16}  TARGET",
+        "PID", "COMM", "STATUS"
+    )?;
+    for report in &reports {
+        for target in &report.targets {
+            let kind = match target.kind {
+                llmtap::capture::targets::TargetKind::SharedLibssl => "hook (libssl)",
+                llmtap::capture::targets::TargetKind::StaticOpenssl => "hook (static)",
+            };
+            writeln!(
+                out,
+                "{:>7}  {:<15}  {:<16}  {}",
+                report.pid, report.comm, kind, target.path
+            )?;
+        }
+        if report.targets.is_empty() && (all || report.go_version.is_some()) {
+            writeln!(
+                out,
+                "{:>7}  {:<15}  {:<16}  {} — {}",
+                report.pid,
+                report.comm,
+                "not hooked",
+                report.exe.as_deref().unwrap_or("?"),
+                report.reason.as_deref().unwrap_or("")
+            )?;
+        }
+    }
+    if !pids.is_empty() {
+        for pid in pids {
+            if !reports.iter().any(|r| r.pid == *pid) {
+                writeln!(
+                    out,
+                    "{pid:>7}  {:<15}  {:<16}  no such process (or a kernel thread)",
+                    "?", "not hooked"
+                )?;
+            }
+        }
+    }
     Ok(())
 }
 

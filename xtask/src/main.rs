@@ -99,13 +99,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn test(root: &Path, extra: &[OsString]) -> anyhow::Result<()> {
-    // The end-to-end tests run the real binary.
-    cargo(root, &["build", "-p", "tracer-user", "--bin", "llmtap"])?;
+    // The end-to-end tests run the real binary, optimized as users run it: discovery must
+    // inspect and hook a new process within its first milliseconds.
+    cargo(
+        root,
+        &["build", "--release", "-p", "tracer-user", "--bin", "llmtap"],
+    )?;
     let mut cmd = Command::new(cargo_path());
     cmd.current_dir(root)
         .args(["test", "--workspace", "--exclude", "tracer-ebpf"])
         .args(extra)
-        .env("LLMTAP_BIN", root.join("target/debug/llmtap"));
+        .env("LLMTAP_BIN", root.join("target/release/llmtap"));
     if std::env::var_os("RUST_BACKTRACE").is_none() {
         cmd.env("RUST_BACKTRACE", "1");
     }

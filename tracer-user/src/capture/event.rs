@@ -93,13 +93,35 @@ pub enum CaptureEvent {
         comm: Comm,
         ts_ns: u64,
     },
+    /// A process called execve; `comm` is the new program's name.
+    ProcessExec {
+        pid: u32,
+        comm: Comm,
+        ts_ns: u64,
+    },
+    /// A process's main thread exited.
+    ProcessExit {
+        pid: u32,
+        comm: Comm,
+        ts_ns: u64,
+    },
+    /// The dynamic loader mapped or unmapped libraries in a process (after dlopen).
+    LibraryLoaded {
+        pid: u32,
+        comm: Comm,
+        ts_ns: u64,
+    },
 }
 
 impl CaptureEvent {
+    /// The connection concerned; for process events, the process with connection 0.
     pub fn conn(&self) -> ConnectionId {
         match self {
             CaptureEvent::Data(d) => d.conn,
             CaptureEvent::Closed { conn, .. } => *conn,
+            CaptureEvent::ProcessExec { pid, .. }
+            | CaptureEvent::ProcessExit { pid, .. }
+            | CaptureEvent::LibraryLoaded { pid, .. } => ConnectionId { pid: *pid, conn: 0 },
         }
     }
 }
@@ -164,6 +186,21 @@ pub fn decode_record(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
             comm: Comm(header.comm),
             ts_ns: header.ts_entry_ns,
         }),
+        event_kind::EXEC => Ok(CaptureEvent::ProcessExec {
+            pid: header.pid,
+            comm: Comm(header.comm),
+            ts_ns: header.ts_entry_ns,
+        }),
+        event_kind::EXIT => Ok(CaptureEvent::ProcessExit {
+            pid: header.pid,
+            comm: Comm(header.comm),
+            ts_ns: header.ts_entry_ns,
+        }),
+        event_kind::LIBRARY_LOADED => Ok(CaptureEvent::LibraryLoaded {
+            pid: header.pid,
+            comm: Comm(header.comm),
+            ts_ns: header.ts_entry_ns,
+        }),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -203,6 +240,23 @@ pub fn encode_record(event: &CaptureEvent) -> Vec<u8> {
                 kind: event_kind::CLOSE,
                 pid: conn.pid,
                 conn_id: conn.conn,
+                ts_entry_ns: *ts_ns,
+                comm: comm.0,
+                ..EventHeader::default()
+            },
+            &[],
+        ),
+        CaptureEvent::ProcessExec { pid, comm, ts_ns }
+        | CaptureEvent::ProcessExit { pid, comm, ts_ns }
+        | CaptureEvent::LibraryLoaded { pid, comm, ts_ns } => (
+            EventHeader {
+                kind: match event {
+                    CaptureEvent::ProcessExec { .. } => event_kind::EXEC,
+                    CaptureEvent::ProcessExit { .. } => event_kind::EXIT,
+                    _ => event_kind::LIBRARY_LOADED,
+                },
+                pid: *pid,
+                tid: *pid,
                 ts_entry_ns: *ts_ns,
                 comm: comm.0,
                 ..EventHeader::default()
@@ -258,6 +312,25 @@ mod tests {
             ts_ns: 3,
         };
         assert_eq!(decode_record(&encode_record(&close)).unwrap(), close);
+        for ev in [
+            CaptureEvent::ProcessExec {
+                pid: 5,
+                comm: Comm::default(),
+                ts_ns: 6,
+            },
+            CaptureEvent::ProcessExit {
+                pid: 5,
+                comm: Comm::default(),
+                ts_ns: 7,
+            },
+            CaptureEvent::LibraryLoaded {
+                pid: 5,
+                comm: Comm::default(),
+                ts_ns: 8,
+            },
+        ] {
+            assert_eq!(decode_record(&encode_record(&ev)).unwrap(), ev);
+        }
     }
 
     #[test]

@@ -88,6 +88,10 @@ impl CapturePrinter {
                     }
                 }
             }
+            // Lifecycle events are not traffic; `llmtap capture` shows traffic only.
+            CaptureEvent::ProcessExec { .. }
+            | CaptureEvent::ProcessExit { .. }
+            | CaptureEvent::LibraryLoaded { .. } => Ok(()),
             CaptureEvent::Closed { conn, comm, ts_ns } => {
                 self.maskers.remove(&(*conn, Direction::Write));
                 self.maskers.remove(&(*conn, Direction::Read));

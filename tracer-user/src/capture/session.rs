@@ -1,54 +1,253 @@
-//! A running capture: the tracer plus the policy of what to hook (default libssl, `--ssl-lib`
-//! targets, libssl copies mapped by running processes) and periodic rescans.
+//! A running capture: the tracer plus the policy of what to hook — the default libssl,
+//! `--ssl-lib` targets, and OpenSSL (shared or static) found in processes, both at start and
+//! as processes start (exec events), with periodic rescans as a safety net.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::io;
+use std::time::Duration;
+
+use tokio::time::{Instant, Interval};
 
 use crate::cli::CaptureArgs;
 
-use super::targets;
+use super::event::CaptureEvent;
+use super::targets::{self, Discovery, FileId};
 use super::tracer::{AttachOutcome, Tracer, TracerError};
+
+/// When to look at a process again after its exec: the executable is mapped at once, but
+/// libraries loaded later (Python imports `ssl` on demand) appear over the next moments.
+const EXEC_RESCANS: &[Duration] = &[
+    Duration::from_millis(2),
+    Duration::from_millis(10),
+    Duration::from_millis(40),
+    Duration::from_millis(150),
+    Duration::from_millis(600),
+    Duration::from_millis(2500),
+];
+
+/// Full rescans a hooked file must go unused before it is unhooked: short gaps between users
+/// (a CLI run in a loop) should not churn attachments.
+const UNHOOK_AFTER_IDLE_RESCANS: u32 = 5;
+
+/// Upper bound on pending per-process rescans (a fork bomb must not grow memory).
+const MAX_PENDING_RESCANS: usize = 65536;
 
 pub struct CaptureSession {
     pub tracer: Tracer,
     pids: Vec<u32>,
+    discovery: Discovery,
+    /// (due time, pid, index into EXEC_RESCANS of the next step).
+    pending: BinaryHeap<Reverse<(Instant, u32, usize)>>,
+    rescan_timer: Option<Interval>,
+    skipped_rescans: u64,
+    /// Files hooked on purpose (system libssl, `--ssl-lib`, our own loader): kept even when no
+    /// process uses them right now.
+    pinned: HashSet<FileId>,
+    /// Consecutive full rescans in which each hooked file had no user.
+    idle: std::collections::HashMap<FileId, u32>,
 }
 
 impl CaptureSession {
     /// Loads the tracer and hooks every target reachable now. Explicit `--ssl-lib` targets
-    /// must attach; discovered ones are best effort (logged).
+    /// must attach; discovered ones are best effort (logged). Needs a tokio runtime.
     pub fn start(args: &CaptureArgs) -> Result<Self, TracerError> {
         let mut tracer = Tracer::load(&args.tracer_config())?;
+        let mut pinned = HashSet::new();
         for path in &args.ssl_libs {
             tracer.attach_openssl(path)?;
+            pinned.extend(FileId::of(path).ok());
         }
         match targets::default_libssl() {
             Some(path) => {
                 if let Err(err) = tracer.attach_openssl(&path) {
                     log::warn!("default libssl {}: {err}", path.display());
                 }
+                pinned.extend(FileId::of(&path).ok());
             }
-            None => log::info!("no system libssl found; relying on running processes' maps"),
+            None => log::info!("no system libssl found; relying on processes' own copies"),
         }
+        let rescan_timer = (args.rescan_interval > 0).then(|| {
+            let period = Duration::from_secs(args.rescan_interval);
+            tokio::time::interval_at(Instant::now() + period, period)
+        });
         let mut session = Self {
             tracer,
             pids: args.pids.clone(),
+            discovery: Discovery::new(),
+            pending: BinaryHeap::new(),
+            rescan_timer,
+            skipped_rescans: 0,
+            pinned,
+            idle: std::collections::HashMap::new(),
         };
+        // Our own loader is the host's: hooking it covers every host process's dlopen.
+        if let Some(report) = session.discovery.scan_process(std::process::id()) {
+            session.pinned.extend(report.loaders.iter().map(|l| l.file));
+            session.attach_report(report);
+        }
         session.rescan();
         Ok(session)
     }
 
-    /// Hooks libssl copies mapped by running processes that are not hooked yet.
+    /// Hooks OpenSSL copies (shared libssl or static) used by running processes and not
+    /// hooked yet. Returns how many files were newly hooked.
+    /// Files no process uses any more are unhooked.
     pub fn rescan(&mut self) -> usize {
-        let mut new = 0;
-        for target in targets::scan_processes(&self.pids) {
-            match self.tracer.attach_openssl(&target.path) {
-                Ok(AttachOutcome::Attached(_)) => {
-                    new += 1;
-                    log::info!("hooked {} ({})", target.path.display(), target.origin);
-                }
-                Ok(AttachOutcome::AlreadyAttached) => {}
-                // The process may have exited between the scan and the attach.
-                Err(err) => log::debug!("{} ({}): {err}", target.path.display(), target.origin),
+        let reports = self.discovery.scan(&self.pids);
+        let in_use: HashSet<FileId> = reports
+            .iter()
+            .flat_map(|r| r.targets.iter().chain(&r.loaders).map(|t| t.file))
+            .collect();
+        let new = reports.into_iter().map(|r| self.attach_report(r)).sum();
+        for file in self.tracer.attached_files() {
+            if in_use.contains(&file) || self.pinned.contains(&file) {
+                self.idle.remove(&file);
+                continue;
+            }
+            let idle = self.idle.entry(file).or_insert(0);
+            *idle += 1;
+            if *idle >= UNHOOK_AFTER_IDLE_RESCANS {
+                self.idle.remove(&file);
+                self.tracer.detach_file(file);
+                self.discovery.forget(file);
             }
         }
         new
+    }
+
+    fn scan_pid(&mut self, pid: u32) -> usize {
+        match self.discovery.scan_process(pid) {
+            Some(report) => self.attach_report(report),
+            None => 0,
+        }
+    }
+
+    fn attach_report(&mut self, report: targets::ProcessReport) -> usize {
+        let mut new = 0;
+        for loader in &report.loaders {
+            if let Err(err) = self
+                .tracer
+                .attach_loader(&loader.io_path(), &loader.attach_path)
+            {
+                log::debug!("loader {} (pid {}): {err}", loader.path, report.pid);
+            }
+        }
+        for target in report.targets {
+            match self.tracer.attach_openssl_at(
+                &target.io_path(),
+                &target.attach_path,
+                Some(&target.offsets),
+            ) {
+                Ok(AttachOutcome::Attached(_)) => {
+                    new += 1;
+                    log::debug!("new target found in pid {} ({})", report.pid, report.comm);
+                }
+                Ok(AttachOutcome::AlreadyAttached) => {}
+                // The process may have exited between the scan and the attach.
+                Err(err) => log::debug!(
+                    "{} (pid {}, via {}): {err}",
+                    target.path,
+                    report.pid,
+                    target.io_path().display()
+                ),
+            }
+        }
+        new
+    }
+
+    /// A new program: inspected at once, then a few more times as it loads libraries.
+    fn on_exec(&mut self, pid: u32) {
+        self.scan_pid(pid);
+        if self.pending.len() < MAX_PENDING_RESCANS {
+            self.pending
+                .push(Reverse((Instant::now() + EXEC_RESCANS[0], pid, 0)));
+        } else {
+            self.skipped_rescans += 1;
+        }
+    }
+
+    fn run_due(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((due, pid, step))) = self.pending.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.pending.pop();
+            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                self.scan_pid(pid);
+                if let Some(delay) = EXEC_RESCANS.get(step + 1) {
+                    self.pending.push(Reverse((now + *delay, pid, step + 1)));
+                }
+            }
+        }
+    }
+
+    /// Per-process rescans not scheduled because too many were pending.
+    pub fn skipped_rescans(&self) -> u64 {
+        self.skipped_rescans
+    }
+
+    /// Waits for capture events (appended to `out`), doing discovery work in between.
+    pub async fn next_events(&mut self, out: &mut Vec<CaptureEvent>) -> io::Result<()> {
+        loop {
+            let due = self.pending.peek().map(|Reverse((due, _, _))| *due);
+            let periodic = async {
+                match self.rescan_timer.as_mut() {
+                    Some(timer) => {
+                        timer.tick().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let wake = async {
+                match due {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            enum Woke {
+                Events(io::Result<()>),
+                Due,
+                Periodic,
+            }
+            let woke = tokio::select! {
+                r = self.tracer.read_events(out) => Woke::Events(r),
+                _ = wake => Woke::Due,
+                _ = periodic => Woke::Periodic,
+            };
+            match woke {
+                Woke::Events(result) => {
+                    result?;
+                    let mut execs = Vec::new();
+                    let mut loads = Vec::new();
+                    for event in out.iter() {
+                        match event {
+                            CaptureEvent::ProcessExec { pid, .. } => execs.push(*pid),
+                            CaptureEvent::LibraryLoaded { pid, .. } => loads.push(*pid),
+                            _ => {}
+                        }
+                    }
+                    for pid in execs {
+                        self.on_exec(pid);
+                    }
+                    loads.sort_unstable();
+                    loads.dedup();
+                    for pid in loads {
+                        log::trace!("library load in pid {pid}: rescanning it");
+                        self.scan_pid(pid);
+                    }
+                    // Lifecycle events are for the session; callers get them too (exit frees
+                    // state downstream) but an empty batch of traffic is not worth returning.
+                    if !out.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Woke::Due => self.run_due(),
+                Woke::Periodic => {
+                    self.rescan();
+                }
+            }
+        }
     }
 }

@@ -97,6 +97,10 @@ impl StreamAssembler {
                 self.forget(conn);
                 out.push(StreamEvent::Closed { conn, ts_ns });
             }
+            // Process lifecycle is handled by the session (attach) and the daemon (state);
+            // an exited process's streams are forgotten here.
+            CaptureEvent::ProcessExec { .. } | CaptureEvent::LibraryLoaded { .. } => {}
+            CaptureEvent::ProcessExit { pid, .. } => self.forget_process(pid),
         }
     }
 

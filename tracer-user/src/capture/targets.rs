@@ -1,11 +1,13 @@
-//! Finding the TLS libraries to hook: `libssl.so*` mapped by running processes (host and
-//! containers alike, through `/proc/PID/root`), the system's default libssl, and binaries the
-//! user names with `--ssl-lib`. Attachments are deduplicated by (device, inode) because a
+//! Finding what to hook: `libssl.so*` and any binary defining `SSL_read`/`SSL_write` (static
+//! OpenSSL, as in Node) mapped by running processes (host and containers alike, through
+//! `/proc/PID/root`), the system's default libssl, and binaries the user names with `--ssl-lib`. Attachments are deduplicated by (device, inode) because a
 //! uprobe lives on the file, not on a path or a process.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+
+use super::elf::{ElfInfo, inspect_file};
 
 /// Identity of a file on the host: uprobes attach per inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -24,70 +26,232 @@ impl FileId {
     }
 }
 
-/// A TLS library or binary to hook, as reachable from llmtap's own mount namespace.
+/// How a process does TLS, as far as llmtap can hook it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Target {
-    /// Path usable for attaching (e.g. `/proc/123/root/usr/lib/libssl.so.3`).
-    pub path: PathBuf,
-    /// Why it is a target: `default`, `--ssl-lib`, or `pid N maps`.
-    pub origin: String,
+pub enum TargetKind {
+    /// A shared `libssl.so*`.
+    SharedLibssl,
+    /// A binary or library that defines `SSL_read`/`SSL_write` itself (static OpenSSL).
+    StaticOpenssl,
+}
+
+/// One hookable file used by a process.
+#[derive(Clone, Debug)]
+pub struct ProcessTarget {
+    /// Path inside the process's mount namespace, as shown in its maps.
+    pub path: String,
+    /// Path reachable from llmtap (`/proc/PID/root/...`).
+    pub attach_path: PathBuf,
+    pub file: FileId,
+    pub kind: TargetKind,
+    /// The file, opened during discovery: attaching through `/proc/self/fd/N` still works
+    /// when a short-lived process (and with it `/proc/PID/root`) is already gone.
+    pub handle: Option<std::sync::Arc<std::fs::File>>,
+    /// File offsets of the OpenSSL functions found (empty for loaders).
+    pub offsets: Vec<(&'static str, u64)>,
+}
+
+impl ProcessTarget {
+    /// The most robust path to attach to: the open handle if any, else `attach_path`.
+    pub fn io_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd as _;
+        match &self.handle {
+            Some(file) => PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+            None => self.attach_path.clone(),
+        }
+    }
+}
+
+/// What discovery found for one process.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessReport {
+    pub pid: u32,
+    pub comm: String,
+    /// Executable path inside the process's mount namespace.
+    pub exe: Option<String>,
+    pub targets: Vec<ProcessTarget>,
+    /// Dynamic loaders mapped by the process (hooked to learn about dlopen at once).
+    pub loaders: Vec<ProcessTarget>,
+    /// Go toolchain version when the executable is a Go binary.
+    pub go_version: Option<String>,
+    /// Why nothing is hooked, when `targets` is empty.
+    pub reason: Option<String>,
+}
+
+/// Finds hook targets in running processes; remembers what each file (by inode) contains so
+/// every binary is parsed once.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    files: HashMap<FileId, Option<ElfInfo>>,
+}
+
+/// Files remembered at most; past this the memory is simply cleared and rebuilt.
+const DISCOVERY_CACHE_MAX: usize = 8192;
+
+impl Discovery {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets what a file contained (it was unhooked; its inode number may be reused).
+    pub fn forget(&mut self, file: FileId) {
+        self.files.remove(&file);
+    }
+
+    /// Scans the given processes (all when `pids` is empty).
+    pub fn scan(&mut self, pids: &[u32]) -> Vec<ProcessReport> {
+        if self.files.len() > DISCOVERY_CACHE_MAX {
+            self.files.clear();
+        }
+        list_pids(pids)
+            .into_iter()
+            .filter_map(|pid| self.scan_process(pid))
+            .collect()
+    }
+
+    /// Scans one process; `None` for kernel threads and processes that vanished.
+    pub fn scan_process(&mut self, pid: u32) -> Option<ProcessReport> {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        if maps.is_empty() {
+            return None; // kernel thread
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim_end().to_string())
+            .unwrap_or_default();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| {
+                p.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            });
+        let mut report = ProcessReport {
+            pid,
+            comm,
+            exe: exe.clone(),
+            ..Default::default()
+        };
+        let mut rustls = false;
+        for path in executable_mappings(&maps) {
+            let attach_path = PathBuf::from(format!("/proc/{pid}/root{path}"));
+            // Open first and work on the handle: a short-lived process may exit (taking
+            // /proc/PID/root with it) while we inspect and attach.
+            let Ok(handle) = std::fs::File::open(&attach_path) else {
+                continue;
+            };
+            let Ok(meta) = handle.metadata() else {
+                continue;
+            };
+            let file = FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            let is_exe = exe.as_deref() == Some(path.as_str());
+            let name = Path::new(&path)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if is_dynamic_loader(name) {
+                report.loaders.push(ProcessTarget {
+                    path: path.clone(),
+                    attach_path,
+                    file,
+                    kind: TargetKind::SharedLibssl,
+                    handle: Some(std::sync::Arc::new(handle)),
+                    offsets: Vec::new(),
+                });
+                continue;
+            }
+            let info = match self.files.get(&file) {
+                Some(info) => info.clone(),
+                None => {
+                    let info = handle
+                        .try_clone()
+                        .ok()
+                        .and_then(|h| inspect_file(h, is_exe).ok());
+                    self.files.insert(file, info.clone());
+                    info
+                }
+            };
+            let Some(info) = info else { continue };
+            if is_exe && info.go_version.is_some() {
+                report.go_version = info.go_version.clone();
+            }
+            rustls |= info.rustls;
+            if info.exports_openssl {
+                let kind = if is_libssl(name) {
+                    TargetKind::SharedLibssl
+                } else {
+                    TargetKind::StaticOpenssl
+                };
+                report.targets.push(ProcessTarget {
+                    path: path.clone(),
+                    attach_path,
+                    file,
+                    kind,
+                    handle: Some(std::sync::Arc::new(handle)),
+                    offsets: info.openssl_offsets.clone(),
+                });
+            }
+        }
+        if report.targets.is_empty() {
+            report.reason = Some(if let Some(go) = &report.go_version {
+                format!("Go program ({go}): crypto/tls is not OpenSSL; not hooked")
+            } else if rustls {
+                "uses rustls (no OpenSSL functions to hook)".to_string()
+            } else {
+                "no OpenSSL library mapped (no TLS yet, or a TLS stack llmtap does not hook)"
+                    .to_string()
+            });
+        }
+        Some(report)
+    }
+}
+
+fn list_pids(pids: &[u32]) -> Vec<u32> {
+    if !pids.is_empty() {
+        return pids.to_vec();
+    }
+    match std::fs::read_dir("/proc") {
+        Ok(dir) => {
+            let mut all: Vec<u32> = dir
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+            all.sort_unstable();
+            all
+        }
+        Err(err) => {
+            log::warn!("cannot list /proc: {err}");
+            Vec::new()
+        }
+    }
+}
+
+/// Distinct file paths mapped executable (`x` permission) in `/proc/PID/maps` content.
+pub fn executable_mappings(maps: &str) -> BTreeSet<String> {
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line
+                .splitn(6, char::is_whitespace)
+                .filter(|f| !f.is_empty());
+            let perms = fields.nth(1)?;
+            if !perms.contains('x') {
+                return None;
+            }
+            let path = fields.nth(3)?.trim();
+            (path.starts_with('/') && !path.ends_with("(deleted)")).then(|| path.to_string())
+        })
+        .collect()
+}
+
+/// Whether a mapped file name is a dynamic loader (glibc or musl).
+pub fn is_dynamic_loader(file_name: &str) -> bool {
+    file_name.starts_with("ld-linux") || file_name.starts_with("ld-musl") || file_name == "ld.so"
 }
 
 /// Whether a mapped file name is OpenSSL's libssl (not NSS's `libssl3.so`).
 pub fn is_libssl(file_name: &str) -> bool {
     file_name.starts_with("libssl.so")
-}
-
-/// Paths of libssl files mapped by one process, as listed in `/proc/PID/maps` content.
-pub fn libssl_paths_in_maps(maps: &str) -> BTreeSet<String> {
-    maps.lines()
-        .filter_map(|line| {
-            // address perms offset dev inode pathname — the path is the 6th field and may
-            // contain spaces, so split at most 5 times.
-            let path = line
-                .splitn(6, char::is_whitespace)
-                .filter(|f| !f.is_empty())
-                .nth(5)?;
-            let path = path.trim();
-            if path.ends_with("(deleted)") || !path.starts_with('/') {
-                return None;
-            }
-            let name = Path::new(path).file_name()?.to_str()?;
-            is_libssl(name).then(|| path.to_string())
-        })
-        .collect()
-}
-
-/// Lists libssl files mapped by the given processes (all when `pids` is empty), each reached
-/// through the process's root so that container paths resolve.
-pub fn scan_processes(pids: &[u32]) -> Vec<Target> {
-    let mut out = Vec::new();
-    let candidates: Vec<u32> = if pids.is_empty() {
-        match std::fs::read_dir("/proc") {
-            Ok(dir) => dir
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect(),
-            Err(err) => {
-                log::warn!("cannot list /proc: {err}");
-                return out;
-            }
-        }
-    } else {
-        pids.to_vec()
-    };
-    for pid in candidates {
-        // Processes come and go while we scan: unreadable ones are skipped.
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-            continue;
-        };
-        for path in libssl_paths_in_maps(&maps) {
-            out.push(Target {
-                path: PathBuf::from(format!("/proc/{pid}/root{path}")),
-                origin: format!("pid {pid} maps"),
-            });
-        }
-    }
-    out
 }
 
 /// The host's default libssl (what a newly started dynamically linked client will load).
@@ -112,24 +276,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_libssl_in_maps() {
+    fn executable_mappings_only() {
         let maps = "\
-7f00-7f01 r--p 00000000 fd:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3
-7f01-7f02 r-xp 00001000 fd:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3
-7f02-7f03 r--p 00000000 fd:01 124 /usr/lib/x86_64-linux-gnu/libssl3.so
-7f03-7f04 r--p 00000000 fd:01 125 /usr/lib/x86_64-linux-gnu/libcrypto.so.3
-7f04-7f05 r--p 00000000 fd:01 126 /opt/my app/lib/libssl.so.1.1
-7f05-7f06 r--p 00000000 fd:01 127 /old/libssl.so.3 (deleted)
-7f06-7f07 rw-p 00000000 00:00 0 [heap]
+55-56 r--p 00000000 fd:01 9 /usr/bin/node
+56-57 r-xp 00001000 fd:01 9 /usr/bin/node
+7f00-7f01 r-xp 00001000 fd:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f02-7f03 r--p 00000000 fd:01 124 /usr/share/locale/data
+7f04-7f05 r-xp 00000000 00:00 0 [vdso]
 ";
-        let found: Vec<_> = libssl_paths_in_maps(maps).into_iter().collect();
+        let found: Vec<_> = executable_mappings(maps).into_iter().collect();
         assert_eq!(
             found,
-            [
-                "/opt/my app/lib/libssl.so.1.1",
-                "/usr/lib/x86_64-linux-gnu/libssl.so.3"
-            ]
+            ["/usr/bin/node", "/usr/lib/x86_64-linux-gnu/libssl.so.3"]
         );
+    }
+
+    #[test]
+    fn discovery_reports_this_process() {
+        let mut discovery = Discovery::new();
+        let report = discovery.scan_process(std::process::id()).expect("self");
+        assert!(report.exe.is_some());
+        // This test binary does not define SSL_* itself; whether it maps libssl varies.
+        assert!(
+            report
+                .targets
+                .iter()
+                .all(|t| t.kind == TargetKind::SharedLibssl)
+        );
+        assert!(discovery.scan_process(u32::MAX).is_none());
     }
 
     #[test]
@@ -137,12 +311,5 @@ mod tests {
         assert!(is_libssl("libssl.so.3"));
         assert!(!is_libssl("libssl3.so"));
         assert!(!is_libssl("libcrypto.so.3"));
-    }
-
-    #[test]
-    fn scanning_self_does_not_fail() {
-        // This test process may or may not map libssl; scanning must simply work.
-        let _ = scan_processes(&[std::process::id()]);
-        assert!(scan_processes(&[u32::MAX]).is_empty());
     }
 }

@@ -6,7 +6,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::{UProbe, uprobe::UProbeLinkId, uprobe::UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use aya::programs::{RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -41,6 +42,7 @@ const OPENSSL_HOOKS: &[(&str, &str, Option<&str>, bool)] = &[
 ];
 
 const PROGRAMS: &[&str] = &[
+    "dl_debug_state",
     "ssl_write_entry",
     "ssl_read_entry",
     "ssl_rw_return",
@@ -154,6 +156,7 @@ pub struct CaptureCounters {
     pub ringbuf_dropped_records: u64,
     pub ringbuf_dropped_bytes: u64,
     pub ringbuf_dropped_close: u64,
+    pub ringbuf_dropped_process: u64,
     pub read_user_failed: u64,
     pub truncated_calls: u64,
     pub inflight_table_full: u64,
@@ -168,13 +171,27 @@ pub struct CaptureCounters {
 impl CaptureCounters {
     /// Records the kernel could not deliver, all causes.
     pub fn lost_records(&self) -> u64 {
-        self.ringbuf_dropped_records + self.ringbuf_dropped_close + self.read_user_failed
+        self.ringbuf_dropped_records
+            + self.ringbuf_dropped_close
+            + self.ringbuf_dropped_process
+            + self.read_user_failed
     }
 }
 
 struct AttachedFile {
     path: PathBuf,
+    links: Vec<(&'static str, UProbeLinkId)>,
 }
+
+/// Where a probe goes: a symbol aya resolves, or a file offset discovery already computed.
+#[derive(Clone, Copy, Debug)]
+enum HookAt {
+    Symbol(&'static str),
+    Offset(u64),
+}
+
+/// The dynamic loader's hook symbol (glibc and musl).
+const LOADER_HOOK_SYMBOL: &str = "_dl_debug_state";
 
 /// Loaded and attachable TLS tracer.
 pub struct Tracer {
@@ -182,6 +199,7 @@ pub struct Tracer {
     ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     attached: HashMap<FileId, AttachedFile>,
+    loaders: HashMap<FileId, (PathBuf, UProbeLinkId)>,
     records: u64,
     bytes: u64,
     decode_errors: u64,
@@ -253,6 +271,27 @@ impl Tracer {
                 .map_err(|source| TracerError::Program { name, source })?;
         }
 
+        // Process lifecycle: exec drives immediate discovery of new TLS code, exit frees state.
+        for (name, tracepoint) in [
+            ("process_exec", "sched_process_exec"),
+            ("process_exit", "sched_process_exit"),
+        ] {
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(TracerError::Program {
+                    name,
+                    source: aya::programs::ProgramError::UnexpectedProgramType,
+                })?
+                .try_into()
+                .map_err(|source| TracerError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| TracerError::Program { name, source })?;
+            program
+                .attach(tracepoint)
+                .map_err(|source| TracerError::Program { name, source })?;
+        }
+
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
                 .ok_or(TracerError::MissingMap("EVENTS"))?,
@@ -278,6 +317,7 @@ impl Tracer {
             ring,
             counters,
             attached: HashMap::new(),
+            loaders: HashMap::new(),
             records: 0,
             bytes: 0,
             decode_errors: 0,
@@ -287,6 +327,27 @@ impl Tracer {
     /// Hooks OpenSSL's read/write functions in `path` for every process that maps it, now and
     /// later. Files already hooked (same device and inode) are skipped.
     pub fn attach_openssl(&mut self, path: &Path) -> Result<AttachOutcome, TracerError> {
+        self.attach_openssl_labeled(path, path)
+    }
+
+    /// As [`Tracer::attach_openssl`], reading the file through `path` (e.g. an open
+    /// `/proc/self/fd/N`) but naming it `label` in logs and listings.
+    pub fn attach_openssl_labeled(
+        &mut self,
+        path: &Path,
+        label: &Path,
+    ) -> Result<AttachOutcome, TracerError> {
+        self.attach_openssl_at(path, label, None)
+    }
+
+    /// As [`Tracer::attach_openssl_labeled`], with the functions' file offsets already known
+    /// (from discovery), so the file is not parsed again.
+    pub fn attach_openssl_at(
+        &mut self,
+        path: &Path,
+        label: &Path,
+        offsets: Option<&[(&'static str, u64)]>,
+    ) -> Result<AttachOutcome, TracerError> {
         let id = FileId::of(path)?;
         if self.attached.contains_key(&id) {
             return Ok(AttachOutcome::AlreadyAttached);
@@ -304,8 +365,21 @@ impl Tracer {
                 programs.push(entry);
                 let mut symbol_links = Vec::new();
                 let mut failure = None;
+                let location = match offsets {
+                    None => HookAt::Symbol(symbol),
+                    Some(known) => match known.iter().find(|(n, _)| *n == symbol) {
+                        Some((_, offset)) => HookAt::Offset(*offset),
+                        None if required => {
+                            return Err(TracerError::NotOpenSsl {
+                                path: label.to_path_buf(),
+                                reason: format!("{symbol} not defined"),
+                            });
+                        }
+                        None => continue,
+                    },
+                };
                 for name in programs {
-                    match self.attach_one(name, symbol, path) {
+                    match self.attach_one(name, location, path) {
                         Ok(link) => symbol_links.push((name, link)),
                         Err(err) => {
                             failure = Some(err);
@@ -331,11 +405,12 @@ impl Tracer {
         })();
         match result {
             Ok(()) => {
-                log::info!("hooked {} in {}", hooked.join(", "), path.display());
+                log::info!("hooked {} in {}", hooked.join(", "), label.display());
                 self.attached.insert(
                     id,
                     AttachedFile {
-                        path: path.to_path_buf(),
+                        path: label.to_path_buf(),
+                        links: std::mem::take(&mut links),
                     },
                 );
                 Ok(AttachOutcome::Attached(hooked))
@@ -344,7 +419,7 @@ impl Tracer {
                 self.detach_all(links);
                 Err(match err {
                     TracerError::Attach { source, .. } => TracerError::NotOpenSsl {
-                        path: path.to_path_buf(),
+                        path: label.to_path_buf(),
                         reason: source.to_string(),
                     },
                     other => other,
@@ -356,9 +431,13 @@ impl Tracer {
     fn attach_one(
         &mut self,
         program: &'static str,
-        symbol: &'static str,
+        location: HookAt,
         path: &Path,
     ) -> Result<UProbeLinkId, TracerError> {
+        let location = match location {
+            HookAt::Symbol(symbol) => UProbeAttachLocation::Symbol(symbol),
+            HookAt::Offset(offset) => UProbeAttachLocation::AbsoluteOffset(offset),
+        };
         let prog: &mut UProbe = self
             .ebpf
             .program_mut(program)
@@ -371,7 +450,7 @@ impl Tracer {
                 name: program,
                 source,
             })?;
-        prog.attach(symbol, path, UProbeScope::AllProcesses)
+        prog.attach(location, path, UProbeScope::AllProcesses)
             .map_err(|source| TracerError::Attach {
                 path: path.to_path_buf(),
                 source,
@@ -386,6 +465,49 @@ impl Tracer {
                 }
             }
         }
+    }
+
+    /// Hooks the dynamic loader at `path` (e.g. `ld-linux-x86-64.so.2`) so that every dlopen in
+    /// processes using it is reported at once: a libssl copy mapped by a new process is then
+    /// hooked before the process gets to its first TLS write.
+    pub fn attach_loader(
+        &mut self,
+        path: &Path,
+        label: &Path,
+    ) -> Result<AttachOutcome, TracerError> {
+        let id = FileId::of(path)?;
+        if self.loaders.contains_key(&id) {
+            return Ok(AttachOutcome::AlreadyAttached);
+        }
+        let link = self.attach_one("dl_debug_state", HookAt::Symbol(LOADER_HOOK_SYMBOL), path)?;
+        log::info!("watching library loads through {}", label.display());
+        self.loaders.insert(id, (label.to_path_buf(), link));
+        Ok(AttachOutcome::Attached(vec![LOADER_HOOK_SYMBOL]))
+    }
+
+    /// Identities of every hooked file (TLS code and loaders).
+    pub fn attached_files(&self) -> Vec<FileId> {
+        self.attached
+            .keys()
+            .chain(self.loaders.keys())
+            .copied()
+            .collect()
+    }
+
+    /// Removes the hooks of a file nobody uses any more. Its inode number may be reused by an
+    /// unrelated file later, which must then be inspected afresh rather than taken as hooked.
+    pub fn detach_file(&mut self, id: FileId) -> bool {
+        if let Some(file) = self.attached.remove(&id) {
+            log::info!("unhooked {} (no process uses it)", file.path.display());
+            self.detach_all(file.links);
+            return true;
+        }
+        if let Some((path, link)) = self.loaders.remove(&id) {
+            log::debug!("stopped watching loads through {}", path.display());
+            self.detach_all(vec![("dl_debug_state", link)]);
+            return true;
+        }
+        false
     }
 
     /// Files hooked so far.
@@ -432,6 +554,7 @@ impl Tracer {
             ringbuf_dropped_records: read(counter::RINGBUF_DROPPED_RECORDS),
             ringbuf_dropped_bytes: read(counter::RINGBUF_DROPPED_BYTES),
             ringbuf_dropped_close: read(counter::RINGBUF_DROPPED_CLOSE),
+            ringbuf_dropped_process: read(counter::RINGBUF_DROPPED_PROCESS),
             read_user_failed: read(counter::READ_USER_FAILED),
             truncated_calls: read(counter::TRUNCATED_CALLS),
             inflight_table_full: read(counter::INFLIGHT_TABLE_FULL),

@@ -1,0 +1,197 @@
+//! What a binary offers to hook: exported OpenSSL functions (shared libssl or OpenSSL linked
+//! statically, as in Node), Go's crypto/tls, rustls. Reads only the headers and symbol tables it
+//! needs through a read-only mapping, so large binaries (Node is ~100 MB) cost little memory
+//! and time (only the touched pages are read).
+
+use std::fs::File;
+use std::path::Path;
+
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+/// Symbols whose presence makes a binary an OpenSSL hook target.
+pub const OPENSSL_REQUIRED: [&str; 2] = ["SSL_write", "SSL_read"];
+
+/// OpenSSL functions llmtap hooks, whose file offsets discovery records.
+pub const OPENSSL_HOOKED: [&str; 5] = [
+    "SSL_write",
+    "SSL_read",
+    "SSL_write_ex",
+    "SSL_read_ex",
+    "SSL_free",
+];
+
+/// What a file contains, as far as llmtap cares.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ElfInfo {
+    /// Defines `SSL_write` and `SSL_read` (in `.dynsym`, or `.symtab` when `full_symtab`).
+    pub exports_openssl: bool,
+    /// Go toolchain version from the build info (`go1.22.1`), for Go binaries.
+    pub go_version: Option<String>,
+    /// Contains rustls symbols (needs `.symtab`).
+    pub rustls: bool,
+    /// Has a `.symtab` (not stripped).
+    pub has_symtab: bool,
+    /// File offsets of the hooked OpenSSL functions that are defined here, so attaching needs
+    /// no second parse of the file (which matters for a 100 MB binary and a process that is
+    /// racing to its first TLS write).
+    pub openssl_offsets: Vec<(&'static str, u64)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ElfError {
+    #[error("opening: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not an ELF file we can read: {0}")]
+    Parse(#[from] object::Error),
+}
+
+/// Inspects `path`. `full_symtab` also scans `.symtab` (for main executables, where static
+/// OpenSSL may not be exported); shared libraries only need `.dynsym`.
+pub fn inspect(path: &Path, full_symtab: bool) -> Result<ElfInfo, ElfError> {
+    inspect_file(File::open(path)?, full_symtab)
+}
+
+/// As [`inspect`], on an open file.
+pub fn inspect_file(file: File, full_symtab: bool) -> Result<ElfInfo, ElfError> {
+    // SAFETY: the mapping is read-only and private; binaries being executed cannot be
+    // truncated (ETXTBSY), and libraries are replaced by rename (a new inode), not in place.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let data: &[u8] = &map;
+    let elf = object::File::parse(data)?;
+    let mut info = ElfInfo {
+        has_symtab: elf.symbol_table().is_some(),
+        ..Default::default()
+    };
+    let note = |sym: &object::Symbol<'_, '_, _>, info: &mut ElfInfo| {
+        let Ok(name) = sym.name_bytes() else { return };
+        if sym.is_definition()
+            && let Some(hooked) = OPENSSL_HOOKED.iter().find(|h| h.as_bytes() == name)
+            && !info.openssl_offsets.iter().any(|(n, _)| n == hooked)
+            && let Some(offset) = file_offset(&elf, sym)
+        {
+            info.openssl_offsets.push((hooked, offset));
+        }
+        if !info.rustls && contains(name, b"rustls") {
+            info.rustls = true;
+        }
+    };
+    let has_required = |info: &ElfInfo| {
+        OPENSSL_REQUIRED
+            .iter()
+            .all(|r| info.openssl_offsets.iter().any(|(n, _)| n == r))
+    };
+    for sym in elf.dynamic_symbols() {
+        note(&sym, &mut info);
+    }
+    if full_symtab && !has_required(&info) {
+        for sym in elf.symbols() {
+            note(&sym, &mut info);
+        }
+    }
+    info.exports_openssl = has_required(&info);
+    if let Some(section) = elf.section_by_name(".go.buildinfo") {
+        info.go_version = section
+            .data()
+            .ok()
+            .and_then(go_version_from_buildinfo)
+            .or_else(|| Some("unknown".to_string()));
+    }
+    Ok(info)
+}
+
+/// File offset of a defined symbol: its address relative to its section, plus the section's
+/// position in the file (what a uprobe is attached at).
+fn file_offset<'data, R: object::ReadRef<'data>>(
+    elf: &object::File<'data, R>,
+    sym: &object::Symbol<'data, '_, R>,
+) -> Option<u64> {
+    let index = sym.section_index()?;
+    let section = elf.section_by_index(index).ok()?;
+    let (section_offset, _) = section.file_range()?;
+    sym.address()
+        .checked_sub(section.address())?
+        .checked_add(section_offset)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Parses the Go version from a `.go.buildinfo` section (Go ≥ 1.18 inline-string format).
+pub fn go_version_from_buildinfo(data: &[u8]) -> Option<String> {
+    const MAGIC: &[u8] = b"\xff Go buildinf:";
+    if !data.starts_with(MAGIC) || data.len() < 32 {
+        return None;
+    }
+    let flags = *data.get(15)?;
+    if flags & 0x2 == 0 {
+        // Pre-1.18 layout stores pointers to the strings; not worth resolving here.
+        return None;
+    }
+    let (len, used) = uvarint(data.get(32..)?)?;
+    let start = 32 + used;
+    let bytes = data.get(start..start.checked_add(usize::try_from(len).ok()?)?)?;
+    let version = std::str::from_utf8(bytes).ok()?;
+    version.starts_with("go").then(|| version.to_string())
+}
+
+fn uvarint(data: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &b) in data.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_libssl_exports_openssl() {
+        let Some(lib) = crate::capture::targets::default_libssl() else {
+            return; // no libssl on this host: nothing to check
+        };
+        let info = inspect(&lib, false).expect("parse libssl");
+        assert!(info.exports_openssl, "{info:?}");
+        assert!(info.openssl_offsets.len() >= 4, "{info:?}");
+        assert!(info.go_version.is_none());
+    }
+
+    #[test]
+    fn a_binary_importing_ssl_is_not_a_target() {
+        // The test binary itself defines no SSL_* functions.
+        let exe = std::env::current_exe().expect("exe");
+        let info = inspect(&exe, true).expect("parse self");
+        assert!(!info.exports_openssl);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let dir = std::env::temp_dir().join(format!("llmtap-elf-{}", std::process::id()));
+        std::fs::write(&dir, b"\x7fELF garbage garbage").expect("write");
+        assert!(inspect(&dir, true).is_err());
+        let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn go_buildinfo_versions() {
+        let mut data = b"\xff Go buildinf:".to_vec();
+        data.push(8); // pointer size
+        data.push(0x2); // inline strings
+        data.resize(32, 0);
+        data.push(8);
+        data.extend_from_slice(b"go1.22.5");
+        assert_eq!(
+            go_version_from_buildinfo(&data).as_deref(),
+            Some("go1.22.5")
+        );
+        data[15] = 0;
+        assert_eq!(go_version_from_buildinfo(&data), None);
+        assert_eq!(go_version_from_buildinfo(b"nope"), None);
+        assert_eq!(uvarint(&[0x80, 0x01]), Some((128, 2)));
+    }
+}
