@@ -525,6 +525,11 @@ impl CliCapture {
         }
     }
 
+    /// Every JSON line received so far.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
     /// (pid, comm) of every process seen in data records.
     pub fn pids_seen(&self) -> std::collections::BTreeSet<(u64, String)> {
         let lines = self.lines.lock().map(|l| l.clone()).unwrap_or_default();

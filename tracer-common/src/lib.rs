@@ -40,6 +40,9 @@ pub mod event_kind {
     /// The dynamic loader changed a process's mappings (`_dl_debug_state`, called after each
     /// dlopen): a library such as libssl may have just been mapped.
     pub const LIBRARY_LOADED: u8 = 5;
+    /// The socket under a TLS connection, seen when the SSL call itself sent or received on
+    /// TCP; the payload is a [`SocketInfo`](crate::SocketInfo).
+    pub const CONN_INFO: u8 = 6;
 }
 
 /// Bits of [`EventHeader::flags`].
@@ -119,6 +122,42 @@ const _: () = assert!(EVENT_HEADER_LEN + CHUNK_DATA_MAX <= 32 * 1024);
 pub struct EventBuffer {
     pub header: EventHeader,
     pub data: [u8; CHUNK_DATA_MAX],
+}
+
+/// Addresses of the TCP socket under a TLS connection (IPv4 addresses in the first 4 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketInfo {
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// Peer port, host byte order.
+    pub peer_port: u16,
+    /// Local port, host byte order.
+    pub local_port: u16,
+    pub _pad: u16,
+    pub peer_addr: [u8; 16],
+    pub local_addr: [u8; 16],
+}
+
+/// A header followed by a [`SocketInfo`], as one ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnInfoRecord {
+    pub header: EventHeader,
+    pub info: SocketInfo,
+}
+
+/// Byte offsets in the kernel's `struct sock_common` (the head of every `struct sock`). These
+/// have been stable for many years; the IPv6 ones assume CONFIG_IPV6 and CONFIG_NET_NS as in
+/// every distribution kernel, and the end-to-end tests check them on the test kernel.
+pub mod sock_common {
+    pub const SKC_DADDR: u64 = 0;
+    pub const SKC_RCV_SADDR: u64 = 4;
+    pub const SKC_DPORT: u64 = 12;
+    pub const SKC_NUM: u64 = 14;
+    pub const SKC_FAMILY: u64 = 16;
+    pub const SKC_V6_DADDR: u64 = 56;
+    pub const SKC_V6_RCV_SADDR: u64 = 72;
 }
 
 /// Key of the per-stream byte position map.

@@ -17,13 +17,14 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{bpf_get_current_comm, bpf_loop, bpf_probe_read_user},
     },
-    macros::{map, raw_tracepoint, uprobe, uretprobe},
+    macros::{fentry, map, raw_tracepoint, uprobe, uretprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
+    programs::{FEntryContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use tracer_common::{
-    CHUNK_DATA_MAX, COMM_LEN, DEFAULT_MAX_CAPTURE_BYTES, EVENT_HEADER_LEN, EventBuffer,
-    EventHeader, StreamKey, counter, direction, event_flags, event_kind,
+    CHUNK_DATA_MAX, COMM_LEN, ConnInfoRecord, DEFAULT_MAX_CAPTURE_BYTES, EVENT_HEADER_LEN,
+    EventBuffer, EventHeader, SocketInfo, StreamKey, counter, direction, event_flags, event_kind,
+    sock_common,
 };
 
 // ---- configuration, written by the loader before the program is loaded ----
@@ -55,6 +56,10 @@ static INFLIGHT: LruHashMap<u64, InflightCall> = LruHashMap::with_max_entries(16
 /// Byte position reached by each (process, connection, direction) stream.
 #[map]
 static STREAM_POS: LruHashMap<StreamKey, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Connections whose socket was already reported (value unused).
+#[map]
+static PEER_REPORTED: LruHashMap<StreamKey, u8> = LruHashMap::with_max_entries(65536, 0);
 
 /// Scratch space to assemble one variable-length record per CPU.
 #[map]
@@ -345,6 +350,8 @@ pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
     let had_write = STREAM_POS.remove(&key).is_ok();
     key.direction = direction::READ as u32;
     let had_read = STREAM_POS.remove(&key).is_ok();
+    key.direction = PEER_KEY_DIRECTION;
+    let _ = PEER_REPORTED.remove(&key);
     if !had_write && !had_read {
         // Never carried data (or was filtered out): nothing for user space to forget.
         return 0;
@@ -408,6 +415,106 @@ pub fn process_exec(_ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn process_exit(_ctx: RawTracePointContext) -> i32 {
     emit_process_event(event_kind::EXIT);
+    0
+}
+
+/// `StreamKey::direction` value marking a connection's socket report.
+const PEER_KEY_DIRECTION: u32 = 2;
+
+#[inline(always)]
+fn read_kernel<T: Copy + Default>(addr: u64) -> T {
+    // SAFETY: the helper checks the address; a failed read yields the default value.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const T) }.unwrap_or_default()
+}
+
+/// The "nested syscall" method: a TCP send or receive made by a thread that is inside an
+/// `SSL_*` call belongs to that call's connection, so the socket's addresses are reported once
+/// per connection. Version-independent (no OpenSSL struct offsets); misses connections whose
+/// TLS library does its socket I/O outside the SSL call (Node's memory BIOs).
+#[inline(always)]
+fn on_tcp_io(sk: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: value copied out of the map.
+    let Some(call) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
+        return;
+    };
+    let pid = (pid_tgid >> 32) as u32;
+    let key = StreamKey {
+        conn_id: call.conn_id,
+        pid,
+        direction: PEER_KEY_DIRECTION,
+    };
+    // SAFETY: presence test only.
+    if unsafe { PEER_REPORTED.get(&key) }.is_some() {
+        return;
+    }
+    let family: u16 = read_kernel(sk + sock_common::SKC_FAMILY);
+    let mut info = SocketInfo {
+        family,
+        peer_port: u16::from_be(read_kernel(sk + sock_common::SKC_DPORT)),
+        local_port: read_kernel(sk + sock_common::SKC_NUM),
+        ..SocketInfo::default()
+    };
+    const AF_INET: u16 = 2;
+    const AF_INET6: u16 = 10;
+    match family {
+        AF_INET => {
+            let peer: [u8; 4] = read_kernel(sk + sock_common::SKC_DADDR);
+            let local: [u8; 4] = read_kernel(sk + sock_common::SKC_RCV_SADDR);
+            info.peer_addr[..4].copy_from_slice(&peer);
+            info.local_addr[..4].copy_from_slice(&local);
+        }
+        AF_INET6 => {
+            info.peer_addr = read_kernel(sk + sock_common::SKC_V6_DADDR);
+            info.local_addr = read_kernel(sk + sock_common::SKC_V6_RCV_SADDR);
+        }
+        _ => return,
+    }
+    let _ = PEER_REPORTED.insert(&key, &1, 0);
+    let record = ConnInfoRecord {
+        header: EventHeader {
+            kind: event_kind::CONN_INFO,
+            pid,
+            tid: pid_tgid as u32,
+            conn_id: call.conn_id,
+            // SAFETY: helper without side effects.
+            ts_entry_ns: unsafe { bpf_ktime_get_ns() },
+            data_len: core::mem::size_of::<SocketInfo>() as u32,
+            comm: current_comm(),
+            ..EventHeader::default()
+        },
+        info,
+    };
+    if EVENTS.output::<ConnInfoRecord>(&record, 0).is_err() {
+        count(counter::RINGBUF_DROPPED_PROCESS, 1);
+    }
+}
+
+// `sock:sock_send_length` / `sock:sock_recv_length` (Linux >= 6.3) pass the `struct sock *`
+// of every socket send/receive; the loader falls back to fentry on tcp_sendmsg/tcp_recvmsg.
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
+    on_tcp_io(ctx.arg::<u64>(0));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
+    on_tcp_io(ctx.arg::<u64>(0));
+    0
+}
+
+// fentry (BPF trampolines through BTF) rather than kprobes: it needs no kprobe PMU and is
+// cheaper per call.
+#[fentry(function = "tcp_sendmsg")]
+pub fn tcp_sendmsg_entry(ctx: FEntryContext) -> i32 {
+    on_tcp_io(ctx.arg::<u64>(0));
+    0
+}
+
+#[fentry(function = "tcp_recvmsg")]
+pub fn tcp_recvmsg_entry(ctx: FEntryContext) -> i32 {
+    on_tcp_io(ctx.arg::<u64>(0));
     0
 }
 

@@ -3,7 +3,11 @@
 //! Pure code: it runs on recorded bytes without privileges, so it is unit-tested and fuzzed.
 
 use bytes::Bytes;
-use tracer_common::{COMM_LEN, EVENT_HEADER_LEN, EventHeader, direction, event_flags, event_kind};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use tracer_common::{
+    COMM_LEN, EVENT_HEADER_LEN, EventHeader, SocketInfo, direction, event_flags, event_kind,
+};
 
 /// Which way application data moved, seen from the traced process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -111,6 +115,13 @@ pub enum CaptureEvent {
         comm: Comm,
         ts_ns: u64,
     },
+    /// The TCP socket under a TLS connection (reported once per connection).
+    ConnectionInfo {
+        conn: ConnectionId,
+        peer: SocketAddr,
+        local: SocketAddr,
+        ts_ns: u64,
+    },
 }
 
 impl CaptureEvent {
@@ -118,7 +129,7 @@ impl CaptureEvent {
     pub fn conn(&self) -> ConnectionId {
         match self {
             CaptureEvent::Data(d) => d.conn,
-            CaptureEvent::Closed { conn, .. } => *conn,
+            CaptureEvent::Closed { conn, .. } | CaptureEvent::ConnectionInfo { conn, .. } => *conn,
             CaptureEvent::ProcessExec { pid, .. }
             | CaptureEvent::ProcessExit { pid, .. }
             | CaptureEvent::LibraryLoaded { pid, .. } => ConnectionId { pid: *pid, conn: 0 },
@@ -137,6 +148,56 @@ pub enum DecodeError {
     UnknownKind(u8),
     #[error("unknown direction {0}")]
     UnknownDirection(u8),
+    #[error("unknown socket family {0}")]
+    UnknownFamily(u16),
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+fn socket_addrs(info: &SocketInfo) -> Option<(SocketAddr, SocketAddr)> {
+    let ip = |bytes: &[u8; 16]| -> Option<IpAddr> {
+        match info.family {
+            AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
+                bytes[0], bytes[1], bytes[2], bytes[3],
+            ))),
+            AF_INET6 => {
+                let v6 = Ipv6Addr::from(*bytes);
+                // IPv4 peers of a dual-stack socket: report the IPv4 address.
+                Some(
+                    v6.to_ipv4_mapped()
+                        .map(IpAddr::V4)
+                        .unwrap_or(IpAddr::V6(v6)),
+                )
+            }
+            _ => None,
+        }
+    };
+    Some((
+        SocketAddr::new(ip(&info.peer_addr)?, info.peer_port),
+        SocketAddr::new(ip(&info.local_addr)?, info.local_port),
+    ))
+}
+
+fn socket_info(peer: &SocketAddr, local: &SocketAddr) -> SocketInfo {
+    let bytes = |ip: IpAddr| -> [u8; 16] {
+        match ip {
+            IpAddr::V4(v4) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&v4.octets());
+                b
+            }
+            IpAddr::V6(v6) => v6.octets(),
+        }
+    };
+    SocketInfo {
+        family: if peer.is_ipv4() { AF_INET } else { AF_INET6 },
+        peer_port: peer.port(),
+        local_port: local.port(),
+        _pad: 0,
+        peer_addr: bytes(peer.ip()),
+        local_addr: bytes(local.ip()),
+    }
 }
 
 /// Decodes one ring-buffer record.
@@ -196,6 +257,25 @@ pub fn decode_record(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
             comm: Comm(header.comm),
             ts_ns: header.ts_entry_ns,
         }),
+        event_kind::CONN_INFO => {
+            let size = std::mem::size_of::<SocketInfo>();
+            if payload.len() < size {
+                return Err(DecodeError::LengthMismatch {
+                    announced: size,
+                    carried: payload.len(),
+                });
+            }
+            // SAFETY: length checked; SocketInfo is plain integers.
+            let info: SocketInfo = unsafe { std::ptr::read_unaligned(payload.as_ptr().cast()) };
+            let (peer, local) =
+                socket_addrs(&info).ok_or(DecodeError::UnknownFamily(info.family))?;
+            Ok(CaptureEvent::ConnectionInfo {
+                conn,
+                peer,
+                local,
+                ts_ns: header.ts_entry_ns,
+            })
+        }
         event_kind::LIBRARY_LOADED => Ok(CaptureEvent::LibraryLoaded {
             pid: header.pid,
             comm: Comm(header.comm),
@@ -246,6 +326,8 @@ pub fn encode_record(event: &CaptureEvent) -> Vec<u8> {
             },
             &[],
         ),
+        // Filled in below: it carries a payload.
+        CaptureEvent::ConnectionInfo { .. } => (EventHeader::default(), &[][..]),
         CaptureEvent::ProcessExec { pid, comm, ts_ns }
         | CaptureEvent::ProcessExit { pid, comm, ts_ns }
         | CaptureEvent::LibraryLoaded { pid, comm, ts_ns } => (
@@ -263,6 +345,37 @@ pub fn encode_record(event: &CaptureEvent) -> Vec<u8> {
             },
             &[],
         ),
+    };
+    let info_bytes;
+    let (header, data) = match event {
+        CaptureEvent::ConnectionInfo {
+            conn,
+            peer,
+            local,
+            ts_ns,
+        } => {
+            let info = socket_info(peer, local);
+            // SAFETY: SocketInfo is #[repr(C)] plain data.
+            info_bytes = unsafe {
+                std::slice::from_raw_parts(
+                    (&info as *const SocketInfo).cast::<u8>(),
+                    std::mem::size_of::<SocketInfo>(),
+                )
+            }
+            .to_vec();
+            (
+                EventHeader {
+                    kind: event_kind::CONN_INFO,
+                    pid: conn.pid,
+                    conn_id: conn.conn,
+                    ts_entry_ns: *ts_ns,
+                    data_len: info_bytes.len() as u32,
+                    ..EventHeader::default()
+                },
+                info_bytes.as_slice(),
+            )
+        }
+        _ => (header, data),
     };
     let mut out = Vec::with_capacity(EVENT_HEADER_LEN + data.len());
     // SAFETY: EventHeader is #[repr(C)] plain data; viewing it as bytes is sound.

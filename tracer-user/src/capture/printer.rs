@@ -92,6 +92,32 @@ impl CapturePrinter {
             CaptureEvent::ProcessExec { .. }
             | CaptureEvent::ProcessExit { .. }
             | CaptureEvent::LibraryLoaded { .. } => Ok(()),
+            CaptureEvent::ConnectionInfo {
+                conn,
+                peer,
+                local,
+                ts_ns,
+            } => match self.format {
+                CaptureFormat::Text => writeln!(
+                    out,
+                    "{} pid={} conn={:#x} socket {local} -> {peer}",
+                    humantime::format_rfc3339_micros(self.clock.system_time(*ts_ns)),
+                    conn.pid,
+                    conn.conn
+                ),
+                CaptureFormat::Jsonl => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({
+                        "event": "socket",
+                        "time_unix_nano": self.clock.unix_ns(*ts_ns),
+                        "pid": conn.pid,
+                        "conn": format!("{:#x}", conn.conn),
+                        "peer": peer.to_string(),
+                        "local": local.to_string(),
+                    })
+                ),
+            },
             CaptureEvent::Closed { conn, comm, ts_ns } => {
                 self.maskers.remove(&(*conn, Direction::Write));
                 self.maskers.remove(&(*conn, Direction::Read));

@@ -99,7 +99,9 @@ impl StreamAssembler {
             }
             // Process lifecycle is handled by the session (attach) and the daemon (state);
             // an exited process's streams are forgotten here.
-            CaptureEvent::ProcessExec { .. } | CaptureEvent::LibraryLoaded { .. } => {}
+            CaptureEvent::ProcessExec { .. }
+            | CaptureEvent::LibraryLoaded { .. }
+            | CaptureEvent::ConnectionInfo { .. } => {}
             CaptureEvent::ProcessExit { pid, .. } => self.forget_process(pid),
         }
     }

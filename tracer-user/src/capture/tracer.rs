@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
-use aya::programs::{RawTracePoint, UProbe};
+use aya::programs::{FEntry, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -292,6 +292,11 @@ impl Tracer {
                 .map_err(|source| TracerError::Program { name, source })?;
         }
 
+        // Socket identity (enrichment only): without it, capture still works.
+        if let Err(reason) = attach_socket_hooks(&mut ebpf) {
+            log::warn!("socket addresses unavailable: {reason}");
+        }
+
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
                 .ok_or(TracerError::MissingMap("EVENTS"))?,
@@ -563,6 +568,49 @@ impl Tracer {
             decode_errors: self.decode_errors,
         }
     }
+}
+
+/// Hooks socket sends and receives, preferring the `sock_*_length` tracepoints (no kprobe or
+/// ftrace support needed) and falling back to fentry on the TCP functions.
+fn attach_socket_hooks(ebpf: &mut Ebpf) -> Result<(), String> {
+    let raw = (|| -> Result<(), aya::programs::ProgramError> {
+        for (name, tracepoint) in [
+            ("sock_send_length", "sock_send_length"),
+            ("sock_recv_length", "sock_recv_length"),
+        ] {
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
+                .try_into()?;
+            program.load()?;
+            program.attach(tracepoint)?;
+        }
+        Ok(())
+    })();
+    let Err(raw_err) = raw else {
+        return Ok(());
+    };
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+    for (name, function) in [
+        ("tcp_sendmsg_entry", "tcp_sendmsg"),
+        ("tcp_recvmsg_entry", "tcp_recvmsg"),
+    ] {
+        let result = (|| -> Result<(), aya::programs::ProgramError> {
+            let program: &mut FEntry = ebpf
+                .program_mut(name)
+                .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
+                .try_into()?;
+            program.load(function, &btf)?;
+            program.attach()?;
+            Ok(())
+        })();
+        result.map_err(|e| {
+            format!(
+                "sock_*_length tracepoints ({raw_err}) and fentry on {function} ({e}) both failed"
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn raise_memlock_limit() {
