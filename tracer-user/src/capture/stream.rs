@@ -102,7 +102,20 @@ impl StreamAssembler {
             CaptureEvent::ProcessExec { .. }
             | CaptureEvent::LibraryLoaded { .. }
             | CaptureEvent::ConnectionInfo { .. } => {}
-            CaptureEvent::ProcessExit { pid, .. } => self.forget_process(pid),
+            // A process that exits without freeing its connections (killed, or exiting without
+            // cleanup) closes them all: downstream calls in flight end here, not at idle timeout.
+            CaptureEvent::ProcessExit { pid, ts_ns, .. } => {
+                let mut conns: Vec<ConnectionId> = self
+                    .next_pos
+                    .keys()
+                    .filter(|(conn, _)| conn.pid == pid)
+                    .map(|(conn, _)| *conn)
+                    .collect();
+                conns.sort_unstable();
+                conns.dedup();
+                self.forget_process(pid);
+                out.extend(conns.into_iter().map(|conn| StreamEvent::Closed { conn, ts_ns }));
+            }
         }
     }
 
@@ -240,6 +253,24 @@ mod tests {
         assert_eq!(asm.duplicates(), 1);
         asm.push(data(0, 0, 2, b"new", 0), &mut out);
         assert_eq!(summary(&out), ["abc", "<gap 0>", "new"]);
+    }
+
+    #[test]
+    fn process_exit_closes_its_connections() {
+        let mut asm = StreamAssembler::new();
+        let mut out = Vec::new();
+        asm.push(data(0, 0, 3, b"abc", 0), &mut out);
+        asm.push(
+            CaptureEvent::ProcessExit { pid: 8, comm: Comm::default(), ts_ns: 5 },
+            &mut out,
+        );
+        assert_eq!(summary(&out), ["abc"], "another pid's exit changes nothing");
+        asm.push(
+            CaptureEvent::ProcessExit { pid: CONN.pid, comm: Comm::default(), ts_ns: 6 },
+            &mut out,
+        );
+        assert_eq!(summary(&out), ["abc", "<closed>"]);
+        assert!(asm.is_empty());
     }
 
     #[test]
