@@ -12,7 +12,10 @@ fn events_for(read_size: usize) -> (Vec<Vec<StreamEvent>>, u64) {
         read_size,
         ..ReplayOptions::default()
     };
-    let all: Vec<Vec<StreamEvent>> = cassettes.iter().map(|c| cassette_events(c, &opts)).collect();
+    let all: Vec<Vec<StreamEvent>> = cassettes
+        .iter()
+        .map(|c| cassette_events(c, &opts))
+        .collect();
     let bytes = all
         .iter()
         .flatten()

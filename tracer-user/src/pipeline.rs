@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use crate::capture::StreamEvent;
 use crate::connection::{AbortReason, ConnectionConfig, ConnectionTracker, ExchangeKey, HttpEvent};
-use crate::genai::{CallBuilder, CallConfig, CallRecord, identify};
+use crate::genai::{CallBuilder, CallConfig, CallRecord, ProcessRef, identify};
 
 /// Every knob of the pipeline. Defaults suit a host tracer: content capture and token
 /// estimation off, memory bounded per connection and per call.
@@ -187,7 +187,12 @@ impl Pipeline {
         }
     }
 
-    fn emit(&mut self, call: CallBuilder, abort: Option<(AbortReason, u64)>, out: &mut Vec<CallRecord>) {
+    fn emit(
+        &mut self,
+        call: CallBuilder,
+        abort: Option<(AbortReason, u64)>,
+        out: &mut Vec<CallRecord>,
+    ) {
         self.stats.body_parse_errors += call.bad_events;
         match call.finish(abort, &self.call_config) {
             Some(record) => {
@@ -213,7 +218,18 @@ impl Pipeline {
                     comm,
                 } => match identify(&head) {
                     Some(target) => {
-                        let call = CallBuilder::new(target, &head, key.conn.conn, ts_entry_ns, key.conn.pid, tid, comm, &cfg);
+                        let call = CallBuilder::new(
+                            target,
+                            &head,
+                            key.conn.conn,
+                            ts_entry_ns,
+                            ProcessRef {
+                                pid: key.conn.pid,
+                                tid,
+                                comm,
+                            },
+                            &cfg,
+                        );
                         self.calls.insert(key, call);
                     }
                     None => self.stats.non_llm_requests += 1,

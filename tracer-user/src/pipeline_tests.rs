@@ -7,7 +7,9 @@ use serde_json::json;
 use super::*;
 use crate::capture::{ConnectionId, Direction, StreamChunk};
 use crate::sse::eventstream::encode_message;
-use crate::testing::{Cassette, ReplayOptions, cassette_dir, cassette_events, chunk_events, comm, load_cassette};
+use crate::testing::{
+    Cassette, ReplayOptions, cassette_dir, cassette_events, chunk_events, comm, load_cassette,
+};
 
 fn cassette(name: &str) -> Cassette {
     load_cassette(&cassette_dir().join(format!("{name}.json"))).expect("cassette")
@@ -30,8 +32,22 @@ fn run(events: Vec<StreamEvent>) -> (Vec<CallRecord>, PipelineStats) {
 fn raw_exchange(request: &[u8], response: &[u8], opts: &ReplayOptions) -> Vec<StreamEvent> {
     let mut out = Vec::new();
     let mut now = opts.start_ns;
-    chunk_events(request, Direction::Write, opts.write_size, &mut now, opts, &mut out);
-    chunk_events(response, Direction::Read, opts.read_size, &mut now, opts, &mut out);
+    chunk_events(
+        request,
+        Direction::Write,
+        opts.write_size,
+        &mut now,
+        opts,
+        &mut out,
+    );
+    chunk_events(
+        response,
+        Direction::Read,
+        opts.read_size,
+        &mut now,
+        opts,
+        &mut out,
+    );
     out
 }
 
@@ -42,12 +58,41 @@ fn keep_alive_connection_with_several_calls_and_other_requests() {
     let opts = ReplayOptions::default();
     let mut events = cassette_events(&a, &opts);
     let mut now = 9_000_000_000;
-    chunk_events(b"GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n\r\n", Direction::Write, 100, &mut now, &opts, &mut events);
-    chunk_events(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", Direction::Read, 100, &mut now, &opts, &mut events);
-    events.extend(cassette_events(&b, &ReplayOptions { start_ns: 10_000_000_000, ..opts.clone() }));
+    chunk_events(
+        b"GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n\r\n",
+        Direction::Write,
+        100,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    chunk_events(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        Direction::Read,
+        100,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    events.extend(cassette_events(
+        &b,
+        &ReplayOptions {
+            start_ns: 10_000_000_000,
+            ..opts.clone()
+        },
+    ));
     let (records, stats) = run(events);
-    let ids: Vec<_> = records.iter().map(|r| r.response.id.clone().unwrap_or_default()).collect();
-    assert_eq!(ids, vec!["chatcmpl-8wq4EsSXTQC0JbGzob3SBHg6pS7Tt", "chatcmpl-8wq4H5YA9sq7tPJaCMTmPEAfP9Ex0"]);
+    let ids: Vec<_> = records
+        .iter()
+        .map(|r| r.response.id.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            "chatcmpl-8wq4EsSXTQC0JbGzob3SBHg6pS7Tt",
+            "chatcmpl-8wq4H5YA9sq7tPJaCMTmPEAfP9Ex0"
+        ]
+    );
     assert_eq!(stats.non_llm_requests, 1);
     assert_eq!(stats.calls, 2);
 }
@@ -55,7 +100,10 @@ fn keep_alive_connection_with_several_calls_and_other_requests() {
 #[test]
 fn stream_timings_follow_capture_times() {
     let c = cassette("openai__chat_stream_include_usage");
-    let opts = ReplayOptions { read_size: 64, ..ReplayOptions::default() };
+    let opts = ReplayOptions {
+        read_size: 64,
+        ..ReplayOptions::default()
+    };
     let events = cassette_events(&c, &opts);
     let last_read = events.iter().rev().find_map(|e| match e {
         StreamEvent::Data(d) if d.direction == Direction::Read => Some(d.ts_ns),
@@ -73,7 +121,10 @@ fn stream_timings_follow_capture_times() {
     assert_eq!(Some(t.response_end_ns), last_read);
     let first = t.first_chunk_ns.expect("ttft");
     assert!(first >= t.response_start_ns.unwrap_or(0) && first <= t.response_end_ns);
-    assert_eq!(t.chunk_times_ns.len() as u64, records[0].stream_chunks.unwrap_or(0));
+    assert_eq!(
+        t.chunk_times_ns.len() as u64,
+        records[0].stream_chunks.unwrap_or(0)
+    );
     assert!(t.chunk_times_ns.windows(2).all(|w| w[0] <= w[1]));
     assert_eq!(records[0].process.comm, "python3");
     assert_eq!(records[0].server_address.as_deref(), Some("api.openai.com"));
@@ -84,12 +135,30 @@ fn stream_timings_follow_capture_times() {
 #[test]
 fn gap_inside_a_stream_body_marks_incomplete() {
     let c = cassette("anthropic__messages_stream");
-    let mut events = cassette_events(&c, &ReplayOptions { read_size: 300, ..ReplayOptions::default() });
+    let mut events = cassette_events(
+        &c,
+        &ReplayOptions {
+            read_size: 300,
+            ..ReplayOptions::default()
+        },
+    );
     // Drop one read in the middle of the body and report its bytes as lost.
-    let reads: Vec<usize> = events.iter().enumerate().filter(|(_, e)| matches!(e, StreamEvent::Data(d) if d.direction == Direction::Read)).map(|(i, _)| i).collect();
+    let reads: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, StreamEvent::Data(d) if d.direction == Direction::Read))
+        .map(|(i, _)| i)
+        .collect();
     let victim = reads[reads.len() / 2];
-    let StreamEvent::Data(lost) = events[victim].clone() else { unreachable!() };
-    events[victim] = StreamEvent::Gap { conn: lost.conn, direction: Direction::Read, len: lost.data.len() as u64, ts_ns: lost.ts_ns };
+    let StreamEvent::Data(lost) = events[victim].clone() else {
+        unreachable!()
+    };
+    events[victim] = StreamEvent::Gap {
+        conn: lost.conn,
+        direction: Direction::Read,
+        len: lost.data.len() as u64,
+        ts_ns: lost.ts_ns,
+    };
     let (records, _) = run(events);
     assert_eq!(records.len(), 1);
     let r = &records[0];
@@ -110,13 +179,41 @@ fn gap_in_response_head_drops_the_call_and_resyncs() {
         .collect();
     let resp = a.response_bytes(512);
     let mut now = 2_000_000_000;
-    chunk_events(&resp[..20], Direction::Read, 100, &mut now, &opts, &mut events);
-    events.push(StreamEvent::Gap { conn: opts.conn, direction: Direction::Read, len: 0, ts_ns: now });
-    chunk_events(&resp[resp.len() - 50..], Direction::Read, 100, &mut now, &opts, &mut events);
-    events.extend(cassette_events(&b, &ReplayOptions { start_ns: 10_000_000_000, ..opts.clone() }));
+    chunk_events(
+        &resp[..20],
+        Direction::Read,
+        100,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    events.push(StreamEvent::Gap {
+        conn: opts.conn,
+        direction: Direction::Read,
+        len: 0,
+        ts_ns: now,
+    });
+    chunk_events(
+        &resp[resp.len() - 50..],
+        Direction::Read,
+        100,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    events.extend(cassette_events(
+        &b,
+        &ReplayOptions {
+            start_ns: 10_000_000_000,
+            ..opts.clone()
+        },
+    ));
     let (records, stats) = run(events);
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0].response.id.as_deref(), Some("chatcmpl-8wq4H5YA9sq7tPJaCMTmPEAfP9Ex0"));
+    assert_eq!(
+        records[0].response.id.as_deref(),
+        Some("chatcmpl-8wq4H5YA9sq7tPJaCMTmPEAfP9Ex0")
+    );
     assert_eq!(stats.dropped_by_gap, 1);
 }
 
@@ -127,18 +224,32 @@ fn connection_closed_mid_stream_is_an_error_and_close_delimited_completes() {
     let mut events = cassette_events(&c, &opts);
     let keep = events.len() * 2 / 3;
     events.truncate(keep);
-    events.push(StreamEvent::Closed { conn: opts.conn, ts_ns: 99_000_000_000 });
+    events.push(StreamEvent::Closed {
+        conn: opts.conn,
+        ts_ns: 99_000_000_000,
+    });
     let (records, _) = run(events);
     let r = &records[0];
-    assert_eq!(r.error.as_ref().map(|e| e.error_type.as_str()), Some("connection_closed"));
-    assert!(r.response.finish_reasons.is_empty(), "finish reason never arrived");
+    assert_eq!(
+        r.error.as_ref().map(|e| e.error_type.as_str()),
+        Some("connection_closed")
+    );
+    assert!(
+        r.response.finish_reasons.is_empty(),
+        "finish reason never arrived"
+    );
     assert_eq!(r.timing.response_end_ns, 99_000_000_000);
 
     // The same stream without framing headers: it ends when the connection closes.
     let sse = String::from_utf8_lossy(&c.response_body).into_owned();
-    let response = format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n{sse}");
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n{sse}"
+    );
     let mut events = raw_exchange(&c.request_bytes(), response.as_bytes(), &opts);
-    events.push(StreamEvent::Closed { conn: opts.conn, ts_ns: 99_000_000_000 });
+    events.push(StreamEvent::Closed {
+        conn: opts.conn,
+        ts_ns: 99_000_000_000,
+    });
     let (records, _) = run(events);
     assert_eq!(records[0].error, None);
     assert_eq!(records[0].response.finish_reasons, vec!["stop"]);
@@ -147,9 +258,15 @@ fn connection_closed_mid_stream_is_an_error_and_close_delimited_completes() {
 
 #[test]
 fn content_capture_builds_semconv_messages() {
-    let config = PipelineConfig { capture_content: true, ..PipelineConfig::default() };
+    let config = PipelineConfig {
+        capture_content: true,
+        ..PipelineConfig::default()
+    };
     let c = cassette("openai__chat_parallel_tool_calls");
-    let (records, _) = run_with(config.clone(), cassette_events(&c, &ReplayOptions::default()));
+    let (records, _) = run_with(
+        config.clone(),
+        cassette_events(&c, &ReplayOptions::default()),
+    );
     let content = records[0].content.clone().expect("content");
     let out = content.output_messages.expect("output");
     assert_eq!(out[0]["finish_reason"], "tool_call");
@@ -158,27 +275,63 @@ fn content_capture_builds_semconv_messages() {
     assert!(content.tool_definitions.is_some());
 
     let c = cassette("anthropic__messages_stream_tool_use");
-    let (records, _) = run_with(config.clone(), cassette_events(&c, &ReplayOptions::default()));
-    let out = records[0].content.clone().and_then(|c| c.output_messages).expect("output");
+    let (records, _) = run_with(
+        config.clone(),
+        cassette_events(&c, &ReplayOptions::default()),
+    );
+    let out = records[0]
+        .content
+        .clone()
+        .and_then(|c| c.output_messages)
+        .expect("output");
     let parts = out[0]["parts"].as_array().expect("parts");
     assert!(parts.iter().any(|p| p["type"] == "text"));
-    let call = parts.iter().find(|p| p["type"] == "tool_call").expect("tool call");
-    assert!(call["arguments"].is_object(), "streamed partial_json is reassembled: {call}");
+    let call = parts
+        .iter()
+        .find(|p| p["type"] == "tool_call")
+        .expect("tool call");
+    assert!(
+        call["arguments"].is_object(),
+        "streamed partial_json is reassembled: {call}"
+    );
     let calls = parts.iter().filter(|p| p["type"] == "tool_call").count();
-    assert!(records[0].response.tool_calls.contains(&"get_weather".to_string()));
+    assert!(
+        records[0]
+            .response
+            .tool_calls
+            .contains(&"get_weather".to_string())
+    );
     assert_eq!(records[0].response.tool_calls.len(), calls);
 
     let c = cassette("gcp.gemini__stream_generate_content_sse");
-    let (records, _) = run_with(config.clone(), cassette_events(&c, &ReplayOptions::default()));
+    let (records, _) = run_with(
+        config.clone(),
+        cassette_events(&c, &ReplayOptions::default()),
+    );
     let content = records[0].content.clone().expect("content");
-    assert_eq!(content.system_instructions.expect("system")[0]["content"], "You are a helpful chatbot.");
-    assert_eq!(content.output_messages.expect("out")[0]["parts"][0]["content"], "The capital of France is Paris.\n");
+    assert_eq!(
+        content.system_instructions.expect("system")[0]["content"],
+        "You are a helpful chatbot."
+    );
+    assert_eq!(
+        content.output_messages.expect("out")[0]["parts"][0]["content"],
+        "The capital of France is Paris.\n"
+    );
 
     let c = cassette("openai__responses_stream_1");
     let (records, _) = run_with(config, cassette_events(&c, &ReplayOptions::default()));
     let content = records[0].content.clone().expect("content");
-    assert!(content.input_messages.expect("input").as_array().is_some_and(|a| !a.is_empty()));
-    assert_eq!(content.output_messages.expect("out")[0]["finish_reason"], "stop");
+    assert!(
+        content
+            .input_messages
+            .expect("input")
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    );
+    assert_eq!(
+        content.output_messages.expect("out")[0]["finish_reason"],
+        "stop"
+    );
 
     let (records, _) = run(cassette_events(&c, &ReplayOptions::default()));
     assert_eq!(records[0].content, None, "off by default");
@@ -189,12 +342,21 @@ fn missing_usage_is_estimated_only_when_asked() {
     let c = cassette("openai__chat_stream_no_usage");
     let (records, _) = run(cassette_events(&c, &ReplayOptions::default()));
     assert_eq!(records[0].usage.output_tokens, None);
-    let config = PipelineConfig { estimate_missing_usage: true, ..PipelineConfig::default() };
-    let (records, _) = run_with(config.clone(), cassette_events(&c, &ReplayOptions::default()));
+    let config = PipelineConfig {
+        estimate_missing_usage: true,
+        ..PipelineConfig::default()
+    };
+    let (records, _) = run_with(
+        config.clone(),
+        cassette_events(&c, &ReplayOptions::default()),
+    );
     let u = &records[0].usage;
     assert!(u.estimated);
     // 25 content chunks are about 25 tokens.
-    assert!(u.output_tokens.is_some_and(|n| (15..=40).contains(&n)), "{u:?}");
+    assert!(
+        u.output_tokens.is_some_and(|n| (15..=40).contains(&n)),
+        "{u:?}"
+    );
     assert!(u.input_tokens.is_some_and(|n| n > 0));
     // Reported usage is never replaced by an estimate.
     let c = cassette("openai__chat_stream_include_usage");
@@ -206,12 +368,19 @@ fn missing_usage_is_estimated_only_when_asked() {
 #[test]
 fn caps_truncate_but_complete_the_call() {
     let c = cassette("openai__chat_prompt_cache_read");
-    let config = PipelineConfig { response_body_cap: 100, request_body_cap: 50, ..PipelineConfig::default() };
+    let config = PipelineConfig {
+        response_body_cap: 100,
+        request_body_cap: 50,
+        ..PipelineConfig::default()
+    };
     let (records, stats) = run_with(config, cassette_events(&c, &ReplayOptions::default()));
     assert_eq!(records.len(), 1);
     let r = &records[0];
     assert!(r.truncated);
-    assert_eq!(r.request.model, None, "a cut request body is not guessed from");
+    assert_eq!(
+        r.request.model, None,
+        "a cut request body is not guessed from"
+    );
     assert_eq!(r.response.id, None);
     assert_eq!(r.http_status, Some(200));
     assert_eq!(stats.truncated_calls, 1);
@@ -222,17 +391,20 @@ fn other_content_encodings_give_the_same_record() {
     let c = cassette("openai__chat_prompt_cache_read");
     let (base, _) = run(cassette_events(&c, &ReplayOptions::default()));
     let mut plain = Vec::new();
-    flate2::read::GzDecoder::new(c.response_body.as_slice())
-        .read_to_end_compat(&mut plain);
+    flate2::read::GzDecoder::new(c.response_body.as_slice()).read_to_end_compat(&mut plain);
     let encodings: Vec<(&str, Vec<u8>)> = vec![
-        ("zstd", zstd::stream::encode_all(plain.as_slice(), 3).expect("zstd")),
+        (
+            "zstd",
+            zstd::stream::encode_all(plain.as_slice(), 3).expect("zstd"),
+        ),
         ("deflate", {
             let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
             e.write_all(&plain).expect("zlib");
             e.finish().expect("zlib")
         }),
         ("deflate", {
-            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut e =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
             e.write_all(&plain).expect("raw");
             e.finish().expect("raw")
         }),
@@ -246,7 +418,13 @@ fn other_content_encodings_give_the_same_record() {
                 *v = enc.to_string();
             }
         }
-        let (records, _) = run(cassette_events(&re, &ReplayOptions { read_size: 33, ..ReplayOptions::default() }));
+        let (records, _) = run(cassette_events(
+            &re,
+            &ReplayOptions {
+                read_size: 33,
+                ..ReplayOptions::default()
+            },
+        ));
         assert_eq!(records[0].usage, base[0].usage, "{enc}");
         assert_eq!(records[0].response, base[0].response, "{enc}");
     }
@@ -275,22 +453,42 @@ fn bedrock_invoke_model_with_response_stream() {
     for e in &events {
         let b64 = base64::engine::general_purpose::STANDARD.encode(e.to_string());
         let payload = json!({"bytes": b64}).to_string();
-        body.extend(encode_message(&[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")], payload.as_bytes()));
+        body.extend(encode_message(
+            &[
+                (":event-type", "chunk"),
+                (":content-type", "application/json"),
+                (":message-type", "event"),
+            ],
+            payload.as_bytes(),
+        ));
     }
     let req_body = br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
     let mut request = format!("POST /model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke-with-response-stream HTTP/1.1\r\nHost: bedrock-runtime.us-east-1.amazonaws.com\r\nContent-Length: {}\r\n\r\n", req_body.len()).into_bytes();
     request.extend_from_slice(req_body);
     let mut response = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.amazon.eventstream\r\nTransfer-Encoding: chunked\r\nx-amzn-RequestId: req-1\r\n\r\n".to_vec();
     response.extend(crate::http::body::encode_chunked(&body, 100));
-    let (records, _) = run(raw_exchange(&request, &response, &ReplayOptions { read_size: 17, ..ReplayOptions::default() }));
+    let (records, _) = run(raw_exchange(
+        &request,
+        &response,
+        &ReplayOptions {
+            read_size: 17,
+            ..ReplayOptions::default()
+        },
+    ));
     let r = &records[0];
     assert_eq!(r.api, "bedrock_invoke_model");
     assert_eq!(r.provider, "aws.bedrock");
-    assert_eq!(r.request.model.as_deref(), Some("anthropic.claude-3-haiku-20240307-v1:0"));
+    assert_eq!(
+        r.request.model.as_deref(),
+        Some("anthropic.claude-3-haiku-20240307-v1:0")
+    );
     assert_eq!(r.request.max_tokens, Some(100));
     assert!(r.request.stream);
     assert_eq!(r.response.finish_reasons, vec!["end_turn"]);
-    assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (Some(12), Some(3)));
+    assert_eq!(
+        (r.usage.input_tokens, r.usage.output_tokens),
+        (Some(12), Some(3))
+    );
     assert_eq!(r.stream_chunks, Some(2));
     assert_eq!(r.response.request_id.as_deref(), Some("req-1"));
 }
@@ -300,7 +498,10 @@ fn gemini_json_array_stream_matches_the_sse_stream() {
     let c = cassette("gcp.gemini__stream_generate_content_sse");
     let (sse, _) = run(cassette_events(&c, &ReplayOptions::default()));
     let text = String::from_utf8_lossy(&c.response_body).into_owned();
-    let items: Vec<&str> = text.split("\r\n\r\n").filter_map(|e| e.strip_prefix("data: ")).collect();
+    let items: Vec<&str> = text
+        .split("\r\n\r\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
     let array = format!("[{}]", items.join(",\r\n"));
     let mut arr = c.clone();
     arr.url = arr.url.replace("?alt=sse", "");
@@ -310,7 +511,13 @@ fn gemini_json_array_stream_matches_the_sse_stream() {
             *v = "application/json; charset=UTF-8".into();
         }
     }
-    let (records, _) = run(cassette_events(&arr, &ReplayOptions { read_size: 5, ..ReplayOptions::default() }));
+    let (records, _) = run(cassette_events(
+        &arr,
+        &ReplayOptions {
+            read_size: 5,
+            ..ReplayOptions::default()
+        },
+    ));
     assert_eq!(records[0].response, sse[0].response);
     assert_eq!(records[0].usage, sse[0].usage);
     assert_eq!(records[0].stream_chunks, Some(3));
@@ -323,15 +530,25 @@ fn mid_stream_and_http_errors() {
     let mut request = format!("POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nanthropic-version: 2023-06-01\r\nx-api-key: sk-ant-SECRET\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
     request.extend_from_slice(body);
     let sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_9\",\"model\":\"claude-3-5-sonnet\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
-    let response = format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n{sse}", sse.len());
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n{sse}",
+        sse.len()
+    );
     let (records, _) = run(raw_exchange(&request, response.as_bytes(), &opts));
     let e = records[0].error.clone().expect("error");
     assert_eq!(e.error_type, "overloaded_error");
     assert!(e.mid_stream);
     assert_eq!(e.http_status, Some(200));
     assert_eq!(records[0].stream_chunks, Some(0));
-    assert_eq!(records[0].timing.first_chunk_ns, None, "ping is not a content chunk");
-    assert!(!serde_json::to_string(&records).unwrap_or_default().contains("SECRET"));
+    assert_eq!(
+        records[0].timing.first_chunk_ns, None,
+        "ping is not a content chunk"
+    );
+    assert!(
+        !serde_json::to_string(&records)
+            .unwrap_or_default()
+            .contains("SECRET")
+    );
 
     let req_body = br#"{"messages":[]}"#;
     let mut request = format!("POST /model/amazon.nova-lite-v1%3A0/converse HTTP/1.1\r\nHost: bedrock-runtime.us-east-1.amazonaws.com\r\nContent-Length: {}\r\n\r\n", req_body.len()).into_bytes();
@@ -341,7 +558,10 @@ fn mid_stream_and_http_errors() {
     response.extend_from_slice(err);
     let (records, _) = run(raw_exchange(&request, &response, &opts));
     let e = records[0].error.clone().expect("error");
-    assert_eq!((e.error_type.as_str(), e.http_status, e.mid_stream), ("ThrottlingException", Some(429), false));
+    assert_eq!(
+        (e.error_type.as_str(), e.http_status, e.mid_stream),
+        ("ThrottlingException", Some(429), false)
+    );
     assert_eq!(e.message.as_deref(), Some("Too many requests"));
     assert_eq!(records[0].usage, Default::default());
 }
@@ -354,7 +574,11 @@ fn servers_non_http_and_non_llm_produce_no_calls() {
         .into_iter()
         .map(|e| match e {
             StreamEvent::Data(mut d) => {
-                d.direction = if d.direction == Direction::Write { Direction::Read } else { Direction::Write };
+                d.direction = if d.direction == Direction::Write {
+                    Direction::Read
+                } else {
+                    Direction::Write
+                };
                 StreamEvent::Data(d)
             }
             other => other,
@@ -378,7 +602,11 @@ fn servers_non_http_and_non_llm_produce_no_calls() {
     assert_eq!(stats.non_http_connections, 1);
 
     let request = b"POST /upload HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\n{}";
-    let (records, stats) = run(raw_exchange(request, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", &ReplayOptions::default()));
+    let (records, stats) = run(raw_exchange(
+        request,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        &ReplayOptions::default(),
+    ));
     assert!(records.is_empty());
     assert_eq!(stats.non_llm_requests, 1);
 }
@@ -388,7 +616,10 @@ fn idle_calls_are_flushed_by_tick() {
     let c = cassette("openai__chat_stream_no_usage");
     let mut events = cassette_events(&c, &ReplayOptions::default());
     events.truncate(events.len() / 2);
-    let mut p = Pipeline::new(PipelineConfig { idle_timeout_ns: 1_000_000_000, ..PipelineConfig::default() });
+    let mut p = Pipeline::new(PipelineConfig {
+        idle_timeout_ns: 1_000_000_000,
+        ..PipelineConfig::default()
+    });
     let mut out = Vec::new();
     for ev in events {
         p.push(ev, &mut out);
@@ -396,7 +627,10 @@ fn idle_calls_are_flushed_by_tick() {
     assert!(out.is_empty());
     p.tick(1_000_000_000_000, &mut out);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].error.as_ref().map(|e| e.error_type.as_str()), Some("idle_timeout"));
+    assert_eq!(
+        out[0].error.as_ref().map(|e| e.error_type.as_str()),
+        Some("idle_timeout")
+    );
     assert_eq!(p.stats().open_connections, 0);
     assert_eq!(p.stats().calls_in_flight, 0);
 }

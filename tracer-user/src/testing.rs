@@ -84,7 +84,10 @@ pub fn load_cassette(path: &Path) -> Result<Cassette, CassetteError> {
             .unwrap_or_default(),
         provider: s("/provider", "provider")?,
         api: s("/api", "api")?,
-        streaming: v.pointer("/streaming").and_then(Value::as_bool).unwrap_or(false),
+        streaming: v
+            .pointer("/streaming")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         method: s("/request/method", "request.method")?,
         url: s("/request/url", "request.url")?,
         request_headers: headers(v.pointer("/request/headers")),
@@ -122,9 +125,10 @@ impl Cassette {
 
     /// Whether the recorded response used chunked transfer coding.
     pub fn response_chunked(&self) -> bool {
-        self.response_headers
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"))
+        self.response_headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding")
+                && v.to_ascii_lowercase().contains("chunked")
+        })
     }
 
     /// The request as an HTTP/1.1 client writes it (Host added if the recording lacks it,
@@ -132,7 +136,11 @@ impl Cassette {
     pub fn request_bytes(&self) -> Vec<u8> {
         let (host, target) = self.host_and_target();
         let mut out = format!("{} {} HTTP/1.1\r\n", self.method, target).into_bytes();
-        if !self.request_headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        if !self
+            .request_headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("host"))
+        {
             out.extend_from_slice(format!("Host: {host}\r\n").as_bytes());
         }
         for (k, v) in &self.request_headers {
@@ -140,7 +148,9 @@ impl Cassette {
                 out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
             }
         }
-        out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", self.request_body.len()).as_bytes());
+        out.extend_from_slice(
+            format!("Content-Length: {}\r\n\r\n", self.request_body.len()).as_bytes(),
+        );
         out.extend_from_slice(&self.request_body);
         out
     }
@@ -148,7 +158,12 @@ impl Cassette {
     /// The response as the server sends it: chunked (chunks of `chunk_size` bytes) when the
     /// recording was chunked, else with a recomputed Content-Length.
     pub fn response_bytes(&self, chunk_size: usize) -> Vec<u8> {
-        let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status)).into_bytes();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\n",
+            self.status,
+            reason_phrase(self.status)
+        )
+        .into_bytes();
         for (k, v) in &self.response_headers {
             if !is_framing_header(k) {
                 out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
@@ -158,7 +173,9 @@ impl Cassette {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
             out.extend_from_slice(&encode_chunked(&self.response_body, chunk_size));
         } else {
-            out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", self.response_body.len()).as_bytes());
+            out.extend_from_slice(
+                format!("Content-Length: {}\r\n\r\n", self.response_body.len()).as_bytes(),
+            );
             out.extend_from_slice(&self.response_body);
         }
         out
@@ -258,7 +275,14 @@ pub fn chunk_events(
 pub fn cassette_events(c: &Cassette, opts: &ReplayOptions) -> Vec<StreamEvent> {
     let mut out = Vec::new();
     let mut now = opts.start_ns;
-    chunk_events(&c.request_bytes(), Direction::Write, opts.write_size, &mut now, opts, &mut out);
+    chunk_events(
+        &c.request_bytes(),
+        Direction::Write,
+        opts.write_size,
+        &mut now,
+        opts,
+        &mut out,
+    );
     now += opts.server_latency_ns;
     chunk_events(
         &c.response_bytes(opts.transfer_chunk_size),

@@ -65,17 +65,26 @@ fn check(c: &Cassette, opts: &ReplayOptions, label: &str) -> Result<(), String> 
     };
     for (key, want) in expected {
         if got.get(key) != Some(want) {
-            diffs.push(format!("{key}: expected {want}, got {}", got.get(key).unwrap_or(&Value::Null)));
+            diffs.push(format!(
+                "{key}: expected {want}, got {}",
+                got.get(key).unwrap_or(&Value::Null)
+            ));
         }
     }
     if r.provider != c.provider {
-        diffs.push(format!("provider: expected {}, got {}", c.provider, r.provider));
+        diffs.push(format!(
+            "provider: expected {}, got {}",
+            c.provider, r.provider
+        ));
     }
     if r.api != c.api {
         diffs.push(format!("api: expected {}, got {}", c.api, r.api));
     }
     if r.request.stream != c.streaming {
-        diffs.push(format!("stream: expected {}, got {}", c.streaming, r.request.stream));
+        diffs.push(format!(
+            "stream: expected {}, got {}",
+            c.streaming, r.request.stream
+        ));
     }
     if r.truncated || r.incomplete {
         diffs.push("flagged truncated/incomplete".into());
@@ -98,7 +107,12 @@ fn every_cassette_matches_expected() {
             failures.push(e);
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -117,7 +131,12 @@ fn every_cassette_matches_expected_one_byte_at_a_time() {
             failures.push(e);
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -134,7 +153,9 @@ fn credentials_never_reach_records() {
                 *v = format!("sk-PLANTED-{k}-SECRET");
             }
         }
-        planted.request_headers.push(("Cookie".into(), "session=sk-PLANTED-cookie-SECRET".into()));
+        planted
+            .request_headers
+            .push(("Cookie".into(), "session=sk-PLANTED-cookie-SECRET".into()));
         let records = run(&planted, &ReplayOptions::default(), config.clone());
         let text = serde_json::to_string(&records).expect("serialize");
         assert!(!text.contains("PLANTED"), "{}: credential leaked", c.name);
@@ -149,6 +170,10 @@ fn a_wrong_expectation_is_reported() {
         if let Some(obj) = wrong.expected.as_object_mut() {
             obj.insert("response_id".into(), json!("not-the-id"));
         }
-        assert!(check(&wrong, &ReplayOptions::default(), "mutated").is_err(), "{}", c.name);
+        assert!(
+            check(&wrong, &ReplayOptions::default(), "mutated").is_err(),
+            "{}",
+            c.name
+        );
     }
 }

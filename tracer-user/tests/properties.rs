@@ -14,7 +14,10 @@ fn cassettes() -> &'static [Cassette] {
     ALL.get_or_init(|| load_all(&cassette_dir()).expect("cassettes load"))
 }
 
-const CONN: ConnectionId = ConnectionId { pid: 7, conn: 0xabc };
+const CONN: ConnectionId = ConnectionId {
+    pid: 7,
+    conn: 0xabc,
+};
 
 fn config() -> PipelineConfig {
     PipelineConfig {
@@ -34,8 +37,17 @@ fn run(events: Vec<StreamEvent>) -> Vec<CallRecord> {
 }
 
 /// Cuts `bytes` at the given fractions of its length.
-fn split_at_cuts(bytes: &[u8], cuts: &[f64], direction: Direction, t0: u64, out: &mut Vec<StreamEvent>) {
-    let mut points: Vec<usize> = cuts.iter().map(|f| (f * bytes.len() as f64) as usize).collect();
+fn split_at_cuts(
+    bytes: &[u8],
+    cuts: &[f64],
+    direction: Direction,
+    t0: u64,
+    out: &mut Vec<StreamEvent>,
+) {
+    let mut points: Vec<usize> = cuts
+        .iter()
+        .map(|f| (f * bytes.len() as f64) as usize)
+        .collect();
     points.push(0);
     points.push(bytes.len());
     points.sort_unstable();

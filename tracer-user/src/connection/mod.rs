@@ -90,8 +90,14 @@ pub enum HttpEvent {
         comm: String,
     },
     /// Decoded request body bytes.
-    RequestBody { key: ExchangeKey, data: Vec<u8> },
-    RequestEnd { key: ExchangeKey, ts_ns: u64 },
+    RequestBody {
+        key: ExchangeKey,
+        data: Vec<u8>,
+    },
+    RequestEnd {
+        key: ExchangeKey,
+        ts_ns: u64,
+    },
     /// The final (non-1xx) response head; `ts_ns` is when its first byte reached the app.
     Response {
         key: ExchangeKey,
@@ -104,7 +110,10 @@ pub enum HttpEvent {
         data: Vec<u8>,
         ts_ns: u64,
     },
-    ResponseEnd { key: ExchangeKey, ts_ns: u64 },
+    ResponseEnd {
+        key: ExchangeKey,
+        ts_ns: u64,
+    },
     /// Bytes of this exchange's body in `direction` were lost (framing intact) or could not be
     /// decoded: values from them are unknown.
     Lost {
@@ -336,7 +345,10 @@ impl ConnectionTracker {
         match direction {
             Direction::Write => match &mut c.req {
                 RequestState::Body { seq, reader, .. } => {
-                    let key = ExchangeKey { conn: id, seq: *seq };
+                    let key = ExchangeKey {
+                        conn: id,
+                        seq: *seq,
+                    };
                     if reader.skip_lost(len) {
                         out.push(HttpEvent::Lost { key, direction });
                         if reader.is_done() {
@@ -375,7 +387,10 @@ impl ConnectionTracker {
             Direction::Read => {
                 let lost_in_body = match &mut c.resp {
                     ResponseState::Body {
-                        seq, silent, reader, ..
+                        seq,
+                        silent,
+                        reader,
+                        ..
                     } => {
                         if reader.skip_lost(len) {
                             if let (Some(seq), false) = (*seq, *silent) {
@@ -406,7 +421,10 @@ impl ConnectionTracker {
                     if !p.silent {
                         stats.dropped_by_gap += 1;
                         out.push(HttpEvent::Aborted {
-                            key: ExchangeKey { conn: id, seq: p.seq },
+                            key: ExchangeKey {
+                                conn: id,
+                                seq: p.seq,
+                            },
                             ts_ns,
                             reason: AbortReason::FramingLost,
                         });
@@ -417,7 +435,13 @@ impl ConnectionTracker {
     }
 }
 
-fn close(id: ConnectionId, mut c: Connection, ts_ns: u64, reason: AbortReason, out: &mut Vec<HttpEvent>) {
+fn close(
+    id: ConnectionId,
+    mut c: Connection,
+    ts_ns: u64,
+    reason: AbortReason,
+    out: &mut Vec<HttpEvent>,
+) {
     // A close-delimited response ends normally when the connection closes.
     if reason == AbortReason::ConnectionClosed
         && matches!(&c.resp, ResponseState::Body { reader, .. } if reader.is_until_close())
@@ -429,7 +453,10 @@ fn close(id: ConnectionId, mut c: Connection, ts_ns: u64, reason: AbortReason, o
         && !c.pending.iter().any(|p| p.seq == *seq)
     {
         out.push(HttpEvent::Aborted {
-            key: ExchangeKey { conn: id, seq: *seq },
+            key: ExchangeKey {
+                conn: id,
+                seq: *seq,
+            },
             ts_ns,
             reason,
         });
@@ -437,7 +464,10 @@ fn close(id: ConnectionId, mut c: Connection, ts_ns: u64, reason: AbortReason, o
     for p in c.pending.drain(..) {
         if !p.silent {
             out.push(HttpEvent::Aborted {
-                key: ExchangeKey { conn: id, seq: p.seq },
+                key: ExchangeKey {
+                    conn: id,
+                    seq: p.seq,
+                },
                 ts_ns,
                 reason,
             });
@@ -524,7 +554,10 @@ fn on_write(
                     && !old.silent
                 {
                     out.push(HttpEvent::Aborted {
-                        key: ExchangeKey { conn: id, seq: old.seq },
+                        key: ExchangeKey {
+                            conn: id,
+                            seq: old.seq,
+                        },
                         ts_ns: chunk.ts_ns,
                         reason: AbortReason::ParseError,
                     });
@@ -551,7 +584,8 @@ fn on_write(
                         ts_ns: chunk.ts_ns,
                     });
                 } else {
-                    let decoder = ContentDecoder::new(encoding.as_deref(), config.max_decompressed_bytes);
+                    let decoder =
+                        ContentDecoder::new(encoding.as_deref(), config.max_decompressed_bytes);
                     if decoder.is_none() {
                         out.push(HttpEvent::Lost {
                             key,
@@ -570,7 +604,10 @@ fn on_write(
                 reader,
                 decoder,
             } => {
-                let key = ExchangeKey { conn: id, seq: *seq };
+                let key = ExchangeKey {
+                    conn: id,
+                    seq: *seq,
+                };
                 let mut raw = Vec::new();
                 let used = match reader.feed(data, &mut |b| raw.extend_from_slice(b)) {
                     Ok(n) => n,
@@ -747,7 +784,10 @@ fn on_read(
                     for p in c.pending.drain(..) {
                         if !p.silent {
                             out.push(HttpEvent::Aborted {
-                                key: ExchangeKey { conn: id, seq: p.seq },
+                                key: ExchangeKey {
+                                    conn: id,
+                                    seq: p.seq,
+                                },
                                 ts_ns: chunk.ts_ns,
                                 reason: AbortReason::ConnectionClosed,
                             });
@@ -828,7 +868,15 @@ fn on_read(
                 let done = reader.is_done();
                 if let (Some(seq), false) = (*seq, *silent) {
                     let key = ExchangeKey { conn: id, seq };
-                    emit_decoded(key, Direction::Read, decoder, &raw, done, Some(chunk.ts_ns), out);
+                    emit_decoded(
+                        key,
+                        Direction::Read,
+                        decoder,
+                        &raw,
+                        done,
+                        Some(chunk.ts_ns),
+                        out,
+                    );
                 }
                 if done {
                     finish_response(id, c, chunk.ts_ns, out);
@@ -842,21 +890,27 @@ fn on_read(
 fn finish_response(id: ConnectionId, c: &mut Connection, ts_ns: u64, out: &mut Vec<HttpEvent>) {
     let state = std::mem::replace(&mut c.resp, ResponseState::Head);
     if let ResponseState::Body {
-        seq,
+        seq: Some(seq),
         silent,
         mut decoder,
         ..
     } = state
     {
-        if let Some(seq) = seq {
-            let key = ExchangeKey { conn: id, seq };
-            if !silent {
-                emit_decoded(key, Direction::Read, &mut decoder, &[], true, Some(ts_ns), out);
-                out.push(HttpEvent::ResponseEnd { key, ts_ns });
-            }
-            if c.pending.front().is_some_and(|p| p.seq == seq) {
-                c.pending.pop_front();
-            }
+        let key = ExchangeKey { conn: id, seq };
+        if !silent {
+            emit_decoded(
+                key,
+                Direction::Read,
+                &mut decoder,
+                &[],
+                true,
+                Some(ts_ns),
+                out,
+            );
+            out.push(HttpEvent::ResponseEnd { key, ts_ns });
+        }
+        if c.pending.front().is_some_and(|p| p.seq == seq) {
+            c.pending.pop_front();
         }
     }
 }

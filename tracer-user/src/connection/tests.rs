@@ -68,27 +68,63 @@ fn keep_alive_and_pipelining() {
 #[test]
 fn close_delimited_and_closed_connections() {
     let (out, _) = run(vec![
-        data(Direction::Write, 10, b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
-        data(Direction::Read, 20, b"HTTP/1.1 200 OK\r\n\r\nstream until close"),
-        StreamEvent::Closed { conn: CONN, ts_ns: 30 },
+        data(
+            Direction::Write,
+            10,
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        ),
+        data(
+            Direction::Read,
+            20,
+            b"HTTP/1.1 200 OK\r\n\r\nstream until close",
+        ),
+        StreamEvent::Closed {
+            conn: CONN,
+            ts_ns: 30,
+        },
     ]);
     assert_eq!(ends(&out), vec![0]);
     assert_eq!(bodies(&out, 0), b"stream until close");
 
     let (out, _) = run(vec![
-        data(Direction::Write, 10, b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
-        data(Direction::Read, 20, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"),
-        StreamEvent::Closed { conn: CONN, ts_ns: 30 },
+        data(
+            Direction::Write,
+            10,
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        ),
+        data(
+            Direction::Read,
+            20,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
+        ),
+        StreamEvent::Closed {
+            conn: CONN,
+            ts_ns: 30,
+        },
     ]);
-    assert!(out.iter().any(|e| matches!(e, HttpEvent::Aborted { reason: AbortReason::ConnectionClosed, .. })));
+    assert!(out.iter().any(|e| matches!(
+        e,
+        HttpEvent::Aborted {
+            reason: AbortReason::ConnectionClosed,
+            ..
+        }
+    )));
 }
 
 #[test]
 fn servers_and_non_http_are_ignored() {
-    let (out, stats) = run(vec![data(Direction::Read, 1, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n")]);
+    let (out, stats) = run(vec![data(
+        Direction::Read,
+        1,
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n",
+    )]);
     assert!(out.is_empty());
     assert_eq!(stats.server_connections, 1);
-    let (out, stats) = run(vec![data(Direction::Write, 1, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")]);
+    let (out, stats) = run(vec![data(
+        Direction::Write,
+        1,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    )]);
     assert!(out.is_empty());
     assert_eq!(stats.non_http_connections, 1);
     let (out, stats) = run(vec![data(Direction::Write, 1, b"\x00\x01binary protocol")]);
@@ -99,9 +135,22 @@ fn servers_and_non_http_are_ignored() {
 #[test]
 fn gap_in_body_keeps_the_exchange_gap_in_head_drops_it() {
     let (out, stats) = run(vec![
-        data(Direction::Write, 10, b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
-        data(Direction::Read, 20, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),
-        StreamEvent::Gap { conn: CONN, direction: Direction::Read, len: 4, ts_ns: 25 },
+        data(
+            Direction::Write,
+            10,
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        ),
+        data(
+            Direction::Read,
+            20,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+        ),
+        StreamEvent::Gap {
+            conn: CONN,
+            direction: Direction::Read,
+            len: 4,
+            ts_ns: 25,
+        },
         data(Direction::Read, 30, b"hij"),
     ]);
     assert_eq!(ends(&out), vec![0]);
@@ -109,15 +158,36 @@ fn gap_in_body_keeps_the_exchange_gap_in_head_drops_it() {
     assert_eq!(stats.dropped_by_gap, 0);
 
     let (out, stats) = run(vec![
-        data(Direction::Write, 10, b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+        data(
+            Direction::Write,
+            10,
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        ),
         data(Direction::Read, 20, b"HTTP/1.1 200 OK\r\nContent-Le"),
-        StreamEvent::Gap { conn: CONN, direction: Direction::Read, len: 0, ts_ns: 25 },
+        StreamEvent::Gap {
+            conn: CONN,
+            direction: Direction::Read,
+            len: 0,
+            ts_ns: 25,
+        },
         data(Direction::Read, 30, b"garbage\r\n\r\nmore"),
-        data(Direction::Write, 40, b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
-        data(Direction::Read, 50, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        data(
+            Direction::Write,
+            40,
+            b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        ),
+        data(
+            Direction::Read,
+            50,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ),
     ]);
     assert!(out.iter().any(|e| matches!(e, HttpEvent::Aborted { key, reason: AbortReason::FramingLost, .. } if key.seq == 0)));
-    assert_eq!(ends(&out), vec![1], "resynchronised on the next status line");
+    assert_eq!(
+        ends(&out),
+        vec![1],
+        "resynchronised on the next status line"
+    );
     assert_eq!(bodies(&out, 1), b"ok");
     assert_eq!(stats.dropped_by_gap, 1);
 }
@@ -129,12 +199,25 @@ fn idle_connections_are_evicted() {
         ..ConnectionConfig::default()
     });
     let mut out = Vec::new();
-    t.push(data(Direction::Write, 10, b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"), &mut out);
+    t.push(
+        data(
+            Direction::Write,
+            10,
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        ),
+        &mut out,
+    );
     t.tick(50, &mut out);
     assert_eq!(t.connections(), 1);
     t.tick(500, &mut out);
     assert_eq!(t.connections(), 0);
-    assert!(out.iter().any(|e| matches!(e, HttpEvent::Aborted { reason: AbortReason::IdleTimeout, .. })));
+    assert!(out.iter().any(|e| matches!(
+        e,
+        HttpEvent::Aborted {
+            reason: AbortReason::IdleTimeout,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -143,9 +226,17 @@ fn gzip_response_is_decoded() {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(b"{\"ok\":true}").unwrap();
     let gz = e.finish().unwrap();
-    let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n", gz.len()).into_bytes();
+    let mut resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        gz.len()
+    )
+    .into_bytes();
     resp.extend_from_slice(&gz);
-    let mut events = vec![data(Direction::Write, 10, b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")];
+    let mut events = vec![data(
+        Direction::Write,
+        10,
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    )];
     for (i, b) in resp.chunks(5).enumerate() {
         events.push(data(Direction::Read, 20 + i as u64, b));
     }

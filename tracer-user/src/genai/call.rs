@@ -6,12 +6,16 @@ use serde_json::Value;
 use crate::capture::Direction;
 use crate::connection::AbortReason;
 use crate::http::{RequestHead, ResponseHead};
-use crate::sse::{EventStreamDecoder, EventStreamMessage, JsonArraySplitter, LineSplitter, SseEvent, SseParser};
+use crate::sse::{
+    EventStreamDecoder, EventStreamMessage, JsonArraySplitter, LineSplitter, SseEvent, SseParser,
+};
 
 use super::estimate::count_tokens;
 use super::json::str_at;
 use super::provider::{Api, ApiTarget, StreamHint};
-use super::record::{CallContent, CallError, CallRecord, CallTiming, ProcessRef, RequestParams, ResponseInfo};
+use super::record::{
+    CallContent, CallError, CallRecord, CallTiming, ProcessRef, RequestParams, ResponseInfo,
+};
 use super::request::{input_text, read_content, read_params};
 use super::response::{ResponseAcc, body_error_type};
 
@@ -99,10 +103,17 @@ const REQUEST_ID_HEADERS: [&str; 6] = [
 ];
 
 impl CallBuilder {
-    pub fn new(target: ApiTarget, head: &RequestHead, connection_id: u64, ts_entry_ns: u64, pid: u32, tid: u32, comm: String, cfg: &CallConfig) -> Self {
+    pub fn new(
+        target: ApiTarget,
+        head: &RequestHead,
+        connection_id: u64,
+        ts_entry_ns: u64,
+        process: ProcessRef,
+        cfg: &CallConfig,
+    ) -> Self {
         let keep_output = cfg.capture_content || cfg.estimate_missing_usage;
         CallBuilder {
-            process: ProcessRef { pid, tid, comm },
+            process,
             connection_id,
             method: head.method.clone(),
             url_path: head.path().to_string(),
@@ -142,7 +153,8 @@ impl CallBuilder {
         if data.len() > room {
             self.truncated = true;
         }
-        self.req_body.extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
+        self.req_body
+            .extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
     }
 
     pub fn request_end(&mut self, ts_ns: u64, cfg: &CallConfig) {
@@ -175,7 +187,9 @@ impl CallBuilder {
             self.params.model = Some(m.clone());
         }
         match self.target.stream {
-            StreamHint::GeminiStream { .. } | StreamHint::BedrockStream => self.params.stream = true,
+            StreamHint::GeminiStream { .. } | StreamHint::BedrockStream => {
+                self.params.stream = true
+            }
             StreamHint::NotStreamed => self.params.stream = false,
             StreamHint::FromBody => {}
         }
@@ -194,22 +208,34 @@ impl CallBuilder {
             .headers
             .get("x-amzn-errortype")
             .map(|v| v.split(':').next().unwrap_or(v).to_string());
-        let header_num = |name: &str| head.headers.get(name).and_then(|v| v.trim().parse::<u64>().ok());
+        let header_num = |name: &str| {
+            head.headers
+                .get(name)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
         self.header_usage = (
             header_num("x-amzn-bedrock-input-token-count"),
             header_num("x-amzn-bedrock-output-token-count"),
         );
-        let ctype = head.headers.get("content-type").unwrap_or("").to_ascii_lowercase();
+        let ctype = head
+            .headers
+            .get("content-type")
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let cap = cfg.stream_event_cap;
         self.body = if head.status >= 400 {
             BodyMode::Buffered(Vec::new())
         } else if ctype.starts_with("text/event-stream") {
             BodyMode::Sse(SseParser::new(cap))
-        } else if ctype.starts_with("application/x-ndjson") || ctype.starts_with("application/jsonl") {
+        } else if ctype.starts_with("application/x-ndjson")
+            || ctype.starts_with("application/jsonl")
+        {
             BodyMode::Ndjson(LineSplitter::new(cap))
         } else if ctype.starts_with("application/vnd.amazon.eventstream") {
             BodyMode::EventStream(EventStreamDecoder::new(cap))
-        } else if matches!(self.target.stream, StreamHint::GeminiStream { sse: false }) && ctype.contains("json") {
+        } else if matches!(self.target.stream, StreamHint::GeminiStream { sse: false })
+            && ctype.contains("json")
+        {
             BodyMode::JsonArray(JsonArraySplitter::new(cap))
         } else {
             BodyMode::Buffered(Vec::new())
@@ -282,7 +308,9 @@ impl CallBuilder {
         };
         let acc = &mut self.acc;
         match self.target.api {
-            Api::ChatCompletions | Api::Completions | Api::Embeddings => acc.openai(&v, Some(ts_ns)),
+            Api::ChatCompletions | Api::Completions | Api::Embeddings => {
+                acc.openai(&v, Some(ts_ns))
+            }
             Api::Responses => acc.responses_event(&v, ts_ns),
             Api::AnthropicMessages => acc.anthropic_event(&v, ts_ns),
             Api::GeminiGenerateContent => acc.gemini(&v, Some(ts_ns)),
@@ -301,7 +329,8 @@ impl CallBuilder {
                 let payload: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
                 self.acc.error = Some(super::response::BodyError {
                     error_type: m.exception_type.or(m.error_code),
-                    message: str_at(&payload, &["message"]).or_else(|| str_at(&payload, &["Message"])),
+                    message: str_at(&payload, &["message"])
+                        .or_else(|| str_at(&payload, &["Message"])),
                 });
                 return;
             }
@@ -407,7 +436,11 @@ impl CallBuilder {
 
     /// The finished record; `abort` when the exchange ended without a complete response.
     /// `None` when the exchange turned out not to be an LLM call.
-    pub fn finish(mut self, abort: Option<(AbortReason, u64)>, cfg: &CallConfig) -> Option<CallRecord> {
+    pub fn finish(
+        mut self,
+        abort: Option<(AbortReason, u64)>,
+        cfg: &CallConfig,
+    ) -> Option<CallRecord> {
         if let Some((_, ts)) = abort {
             self.timing.response_end_ns = self.timing.response_end_ns.max(ts);
             if !self.request_ended {
@@ -442,7 +475,9 @@ impl CallBuilder {
                 message: e.message.clone(),
             })
         } else if !self.response_ended {
-            let reason = abort.map(|(r, _)| r).unwrap_or(AbortReason::ConnectionClosed);
+            let reason = abort
+                .map(|(r, _)| r)
+                .unwrap_or(AbortReason::ConnectionClosed);
             Some(CallError {
                 error_type: reason.as_str().to_string(),
                 http_status: self.status,
@@ -453,7 +488,11 @@ impl CallBuilder {
             None
         };
         let ok_response = http_error.is_none();
-        let mut usage = if ok_response { acc.usage.clone() } else { Default::default() };
+        let mut usage = if ok_response {
+            acc.usage.clone()
+        } else {
+            Default::default()
+        };
         if ok_response && self.target.api == Api::BedrockInvokeModel {
             usage.input_tokens = usage.input_tokens.or(self.header_usage.0);
             usage.output_tokens = usage.output_tokens.or(self.header_usage.1);
@@ -507,7 +546,10 @@ impl CallBuilder {
         };
         let incomplete = self.req_lost
             || self.resp_lost
-            || matches!(abort, Some((AbortReason::FramingLost | AbortReason::ParseError, _)));
+            || matches!(
+                abort,
+                Some((AbortReason::FramingLost | AbortReason::ParseError, _))
+            );
         Some(CallRecord {
             process: self.process.clone(),
             connection_id: self.connection_id,
@@ -515,7 +557,11 @@ impl CallBuilder {
             provider: self.target.provider.clone(),
             api: self.target.api.as_str().to_string(),
             server_address: self.target.server_address.clone(),
-            server_port: self.target.server_port.or(self.target.server_address.as_ref().map(|_| 443)),
+            server_port: self.target.server_port.or(self
+                .target
+                .server_address
+                .as_ref()
+                .map(|_| 443)),
             http_method: self.method.clone(),
             url_path: self.url_path.clone(),
             http_status: self.status,

@@ -62,7 +62,9 @@ pub enum StreamHint {
     /// Decided by the request body (`"stream": true`) and the response content type.
     FromBody,
     /// Gemini `streamGenerateContent` (SSE with `alt=sse`, else a JSON array).
-    GeminiStream { sse: bool },
+    GeminiStream {
+        sse: bool,
+    },
     /// Bedrock `converse-stream` / `invoke-with-response-stream`.
     BedrockStream,
     NotStreamed,
@@ -86,7 +88,10 @@ pub fn split_host(host: &str) -> (String, u16) {
     if let Some(rest) = host.strip_prefix('[') {
         // IPv6 literal.
         let (addr, tail) = rest.split_once(']').unwrap_or((rest, ""));
-        let port = tail.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(443);
+        let port = tail
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(443);
         return (addr.to_ascii_lowercase(), port);
     }
     match host.rsplit_once(':') {
@@ -168,7 +173,11 @@ pub fn identify(head: &RequestHead) -> Option<ApiTarget> {
         .unwrap_or((None, None));
     let host_str = host.as_deref().unwrap_or("");
     let known = host_provider(host_str, port.unwrap_or(443));
-    let fallback = || known.map(str::to_string).unwrap_or_else(|| host_str.to_string());
+    let fallback = || {
+        known
+            .map(str::to_string)
+            .unwrap_or_else(|| host_str.to_string())
+    };
     let path = head.path().trim_end_matches('/');
     let query = head.query().unwrap_or("");
 
@@ -187,7 +196,9 @@ pub fn identify(head: &RequestHead) -> Option<ApiTarget> {
         && (method == "generateContent" || method == "streamGenerateContent")
     {
         target.api = Api::GeminiGenerateContent;
-        target.path_model = before.get(model_pos + "/models/".len()..).map(percent_decode);
+        target.path_model = before
+            .get(model_pos + "/models/".len()..)
+            .map(percent_decode);
         target.stream = if method == "streamGenerateContent" {
             StreamHint::GeminiStream {
                 sse: query.split('&').any(|kv| kv == "alt=sse"),
@@ -280,28 +291,77 @@ mod tests {
     #[test]
     fn providers_and_apis() {
         let cases = [
-            ("/v1/chat/completions", "api.openai.com", "openai", Api::ChatCompletions),
+            (
+                "/v1/chat/completions",
+                "api.openai.com",
+                "openai",
+                Api::ChatCompletions,
+            ),
             ("/v1/responses", "api.openai.com", "openai", Api::Responses),
-            ("/v1/completions", "api.openai.com", "openai", Api::Completions),
-            ("/v1/embeddings", "api.openai.com", "openai", Api::Embeddings),
+            (
+                "/v1/completions",
+                "api.openai.com",
+                "openai",
+                Api::Completions,
+            ),
+            (
+                "/v1/embeddings",
+                "api.openai.com",
+                "openai",
+                Api::Embeddings,
+            ),
             (
                 "/openai/deployments/dep/chat/completions?api-version=2024-02-01",
                 "res.openai.azure.com",
                 "azure.ai.openai",
                 Api::ChatCompletions,
             ),
-            ("/openai/v1/responses", "res.openai.azure.com", "azure.ai.openai", Api::Responses),
-            ("/openai/v1/chat/completions", "api.groq.com", "groq", Api::ChatCompletions),
-            ("/v1/chat/completions", "llm.internal:8000", "llm.internal", Api::ChatCompletions),
-            ("/v1/chat/completions", "localhost:11434", "ollama", Api::ChatCompletions),
+            (
+                "/openai/v1/responses",
+                "res.openai.azure.com",
+                "azure.ai.openai",
+                Api::Responses,
+            ),
+            (
+                "/openai/v1/chat/completions",
+                "api.groq.com",
+                "groq",
+                Api::ChatCompletions,
+            ),
+            (
+                "/v1/chat/completions",
+                "llm.internal:8000",
+                "llm.internal",
+                Api::ChatCompletions,
+            ),
+            (
+                "/v1/chat/completions",
+                "localhost:11434",
+                "ollama",
+                Api::ChatCompletions,
+            ),
             ("/api/chat", "127.0.0.1:11434", "ollama", Api::OllamaChat),
-            ("/api/generate", "127.0.0.1:11434", "ollama", Api::OllamaGenerate),
+            (
+                "/api/generate",
+                "127.0.0.1:11434",
+                "ollama",
+                Api::OllamaGenerate,
+            ),
             ("/v2/chat", "api.cohere.com", "cohere", Api::CohereChatV2),
-            ("/api/v1/chat/completions", "openrouter.ai", "openrouter", Api::ChatCompletions),
+            (
+                "/api/v1/chat/completions",
+                "openrouter.ai",
+                "openrouter",
+                Api::ChatCompletions,
+            ),
         ];
         for (path, host, provider, api) in cases {
             let t = identify(&head("POST", path, host)).unwrap_or_else(|| panic!("{path}"));
-            assert_eq!((t.provider.as_str(), t.api), (provider, api), "{host}{path}");
+            assert_eq!(
+                (t.provider.as_str(), t.api),
+                (provider, api),
+                "{host}{path}"
+            );
         }
     }
 
@@ -329,7 +389,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(t.api, Api::BedrockInvokeModel);
-        assert_eq!(t.path_model.as_deref(), Some("us.anthropic.claude-3-haiku:0"));
+        assert_eq!(
+            t.path_model.as_deref(),
+            Some("us.anthropic.claude-3-haiku:0")
+        );
         assert_eq!(t.server_port, Some(443));
     }
 

@@ -48,7 +48,9 @@ pub fn read_params(api: Api, body: &Value, params: &mut RequestParams) {
             params.frequency_penalty = g(&p("frequency_penalty"));
             params.presence_penalty = g(&p("presence_penalty"));
             // Ollama streams unless told not to.
-            params.stream = at(body, &["stream"]).and_then(Value::as_bool).unwrap_or(true);
+            params.stream = at(body, &["stream"])
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
             if at(body, &["format"]).is_some_and(|f| f == "json" || f.is_object()) {
                 params.output_type = Some("json".into());
             }
@@ -71,11 +73,13 @@ pub fn read_params(api: Api, body: &Value, params: &mut RequestParams) {
             params.choice_count = u64_at(body, &["n"]).filter(|&n| n != 1);
             params.frequency_penalty = g(&["frequency_penalty"]);
             params.presence_penalty = g(&["presence_penalty"]);
-            params.stream = at(body, &["stream"]).and_then(Value::as_bool).unwrap_or(false);
+            params.stream = at(body, &["stream"])
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             params.encoding_formats = strings_at(body, &["encoding_format"]);
             params.service_tier = str_at(body, &["service_tier"]);
-            params.conversation_id = str_at(body, &["conversation"])
-                .or_else(|| str_at(body, &["conversation", "id"]));
+            params.conversation_id =
+                str_at(body, &["conversation"]).or_else(|| str_at(body, &["conversation", "id"]));
             let format = str_at(body, &["response_format", "type"])
                 .or_else(|| str_at(body, &["text", "format", "type"]));
             params.output_type = match format.as_deref() {
@@ -91,7 +95,12 @@ pub fn read_params(api: Api, body: &Value, params: &mut RequestParams) {
 pub fn read_content(api: Api, body: &Value) -> (Option<Value>, Option<Value>, Option<Value>) {
     match api {
         Api::ChatCompletions | Api::OllamaChat | Api::CohereChatV2 => (
-            Some(Value::Array(arr_at(body, &["messages"]).iter().map(openai_message).collect())),
+            Some(Value::Array(
+                arr_at(body, &["messages"])
+                    .iter()
+                    .map(openai_message)
+                    .collect(),
+            )),
             None,
             openai_tools(arr_at(body, &["tools"])),
         ),
@@ -109,7 +118,9 @@ pub fn read_content(api: Api, body: &Value) -> (Option<Value>, Option<Value>, Op
                 Some(Value::String(s)) => {
                     json!([{"role": "user", "parts": [{"type": "text", "content": s}]}])
                 }
-                Some(Value::Array(items)) => Value::Array(items.iter().filter_map(responses_item).collect()),
+                Some(Value::Array(items)) => {
+                    Value::Array(items.iter().filter_map(responses_item).collect())
+                }
                 _ => Value::Array(Vec::new()),
             };
             (
@@ -121,7 +132,9 @@ pub fn read_content(api: Api, body: &Value) -> (Option<Value>, Option<Value>, Op
         Api::AnthropicMessages | Api::BedrockInvokeModel => {
             let system = match at(body, &["system"]) {
                 Some(Value::String(s)) => Some(json!([{"type": "text", "content": s}])),
-                Some(Value::Array(blocks)) => Some(Value::Array(blocks.iter().filter_map(anthropic_part).collect())),
+                Some(Value::Array(blocks)) => Some(Value::Array(
+                    blocks.iter().filter_map(anthropic_part).collect(),
+                )),
                 _ => None,
             };
             let messages = arr_at(body, &["messages"])
@@ -129,7 +142,9 @@ pub fn read_content(api: Api, body: &Value) -> (Option<Value>, Option<Value>, Op
                 .map(|m| {
                     let parts = match at(m, &["content"]) {
                         Some(Value::String(s)) => vec![json!({"type": "text", "content": s})],
-                        Some(Value::Array(blocks)) => blocks.iter().filter_map(anthropic_part).collect(),
+                        Some(Value::Array(blocks)) => {
+                            blocks.iter().filter_map(anthropic_part).collect()
+                        }
                         _ => Vec::new(),
                     };
                     json!({"role": str_at(m, &["role"]).unwrap_or_default(), "parts": parts})
@@ -146,7 +161,11 @@ pub fn read_content(api: Api, body: &Value) -> (Option<Value>, Option<Value>, Op
                     }))
                 })
                 .collect();
-            (Some(Value::Array(messages)), system, (!tools.is_empty()).then_some(Value::Array(tools)))
+            (
+                Some(Value::Array(messages)),
+                system,
+                (!tools.is_empty()).then_some(Value::Array(tools)),
+            )
         }
         Api::GeminiGenerateContent => {
             let messages = arr_at(body, &["contents"])
@@ -174,7 +193,11 @@ pub fn read_content(api: Api, body: &Value) -> (Option<Value>, Option<Value>, Op
                     }))
                 })
                 .collect();
-            (Some(Value::Array(messages)), system, (!tools.is_empty()).then_some(Value::Array(tools)))
+            (
+                Some(Value::Array(messages)),
+                system,
+                (!tools.is_empty()).then_some(Value::Array(tools)),
+            )
         }
         Api::BedrockConverse => {
             let messages = arr_at(body, &["messages"])
@@ -224,9 +247,9 @@ fn openai_message(m: &Value) -> Value {
     let role = str_at(m, &["role"]).unwrap_or_default();
     let mut parts = Vec::new();
     match at(m, &["content"]) {
-        Some(Value::String(s)) if role == "tool" => {
-            parts.push(json!({"type": "tool_call_response", "id": at(m, &["tool_call_id"]), "response": s}))
-        }
+        Some(Value::String(s)) if role == "tool" => parts.push(
+            json!({"type": "tool_call_response", "id": at(m, &["tool_call_id"]), "response": s}),
+        ),
         Some(Value::String(s)) => parts.push(json!({"type": "text", "content": s})),
         Some(Value::Array(items)) => {
             for item in items {
@@ -257,7 +280,9 @@ fn openai_message(m: &Value) -> Value {
 /// A `tool_call` part; string arguments are parsed when they are JSON.
 pub fn tool_call_part(id: Option<Value>, name: Option<Value>, arguments: Option<&Value>) -> Value {
     let args = match arguments {
-        Some(Value::String(s)) => serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone())),
+        Some(Value::String(s)) => {
+            serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))
+        }
         Some(v) => v.clone(),
         None => Value::Null,
     };
@@ -283,8 +308,12 @@ fn openai_tools(tools: &[Value]) -> Option<Value> {
 
 fn responses_item(item: &Value) -> Option<Value> {
     match str_at(item, &["type"]).as_deref() {
-        Some("function_call") => Some(json!({"role": "assistant", "parts": [tool_call_part(at(item, &["call_id"]).cloned(), at(item, &["name"]).cloned(), at(item, &["arguments"]))]})),
-        Some("function_call_output") => Some(json!({"role": "tool", "parts": [{"type": "tool_call_response", "id": at(item, &["call_id"]), "response": at(item, &["output"])}]})),
+        Some("function_call") => Some(
+            json!({"role": "assistant", "parts": [tool_call_part(at(item, &["call_id"]).cloned(), at(item, &["name"]).cloned(), at(item, &["arguments"]))]}),
+        ),
+        Some("function_call_output") => Some(
+            json!({"role": "tool", "parts": [{"type": "tool_call_response", "id": at(item, &["call_id"]), "response": at(item, &["output"])}]}),
+        ),
         Some("message") | None => {
             let role = str_at(item, &["role"])?;
             let parts: Vec<Value> = match at(item, &["content"]) {
@@ -310,10 +339,18 @@ fn anthropic_part(b: &Value) -> Option<Value> {
     Some(match str_at(b, &["type"])?.as_str() {
         "text" => json!({"type": "text", "content": at(b, &["text"])}),
         "thinking" => json!({"type": "reasoning", "content": at(b, &["thinking"])}),
-        "tool_use" => tool_call_part(at(b, &["id"]).cloned(), at(b, &["name"]).cloned(), at(b, &["input"])),
-        "tool_result" => json!({"type": "tool_call_response", "id": at(b, &["tool_use_id"]), "response": at(b, &["content"])}),
+        "tool_use" => tool_call_part(
+            at(b, &["id"]).cloned(),
+            at(b, &["name"]).cloned(),
+            at(b, &["input"]),
+        ),
+        "tool_result" => {
+            json!({"type": "tool_call_response", "id": at(b, &["tool_use_id"]), "response": at(b, &["content"])})
+        }
         "image" => match str_at(b, &["source", "type"]).as_deref() {
-            Some("base64") => json!({"type": "blob", "modality": "image", "mime_type": at(b, &["source", "media_type"]), "content": at(b, &["source", "data"])}),
+            Some("base64") => {
+                json!({"type": "blob", "modality": "image", "mime_type": at(b, &["source", "media_type"]), "content": at(b, &["source", "data"])})
+            }
             _ => json!({"type": "uri", "modality": "image", "uri": at(b, &["source", "url"])}),
         },
         other => json!({"type": other}),
@@ -352,7 +389,10 @@ pub fn input_text(body: &Value, cap: usize) -> String {
         }
         match v {
             Value::String(s)
-                if matches!(key, Some("content" | "text" | "prompt" | "input" | "instructions" | "system")) =>
+                if matches!(
+                    key,
+                    Some("content" | "text" | "prompt" | "input" | "instructions" | "system")
+                ) =>
             {
                 let room = cap - out.len();
                 let mut cut = room.min(s.len());
@@ -363,12 +403,22 @@ pub fn input_text(body: &Value, cap: usize) -> String {
                 out.push('\n');
             }
             Value::Array(items) => items.iter().for_each(|i| walk(i, key, out, cap)),
-            Value::Object(map) => map.iter().for_each(|(k, v)| walk(v, Some(k.as_str()), out, cap)),
+            Value::Object(map) => map
+                .iter()
+                .for_each(|(k, v)| walk(v, Some(k.as_str()), out, cap)),
             _ => {}
         }
     }
     let mut out = String::new();
-    for key in ["messages", "contents", "input", "prompt", "instructions", "system", "systemInstruction"] {
+    for key in [
+        "messages",
+        "contents",
+        "input",
+        "prompt",
+        "instructions",
+        "system",
+        "systemInstruction",
+    ] {
         if let Some(v) = at(body, &[key]) {
             walk(v, Some(key), &mut out, cap);
         }
@@ -409,9 +459,13 @@ mod tests {
         let body = json!({"generationConfig": {"temperature": 0.1, "topK": 40, "maxOutputTokens": 100, "stopSequences": ["x"], "candidateCount": 3}});
         let mut p = RequestParams::default();
         read_params(Api::GeminiGenerateContent, &body, &mut p);
-        assert_eq!((p.temperature, p.top_k, p.max_tokens, p.choice_count), (Some(0.1), Some(40.0), Some(100), Some(3)));
+        assert_eq!(
+            (p.temperature, p.top_k, p.max_tokens, p.choice_count),
+            (Some(0.1), Some(40.0), Some(100), Some(3))
+        );
         assert_eq!(p.stop_sequences, vec!["x"]);
-        let body = json!({"inferenceConfig": {"maxTokens": 10, "topP": 0.5, "stopSequences": ["a", "b"]}});
+        let body =
+            json!({"inferenceConfig": {"maxTokens": 10, "topP": 0.5, "stopSequences": ["a", "b"]}});
         let mut p = RequestParams::default();
         read_params(Api::BedrockConverse, &body, &mut p);
         assert_eq!((p.max_tokens, p.top_p), (Some(10), Some(0.5)));
@@ -423,8 +477,14 @@ mod tests {
         let body = json!({"system": "be brief", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
             "tools": [{"name": "get_weather", "description": "d", "input_schema": {"type": "object"}}]});
         let (input, system, tools) = read_content(Api::AnthropicMessages, &body);
-        assert_eq!(input.unwrap(), json!([{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]));
-        assert_eq!(system.unwrap(), json!([{"type": "text", "content": "be brief"}]));
+        assert_eq!(
+            input.unwrap(),
+            json!([{"role": "user", "parts": [{"type": "text", "content": "hi"}]}])
+        );
+        assert_eq!(
+            system.unwrap(),
+            json!([{"type": "text", "content": "be brief"}])
+        );
         assert_eq!(tools.unwrap()[0]["name"], "get_weather");
     }
 }

@@ -124,7 +124,14 @@ impl ResponseAcc {
     }
 
     /// Starts (or continues, when `slot` names an existing one) a tool call of a choice.
-    fn tool_call(&mut self, index: u64, slot: Option<usize>, id: Option<String>, name: Option<String>, args: &str) {
+    fn tool_call(
+        &mut self,
+        index: u64,
+        slot: Option<usize>,
+        id: Option<String>,
+        name: Option<String>,
+        args: &str,
+    ) {
         if !self.keep_output {
             return;
         }
@@ -168,7 +175,10 @@ impl ResponseAcc {
     pub fn openai(&mut self, v: &Value, stream_ts: Option<u64>) {
         Self::set_first(&mut self.id, str_at(v, &["id"]));
         Self::set_first(&mut self.model, str_at(v, &["model"]));
-        Self::set_first(&mut self.system_fingerprint, str_at(v, &["system_fingerprint"]));
+        Self::set_first(
+            &mut self.system_fingerprint,
+            str_at(v, &["system_fingerprint"]),
+        );
         if let Some(t) = str_at(v, &["service_tier"]) {
             self.service_tier = Some(t);
         }
@@ -190,7 +200,12 @@ impl ResponseAcc {
                 self.push_text(index, text, false);
             }
             let Some(m) = msg else { continue };
-            for (key, reasoning) in [("content", false), ("refusal", false), ("reasoning_content", true), ("reasoning", true)] {
+            for (key, reasoning) in [
+                ("content", false),
+                ("refusal", false),
+                ("reasoning_content", true),
+                ("reasoning", true),
+            ] {
                 if let Some(text) = at(m, &[key]).and_then(Value::as_str)
                     && !text.is_empty()
                 {
@@ -206,7 +221,9 @@ impl ResponseAcc {
                 let name = str_at(call, &["function", "name"]);
                 self.tool_name(name.clone());
                 let slot = u64_at(call, &["index"]).map(|x| x as usize).or(Some(i));
-                let args = at(call, &["function", "arguments"]).and_then(Value::as_str).unwrap_or("");
+                let args = at(call, &["function", "arguments"])
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 self.tool_call(index, slot, str_at(call, &["id"]), name, args);
             }
             if let Some(fc) = at(m, &["function_call"]).filter(|f| f.is_object()) {
@@ -240,14 +257,18 @@ impl ResponseAcc {
             .or_else(|| at(v, &["x_groq", "usage"]).filter(|u| u.is_object()));
         if let Some(u) = usage {
             self.usage.input_tokens = u64_at(u, &["prompt_tokens"]).or(self.usage.input_tokens);
-            self.usage.output_tokens = u64_at(u, &["completion_tokens"]).or(self.usage.output_tokens);
-            self.usage.cache_read_input_tokens = u64_at(u, &["prompt_tokens_details", "cached_tokens"])
-                .or_else(|| u64_at(u, &["prompt_cache_hit_tokens"]))
-                .or(self.usage.cache_read_input_tokens);
-            self.usage.cache_creation_input_tokens = u64_at(u, &["prompt_tokens_details", "cache_write_tokens"])
-                .or(self.usage.cache_creation_input_tokens);
-            self.usage.reasoning_output_tokens = u64_at(u, &["completion_tokens_details", "reasoning_tokens"])
-                .or(self.usage.reasoning_output_tokens);
+            self.usage.output_tokens =
+                u64_at(u, &["completion_tokens"]).or(self.usage.output_tokens);
+            self.usage.cache_read_input_tokens =
+                u64_at(u, &["prompt_tokens_details", "cached_tokens"])
+                    .or_else(|| u64_at(u, &["prompt_cache_hit_tokens"]))
+                    .or(self.usage.cache_read_input_tokens);
+            self.usage.cache_creation_input_tokens =
+                u64_at(u, &["prompt_tokens_details", "cache_write_tokens"])
+                    .or(self.usage.cache_creation_input_tokens);
+            self.usage.reasoning_output_tokens =
+                u64_at(u, &["completion_tokens_details", "reasoning_tokens"])
+                    .or(self.usage.reasoning_output_tokens);
         }
     }
 
@@ -265,7 +286,9 @@ impl ResponseAcc {
             self.service_tier = Some(t);
         }
         let output = arr_at(r, &["output"]);
-        let has_function_call = output.iter().any(|o| str_at(o, &["type"]).as_deref() == Some("function_call"));
+        let has_function_call = output
+            .iter()
+            .any(|o| str_at(o, &["type"]).as_deref() == Some("function_call"));
         let reason = match str_at(r, &["status"]).as_deref() {
             Some("completed") if has_function_call => Some("tool_call".to_string()),
             Some("completed") => Some("stop".to_string()),
@@ -294,7 +317,9 @@ impl ResponseAcc {
                     let name = str_at(item, &["name"]);
                     self.tool_name(name.clone());
                     if !streamed {
-                        let args = at(item, &["arguments"]).and_then(Value::as_str).unwrap_or("");
+                        let args = at(item, &["arguments"])
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
                         self.tool_call(0, None, str_at(item, &["call_id"]), name, args);
                     }
                 }
@@ -318,8 +343,10 @@ impl ResponseAcc {
         if let Some(u) = at(r, &["usage"]).filter(|u| u.is_object()) {
             self.usage.input_tokens = u64_at(u, &["input_tokens"]);
             self.usage.output_tokens = u64_at(u, &["output_tokens"]);
-            self.usage.cache_read_input_tokens = u64_at(u, &["input_tokens_details", "cached_tokens"]);
-            self.usage.reasoning_output_tokens = u64_at(u, &["output_tokens_details", "reasoning_tokens"]);
+            self.usage.cache_read_input_tokens =
+                u64_at(u, &["input_tokens_details", "cached_tokens"]);
+            self.usage.reasoning_output_tokens =
+                u64_at(u, &["output_tokens_details", "reasoning_tokens"]);
         }
     }
 
@@ -354,13 +381,23 @@ impl ResponseAcc {
                 if let Some(item) = at(v, &["item"])
                     && str_at(item, &["type"]).as_deref() == Some("function_call")
                 {
-                    let args = at(item, &["arguments"]).and_then(Value::as_str).unwrap_or("");
-                    self.tool_call(0, None, str_at(item, &["call_id"]), str_at(item, &["name"]), args);
+                    let args = at(item, &["arguments"])
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    self.tool_call(
+                        0,
+                        None,
+                        str_at(item, &["call_id"]),
+                        str_at(item, &["name"]),
+                        args,
+                    );
                 }
             }
             "error" => {
                 self.error = Some(BodyError {
-                    error_type: at(v, &["code"]).and_then(scalar_string).or_else(|| str_at(v, &["error", "type"])),
+                    error_type: at(v, &["code"])
+                        .and_then(scalar_string)
+                        .or_else(|| str_at(v, &["error", "type"])),
                     message: str_at(v, &["message"]),
                 });
             }
@@ -423,7 +460,9 @@ impl ResponseAcc {
                 self.push_text(0, t, false);
             }
             Some("thinking") => {
-                let t = at(block, &["thinking"]).and_then(Value::as_str).unwrap_or("");
+                let t = at(block, &["thinking"])
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 self.push_text(0, t, true);
             }
             Some("tool_use") => {
@@ -467,18 +506,30 @@ impl ResponseAcc {
             Some("content_block_delta") => {
                 let Some(d) = at(v, &["delta"]) else { return };
                 let mut content = false;
-                if let Some(t) = at(d, &["text"]).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                if let Some(t) = at(d, &["text"])
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
                     content = true;
                     self.push_text(0, t, false);
                 }
-                if let Some(t) = at(d, &["thinking"]).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                if let Some(t) = at(d, &["thinking"])
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
                     content = true;
                     self.push_text(0, t, true);
                 }
-                if let Some(t) = at(d, &["partial_json"]).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                if let Some(t) = at(d, &["partial_json"])
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
                     content = true;
                     if self.keep_output
-                        && let Some(call) = self.choices.get_mut(&0).and_then(|c| c.tool_calls.last_mut())
+                        && let Some(call) = self
+                            .choices
+                            .get_mut(&0)
+                            .and_then(|c| c.tool_calls.last_mut())
                         && self.output_len + t.len() <= self.output_cap
                     {
                         self.output_len += t.len();
@@ -569,7 +620,9 @@ impl ResponseAcc {
             if let Some(t) = at(block, &["text"]).and_then(Value::as_str) {
                 self.push_text(0, t, false);
             }
-            if let Some(t) = at(block, &["reasoningContent", "reasoningText", "text"]).and_then(Value::as_str) {
+            if let Some(t) =
+                at(block, &["reasoningContent", "reasoningText", "text"]).and_then(Value::as_str)
+            {
                 self.push_text(0, t, true);
             }
             if let Some(tu) = at(block, &["toolUse"]) {
@@ -604,18 +657,30 @@ impl ResponseAcc {
             "contentBlockDelta" => {
                 let Some(d) = at(v, &["delta"]) else { return };
                 let mut content = false;
-                if let Some(t) = at(d, &["text"]).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                if let Some(t) = at(d, &["text"])
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
                     content = true;
                     self.push_text(0, t, false);
                 }
-                if let Some(t) = at(d, &["reasoningContent", "text"]).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                if let Some(t) = at(d, &["reasoningContent", "text"])
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
                     content = true;
                     self.push_text(0, t, true);
                 }
-                if let Some(t) = at(d, &["toolUse", "input"]).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                if let Some(t) = at(d, &["toolUse", "input"])
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
                     content = true;
                     if self.keep_output
-                        && let Some(call) = self.choices.get_mut(&0).and_then(|c| c.tool_calls.last_mut())
+                        && let Some(call) = self
+                            .choices
+                            .get_mut(&0)
+                            .and_then(|c| c.tool_calls.last_mut())
                         && self.output_len + t.len() <= self.output_cap
                     {
                         self.output_len += t.len();
@@ -645,10 +710,14 @@ impl ResponseAcc {
     pub fn bedrock_invoke(&mut self, v: &Value, stream_ts: Option<u64>) {
         if let Some(m) = at(v, &["amazon-bedrock-invocationMetrics"]) {
             self.usage.input_tokens = u64_at(m, &["inputTokenCount"]).or(self.usage.input_tokens);
-            self.usage.output_tokens = u64_at(m, &["outputTokenCount"]).or(self.usage.output_tokens);
+            self.usage.output_tokens =
+                u64_at(m, &["outputTokenCount"]).or(self.usage.output_tokens);
         }
         let kind = str_at(v, &["type"]).unwrap_or_default();
-        let anthropic = kind == "message" || kind.starts_with("message_") || kind.starts_with("content_block") || self.native == Some(Api::AnthropicMessages);
+        let anthropic = kind == "message"
+            || kind.starts_with("message_")
+            || kind.starts_with("content_block")
+            || self.native == Some(Api::AnthropicMessages);
         if anthropic {
             self.native = Some(Api::AnthropicMessages);
             match stream_ts {
@@ -672,7 +741,10 @@ impl ResponseAcc {
         let mut content = false;
         if chat {
             for (key, reasoning) in [("content", false), ("thinking", true)] {
-                if let Some(t) = at(v, &["message", key]).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                if let Some(t) = at(v, &["message", key])
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
                     content = true;
                     self.push_text(0, t, reasoning);
                 }
@@ -682,12 +754,17 @@ impl ResponseAcc {
             for call in calls {
                 let name = str_at(call, &["function", "name"]);
                 self.tool_name(name.clone());
-                let args = at(call, &["function", "arguments"]).map(Value::to_string).unwrap_or_default();
+                let args = at(call, &["function", "arguments"])
+                    .map(Value::to_string)
+                    .unwrap_or_default();
                 self.tool_call(0, None, None, name, &args);
             }
         } else {
             for (key, reasoning) in [("response", false), ("thinking", true)] {
-                if let Some(t) = at(v, &[key]).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                if let Some(t) = at(v, &[key])
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
                     content = true;
                     self.push_text(0, t, reasoning);
                 }
@@ -724,7 +801,9 @@ impl ResponseAcc {
         for call in arr_at(v, &["message", "tool_calls"]) {
             let name = str_at(call, &["function", "name"]);
             self.tool_name(name.clone());
-            let args = at(call, &["function", "arguments"]).and_then(Value::as_str).unwrap_or("");
+            let args = at(call, &["function", "arguments"])
+                .and_then(Value::as_str)
+                .unwrap_or("");
             self.tool_call(0, None, str_at(call, &["id"]), name, args);
         }
         if let Some(u) = at(v, &["usage"]) {
@@ -756,17 +835,26 @@ impl ResponseAcc {
                 let call = at(v, &["delta", "message", "tool_calls"]);
                 let name = call.and_then(|c| str_at(c, &["function", "name"]));
                 self.tool_name(name.clone());
-                let args = call.and_then(|c| at(c, &["function", "arguments"])).and_then(Value::as_str).unwrap_or("");
+                let args = call
+                    .and_then(|c| at(c, &["function", "arguments"]))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 self.tool_call(0, None, call.and_then(|c| str_at(c, &["id"])), name, args);
             }
             "tool-call-delta" => {
-                let t = at(v, &["delta", "message", "tool_calls", "function", "arguments"])
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                let t = at(
+                    v,
+                    &["delta", "message", "tool_calls", "function", "arguments"],
+                )
+                .and_then(Value::as_str)
+                .unwrap_or("");
                 if !t.is_empty() {
                     self.content_chunk(ts_ns);
                     if self.keep_output
-                        && let Some(call) = self.choices.get_mut(&0).and_then(|c| c.tool_calls.last_mut())
+                        && let Some(call) = self
+                            .choices
+                            .get_mut(&0)
+                            .and_then(|c| c.tool_calls.last_mut())
                         && self.output_len + t.len() <= self.output_cap
                     {
                         self.output_len += t.len();
@@ -794,7 +882,12 @@ impl ResponseAcc {
 
     /// `gen_ai.output.messages`, one per choice, in the semconv shape.
     pub fn output_messages(&self) -> Value {
-        let mut indices: Vec<u64> = self.choices.keys().chain(self.finish.keys()).copied().collect();
+        let mut indices: Vec<u64> = self
+            .choices
+            .keys()
+            .chain(self.finish.keys())
+            .copied()
+            .collect();
         indices.sort_unstable();
         indices.dedup();
         let messages: Vec<Value> = indices
@@ -809,7 +902,8 @@ impl ResponseAcc {
                         parts.push(json!({"type": "text", "content": c.text}));
                     }
                     for call in &c.tool_calls {
-                        let args = (!call.arguments.is_empty()).then(|| Value::String(call.arguments.clone()));
+                        let args = (!call.arguments.is_empty())
+                            .then(|| Value::String(call.arguments.clone()));
                         parts.push(tool_call_part(
                             call.id.clone().map(Value::String),
                             call.name.clone().map(Value::String),
@@ -817,7 +911,11 @@ impl ResponseAcc {
                         ));
                     }
                 }
-                let finish = self.finish.get(i).map(|r| normalize_finish_reason(r)).unwrap_or("error");
+                let finish = self
+                    .finish
+                    .get(i)
+                    .map(|r| normalize_finish_reason(r))
+                    .unwrap_or("error");
                 json!({"role": "assistant", "parts": parts, "finish_reason": finish})
             })
             .collect();
@@ -854,11 +952,26 @@ pub fn body_error_type(v: &Value) -> Option<String> {
 pub fn normalize_finish_reason(raw: &str) -> &str {
     match raw {
         "stop" | "end_turn" | "stop_sequence" | "STOP" | "COMPLETE" | "completed" => "stop",
-        "length" | "max_tokens" | "MAX_TOKENS" | "model_context_window_exceeded" | "max_output_tokens" => "length",
+        "length"
+        | "max_tokens"
+        | "MAX_TOKENS"
+        | "model_context_window_exceeded"
+        | "max_output_tokens" => "length",
         "tool_calls" | "function_call" | "tool_use" | "tool_call" | "TOOL_CALL" => "tool_call",
-        "content_filter" | "refusal" | "guardrail_intervened" | "content_filtered" | "SAFETY" | "BLOCKLIST"
-        | "PROHIBITED_CONTENT" | "SPII" | "RECITATION" => "content_filter",
-        "error" | "insufficient_system_resource" | "MALFORMED_FUNCTION_CALL" | "OTHER" | "ERROR" => "error",
+        "content_filter"
+        | "refusal"
+        | "guardrail_intervened"
+        | "content_filtered"
+        | "SAFETY"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "RECITATION" => "content_filter",
+        "error"
+        | "insufficient_system_resource"
+        | "MALFORMED_FUNCTION_CALL"
+        | "OTHER"
+        | "ERROR" => "error",
         other => other,
     }
 }
@@ -870,17 +983,29 @@ mod tests {
     #[test]
     fn openai_stream_rules() {
         let mut acc = ResponseAcc::new(true, 1 << 20, 1000);
-        acc.openai(&json!({"id": "", "model": "", "choices": [], "prompt_filter_results": []}), Some(1));
+        acc.openai(
+            &json!({"id": "", "model": "", "choices": [], "prompt_filter_results": []}),
+            Some(1),
+        );
         acc.openai(&json!({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}), Some(2));
-        acc.openai(&json!({"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}), Some(3));
-        acc.openai(&json!({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}), Some(4));
+        acc.openai(
+            &json!({"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}),
+            Some(3),
+        );
+        acc.openai(
+            &json!({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+            Some(4),
+        );
         acc.openai(&json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}), Some(5));
         assert_eq!(acc.id.as_deref(), Some("c1"));
         assert_eq!(acc.model.as_deref(), Some("m"));
         assert_eq!(acc.stream_chunks, 1);
         assert_eq!(acc.first_chunk_ns, Some(3));
         assert_eq!(acc.finish.get(&0).map(String::as_str), Some("stop"));
-        assert_eq!((acc.usage.input_tokens, acc.usage.output_tokens), (Some(5), Some(1)));
+        assert_eq!(
+            (acc.usage.input_tokens, acc.usage.output_tokens),
+            (Some(5), Some(1))
+        );
         assert_eq!(acc.output_messages()[0]["parts"][0]["content"], "Hi");
     }
 
@@ -906,9 +1031,20 @@ mod tests {
 
     #[test]
     fn error_type_order() {
-        assert_eq!(body_error_type(&json!({"error": {"type": "invalid_request_error", "code": "x"}})).as_deref(), Some("invalid_request_error"));
-        assert_eq!(body_error_type(&json!({"error": {"code": 400, "status": "INVALID_ARGUMENT"}})).as_deref(), Some("400"));
-        assert_eq!(body_error_type(&json!({"error": {"status": "INVALID_ARGUMENT"}})).as_deref(), Some("INVALID_ARGUMENT"));
+        assert_eq!(
+            body_error_type(&json!({"error": {"type": "invalid_request_error", "code": "x"}}))
+                .as_deref(),
+            Some("invalid_request_error")
+        );
+        assert_eq!(
+            body_error_type(&json!({"error": {"code": 400, "status": "INVALID_ARGUMENT"}}))
+                .as_deref(),
+            Some("400")
+        );
+        assert_eq!(
+            body_error_type(&json!({"error": {"status": "INVALID_ARGUMENT"}})).as_deref(),
+            Some("INVALID_ARGUMENT")
+        );
         assert_eq!(body_error_type(&json!({"error": "plain"})), None);
     }
 }

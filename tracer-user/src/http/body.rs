@@ -73,7 +73,9 @@ impl BodyReader {
                     pos = data.len();
                 }
                 State::Length { remaining } => {
-                    let n = usize::try_from(*remaining).unwrap_or(usize::MAX).min(rest.len());
+                    let n = usize::try_from(*remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(rest.len());
                     sink(rest.get(..n).unwrap_or_default());
                     *remaining -= n as u64;
                     pos += n;
@@ -154,7 +156,9 @@ fn feed_chunked<'a>(
                 }
             }
             ChunkState::Data { remaining } => {
-                let n = usize::try_from(*remaining).unwrap_or(usize::MAX).min(rest.len());
+                let n = usize::try_from(*remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(rest.len());
                 sink(rest.get(..n).unwrap_or_default());
                 *remaining -= n as u64;
                 pos += n;
@@ -193,7 +197,9 @@ fn feed_chunked<'a>(
 fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let hex = line.split(|&b| b == b';').next().unwrap_or_default();
-    let hex = std::str::from_utf8(hex).map_err(|_| HttpError::ChunkSize)?.trim();
+    let hex = std::str::from_utf8(hex)
+        .map_err(|_| HttpError::ChunkSize)?
+        .trim();
     if hex.is_empty() || hex.len() > 15 {
         return Err(HttpError::ChunkSize);
     }
@@ -278,7 +284,9 @@ mod tests {
     fn lost_bytes_inside_data_keep_framing() {
         let mut reader = BodyReader::new(BodyFraming::Chunked);
         let mut body = Vec::new();
-        reader.feed(b"a\r\nab", &mut |b| body.extend_from_slice(b)).unwrap();
+        reader
+            .feed(b"a\r\nab", &mut |b| body.extend_from_slice(b))
+            .unwrap();
         assert!(reader.skip_lost(4));
         reader
             .feed(b"ghij\r\n0\r\n\r\n", &mut |b| body.extend_from_slice(b))

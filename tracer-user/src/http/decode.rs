@@ -16,7 +16,8 @@ impl Write for CappedSink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let room = self.cap.saturating_sub(self.total);
         let n = usize::try_from(room).unwrap_or(usize::MAX).min(data.len());
-        self.buf.extend_from_slice(data.get(..n).unwrap_or_default());
+        self.buf
+            .extend_from_slice(data.get(..n).unwrap_or_default());
         self.total += n as u64;
         if n < data.len() {
             self.overflowed = true;
@@ -63,7 +64,9 @@ pub struct ContentDecoder {
 
 impl std::fmt::Debug for ContentDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContentDecoder").field("cap", &self.cap).finish()
+        f.debug_struct("ContentDecoder")
+            .field("cap", &self.cap)
+            .finish()
     }
 }
 
@@ -205,7 +208,6 @@ fn looks_like_zlib(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write as _;
 
     const TEXT: &[u8] = b"{\"id\":\"chatcmpl-1\",\"model\":\"gpt-4o\",\"choices\":[]} and some more text to compress, compress, compress";
 
@@ -228,12 +230,14 @@ mod tests {
     fn compressed(enc: &str) -> Vec<u8> {
         match enc {
             "gzip" => {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                let mut e =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
                 e.write_all(TEXT).unwrap();
                 e.finish().unwrap()
             }
             "zlib" => {
-                let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+                let mut e =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
                 e.write_all(TEXT).unwrap();
                 e.finish().unwrap()
             }
@@ -250,7 +254,12 @@ mod tests {
 
     #[test]
     fn every_codec_any_split() {
-        for (enc, kind) in [("gzip", "gzip"), ("deflate", "zlib"), ("deflate", "raw"), ("zstd", "zstd")] {
+        for (enc, kind) in [
+            ("gzip", "gzip"),
+            ("deflate", "zlib"),
+            ("deflate", "raw"),
+            ("zstd", "zstd"),
+        ] {
             let data = compressed(kind);
             for split in [1, 2, 7, 1000] {
                 let out = decode_all(enc, &data, split, 1 << 20);

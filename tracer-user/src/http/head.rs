@@ -313,6 +313,9 @@ mod tests {
             find_message_start(b"junk\r\nHTTP/1.1 200", false, Sniff::Response),
             Some(6)
         );
-        assert_eq!(find_message_start(b"junk junk", false, Sniff::Response), None);
+        assert_eq!(
+            find_message_start(b"junk junk", false, Sniff::Response),
+            None
+        );
     }
 }

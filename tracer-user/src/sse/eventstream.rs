@@ -99,16 +99,21 @@ impl EventStreamDecoder {
             return Ok(None);
         };
         let body_end = total - 4;
-        if crc32fast::hash(message.get(..body_end).unwrap_or_default()) != be32(message, body_end)
-        {
+        if crc32fast::hash(message.get(..body_end).unwrap_or_default()) != be32(message, body_end) {
             return Err(EventStreamError::MessageCrc);
         }
         let headers_end = PRELUDE_LEN + headers_len as usize;
         let mut msg = EventStreamMessage {
-            payload: message.get(headers_end..body_end).unwrap_or_default().to_vec(),
+            payload: message
+                .get(headers_end..body_end)
+                .unwrap_or_default()
+                .to_vec(),
             ..Default::default()
         };
-        parse_headers(message.get(PRELUDE_LEN..headers_end).unwrap_or_default(), &mut msg)?;
+        parse_headers(
+            message.get(PRELUDE_LEN..headers_end).unwrap_or_default(),
+            &mut msg,
+        )?;
         Ok(Some((msg, total)))
     }
 }
@@ -140,10 +145,9 @@ fn parse_headers(mut h: &[u8], msg: &mut EventStreamMessage) -> Result<(), Event
             5 | 8 => take(&mut h, 8).map(|_| None)?,
             6 | 7 => {
                 let len = take(&mut h, 2)?;
-                let len = u16::from_be_bytes([
-                    *len.first().unwrap_or(&0),
-                    *len.get(1).unwrap_or(&0),
-                ]) as usize;
+                let len =
+                    u16::from_be_bytes([*len.first().unwrap_or(&0), *len.get(1).unwrap_or(&0)])
+                        as usize;
                 let v = take(&mut h, len)?;
                 (kind == 7).then(|| String::from_utf8_lossy(v).into_owned())
             }
@@ -195,7 +199,10 @@ mod tests {
             b"{\"role\":\"assistant\"}",
         );
         wire.extend(encode_message(
-            &[(":message-type", "exception"), (":exception-type", "throttlingException")],
+            &[
+                (":message-type", "exception"),
+                (":exception-type", "throttlingException"),
+            ],
             b"{\"message\":\"slow down\"}",
         ));
         for split in 1..wire.len() {
@@ -207,7 +214,10 @@ mod tests {
             assert_eq!(out.len(), 2, "split {split}");
             assert_eq!(out[0].event_type.as_deref(), Some("messageStart"));
             assert_eq!(out[0].payload, b"{\"role\":\"assistant\"}");
-            assert_eq!(out[1].exception_type.as_deref(), Some("throttlingException"));
+            assert_eq!(
+                out[1].exception_type.as_deref(),
+                Some("throttlingException")
+            );
         }
     }
 

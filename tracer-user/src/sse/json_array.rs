@@ -60,7 +60,11 @@ impl JsonArraySplitter {
             if in_element && self.depth >= 1 {
                 self.push(b);
             }
-            if self.depth == 1 && !self.in_string && (b == b'}' || b == b']') && !self.element.is_empty() {
+            if self.depth == 1
+                && !self.in_string
+                && (b == b'}' || b == b']')
+                && !self.element.is_empty()
+            {
                 on_element(&self.element, self.overlong);
                 self.element.clear();
                 self.overlong = false;
@@ -92,9 +96,15 @@ mod tests {
             let mut s = JsonArraySplitter::new(1024);
             let mut out = Vec::new();
             for piece in data.chunks(split) {
-                s.feed(piece, &mut |e, _| out.push(String::from_utf8(e.to_vec()).unwrap()));
+                s.feed(piece, &mut |e, _| {
+                    out.push(String::from_utf8(e.to_vec()).unwrap())
+                });
             }
-            assert_eq!(out, vec!["{\"a\": \"}]\\\"{\"}", "{\"b\": [1, {\"c\": 2}]}"], "split {split}");
+            assert_eq!(
+                out,
+                vec!["{\"a\": \"}]\\\"{\"}", "{\"b\": [1, {\"c\": 2}]}"],
+                "split {split}"
+            );
         }
     }
 }

@@ -123,7 +123,14 @@ mod tests {
     #[test]
     fn all_terminators_any_split() {
         let data = b"a\r\nb\nc\rd\r\n\r\ne";
-        let want: Vec<Vec<u8>> = vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec(), vec![], b"e".to_vec()];
+        let want: Vec<Vec<u8>> = vec![
+            b"a".to_vec(),
+            b"b".to_vec(),
+            b"c".to_vec(),
+            b"d".to_vec(),
+            vec![],
+            b"e".to_vec(),
+        ];
         for split in 1..data.len() {
             assert_eq!(split_all(data, split), want, "split {split}");
         }
@@ -133,7 +140,9 @@ mod tests {
     fn overlong_lines_are_cut() {
         let mut s = LineSplitter::new(4);
         let mut got = Vec::new();
-        s.feed(b"abcdefgh\nxy\n", &mut |l| got.push((l.bytes.to_vec(), l.overlong)));
+        s.feed(b"abcdefgh\nxy\n", &mut |l| {
+            got.push((l.bytes.to_vec(), l.overlong))
+        });
         assert_eq!(got, vec![(b"abcd".to_vec(), true), (b"xy".to_vec(), false)]);
     }
 }
