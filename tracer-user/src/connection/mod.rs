@@ -201,6 +201,8 @@ struct Connection {
     resp_head: HeadAccumulator,
     resp_head_ts: u64,
     pending: VecDeque<Pending>,
+    /// Bytes skipped before the first message start (tracing began mid-connection).
+    unsynced_bytes: u64,
 }
 
 impl Connection {
@@ -216,6 +218,7 @@ impl Connection {
             resp_head: HeadAccumulator::default(),
             resp_head_ts: 0,
             pending: VecDeque::new(),
+            unsynced_bytes: 0,
         }
     }
 }
@@ -497,33 +500,42 @@ fn on_write(
                     data = data.get(pos..).unwrap_or_default();
                     c.req = RequestState::Head;
                 }
-                None => return,
+                None => {
+                    unsynced(stats, c, data.len());
+                    return;
+                }
             },
             RequestState::Head => {
-                if c.req_head.is_empty() {
+                if c.req_head.peek().len() < SNIFF_LEN {
                     match sniff_with(&c.req_head, data) {
                         Sniff::Request | Sniff::NeedMore => {}
-                        other => {
-                            if c.mode == Mode::Unknown {
-                                ignore(stats, c, other == Sniff::Response);
-                                return;
+                        Sniff::Http2Preface => {
+                            ignore(stats, c, false);
+                            return;
+                        }
+                        Sniff::Response if c.mode == Mode::Unknown => {
+                            // The process writes responses: a server.
+                            ignore(stats, c, true);
+                            return;
+                        }
+                        Sniff::Response | Sniff::Other => {
+                            if c.mode == Mode::Client {
+                                stats.http_parse_errors += 1;
                             }
-                            stats.http_parse_errors += 1;
+                            c.req_head.clear();
                             c.req = RequestState::Resync;
                             continue;
                         }
                     }
-                    c.req_head_start = (chunk.ts_entry_ns, chunk.tid);
+                    if c.req_head.is_empty() {
+                        c.req_head_start = (chunk.ts_entry_ns, chunk.tid);
+                    }
                 }
                 let (used, complete) = match c.req_head.push(data, config.header_cap) {
                     Ok(r) => r,
                     Err(_) => {
                         stats.http_parse_errors += 1;
                         c.req_head.clear();
-                        if c.mode == Mode::Unknown {
-                            ignore(stats, c, false);
-                            return;
-                        }
                         c.req = RequestState::Resync;
                         continue;
                     }
@@ -537,10 +549,6 @@ fn on_write(
                     Err(_) => {
                         stats.http_parse_errors += 1;
                         c.req_head.clear();
-                        if c.mode == Mode::Unknown {
-                            ignore(stats, c, false);
-                            return;
-                        }
                         c.req = RequestState::Resync;
                         continue;
                     }
@@ -636,6 +644,23 @@ fn on_write(
                     c.req = RequestState::Head;
                 }
             }
+        }
+    }
+}
+
+/// Bytes of a message sniffed before deciding what a direction carries.
+const SNIFF_LEN: usize = 16;
+
+/// A connection whose traffic shows no HTTP/1.x message start within this many bytes (for
+/// instance one attached in the middle of a body) is not HTTP/1.x.
+const UNSYNCED_LIMIT: u64 = 256 * 1024;
+
+/// Bytes skipped while looking for a message start.
+fn unsynced(stats: &mut ConnectionStats, c: &mut Connection, len: usize) {
+    if c.mode == Mode::Unknown {
+        c.unsynced_bytes += len as u64;
+        if c.unsynced_bytes > UNSYNCED_LIMIT {
+            ignore(stats, c, false);
         }
     }
 }
@@ -739,23 +764,36 @@ fn on_read(
                     data = data.get(pos..).unwrap_or_default();
                     c.resp = ResponseState::Head;
                 }
-                None => return,
+                None => {
+                    unsynced(stats, c, data.len());
+                    return;
+                }
             },
             ResponseState::Head => {
-                if c.resp_head.is_empty() {
+                if c.resp_head.peek().len() < SNIFF_LEN {
                     match sniff_with(&c.resp_head, data) {
                         Sniff::Response | Sniff::NeedMore => {}
-                        other => {
-                            if c.mode == Mode::Unknown {
-                                ignore(stats, c, other == Sniff::Request);
-                                return;
+                        Sniff::Request if c.mode == Mode::Unknown => {
+                            // The process reads requests: a server or proxy.
+                            ignore(stats, c, true);
+                            return;
+                        }
+                        Sniff::Http2Preface => {
+                            ignore(stats, c, false);
+                            return;
+                        }
+                        Sniff::Request | Sniff::Other => {
+                            if c.mode == Mode::Client {
+                                stats.http_parse_errors += 1;
                             }
-                            stats.http_parse_errors += 1;
+                            c.resp_head.clear();
                             c.resp = ResponseState::Resync;
                             continue;
                         }
                     }
-                    c.resp_head_ts = chunk.ts_ns;
+                    if c.resp_head.is_empty() {
+                        c.resp_head_ts = chunk.ts_ns;
+                    }
                 }
                 let (used, complete) = match c.resp_head.push(data, config.header_cap) {
                     Ok(r) => r,

@@ -127,9 +127,37 @@ fn servers_and_non_http_are_ignored() {
     )]);
     assert!(out.is_empty());
     assert_eq!(stats.non_http_connections, 1);
-    let (out, stats) = run(vec![data(Direction::Write, 1, b"\x00\x01binary protocol")]);
+    // Binary traffic: looked through for a message start, then given up on (bounded).
+    let noise = vec![0x17u8; 300 * 1024];
+    let (out, stats) = run(vec![data(Direction::Write, 1, &noise)]);
     assert!(out.is_empty());
     assert_eq!(stats.non_http_connections, 1);
+}
+
+#[test]
+fn tracing_that_starts_mid_connection_syncs_on_the_next_exchange() {
+    let (out, stats) = run(vec![
+        // The tail of a request body and of a response body written before tracing began.
+        data(Direction::Write, 1, b"lo world\"}]}"),
+        data(
+            Direction::Read,
+            2,
+            b"ta: {\"x\":1}\n\ndata: [DONE]\n\n\r\n0\r\n\r\n",
+        ),
+        data(
+            Direction::Write,
+            10,
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        ),
+        data(
+            Direction::Read,
+            20,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ),
+    ]);
+    assert_eq!(ends(&out), vec![0]);
+    assert_eq!(bodies(&out, 0), b"ok");
+    assert_eq!(stats.non_http_connections, 0);
 }
 
 #[test]

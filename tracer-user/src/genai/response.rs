@@ -13,6 +13,9 @@ use super::provider::Api;
 use super::record::Usage;
 use super::request::tool_call_part;
 
+/// Most choices (candidates) tracked per call.
+const MAX_CHOICES: usize = 128;
+
 /// A tool call the model asked for, assembled from deltas.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ToolCallAcc {
@@ -93,7 +96,19 @@ impl ResponseAcc {
     }
 
     fn choice(&mut self, index: u64) -> &mut ChoiceAcc {
+        // Hostile indices cannot grow the map without bound: extra ones share the last slot.
+        let index = if self.choices.len() >= MAX_CHOICES && !self.choices.contains_key(&index) {
+            self.choices.keys().next_back().copied().unwrap_or(0)
+        } else {
+            index
+        };
         self.choices.entry(index).or_default()
+    }
+
+    fn set_finish(&mut self, index: u64, reason: String) {
+        if self.finish.len() < MAX_CHOICES || self.finish.contains_key(&index) {
+            self.finish.insert(index, reason);
+        }
     }
 
     fn push_text(&mut self, index: u64, text: &str, reasoning: bool) {
@@ -189,7 +204,7 @@ impl ResponseAcc {
         for c in arr_at(v, &["choices"]) {
             let index = u64_at(c, &["index"]).unwrap_or(0);
             if let Some(r) = str_at(c, &["finish_reason"]) {
-                self.finish.insert(index, r);
+                self.set_finish(index, r);
             }
             // Stream chunks carry `delta`, bodies `message`; legacy completions `text`.
             let msg = at(c, &["delta"]).or_else(|| at(c, &["message"]));
@@ -301,7 +316,7 @@ impl ResponseAcc {
             _ => None,
         };
         if let Some(reason) = reason {
-            self.finish.insert(0, reason);
+            self.set_finish(0, reason);
         }
         if str_at(r, &["status"]).as_deref() == Some("failed") {
             self.error = Some(BodyError {
@@ -422,8 +437,8 @@ impl ResponseAcc {
                 self.usage.cache_creation_input_tokens = created;
             }
             self.usage.input_tokens = base.map(|b| {
-                b + self.usage.cache_read_input_tokens.unwrap_or(0)
-                    + self.usage.cache_creation_input_tokens.unwrap_or(0)
+                b.saturating_add(self.usage.cache_read_input_tokens.unwrap_or(0))
+                    .saturating_add(self.usage.cache_creation_input_tokens.unwrap_or(0))
             });
         }
         // Cumulative in message_delta: the last value is the total.
@@ -443,7 +458,7 @@ impl ResponseAcc {
         self.id = str_at(v, &["id"]);
         self.model = str_at(v, &["model"]);
         if let Some(r) = str_at(v, &["stop_reason"]) {
-            self.finish.insert(0, r);
+            self.set_finish(0, r);
         }
         for block in arr_at(v, &["content"]) {
             self.anthropic_block(block);
@@ -542,7 +557,7 @@ impl ResponseAcc {
             }
             Some("message_delta") => {
                 if let Some(r) = str_at(v, &["delta", "stop_reason"]) {
-                    self.finish.insert(0, r);
+                    self.set_finish(0, r);
                 }
                 if let Some(u) = at(v, &["usage"]) {
                     self.anthropic_usage(u, false);
@@ -567,7 +582,7 @@ impl ResponseAcc {
         for (i, cand) in arr_at(v, &["candidates"]).iter().enumerate() {
             let index = u64_at(cand, &["index"]).unwrap_or(i as u64);
             if let Some(r) = str_at(cand, &["finishReason"]) {
-                self.finish.insert(index, r);
+                self.set_finish(index, r);
             }
             for part in arr_at(cand, &["content", "parts"]) {
                 if let Some(t) = at(part, &["text"]).and_then(Value::as_str)
@@ -603,7 +618,7 @@ impl ResponseAcc {
             self.usage.input_tokens = u64_at(u, &["promptTokenCount"]);
             self.usage.output_tokens = match (candidates, thoughts) {
                 (None, None) => None,
-                (c, t) => Some(c.unwrap_or(0) + t.unwrap_or(0)),
+                (c, t) => Some(c.unwrap_or(0).saturating_add(t.unwrap_or(0))),
             };
             self.usage.cache_read_input_tokens = u64_at(u, &["cachedContentTokenCount"]);
             self.usage.reasoning_output_tokens = thoughts;
@@ -614,7 +629,7 @@ impl ResponseAcc {
 
     pub fn bedrock_converse_body(&mut self, v: &Value) {
         if let Some(r) = str_at(v, &["stopReason"]) {
-            self.finish.insert(0, r);
+            self.set_finish(0, r);
         }
         for block in arr_at(v, &["output", "message", "content"]) {
             if let Some(t) = at(block, &["text"]).and_then(Value::as_str) {
@@ -693,7 +708,7 @@ impl ResponseAcc {
             }
             "messageStop" => {
                 if let Some(r) = str_at(v, &["stopReason"]) {
-                    self.finish.insert(0, r);
+                    self.set_finish(0, r);
                 }
             }
             "metadata" => {
@@ -776,7 +791,7 @@ impl ResponseAcc {
             self.content_chunk(ts);
         }
         if let Some(r) = str_at(v, &["done_reason"]) {
-            self.finish.insert(0, r);
+            self.set_finish(0, r);
         }
         if let Some(n) = u64_at(v, &["prompt_eval_count"]) {
             self.usage.input_tokens = Some(n);
@@ -791,7 +806,7 @@ impl ResponseAcc {
     pub fn cohere_body(&mut self, v: &Value) {
         self.id = str_at(v, &["id"]);
         if let Some(r) = str_at(v, &["finish_reason"]) {
-            self.finish.insert(0, r);
+            self.set_finish(0, r);
         }
         for c in arr_at(v, &["message", "content"]) {
             if let Some(t) = at(c, &["text"]).and_then(Value::as_str) {
@@ -864,7 +879,7 @@ impl ResponseAcc {
             }
             "message-end" => {
                 if let Some(r) = str_at(v, &["delta", "finish_reason"]) {
-                    self.finish.insert(0, r);
+                    self.set_finish(0, r);
                 }
                 if let Some(u) = at(v, &["delta", "usage"]) {
                     self.cohere_usage(u);
