@@ -2,15 +2,23 @@
 //!
 //! The data path is one-way, one module per stage:
 //! `capture` (kernel records → ordered plaintext per connection) →
-//! `connection`/`http` (HTTP exchanges) → `genai` (call records) → `export` (spans, metrics).
+//! `connection`/`http` (HTTP exchanges) → `sse` (stream framings) → `genai` (call records) →
+//! `export` (spans, metrics). [`pipeline::Pipeline`] runs the stages after capture.
 //! Everything after `capture`'s kernel interface is plain Rust that runs on recorded events.
 
 pub mod capture;
 pub mod cli;
+pub mod connection;
+pub mod doctor;
 pub mod genai;
+pub mod http;
+pub mod pipeline;
+pub mod sse;
+pub mod testing;
+
+pub use pipeline::{Pipeline, PipelineConfig, PipelineStats};
 
 /// Default per-call capture cap in bytes (`--max-capture-bytes`).
 pub fn cli_default_max_capture_bytes() -> u32 {
     tracer_common::DEFAULT_MAX_CAPTURE_BYTES
 }
-pub mod doctor;

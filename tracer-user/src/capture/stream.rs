@@ -114,7 +114,11 @@ impl StreamAssembler {
                 conns.sort_unstable();
                 conns.dedup();
                 self.forget_process(pid);
-                out.extend(conns.into_iter().map(|conn| StreamEvent::Closed { conn, ts_ns }));
+                out.extend(
+                    conns
+                        .into_iter()
+                        .map(|conn| StreamEvent::Closed { conn, ts_ns }),
+                );
             }
         }
     }
@@ -261,12 +265,20 @@ mod tests {
         let mut out = Vec::new();
         asm.push(data(0, 0, 3, b"abc", 0), &mut out);
         asm.push(
-            CaptureEvent::ProcessExit { pid: 8, comm: Comm::default(), ts_ns: 5 },
+            CaptureEvent::ProcessExit {
+                pid: 8,
+                comm: Comm::default(),
+                ts_ns: 5,
+            },
             &mut out,
         );
         assert_eq!(summary(&out), ["abc"], "another pid's exit changes nothing");
         asm.push(
-            CaptureEvent::ProcessExit { pid: CONN.pid, comm: Comm::default(), ts_ns: 6 },
+            CaptureEvent::ProcessExit {
+                pid: CONN.pid,
+                comm: Comm::default(),
+                ts_ns: 6,
+            },
             &mut out,
         );
         assert_eq!(summary(&out), ["abc", "<closed>"]);

@@ -1,5 +1,17 @@
 //! Stage 4, GenAI: HTTP exchanges → LLM call records (providers, usage, timings).
+//!
+//! `provider` recognises the API from the request head, `request` reads request bodies,
+//! `response` applies bodies and stream events of each API, `call` assembles one call and
+//! `estimate` counts tokens when a response carries none (opt-in).
 
+pub mod call;
+pub mod estimate;
+pub mod json;
+pub mod provider;
 pub mod record;
+pub mod request;
+pub mod response;
 
+pub use call::{CallBuilder, CallConfig};
+pub use provider::{Api, ApiTarget, identify};
 pub use record::*;

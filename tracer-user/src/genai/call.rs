@@ -1,0 +1,580 @@
+//! One LLM call being assembled from its HTTP exchange, then turned into a [`CallRecord`].
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::capture::Direction;
+use crate::connection::AbortReason;
+use crate::http::{RequestHead, ResponseHead};
+use crate::sse::{
+    EventStreamDecoder, EventStreamMessage, JsonArraySplitter, LineSplitter, SseEvent, SseParser,
+};
+
+use super::estimate::count_tokens;
+use super::json::str_at;
+use super::provider::{Api, ApiTarget, StreamHint};
+use super::record::{
+    CallContent, CallError, CallRecord, CallTiming, ProcessRef, RequestParams, ResponseInfo,
+};
+use super::request::{input_text, read_content, read_params};
+use super::response::{ResponseAcc, body_error_type};
+
+/// Limits and switches of the GenAI stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallConfig {
+    /// Fill `CallRecord::content` (messages, instructions, tool definitions).
+    pub capture_content: bool,
+    /// Estimate tokens with a tokenizer when a response carries no usage (`usage.estimated`).
+    pub estimate_missing_usage: bool,
+    /// Request body bytes kept for parsing; beyond, the call is `truncated`.
+    pub request_body_cap: usize,
+    /// Non-streamed response body bytes kept for parsing; beyond, the call is `truncated`.
+    pub response_body_cap: usize,
+    /// Largest single stream event (SSE event, NDJSON line, JSON-array element, frame).
+    pub stream_event_cap: usize,
+    /// Generated text kept per call for content capture or estimation.
+    pub output_text_cap: usize,
+    /// Chunk arrival times kept per call (the count goes on beyond).
+    pub max_chunk_times: usize,
+}
+
+impl Default for CallConfig {
+    fn default() -> Self {
+        CallConfig {
+            capture_content: false,
+            estimate_missing_usage: false,
+            request_body_cap: 4 * 1024 * 1024,
+            response_body_cap: 8 * 1024 * 1024,
+            stream_event_cap: 1024 * 1024,
+            output_text_cap: 1024 * 1024,
+            max_chunk_times: 65_536,
+        }
+    }
+}
+
+enum BodyMode {
+    /// Before the response head.
+    Pending,
+    Buffered(Vec<u8>),
+    Sse(SseParser),
+    Ndjson(LineSplitter),
+    JsonArray(JsonArraySplitter),
+    EventStream(EventStreamDecoder),
+}
+
+/// A call in flight.
+pub struct CallBuilder {
+    target: ApiTarget,
+    process: ProcessRef,
+    connection_id: u64,
+    method: String,
+    url_path: String,
+    http_version: String,
+    traceparent: Option<String>,
+    timing: CallTiming,
+    request_ended: bool,
+    req_body: Vec<u8>,
+    req_lost: bool,
+    params: RequestParams,
+    content: Option<CallContent>,
+    input_text: String,
+    status: Option<u16>,
+    request_id: Option<String>,
+    amzn_error_type: Option<String>,
+    header_usage: (Option<u64>, Option<u64>),
+    body: BodyMode,
+    response_ended: bool,
+    resp_lost: bool,
+    truncated: bool,
+    acc: ResponseAcc,
+    /// Last activity (ns), for eviction of calls whose connection vanished.
+    pub last_ns: u64,
+    /// Stream events that could not be parsed.
+    pub bad_events: u64,
+}
+
+const REQUEST_ID_HEADERS: [&str; 6] = [
+    "x-request-id",
+    "request-id",
+    "apim-request-id",
+    "x-amzn-requestid",
+    "mistral-correlation-id",
+    "x-generation-id",
+];
+
+impl CallBuilder {
+    pub fn new(
+        target: ApiTarget,
+        head: &RequestHead,
+        connection_id: u64,
+        ts_entry_ns: u64,
+        process: ProcessRef,
+        cfg: &CallConfig,
+    ) -> Self {
+        let keep_output = cfg.capture_content || cfg.estimate_missing_usage;
+        CallBuilder {
+            process,
+            connection_id,
+            method: head.method.clone(),
+            url_path: head.path().to_string(),
+            http_version: format!("1.{}", head.minor_version),
+            traceparent: head.headers.get("traceparent").map(str::to_string),
+            timing: CallTiming {
+                request_start_ns: ts_entry_ns,
+                ..CallTiming::default()
+            },
+            request_ended: false,
+            req_body: Vec::new(),
+            req_lost: false,
+            params: RequestParams::default(),
+            content: None,
+            input_text: String::new(),
+            status: None,
+            request_id: None,
+            amzn_error_type: None,
+            header_usage: (None, None),
+            body: BodyMode::Pending,
+            response_ended: false,
+            resp_lost: false,
+            truncated: false,
+            acc: ResponseAcc::new(keep_output, cfg.output_text_cap, cfg.max_chunk_times),
+            last_ns: ts_entry_ns,
+            bad_events: 0,
+            target,
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.request_ended && self.response_ended
+    }
+
+    pub fn request_body(&mut self, data: &[u8], cfg: &CallConfig) {
+        let room = cfg.request_body_cap.saturating_sub(self.req_body.len());
+        if data.len() > room {
+            self.truncated = true;
+        }
+        self.req_body
+            .extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
+    }
+
+    pub fn request_end(&mut self, ts_ns: u64, cfg: &CallConfig) {
+        self.request_ended = true;
+        self.timing.request_end_ns = ts_ns;
+        self.last_ns = self.last_ns.max(ts_ns);
+        let body = std::mem::take(&mut self.req_body);
+        // A body with lost or cut bytes is not parsed: values are never guessed.
+        let parsed = if self.req_lost || self.truncated {
+            None
+        } else {
+            serde_json::from_slice::<Value>(&body).ok()
+        };
+        if let Some(v) = &parsed {
+            read_params(self.target.api, v, &mut self.params);
+            if cfg.capture_content {
+                let (input, system, tools) = read_content(self.target.api, v);
+                self.content = Some(CallContent {
+                    input_messages: input,
+                    system_instructions: system,
+                    tool_definitions: tools,
+                    output_messages: None,
+                });
+            }
+            if cfg.estimate_missing_usage {
+                self.input_text = input_text(v, cfg.output_text_cap);
+            }
+        }
+        if let Some(m) = &self.target.path_model {
+            self.params.model = Some(m.clone());
+        }
+        match self.target.stream {
+            StreamHint::GeminiStream { .. } | StreamHint::BedrockStream => {
+                self.params.stream = true
+            }
+            StreamHint::NotStreamed => self.params.stream = false,
+            StreamHint::FromBody => {}
+        }
+        self.params.traceparent = self.traceparent.clone();
+    }
+
+    pub fn response_head(&mut self, head: &ResponseHead, ts_ns: u64, cfg: &CallConfig) {
+        self.status = Some(head.status);
+        self.timing.response_start_ns = Some(ts_ns);
+        self.last_ns = self.last_ns.max(ts_ns);
+        self.request_id = REQUEST_ID_HEADERS
+            .iter()
+            .find_map(|h| head.headers.get(h))
+            .map(str::to_string);
+        self.amzn_error_type = head
+            .headers
+            .get("x-amzn-errortype")
+            .map(|v| v.split(':').next().unwrap_or(v).to_string());
+        let header_num = |name: &str| {
+            head.headers
+                .get(name)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        self.header_usage = (
+            header_num("x-amzn-bedrock-input-token-count"),
+            header_num("x-amzn-bedrock-output-token-count"),
+        );
+        let ctype = head
+            .headers
+            .get("content-type")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let cap = cfg.stream_event_cap;
+        self.body = if head.status >= 400 {
+            BodyMode::Buffered(Vec::new())
+        } else if ctype.starts_with("text/event-stream") {
+            BodyMode::Sse(SseParser::new(cap))
+        } else if ctype.starts_with("application/x-ndjson")
+            || ctype.starts_with("application/jsonl")
+        {
+            BodyMode::Ndjson(LineSplitter::new(cap))
+        } else if ctype.starts_with("application/vnd.amazon.eventstream") {
+            BodyMode::EventStream(EventStreamDecoder::new(cap))
+        } else if matches!(self.target.stream, StreamHint::GeminiStream { sse: false })
+            && ctype.contains("json")
+        {
+            BodyMode::JsonArray(JsonArraySplitter::new(cap))
+        } else {
+            BodyMode::Buffered(Vec::new())
+        };
+    }
+
+    fn is_stream_body(&self) -> bool {
+        !matches!(self.body, BodyMode::Buffered(_) | BodyMode::Pending)
+    }
+
+    pub fn response_body(&mut self, data: &[u8], ts_ns: u64, cfg: &CallConfig) {
+        self.last_ns = self.last_ns.max(ts_ns);
+        self.timing.response_end_ns = ts_ns;
+        let mut events: Vec<(Option<String>, Vec<u8>)> = Vec::new();
+        let mut oversize = false;
+        match &mut self.body {
+            BodyMode::Pending => {}
+            BodyMode::Buffered(buf) => {
+                let room = cfg.response_body_cap.saturating_sub(buf.len());
+                if data.len() > room {
+                    self.truncated = true;
+                }
+                buf.extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
+                return;
+            }
+            BodyMode::Sse(p) => p.feed(data, &mut |e: SseEvent| {
+                oversize |= e.truncated;
+                if !e.truncated {
+                    events.push((e.event, e.data.into_bytes()));
+                }
+            }),
+            BodyMode::Ndjson(lines) => lines.feed(data, &mut |l| {
+                oversize |= l.overlong;
+                if !l.overlong && !l.bytes.iter().all(u8::is_ascii_whitespace) {
+                    events.push((None, l.bytes.to_vec()));
+                }
+            }),
+            BodyMode::JsonArray(s) => s.feed(data, &mut |e, overlong| {
+                oversize |= overlong;
+                if !overlong {
+                    events.push((None, e.to_vec()));
+                }
+            }),
+            BodyMode::EventStream(d) => {
+                let mut msgs = Vec::new();
+                d.feed(data, &mut |m| msgs.push(m));
+                if d.error().is_some() {
+                    self.bad_events += 1;
+                }
+                for m in msgs {
+                    self.on_eventstream(m, ts_ns);
+                }
+            }
+        }
+        if oversize {
+            self.truncated = true;
+        }
+        for (name, payload) in events {
+            self.on_stream_event(name.as_deref(), &payload, ts_ns);
+        }
+    }
+
+    fn on_stream_event(&mut self, _event: Option<&str>, payload: &[u8], ts_ns: u64) {
+        if payload == b"[DONE]" {
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(payload) else {
+            self.bad_events += 1;
+            return;
+        };
+        let acc = &mut self.acc;
+        match self.target.api {
+            Api::ChatCompletions | Api::Completions | Api::Embeddings => {
+                acc.openai(&v, Some(ts_ns))
+            }
+            Api::Responses => acc.responses_event(&v, ts_ns),
+            Api::AnthropicMessages => acc.anthropic_event(&v, ts_ns),
+            Api::GeminiGenerateContent => acc.gemini(&v, Some(ts_ns)),
+            Api::CohereChatV2 => acc.cohere_event(&v, ts_ns),
+            Api::OllamaChat => acc.ollama(&v, true, Some(ts_ns)),
+            Api::OllamaGenerate => acc.ollama(&v, false, Some(ts_ns)),
+            Api::BedrockInvokeModel => acc.bedrock_invoke(&v, Some(ts_ns)),
+            // Converse streams come as event-stream frames; an SSE body here is unexpected.
+            Api::BedrockConverse => self.bad_events += 1,
+        }
+    }
+
+    fn on_eventstream(&mut self, m: EventStreamMessage, ts_ns: u64) {
+        match m.message_type.as_deref() {
+            Some("exception") | Some("error") => {
+                let payload: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+                self.acc.error = Some(super::response::BodyError {
+                    error_type: m.exception_type.or(m.error_code),
+                    message: str_at(&payload, &["message"])
+                        .or_else(|| str_at(&payload, &["Message"])),
+                });
+                return;
+            }
+            _ => {}
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&m.payload) else {
+            self.bad_events += 1;
+            return;
+        };
+        let event_type = m.event_type.unwrap_or_default();
+        match self.target.api {
+            Api::BedrockInvokeModel if event_type == "chunk" => {
+                let inner = str_at(&v, &["bytes"])
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+                match inner {
+                    Some(inner) => self.acc.bedrock_invoke(&inner, Some(ts_ns)),
+                    None => self.bad_events += 1,
+                }
+            }
+            _ => self.acc.bedrock_converse_event(&event_type, &v, ts_ns),
+        }
+    }
+
+    /// Bytes of this exchange were lost (framing intact): what they carried stays unknown.
+    pub fn lost(&mut self, direction: Direction) {
+        match direction {
+            Direction::Write => self.req_lost = true,
+            Direction::Read => {
+                self.resp_lost = true;
+                match &mut self.body {
+                    BodyMode::Sse(p) => p.lost_bytes(),
+                    BodyMode::Ndjson(l) => l.lost_bytes(),
+                    BodyMode::JsonArray(s) => s.lost_bytes(),
+                    BodyMode::EventStream(d) => d.lost_bytes(),
+                    BodyMode::Buffered(_) | BodyMode::Pending => {}
+                }
+            }
+        }
+    }
+
+    pub fn truncated(&mut self) {
+        self.truncated = true;
+    }
+
+    pub fn response_end(&mut self, ts_ns: u64) {
+        self.response_ended = true;
+        self.timing.response_end_ns = ts_ns;
+        self.last_ns = self.last_ns.max(ts_ns);
+        let mut tail: Vec<Vec<u8>> = Vec::new();
+        match &mut self.body {
+            BodyMode::Sse(p) => p.finish(),
+            BodyMode::Ndjson(l) => l.finish(&mut |line| {
+                if !line.overlong {
+                    tail.push(line.bytes.to_vec());
+                }
+            }),
+            BodyMode::Buffered(buf) => {
+                let buf = std::mem::take(buf);
+                self.apply_buffered(&buf);
+            }
+            _ => {}
+        }
+        for t in tail {
+            self.on_stream_event(None, &t, ts_ns);
+        }
+    }
+
+    fn apply_buffered(&mut self, buf: &[u8]) {
+        if self.resp_lost || self.truncated || buf.is_empty() {
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(buf) else {
+            self.bad_events += 1;
+            return;
+        };
+        if self.status.is_some_and(|s| s >= 400) {
+            self.acc.error = Some(super::response::BodyError {
+                error_type: body_error_type(&v),
+                message: str_at(&v, &["error", "message"]).or_else(|| str_at(&v, &["message"])),
+            });
+            return;
+        }
+        let acc = &mut self.acc;
+        let items: Vec<&Value> = match &v {
+            Value::Array(a) => a.iter().collect(),
+            other => vec![other],
+        };
+        for item in items {
+            match self.target.api {
+                Api::ChatCompletions | Api::Completions | Api::Embeddings => acc.openai(item, None),
+                Api::Responses => acc.responses_object(item),
+                Api::AnthropicMessages => acc.anthropic_body(item),
+                Api::GeminiGenerateContent => acc.gemini(item, None),
+                Api::BedrockConverse => acc.bedrock_converse_body(item),
+                Api::BedrockInvokeModel => acc.bedrock_invoke(item, None),
+                Api::OllamaChat => acc.ollama(item, true, None),
+                Api::OllamaGenerate => acc.ollama(item, false, None),
+                Api::CohereChatV2 => acc.cohere_body(item),
+            }
+        }
+    }
+
+    /// The finished record; `abort` when the exchange ended without a complete response.
+    /// `None` when the exchange turned out not to be an LLM call.
+    pub fn finish(
+        mut self,
+        abort: Option<(AbortReason, u64)>,
+        cfg: &CallConfig,
+    ) -> Option<CallRecord> {
+        if let Some((_, ts)) = abort {
+            self.timing.response_end_ns = self.timing.response_end_ns.max(ts);
+            if !self.request_ended {
+                self.timing.request_end_ns = ts;
+            }
+        }
+        let http_error = self.status.filter(|&s| s >= 400);
+        let is_stream = self.is_stream_body();
+        let acc = &self.acc;
+        if matches!(self.target.api, Api::OllamaChat | Api::OllamaGenerate)
+            && self.params.model.is_none()
+            && acc.model.is_none()
+        {
+            // `/api/chat` on a server that is not Ollama: not an LLM call.
+            return None;
+        }
+        let error = if let Some(status) = http_error {
+            let body_type = acc.error.as_ref().and_then(|e| e.error_type.clone());
+            Some(CallError {
+                error_type: body_type
+                    .or_else(|| self.amzn_error_type.clone())
+                    .unwrap_or_else(|| status.to_string()),
+                http_status: Some(status),
+                mid_stream: false,
+                message: acc.error.as_ref().and_then(|e| e.message.clone()),
+            })
+        } else if let Some(e) = &acc.error {
+            Some(CallError {
+                error_type: e.error_type.clone().unwrap_or_else(|| "_OTHER".to_string()),
+                http_status: self.status,
+                mid_stream: is_stream,
+                message: e.message.clone(),
+            })
+        } else if !self.response_ended {
+            let reason = abort
+                .map(|(r, _)| r)
+                .unwrap_or(AbortReason::ConnectionClosed);
+            Some(CallError {
+                error_type: reason.as_str().to_string(),
+                http_status: self.status,
+                mid_stream: false,
+                message: None,
+            })
+        } else {
+            None
+        };
+        let ok_response = http_error.is_none();
+        let mut usage = if ok_response {
+            acc.usage.clone()
+        } else {
+            Default::default()
+        };
+        if ok_response && self.target.api == Api::BedrockInvokeModel {
+            usage.input_tokens = usage.input_tokens.or(self.header_usage.0);
+            usage.output_tokens = usage.output_tokens.or(self.header_usage.1);
+        }
+        if cfg.estimate_missing_usage
+            && ok_response
+            && self.response_ended
+            && usage.input_tokens.is_none()
+            && usage.output_tokens.is_none()
+        {
+            let model = self.params.model.as_deref().or(acc.model.as_deref());
+            usage.input_tokens = Some(count_tokens(model, &self.input_text));
+            if self.target.api != Api::Embeddings {
+                usage.output_tokens = Some(count_tokens(model, &acc.output_text()));
+            }
+            usage.estimated = true;
+        }
+        let response = if ok_response {
+            ResponseInfo {
+                id: acc.id.clone(),
+                model: acc.model.clone(),
+                finish_reasons: acc.finish.values().cloned().collect(),
+                service_tier: acc.service_tier.clone(),
+                system_fingerprint: acc.system_fingerprint.clone(),
+                embeddings_dimension: acc.embeddings_dimension,
+                tool_calls: acc.tool_names.clone(),
+                request_id: self.request_id.clone(),
+            }
+        } else {
+            ResponseInfo {
+                request_id: self.request_id.clone(),
+                ..ResponseInfo::default()
+            }
+        };
+        let mut timing = self.timing.clone();
+        if is_stream && ok_response {
+            timing.first_chunk_ns = acc.first_chunk_ns;
+            timing.chunk_times_ns = acc.chunk_times_ns.clone();
+        }
+        if timing.response_end_ns == 0 {
+            timing.response_end_ns = timing.response_start_ns.unwrap_or(timing.request_end_ns);
+        }
+        let content = if cfg.capture_content {
+            let mut c = self.content.take().unwrap_or_default();
+            if ok_response && self.response_ended {
+                c.output_messages = Some(acc.output_messages());
+            }
+            Some(c)
+        } else {
+            None
+        };
+        let incomplete = self.req_lost
+            || self.resp_lost
+            || matches!(
+                abort,
+                Some((AbortReason::FramingLost | AbortReason::ParseError, _))
+            );
+        Some(CallRecord {
+            process: self.process.clone(),
+            connection_id: self.connection_id,
+            operation: self.target.api.operation(),
+            provider: self.target.provider.clone(),
+            api: self.target.api.as_str().to_string(),
+            server_address: self.target.server_address.clone(),
+            server_port: self.target.server_port.or(self
+                .target
+                .server_address
+                .as_ref()
+                .map(|_| 443)),
+            http_method: self.method.clone(),
+            url_path: self.url_path.clone(),
+            http_status: self.status,
+            http_version: self.http_version.clone(),
+            request: self.params.clone(),
+            response,
+            usage,
+            error,
+            timing,
+            stream_chunks: (is_stream && ok_response).then_some(acc.stream_chunks),
+            truncated: self.truncated,
+            incomplete,
+            content,
+        })
+    }
+}

@@ -1,0 +1,406 @@
+//! Which LLM API a request is: provider (from host and headers), API shape (from path).
+
+use crate::http::RequestHead;
+
+use super::record::Operation;
+
+/// API shapes llmtap understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Api {
+    ChatCompletions,
+    Responses,
+    Completions,
+    Embeddings,
+    AnthropicMessages,
+    GeminiGenerateContent,
+    BedrockConverse,
+    BedrockInvokeModel,
+    OllamaChat,
+    OllamaGenerate,
+    CohereChatV2,
+}
+
+impl Api {
+    /// `CallRecord::api` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::ChatCompletions => "chat_completions",
+            Api::Responses => "responses",
+            Api::Completions => "completions",
+            Api::Embeddings => "embeddings",
+            Api::AnthropicMessages => "anthropic_messages",
+            Api::GeminiGenerateContent => "gemini_generate_content",
+            Api::BedrockConverse => "bedrock_converse",
+            Api::BedrockInvokeModel => "bedrock_invoke_model",
+            Api::OllamaChat => "ollama_chat",
+            Api::OllamaGenerate => "ollama_generate",
+            Api::CohereChatV2 => "cohere_chat_v2",
+        }
+    }
+
+    pub fn operation(self) -> Operation {
+        match self {
+            Api::Completions | Api::OllamaGenerate => Operation::TextCompletion,
+            Api::Embeddings => Operation::Embeddings,
+            Api::GeminiGenerateContent => Operation::GenerateContent,
+            _ => Operation::Chat,
+        }
+    }
+
+    /// OpenAI-shaped bodies (`choices`, `usage.prompt_tokens`).
+    pub fn is_openai_shaped(self) -> bool {
+        matches!(
+            self,
+            Api::ChatCompletions | Api::Completions | Api::Embeddings
+        )
+    }
+}
+
+/// How a streamed response body is framed, when the endpoint decides it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamHint {
+    /// Decided by the request body (`"stream": true`) and the response content type.
+    FromBody,
+    /// Gemini `streamGenerateContent` (SSE with `alt=sse`, else a JSON array).
+    GeminiStream {
+        sse: bool,
+    },
+    /// Bedrock `converse-stream` / `invoke-with-response-stream`.
+    BedrockStream,
+    NotStreamed,
+}
+
+/// A recognised LLM API request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiTarget {
+    pub api: Api,
+    pub provider: String,
+    pub server_address: Option<String>,
+    pub server_port: Option<u16>,
+    /// Model named by the URL (Gemini, Bedrock).
+    pub path_model: Option<String>,
+    pub stream: StreamHint,
+}
+
+/// Host and port of the `Host` header (port defaults to 443: captured traffic is TLS).
+pub fn split_host(host: &str) -> (String, u16) {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        // IPv6 literal.
+        let (addr, tail) = rest.split_once(']').unwrap_or((rest, ""));
+        let port = tail
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(443);
+        return (addr.to_ascii_lowercase(), port);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() => {
+            (h.to_ascii_lowercase(), p.parse().unwrap_or(443))
+        }
+        _ => (host.to_ascii_lowercase(), 443),
+    }
+}
+
+fn host_provider(host: &str, port: u16) -> Option<&'static str> {
+    let table: [(&str, &str); 14] = [
+        ("api.openai.com", "openai"),
+        ("api.anthropic.com", "anthropic"),
+        ("api.groq.com", "groq"),
+        ("api.mistral.ai", "mistral_ai"),
+        ("api.deepseek.com", "deepseek"),
+        ("api.x.ai", "x_ai"),
+        ("api.perplexity.ai", "perplexity"),
+        ("openrouter.ai", "openrouter"),
+        ("api.together.xyz", "together_ai"),
+        ("api.together.ai", "together_ai"),
+        ("api.cohere.com", "cohere"),
+        ("api.cohere.ai", "cohere"),
+        ("generativelanguage.googleapis.com", "gcp.gemini"),
+        ("api.moonshot.ai", "moonshot_ai"),
+    ];
+    if let Some((_, p)) = table.iter().find(|(h, _)| *h == host) {
+        return Some(p);
+    }
+    if host.ends_with(".openai.azure.com")
+        || host.ends_with(".services.ai.azure.com")
+        || host.ends_with(".cognitiveservices.azure.com")
+    {
+        return Some("azure.ai.openai");
+    }
+    if host.ends_with("aiplatform.googleapis.com") {
+        return Some("gcp.vertex_ai");
+    }
+    if host.starts_with("bedrock-runtime") && host.ends_with(".amazonaws.com") {
+        return Some("aws.bedrock");
+    }
+    if port == 11434 {
+        return Some("ollama");
+    }
+    None
+}
+
+/// Percent-decoding of a path segment (Bedrock model ids: `amazon.nova-lite-v1%3A0`).
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%'
+            && let (Some(h), Some(l)) = (bytes.get(i + 1), bytes.get(i + 2))
+            && let (Some(h), Some(l)) = ((*h as char).to_digit(16), (*l as char).to_digit(16))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Recognises an LLM API call from its request head; `None` for any other HTTP request.
+pub fn identify(head: &RequestHead) -> Option<ApiTarget> {
+    if !head.method.eq_ignore_ascii_case("POST") {
+        return None;
+    }
+    let (host, port) = head
+        .headers
+        .get("host")
+        .map(split_host)
+        .map(|(h, p)| (Some(h), Some(p)))
+        .unwrap_or((None, None));
+    let host_str = host.as_deref().unwrap_or("");
+    let known = host_provider(host_str, port.unwrap_or(443));
+    let fallback = || {
+        known
+            .map(str::to_string)
+            .unwrap_or_else(|| host_str.to_string())
+    };
+    let path = head.path().trim_end_matches('/');
+    let query = head.query().unwrap_or("");
+
+    let mut target = ApiTarget {
+        api: Api::ChatCompletions,
+        provider: String::new(),
+        server_address: host.clone(),
+        server_port: port,
+        path_model: None,
+        stream: StreamHint::FromBody,
+    };
+
+    // Gemini / Vertex: `.../models/{model}:generateContent` or `:streamGenerateContent`.
+    if let Some((before, method)) = path.rsplit_once(':')
+        && let Some(model_pos) = before.rfind("/models/")
+        && (method == "generateContent" || method == "streamGenerateContent")
+    {
+        target.api = Api::GeminiGenerateContent;
+        target.path_model = before
+            .get(model_pos + "/models/".len()..)
+            .map(percent_decode);
+        target.stream = if method == "streamGenerateContent" {
+            StreamHint::GeminiStream {
+                sse: query.split('&').any(|kv| kv == "alt=sse"),
+            }
+        } else {
+            StreamHint::NotStreamed
+        };
+        target.provider = known.unwrap_or("gcp.gen_ai").to_string();
+        return Some(target);
+    }
+
+    // Bedrock runtime: `/model/{modelId}/{converse|converse-stream|invoke|invoke-with-response-stream}`.
+    if let Some(rest) = path.strip_prefix("/model/")
+        && let Some((model, action)) = rest.rsplit_once('/')
+    {
+        let (api, stream) = match action {
+            "converse" => (Api::BedrockConverse, StreamHint::NotStreamed),
+            "converse-stream" => (Api::BedrockConverse, StreamHint::BedrockStream),
+            "invoke" => (Api::BedrockInvokeModel, StreamHint::NotStreamed),
+            "invoke-with-response-stream" => (Api::BedrockInvokeModel, StreamHint::BedrockStream),
+            _ => return None,
+        };
+        if known != Some("aws.bedrock") && !host_str.contains("bedrock") {
+            return None;
+        }
+        target.api = api;
+        target.stream = stream;
+        target.path_model = Some(percent_decode(model));
+        target.provider = "aws.bedrock".to_string();
+        return Some(target);
+    }
+
+    let api = if path.ends_with("/chat/completions") {
+        Api::ChatCompletions
+    } else if path.ends_with("/v1/responses") || path.ends_with("/openai/responses") {
+        Api::Responses
+    } else if path.ends_with("/v1/completions")
+        || path.ends_with("/openai/completions")
+        || (path.starts_with("/openai/deployments/") && path.ends_with("/completions"))
+    {
+        Api::Completions
+    } else if path.ends_with("/embeddings") {
+        Api::Embeddings
+    } else if path.ends_with("/v1/messages")
+        && (known == Some("anthropic") || head.headers.get("anthropic-version").is_some())
+    {
+        target.provider = known.unwrap_or("anthropic").to_string();
+        target.api = Api::AnthropicMessages;
+        return Some(target);
+    } else if path == "/api/chat" || path == "/api/generate" {
+        target.api = if path == "/api/chat" {
+            Api::OllamaChat
+        } else {
+            Api::OllamaGenerate
+        };
+        target.provider = "ollama".to_string();
+        return Some(target);
+    } else if path == "/v2/chat" {
+        target.api = Api::CohereChatV2;
+        target.provider = known.unwrap_or("cohere").to_string();
+        return Some(target);
+    } else {
+        return None;
+    };
+    target.api = api;
+    target.provider = fallback();
+    if target.provider.is_empty() {
+        target.provider = "openai".to_string();
+    }
+    Some(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{Header, Headers};
+
+    fn head(method: &str, target: &str, host: &str) -> RequestHead {
+        RequestHead {
+            method: method.into(),
+            target: target.into(),
+            minor_version: 1,
+            headers: Headers(vec![Header {
+                name: "host".into(),
+                value: host.into(),
+            }]),
+        }
+    }
+
+    #[test]
+    fn providers_and_apis() {
+        let cases = [
+            (
+                "/v1/chat/completions",
+                "api.openai.com",
+                "openai",
+                Api::ChatCompletions,
+            ),
+            ("/v1/responses", "api.openai.com", "openai", Api::Responses),
+            (
+                "/v1/completions",
+                "api.openai.com",
+                "openai",
+                Api::Completions,
+            ),
+            (
+                "/v1/embeddings",
+                "api.openai.com",
+                "openai",
+                Api::Embeddings,
+            ),
+            (
+                "/openai/deployments/dep/chat/completions?api-version=2024-02-01",
+                "res.openai.azure.com",
+                "azure.ai.openai",
+                Api::ChatCompletions,
+            ),
+            (
+                "/openai/v1/responses",
+                "res.openai.azure.com",
+                "azure.ai.openai",
+                Api::Responses,
+            ),
+            (
+                "/openai/v1/chat/completions",
+                "api.groq.com",
+                "groq",
+                Api::ChatCompletions,
+            ),
+            (
+                "/v1/chat/completions",
+                "llm.internal:8000",
+                "llm.internal",
+                Api::ChatCompletions,
+            ),
+            (
+                "/v1/chat/completions",
+                "localhost:11434",
+                "ollama",
+                Api::ChatCompletions,
+            ),
+            ("/api/chat", "127.0.0.1:11434", "ollama", Api::OllamaChat),
+            (
+                "/api/generate",
+                "127.0.0.1:11434",
+                "ollama",
+                Api::OllamaGenerate,
+            ),
+            ("/v2/chat", "api.cohere.com", "cohere", Api::CohereChatV2),
+            (
+                "/api/v1/chat/completions",
+                "openrouter.ai",
+                "openrouter",
+                Api::ChatCompletions,
+            ),
+        ];
+        for (path, host, provider, api) in cases {
+            let t = identify(&head("POST", path, host)).unwrap_or_else(|| panic!("{path}"));
+            assert_eq!(
+                (t.provider.as_str(), t.api),
+                (provider, api),
+                "{host}{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn path_models_and_streams() {
+        let t = identify(&head(
+            "POST",
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            "generativelanguage.googleapis.com",
+        ))
+        .unwrap();
+        assert_eq!(t.path_model.as_deref(), Some("gemini-2.5-flash"));
+        assert_eq!(t.stream, StreamHint::GeminiStream { sse: true });
+        let t = identify(&head(
+            "POST",
+            "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-pro:generateContent",
+            "us-central1-aiplatform.googleapis.com",
+        ))
+        .unwrap();
+        assert_eq!(t.provider, "gcp.vertex_ai");
+        let t = identify(&head(
+            "POST",
+            "/model/us.anthropic.claude-3-haiku%3A0/invoke-with-response-stream",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+        ))
+        .unwrap();
+        assert_eq!(t.api, Api::BedrockInvokeModel);
+        assert_eq!(
+            t.path_model.as_deref(),
+            Some("us.anthropic.claude-3-haiku:0")
+        );
+        assert_eq!(t.server_port, Some(443));
+    }
+
+    #[test]
+    fn non_llm_requests() {
+        assert!(identify(&head("GET", "/v1/models", "api.openai.com")).is_none());
+        assert!(identify(&head("POST", "/upload", "example.com")).is_none());
+        assert!(identify(&head("GET", "/v1/chat/completions", "api.openai.com")).is_none());
+        assert!(identify(&head("POST", "/v1/messages", "example.com")).is_none());
+    }
+}

@@ -1,0 +1,299 @@
+//! Content-Encoding decoders (gzip, deflate as zlib or raw, br, zstd), fed incrementally and
+//! capped on decompressed output so a small body cannot expand without bound.
+
+use std::io::Write;
+
+/// Output sink that keeps what the decoder produced since the last `take`, up to a total cap.
+#[derive(Debug, Default)]
+struct CappedSink {
+    buf: Vec<u8>,
+    total: u64,
+    cap: u64,
+    overflowed: bool,
+}
+
+impl Write for CappedSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = self.cap.saturating_sub(self.total);
+        let n = usize::try_from(room).unwrap_or(usize::MAX).min(data.len());
+        self.buf
+            .extend_from_slice(data.get(..n).unwrap_or_default());
+        self.total += n as u64;
+        if n < data.len() {
+            self.overflowed = true;
+        }
+        // Claim everything so the decoder does not fail; the overflow is reported instead.
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Codec {
+    Identity,
+    Gzip(Box<flate2::write::MultiGzDecoder<CappedSink>>),
+    Zlib(Box<flate2::write::ZlibDecoder<CappedSink>>),
+    RawDeflate(Box<flate2::write::DeflateDecoder<CappedSink>>),
+    /// `deflate` whose first two bytes (zlib header or raw) have not arrived yet.
+    DeflateSniff(Vec<u8>),
+    Brotli(Box<brotli_decompressor::DecompressorWriter<CappedSink>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, CappedSink>>),
+    Failed,
+}
+
+/// What one `feed` produced.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DecodeOutcome {
+    pub data: Vec<u8>,
+    /// The decompressed size cap was reached: output stops here.
+    pub capped: bool,
+    /// The compressed stream is corrupt: output stops here.
+    pub failed: bool,
+}
+
+/// Streaming decoder for one body's `Content-Encoding`.
+pub struct ContentDecoder {
+    codec: Codec,
+    cap: u64,
+    /// Bytes passed through (identity), for the cap.
+    identity_total: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for ContentDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentDecoder")
+            .field("cap", &self.cap)
+            .finish()
+    }
+}
+
+impl ContentDecoder {
+    /// Decoder for a `Content-Encoding` value; `None` for an encoding we cannot decode.
+    /// Only one coding is supported (what providers send); `identity` is a no-op.
+    pub fn new(content_encoding: Option<&str>, cap: u64) -> Option<Self> {
+        let enc = content_encoding
+            .map(|e| e.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let sink = || CappedSink {
+            cap,
+            ..CappedSink::default()
+        };
+        let codec = match enc.as_str() {
+            "" | "identity" => Codec::Identity,
+            "gzip" | "x-gzip" => Codec::Gzip(Box::new(flate2::write::MultiGzDecoder::new(sink()))),
+            "deflate" => Codec::DeflateSniff(Vec::new()),
+            "br" => Codec::Brotli(Box::new(brotli_decompressor::DecompressorWriter::new(
+                sink(),
+                4096,
+            ))),
+            "zstd" => Codec::Zstd(Box::new(zstd::stream::write::Decoder::new(sink()).ok()?)),
+            _ => return None,
+        };
+        Some(ContentDecoder {
+            codec,
+            cap,
+            identity_total: 0,
+            done: false,
+        })
+    }
+
+    pub fn is_identity(&self) -> bool {
+        matches!(self.codec, Codec::Identity)
+    }
+
+    /// Decodes the next piece of the body.
+    pub fn feed(&mut self, input: &[u8]) -> DecodeOutcome {
+        if self.done {
+            return DecodeOutcome::default();
+        }
+        if let Codec::DeflateSniff(pending) = &mut self.codec {
+            pending.extend_from_slice(input);
+            if pending.len() < 2 {
+                return DecodeOutcome::default();
+            }
+            let pending = std::mem::take(pending);
+            let sink = CappedSink {
+                cap: self.cap,
+                ..CappedSink::default()
+            };
+            self.codec = if looks_like_zlib(&pending) {
+                Codec::Zlib(Box::new(flate2::write::ZlibDecoder::new(sink)))
+            } else {
+                Codec::RawDeflate(Box::new(flate2::write::DeflateDecoder::new(sink)))
+            };
+            return self.feed(&pending);
+        }
+        let result = match &mut self.codec {
+            Codec::Identity => {
+                let room = self.cap.saturating_sub(self.identity_total);
+                let n = usize::try_from(room).unwrap_or(usize::MAX).min(input.len());
+                self.identity_total += n as u64;
+                let capped = n < input.len();
+                self.done = capped;
+                return DecodeOutcome {
+                    data: input.get(..n).unwrap_or_default().to_vec(),
+                    capped,
+                    failed: false,
+                };
+            }
+            Codec::Gzip(d) => d.write_all(input).map(|_| d.get_mut()),
+            Codec::Zlib(d) => d.write_all(input).map(|_| d.get_mut()),
+            Codec::RawDeflate(d) => d.write_all(input).map(|_| d.get_mut()),
+            Codec::Brotli(d) => d.write_all(input).map(|_| d.get_mut()),
+            Codec::Zstd(d) => d.write_all(input).map(|_| d.get_mut()),
+            Codec::DeflateSniff(_) | Codec::Failed => return DecodeOutcome::default(),
+        };
+        match result {
+            Ok(sink) => {
+                let data = std::mem::take(&mut sink.buf);
+                let capped = sink.overflowed;
+                self.done = capped;
+                DecodeOutcome {
+                    data,
+                    capped,
+                    failed: false,
+                }
+            }
+            Err(_) => {
+                self.codec = Codec::Failed;
+                self.done = true;
+                DecodeOutcome {
+                    data: Vec::new(),
+                    capped: false,
+                    failed: true,
+                }
+            }
+        }
+    }
+
+    /// Flushes what the decoder still holds at the end of the body.
+    pub fn finish(&mut self) -> DecodeOutcome {
+        if self.done {
+            return DecodeOutcome::default();
+        }
+        self.done = true;
+        let flushed = match &mut self.codec {
+            Codec::Gzip(d) => d.try_finish().map(|_| d.get_mut()),
+            Codec::Zlib(d) => d.try_finish().map(|_| d.get_mut()),
+            Codec::RawDeflate(d) => d.try_finish().map(|_| d.get_mut()),
+            Codec::Brotli(d) => d.flush().map(|_| d.get_mut()),
+            Codec::Zstd(d) => d.flush().map(|_| d.get_mut()),
+            _ => return DecodeOutcome::default(),
+        };
+        match flushed {
+            Ok(sink) => DecodeOutcome {
+                data: std::mem::take(&mut sink.buf),
+                capped: sink.overflowed,
+                failed: false,
+            },
+            Err(_) => DecodeOutcome {
+                data: Vec::new(),
+                capped: false,
+                failed: true,
+            },
+        }
+    }
+}
+
+fn looks_like_zlib(head: &[u8]) -> bool {
+    match head {
+        [cmf, flg, ..] => cmf & 0x0f == 8 && (u16::from(*cmf) * 256 + u16::from(*flg)) % 31 == 0,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &[u8] = b"{\"id\":\"chatcmpl-1\",\"model\":\"gpt-4o\",\"choices\":[]} and some more text to compress, compress, compress";
+
+    fn decode_all(enc: &str, data: &[u8], split: usize, cap: u64) -> DecodeOutcome {
+        let mut dec = ContentDecoder::new(Some(enc), cap).unwrap();
+        let mut out = DecodeOutcome::default();
+        for piece in data.chunks(split) {
+            let o = dec.feed(piece);
+            out.data.extend(o.data);
+            out.capped |= o.capped;
+            out.failed |= o.failed;
+        }
+        let o = dec.finish();
+        out.data.extend(o.data);
+        out.capped |= o.capped;
+        out.failed |= o.failed;
+        out
+    }
+
+    fn compressed(enc: &str) -> Vec<u8> {
+        match enc {
+            "gzip" => {
+                let mut e =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(TEXT).unwrap();
+                e.finish().unwrap()
+            }
+            "zlib" => {
+                let mut e =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(TEXT).unwrap();
+                e.finish().unwrap()
+            }
+            "raw" => {
+                let mut e =
+                    flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(TEXT).unwrap();
+                e.finish().unwrap()
+            }
+            "zstd" => zstd::stream::encode_all(TEXT, 3).unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn every_codec_any_split() {
+        for (enc, kind) in [
+            ("gzip", "gzip"),
+            ("deflate", "zlib"),
+            ("deflate", "raw"),
+            ("zstd", "zstd"),
+        ] {
+            let data = compressed(kind);
+            for split in [1, 2, 7, 1000] {
+                let out = decode_all(enc, &data, split, 1 << 20);
+                assert_eq!(out.data, TEXT, "{enc}/{kind} split {split}");
+                assert!(!out.failed && !out.capped);
+            }
+        }
+    }
+
+    #[test]
+    fn brotli_known_stream() {
+        // "hello" compressed with brotli (quality 11), a fixed vector from the format spec's tooling.
+        let data: &[u8] = &[0x0b, 0x02, 0x80, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x03];
+        for split in [1, 3, 100] {
+            let out = decode_all("br", data, split, 1 << 20);
+            assert_eq!(out.data, b"hello", "split {split}");
+        }
+    }
+
+    #[test]
+    fn cap_limits_output() {
+        let big = vec![b'a'; 100_000];
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&big).unwrap();
+        let data = e.finish().unwrap();
+        let out = decode_all("gzip", &data, 64, 1000);
+        assert_eq!(out.data.len(), 1000);
+        assert!(out.capped);
+    }
+
+    #[test]
+    fn corrupt_input_fails_without_panic() {
+        let out = decode_all("gzip", b"not gzip at all, really not", 5, 1 << 20);
+        assert!(out.failed);
+        assert!(ContentDecoder::new(Some("compress"), 10).is_none());
+    }
+}

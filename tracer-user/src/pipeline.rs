@@ -1,0 +1,299 @@
+//! The post-capture pipeline: [`StreamEvent`]s in, [`CallRecord`]s out.
+
+use std::collections::HashMap;
+
+use crate::capture::StreamEvent;
+use crate::connection::{AbortReason, ConnectionConfig, ConnectionTracker, ExchangeKey, HttpEvent};
+use crate::genai::{CallBuilder, CallConfig, CallRecord, ProcessRef, identify};
+
+/// Every knob of the pipeline. Defaults suit a host tracer: content capture and token
+/// estimation off, memory bounded per connection and per call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// Fill `CallRecord::content` (opt-in: prompts and completions are sensitive).
+    pub capture_content: bool,
+    /// Estimate tokens with a tokenizer when a response has no usage (`usage.estimated`).
+    pub estimate_missing_usage: bool,
+    /// Connections (and their calls) idle this long are ended by [`Pipeline::tick`].
+    pub idle_timeout_ns: u64,
+    /// Largest HTTP head.
+    pub header_cap: usize,
+    /// Request body bytes kept per call.
+    pub request_body_cap: usize,
+    /// Non-streamed response body bytes kept per call.
+    pub response_body_cap: usize,
+    /// Largest single stream event (SSE event, NDJSON line, array element, frame).
+    pub stream_event_cap: usize,
+    /// Largest decompressed body.
+    pub max_decompressed_bytes: u64,
+    /// Generated text kept per call (content capture, estimation).
+    pub output_text_cap: usize,
+    /// Chunk arrival times kept per call.
+    pub max_chunk_times: usize,
+    pub max_connections: usize,
+    pub max_pending_requests: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        let conn = ConnectionConfig::default();
+        let call = CallConfig::default();
+        PipelineConfig {
+            capture_content: call.capture_content,
+            estimate_missing_usage: call.estimate_missing_usage,
+            idle_timeout_ns: conn.idle_timeout_ns,
+            header_cap: conn.header_cap,
+            request_body_cap: call.request_body_cap,
+            response_body_cap: call.response_body_cap,
+            stream_event_cap: call.stream_event_cap,
+            max_decompressed_bytes: conn.max_decompressed_bytes,
+            output_text_cap: call.output_text_cap,
+            max_chunk_times: call.max_chunk_times,
+            max_connections: conn.max_connections,
+            max_pending_requests: conn.max_pending_requests,
+        }
+    }
+}
+
+impl PipelineConfig {
+    fn connection(&self) -> ConnectionConfig {
+        ConnectionConfig {
+            idle_timeout_ns: self.idle_timeout_ns,
+            header_cap: self.header_cap,
+            max_decompressed_bytes: self.max_decompressed_bytes,
+            max_connections: self.max_connections,
+            max_pending_requests: self.max_pending_requests,
+        }
+    }
+
+    fn call(&self) -> CallConfig {
+        CallConfig {
+            capture_content: self.capture_content,
+            estimate_missing_usage: self.estimate_missing_usage,
+            request_body_cap: self.request_body_cap,
+            response_body_cap: self.response_body_cap,
+            stream_event_cap: self.stream_event_cap,
+            output_text_cap: self.output_text_cap,
+            max_chunk_times: self.max_chunk_times,
+        }
+    }
+}
+
+/// Counters of the whole pipeline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Call records produced.
+    pub calls: u64,
+    /// Records flagged `truncated` / `incomplete`, and records ending in an error.
+    pub truncated_calls: u64,
+    pub incomplete_calls: u64,
+    pub error_calls: u64,
+    /// HTTP requests that are not LLM API calls.
+    pub non_llm_requests: u64,
+    /// Malformed HTTP framing.
+    pub http_parse_errors: u64,
+    /// Stream events or bodies of LLM calls that were not valid JSON / frames.
+    pub body_parse_errors: u64,
+    pub server_connections: u64,
+    pub non_http_connections: u64,
+    /// Calls dropped because bytes were lost in a head or in body framing.
+    pub dropped_by_gap: u64,
+    pub unmatched_responses: u64,
+    pub evicted_connections: u64,
+    pub connections_tracked: u64,
+    /// Connections and calls currently held.
+    pub open_connections: u64,
+    pub calls_in_flight: u64,
+}
+
+/// Connection tracking, HTTP, stream framing and GenAI extraction in one object.
+pub struct Pipeline {
+    tracker: ConnectionTracker,
+    calls: HashMap<ExchangeKey, CallBuilder>,
+    call_config: CallConfig,
+    idle_timeout_ns: u64,
+    stats: PipelineStats,
+    scratch: Vec<HttpEvent>,
+}
+
+impl Pipeline {
+    pub fn new(config: PipelineConfig) -> Self {
+        Pipeline {
+            tracker: ConnectionTracker::new(config.connection()),
+            calls: HashMap::new(),
+            call_config: config.call(),
+            idle_timeout_ns: config.idle_timeout_ns,
+            stats: PipelineStats::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Feeds one captured event; completed calls are appended to `out`.
+    pub fn push(&mut self, ev: StreamEvent, out: &mut Vec<CallRecord>) {
+        let mut events = std::mem::take(&mut self.scratch);
+        self.tracker.push(ev, &mut events);
+        self.apply(&mut events, out);
+        self.scratch = events;
+    }
+
+    /// Ends connections and calls idle for longer than `idle_timeout_ns`.
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<CallRecord>) {
+        let mut events = std::mem::take(&mut self.scratch);
+        self.tracker.tick(now_ns, &mut events);
+        self.apply(&mut events, out);
+        self.scratch = events;
+        // Calls whose exchange can no longer complete (their connection state is gone).
+        let timeout = self.idle_timeout_ns;
+        let stale: Vec<ExchangeKey> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| now_ns.saturating_sub(c.last_ns) > timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stale {
+            if let Some(call) = self.calls.remove(&key) {
+                self.emit(call, Some((AbortReason::IdleTimeout, now_ns)), out);
+            }
+        }
+    }
+
+    /// Flushes every call in flight (shutdown).
+    pub fn finish(&mut self, out: &mut Vec<CallRecord>) {
+        let now = self.calls.values().map(|c| c.last_ns).max().unwrap_or(0);
+        let mut events = std::mem::take(&mut self.scratch);
+        self.tracker.finish(now, &mut events);
+        self.apply(&mut events, out);
+        self.scratch = events;
+        let mut rest: Vec<(ExchangeKey, CallBuilder)> = self.calls.drain().collect();
+        rest.sort_by_key(|(k, _)| *k);
+        for (_, call) in rest {
+            self.emit(call, Some((AbortReason::Shutdown, now)), out);
+        }
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        let t = self.tracker.stats();
+        PipelineStats {
+            http_parse_errors: t.http_parse_errors,
+            server_connections: t.server_connections,
+            non_http_connections: t.non_http_connections,
+            dropped_by_gap: t.dropped_by_gap,
+            unmatched_responses: t.unmatched_responses,
+            evicted_connections: t.evicted_connections,
+            connections_tracked: t.connections_tracked,
+            open_connections: self.tracker.connections() as u64,
+            calls_in_flight: self.calls.len() as u64,
+            ..self.stats.clone()
+        }
+    }
+
+    fn emit(
+        &mut self,
+        call: CallBuilder,
+        abort: Option<(AbortReason, u64)>,
+        out: &mut Vec<CallRecord>,
+    ) {
+        self.stats.body_parse_errors += call.bad_events;
+        match call.finish(abort, &self.call_config) {
+            Some(record) => {
+                self.stats.calls += 1;
+                self.stats.truncated_calls += u64::from(record.truncated);
+                self.stats.incomplete_calls += u64::from(record.incomplete);
+                self.stats.error_calls += u64::from(record.error.is_some());
+                out.push(record);
+            }
+            None => self.stats.non_llm_requests += 1,
+        }
+    }
+
+    fn apply(&mut self, events: &mut Vec<HttpEvent>, out: &mut Vec<CallRecord>) {
+        let cfg = self.call_config.clone();
+        for ev in events.drain(..) {
+            match ev {
+                HttpEvent::Request {
+                    key,
+                    head,
+                    ts_entry_ns,
+                    tid,
+                    comm,
+                } => match identify(&head) {
+                    Some(target) => {
+                        let call = CallBuilder::new(
+                            target,
+                            &head,
+                            key.conn.conn,
+                            ts_entry_ns,
+                            ProcessRef {
+                                pid: key.conn.pid,
+                                tid,
+                                comm,
+                            },
+                            &cfg,
+                        );
+                        self.calls.insert(key, call);
+                    }
+                    None => self.stats.non_llm_requests += 1,
+                },
+                HttpEvent::RequestBody { key, data } => {
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.request_body(&data, &cfg);
+                    }
+                }
+                HttpEvent::RequestEnd { key, ts_ns } => {
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.request_end(ts_ns, &cfg);
+                        if c.is_complete()
+                            && let Some(c) = self.calls.remove(&key)
+                        {
+                            self.emit(c, None, out);
+                        }
+                    }
+                }
+                HttpEvent::Response { key, head, ts_ns } => {
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.response_head(&head, ts_ns, &cfg);
+                    }
+                }
+                HttpEvent::ResponseBody { key, data, ts_ns } => {
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.response_body(&data, ts_ns, &cfg);
+                    }
+                }
+                HttpEvent::ResponseEnd { key, ts_ns } => {
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.response_end(ts_ns);
+                        if c.is_complete()
+                            && let Some(c) = self.calls.remove(&key)
+                        {
+                            self.emit(c, None, out);
+                        }
+                    }
+                }
+                HttpEvent::Lost { key, direction } => {
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.lost(direction);
+                    }
+                }
+                HttpEvent::Truncated { key, direction: _ } => {
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.truncated();
+                    }
+                }
+                HttpEvent::Aborted { key, ts_ns, reason } => {
+                    if let Some(c) = self.calls.remove(&key) {
+                        if reason == AbortReason::FramingLost {
+                            // Never guess: a call whose framing was lost yields no record.
+                            self.stats.body_parse_errors += c.bad_events;
+                        } else {
+                            self.emit(c, Some((reason, ts_ns)), out);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;

@@ -1,0 +1,636 @@
+use std::io::Write as _;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::json;
+
+use super::*;
+use crate::capture::{ConnectionId, Direction, StreamChunk};
+use crate::sse::eventstream::encode_message;
+use crate::testing::{
+    Cassette, ReplayOptions, cassette_dir, cassette_events, chunk_events, comm, load_cassette,
+};
+
+fn cassette(name: &str) -> Cassette {
+    load_cassette(&cassette_dir().join(format!("{name}.json"))).expect("cassette")
+}
+
+fn run_with(config: PipelineConfig, events: Vec<StreamEvent>) -> (Vec<CallRecord>, PipelineStats) {
+    let mut p = Pipeline::new(config);
+    let mut out = Vec::new();
+    for ev in events {
+        p.push(ev, &mut out);
+    }
+    p.finish(&mut out);
+    (out, p.stats())
+}
+
+fn run(events: Vec<StreamEvent>) -> (Vec<CallRecord>, PipelineStats) {
+    run_with(PipelineConfig::default(), events)
+}
+
+fn raw_exchange(request: &[u8], response: &[u8], opts: &ReplayOptions) -> Vec<StreamEvent> {
+    let mut out = Vec::new();
+    let mut now = opts.start_ns;
+    chunk_events(
+        request,
+        Direction::Write,
+        opts.write_size,
+        &mut now,
+        opts,
+        &mut out,
+    );
+    chunk_events(
+        response,
+        Direction::Read,
+        opts.read_size,
+        &mut now,
+        opts,
+        &mut out,
+    );
+    out
+}
+
+#[test]
+fn keep_alive_connection_with_several_calls_and_other_requests() {
+    let a = cassette("openai__chat_vision_then_400_1");
+    let b = cassette("openai__chat_vision_then_400_2");
+    let opts = ReplayOptions::default();
+    let mut events = cassette_events(&a, &opts);
+    let mut now = 9_000_000_000;
+    chunk_events(
+        b"GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n\r\n",
+        Direction::Write,
+        100,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    chunk_events(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        Direction::Read,
+        100,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    events.extend(cassette_events(
+        &b,
+        &ReplayOptions {
+            start_ns: 10_000_000_000,
+            ..opts.clone()
+        },
+    ));
+    let (records, stats) = run(events);
+    let ids: Vec<_> = records
+        .iter()
+        .map(|r| r.response.id.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            "chatcmpl-8wq4EsSXTQC0JbGzob3SBHg6pS7Tt",
+            "chatcmpl-8wq4H5YA9sq7tPJaCMTmPEAfP9Ex0"
+        ]
+    );
+    assert_eq!(stats.non_llm_requests, 1);
+    assert_eq!(stats.calls, 2);
+}
+
+#[test]
+fn stream_timings_follow_capture_times() {
+    let c = cassette("openai__chat_stream_include_usage");
+    let opts = ReplayOptions {
+        read_size: 64,
+        ..ReplayOptions::default()
+    };
+    let events = cassette_events(&c, &opts);
+    let last_read = events.iter().rev().find_map(|e| match e {
+        StreamEvent::Data(d) if d.direction == Direction::Read => Some(d.ts_ns),
+        _ => None,
+    });
+    let first_read = events.iter().find_map(|e| match e {
+        StreamEvent::Data(d) if d.direction == Direction::Read => Some(d.ts_ns),
+        _ => None,
+    });
+    let (records, _) = run(events);
+    let t = &records[0].timing;
+    assert_eq!(t.request_start_ns, opts.start_ns);
+    assert!(t.request_end_ns > t.request_start_ns);
+    assert_eq!(t.response_start_ns, first_read);
+    assert_eq!(Some(t.response_end_ns), last_read);
+    let first = t.first_chunk_ns.expect("ttft");
+    assert!(first >= t.response_start_ns.unwrap_or(0) && first <= t.response_end_ns);
+    assert_eq!(
+        t.chunk_times_ns.len() as u64,
+        records[0].stream_chunks.unwrap_or(0)
+    );
+    assert!(t.chunk_times_ns.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(records[0].process.comm, "python3");
+    assert_eq!(records[0].server_address.as_deref(), Some("api.openai.com"));
+    assert_eq!(records[0].server_port, Some(443));
+    assert_eq!(records[0].http_version, "1.1");
+}
+
+#[test]
+fn gap_inside_a_stream_body_marks_incomplete() {
+    let c = cassette("anthropic__messages_stream");
+    let mut events = cassette_events(
+        &c,
+        &ReplayOptions {
+            read_size: 300,
+            ..ReplayOptions::default()
+        },
+    );
+    // Drop one read in the middle of the body and report its bytes as lost.
+    let reads: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, StreamEvent::Data(d) if d.direction == Direction::Read))
+        .map(|(i, _)| i)
+        .collect();
+    let victim = reads[reads.len() / 2];
+    let StreamEvent::Data(lost) = events[victim].clone() else {
+        unreachable!()
+    };
+    events[victim] = StreamEvent::Gap {
+        conn: lost.conn,
+        direction: Direction::Read,
+        len: lost.data.len() as u64,
+        ts_ns: lost.ts_ns,
+    };
+    let (records, _) = run(events);
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    // Lost bytes inside chunked data keep framing: the call completes, flagged.
+    // (When the gap hits chunk framing, the call is dropped instead: never guessed.)
+    assert!(r.incomplete);
+    assert!(r.stream_chunks.unwrap_or(0) < 70);
+}
+
+#[test]
+fn gap_in_response_head_drops_the_call_and_resyncs() {
+    let a = cassette("openai__chat_vision_then_400_1");
+    let b = cassette("openai__chat_vision_then_400_2");
+    let opts = ReplayOptions::default();
+    let mut events: Vec<StreamEvent> = cassette_events(&a, &opts)
+        .into_iter()
+        .filter(|e| matches!(e, StreamEvent::Data(d) if d.direction == Direction::Write))
+        .collect();
+    let resp = a.response_bytes(512);
+    let mut now = 2_000_000_000;
+    chunk_events(
+        &resp[..20],
+        Direction::Read,
+        100,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    events.push(StreamEvent::Gap {
+        conn: opts.conn,
+        direction: Direction::Read,
+        len: 0,
+        ts_ns: now,
+    });
+    chunk_events(
+        &resp[resp.len() - 50..],
+        Direction::Read,
+        100,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    events.extend(cassette_events(
+        &b,
+        &ReplayOptions {
+            start_ns: 10_000_000_000,
+            ..opts.clone()
+        },
+    ));
+    let (records, stats) = run(events);
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].response.id.as_deref(),
+        Some("chatcmpl-8wq4H5YA9sq7tPJaCMTmPEAfP9Ex0")
+    );
+    assert_eq!(stats.dropped_by_gap, 1);
+}
+
+#[test]
+fn connection_closed_mid_stream_is_an_error_and_close_delimited_completes() {
+    let c = cassette("openai__chat_stream_no_usage");
+    let opts = ReplayOptions::default();
+    let mut events = cassette_events(&c, &opts);
+    let keep = events.len() * 2 / 3;
+    events.truncate(keep);
+    events.push(StreamEvent::Closed {
+        conn: opts.conn,
+        ts_ns: 99_000_000_000,
+    });
+    let (records, _) = run(events);
+    let r = &records[0];
+    assert_eq!(
+        r.error.as_ref().map(|e| e.error_type.as_str()),
+        Some("connection_closed")
+    );
+    assert!(
+        r.response.finish_reasons.is_empty(),
+        "finish reason never arrived"
+    );
+    assert_eq!(r.timing.response_end_ns, 99_000_000_000);
+
+    // The same stream without framing headers: it ends when the connection closes.
+    let sse = String::from_utf8_lossy(&c.response_body).into_owned();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n{sse}"
+    );
+    let mut events = raw_exchange(&c.request_bytes(), response.as_bytes(), &opts);
+    events.push(StreamEvent::Closed {
+        conn: opts.conn,
+        ts_ns: 99_000_000_000,
+    });
+    let (records, _) = run(events);
+    assert_eq!(records[0].error, None);
+    assert_eq!(records[0].response.finish_reasons, vec!["stop"]);
+    assert_eq!(records[0].stream_chunks, Some(25));
+}
+
+#[test]
+fn content_capture_builds_semconv_messages() {
+    let config = PipelineConfig {
+        capture_content: true,
+        ..PipelineConfig::default()
+    };
+    let c = cassette("openai__chat_parallel_tool_calls");
+    let (records, _) = run_with(
+        config.clone(),
+        cassette_events(&c, &ReplayOptions::default()),
+    );
+    let content = records[0].content.clone().expect("content");
+    let out = content.output_messages.expect("output");
+    assert_eq!(out[0]["finish_reason"], "tool_call");
+    assert_eq!(out[0]["parts"][0]["type"], "tool_call");
+    assert!(content.input_messages.expect("input")[0]["parts"][0]["content"].is_string());
+    assert!(content.tool_definitions.is_some());
+
+    let c = cassette("anthropic__messages_stream_tool_use");
+    let (records, _) = run_with(
+        config.clone(),
+        cassette_events(&c, &ReplayOptions::default()),
+    );
+    let out = records[0]
+        .content
+        .clone()
+        .and_then(|c| c.output_messages)
+        .expect("output");
+    let parts = out[0]["parts"].as_array().expect("parts");
+    assert!(parts.iter().any(|p| p["type"] == "text"));
+    let call = parts
+        .iter()
+        .find(|p| p["type"] == "tool_call")
+        .expect("tool call");
+    assert!(
+        call["arguments"].is_object(),
+        "streamed partial_json is reassembled: {call}"
+    );
+    let calls = parts.iter().filter(|p| p["type"] == "tool_call").count();
+    assert!(
+        records[0]
+            .response
+            .tool_calls
+            .contains(&"get_weather".to_string())
+    );
+    assert_eq!(records[0].response.tool_calls.len(), calls);
+
+    let c = cassette("gcp.gemini__stream_generate_content_sse");
+    let (records, _) = run_with(
+        config.clone(),
+        cassette_events(&c, &ReplayOptions::default()),
+    );
+    let content = records[0].content.clone().expect("content");
+    assert_eq!(
+        content.system_instructions.expect("system")[0]["content"],
+        "You are a helpful chatbot."
+    );
+    assert_eq!(
+        content.output_messages.expect("out")[0]["parts"][0]["content"],
+        "The capital of France is Paris.\n"
+    );
+
+    let c = cassette("openai__responses_stream_1");
+    let (records, _) = run_with(config, cassette_events(&c, &ReplayOptions::default()));
+    let content = records[0].content.clone().expect("content");
+    assert!(
+        content
+            .input_messages
+            .expect("input")
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    );
+    assert_eq!(
+        content.output_messages.expect("out")[0]["finish_reason"],
+        "stop"
+    );
+
+    let (records, _) = run(cassette_events(&c, &ReplayOptions::default()));
+    assert_eq!(records[0].content, None, "off by default");
+}
+
+#[test]
+fn missing_usage_is_estimated_only_when_asked() {
+    let c = cassette("openai__chat_stream_no_usage");
+    let (records, _) = run(cassette_events(&c, &ReplayOptions::default()));
+    assert_eq!(records[0].usage.output_tokens, None);
+    let config = PipelineConfig {
+        estimate_missing_usage: true,
+        ..PipelineConfig::default()
+    };
+    let (records, _) = run_with(
+        config.clone(),
+        cassette_events(&c, &ReplayOptions::default()),
+    );
+    let u = &records[0].usage;
+    assert!(u.estimated);
+    // 25 content chunks are about 25 tokens.
+    assert!(
+        u.output_tokens.is_some_and(|n| (15..=40).contains(&n)),
+        "{u:?}"
+    );
+    assert!(u.input_tokens.is_some_and(|n| n > 0));
+    // Reported usage is never replaced by an estimate.
+    let c = cassette("openai__chat_stream_include_usage");
+    let (records, _) = run_with(config, cassette_events(&c, &ReplayOptions::default()));
+    assert!(!records[0].usage.estimated);
+    assert_eq!(records[0].usage.input_tokens, Some(23));
+}
+
+#[test]
+fn caps_truncate_but_complete_the_call() {
+    let c = cassette("openai__chat_prompt_cache_read");
+    let config = PipelineConfig {
+        response_body_cap: 100,
+        request_body_cap: 50,
+        ..PipelineConfig::default()
+    };
+    let (records, stats) = run_with(config, cassette_events(&c, &ReplayOptions::default()));
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert!(r.truncated);
+    assert_eq!(
+        r.request.model, None,
+        "a cut request body is not guessed from"
+    );
+    assert_eq!(r.response.id, None);
+    assert_eq!(r.http_status, Some(200));
+    assert_eq!(stats.truncated_calls, 1);
+}
+
+#[test]
+fn other_content_encodings_give_the_same_record() {
+    let c = cassette("openai__chat_prompt_cache_read");
+    let (base, _) = run(cassette_events(&c, &ReplayOptions::default()));
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(c.response_body.as_slice()).read_to_end_compat(&mut plain);
+    let encodings: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "zstd",
+            zstd::stream::encode_all(plain.as_slice(), 3).expect("zstd"),
+        ),
+        ("deflate", {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&plain).expect("zlib");
+            e.finish().expect("zlib")
+        }),
+        ("deflate", {
+            let mut e =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&plain).expect("raw");
+            e.finish().expect("raw")
+        }),
+        ("identity", plain.clone()),
+    ];
+    for (enc, body) in encodings {
+        let mut re = c.clone();
+        re.response_body = body;
+        for (k, v) in re.response_headers.iter_mut() {
+            if k.eq_ignore_ascii_case("content-encoding") {
+                *v = enc.to_string();
+            }
+        }
+        let (records, _) = run(cassette_events(
+            &re,
+            &ReplayOptions {
+                read_size: 33,
+                ..ReplayOptions::default()
+            },
+        ));
+        assert_eq!(records[0].usage, base[0].usage, "{enc}");
+        assert_eq!(records[0].response, base[0].response, "{enc}");
+    }
+}
+
+trait ReadToEndCompat {
+    fn read_to_end_compat(self, out: &mut Vec<u8>);
+}
+
+impl<R: std::io::Read> ReadToEndCompat for R {
+    fn read_to_end_compat(mut self, out: &mut Vec<u8>) {
+        self.read_to_end(out).expect("gunzip");
+    }
+}
+
+#[test]
+fn bedrock_invoke_model_with_response_stream() {
+    let events = [
+        json!({"type": "message_start", "message": {"id": "msg_1", "model": "claude-3-haiku", "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " there"}}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}}),
+        json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 12, "outputTokenCount": 3}}),
+    ];
+    let mut body = Vec::new();
+    for e in &events {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(e.to_string());
+        let payload = json!({"bytes": b64}).to_string();
+        body.extend(encode_message(
+            &[
+                (":event-type", "chunk"),
+                (":content-type", "application/json"),
+                (":message-type", "event"),
+            ],
+            payload.as_bytes(),
+        ));
+    }
+    let req_body = br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut request = format!("POST /model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke-with-response-stream HTTP/1.1\r\nHost: bedrock-runtime.us-east-1.amazonaws.com\r\nContent-Length: {}\r\n\r\n", req_body.len()).into_bytes();
+    request.extend_from_slice(req_body);
+    let mut response = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.amazon.eventstream\r\nTransfer-Encoding: chunked\r\nx-amzn-RequestId: req-1\r\n\r\n".to_vec();
+    response.extend(crate::http::body::encode_chunked(&body, 100));
+    let (records, _) = run(raw_exchange(
+        &request,
+        &response,
+        &ReplayOptions {
+            read_size: 17,
+            ..ReplayOptions::default()
+        },
+    ));
+    let r = &records[0];
+    assert_eq!(r.api, "bedrock_invoke_model");
+    assert_eq!(r.provider, "aws.bedrock");
+    assert_eq!(
+        r.request.model.as_deref(),
+        Some("anthropic.claude-3-haiku-20240307-v1:0")
+    );
+    assert_eq!(r.request.max_tokens, Some(100));
+    assert!(r.request.stream);
+    assert_eq!(r.response.finish_reasons, vec!["end_turn"]);
+    assert_eq!(
+        (r.usage.input_tokens, r.usage.output_tokens),
+        (Some(12), Some(3))
+    );
+    assert_eq!(r.stream_chunks, Some(2));
+    assert_eq!(r.response.request_id.as_deref(), Some("req-1"));
+}
+
+#[test]
+fn gemini_json_array_stream_matches_the_sse_stream() {
+    let c = cassette("gcp.gemini__stream_generate_content_sse");
+    let (sse, _) = run(cassette_events(&c, &ReplayOptions::default()));
+    let text = String::from_utf8_lossy(&c.response_body).into_owned();
+    let items: Vec<&str> = text
+        .split("\r\n\r\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    let array = format!("[{}]", items.join(",\r\n"));
+    let mut arr = c.clone();
+    arr.url = arr.url.replace("?alt=sse", "");
+    arr.response_body = array.into_bytes();
+    for (k, v) in arr.response_headers.iter_mut() {
+        if k.eq_ignore_ascii_case("content-type") {
+            *v = "application/json; charset=UTF-8".into();
+        }
+    }
+    let (records, _) = run(cassette_events(
+        &arr,
+        &ReplayOptions {
+            read_size: 5,
+            ..ReplayOptions::default()
+        },
+    ));
+    assert_eq!(records[0].response, sse[0].response);
+    assert_eq!(records[0].usage, sse[0].usage);
+    assert_eq!(records[0].stream_chunks, Some(3));
+}
+
+#[test]
+fn mid_stream_and_http_errors() {
+    let opts = ReplayOptions::default();
+    let body = br#"{"model":"claude-3-5-sonnet","max_tokens":10,"stream":true,"messages":[]}"#;
+    let mut request = format!("POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nanthropic-version: 2023-06-01\r\nx-api-key: sk-ant-SECRET\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    request.extend_from_slice(body);
+    let sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_9\",\"model\":\"claude-3-5-sonnet\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n{sse}",
+        sse.len()
+    );
+    let (records, _) = run(raw_exchange(&request, response.as_bytes(), &opts));
+    let e = records[0].error.clone().expect("error");
+    assert_eq!(e.error_type, "overloaded_error");
+    assert!(e.mid_stream);
+    assert_eq!(e.http_status, Some(200));
+    assert_eq!(records[0].stream_chunks, Some(0));
+    assert_eq!(
+        records[0].timing.first_chunk_ns, None,
+        "ping is not a content chunk"
+    );
+    assert!(
+        !serde_json::to_string(&records)
+            .unwrap_or_default()
+            .contains("SECRET")
+    );
+
+    let req_body = br#"{"messages":[]}"#;
+    let mut request = format!("POST /model/amazon.nova-lite-v1%3A0/converse HTTP/1.1\r\nHost: bedrock-runtime.us-east-1.amazonaws.com\r\nContent-Length: {}\r\n\r\n", req_body.len()).into_bytes();
+    request.extend_from_slice(req_body);
+    let err = br#"{"message":"Too many requests"}"#;
+    let mut response = format!("HTTP/1.1 429 Too Many Requests\r\nx-amzn-ErrorType: ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/\r\nContent-Length: {}\r\n\r\n", err.len()).into_bytes();
+    response.extend_from_slice(err);
+    let (records, _) = run(raw_exchange(&request, &response, &opts));
+    let e = records[0].error.clone().expect("error");
+    assert_eq!(
+        (e.error_type.as_str(), e.http_status, e.mid_stream),
+        ("ThrottlingException", Some(429), false)
+    );
+    assert_eq!(e.message.as_deref(), Some("Too many requests"));
+    assert_eq!(records[0].usage, Default::default());
+}
+
+#[test]
+fn servers_non_http_and_non_llm_produce_no_calls() {
+    let c = cassette("openai__chat_vision_then_400_1");
+    // A server reads the request and writes the response: directions swapped.
+    let events: Vec<StreamEvent> = cassette_events(&c, &ReplayOptions::default())
+        .into_iter()
+        .map(|e| match e {
+            StreamEvent::Data(mut d) => {
+                d.direction = if d.direction == Direction::Write {
+                    Direction::Read
+                } else {
+                    Direction::Write
+                };
+                StreamEvent::Data(d)
+            }
+            other => other,
+        })
+        .collect();
+    let (records, stats) = run(events);
+    assert!(records.is_empty());
+    assert_eq!(stats.server_connections, 1);
+
+    let h2 = StreamEvent::Data(StreamChunk {
+        conn: ConnectionId { pid: 1, conn: 2 },
+        direction: Direction::Write,
+        tid: 1,
+        comm: comm("go"),
+        ts_entry_ns: 1,
+        ts_ns: 2,
+        data: Bytes::from_static(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04"),
+    });
+    let (records, stats) = run(vec![h2]);
+    assert!(records.is_empty());
+    assert_eq!(stats.non_http_connections, 1);
+
+    let request = b"POST /upload HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\n{}";
+    let (records, stats) = run(raw_exchange(
+        request,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        &ReplayOptions::default(),
+    ));
+    assert!(records.is_empty());
+    assert_eq!(stats.non_llm_requests, 1);
+}
+
+#[test]
+fn idle_calls_are_flushed_by_tick() {
+    let c = cassette("openai__chat_stream_no_usage");
+    let mut events = cassette_events(&c, &ReplayOptions::default());
+    events.truncate(events.len() / 2);
+    let mut p = Pipeline::new(PipelineConfig {
+        idle_timeout_ns: 1_000_000_000,
+        ..PipelineConfig::default()
+    });
+    let mut out = Vec::new();
+    for ev in events {
+        p.push(ev, &mut out);
+    }
+    assert!(out.is_empty());
+    p.tick(1_000_000_000_000, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].error.as_ref().map(|e| e.error_type.as_str()),
+        Some("idle_timeout")
+    );
+    assert_eq!(p.stats().open_connections, 0);
+    assert_eq!(p.stats().calls_in_flight, 0);
+}
