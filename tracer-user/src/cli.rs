@@ -49,6 +49,49 @@ impl CaptureArgs {
     }
 }
 
+/// How the pipeline parses traffic into calls, and how much memory it may hold.
+#[derive(Args, Clone, Debug)]
+pub struct PipelineArgs {
+    /// Seconds without traffic after which a connection's calls in flight are ended.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub idle_timeout: u64,
+
+    /// Request body bytes kept per call (past it the call is flagged truncated).
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_size_usize)]
+    pub max_request_body: usize,
+
+    /// Non-streamed response body bytes kept per call (past it: truncated).
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size_usize)]
+    pub max_response_body: usize,
+
+    /// Connections tracked at most (least recently active ones are evicted).
+    #[arg(long, value_name = "N", default_value_t = 16 * 1024)]
+    pub max_connections: usize,
+
+    /// Estimate token counts with a tokenizer when a response carries no usage; estimates are
+    /// flagged with `llmtap.usage.estimated = true`.
+    #[arg(long)]
+    pub estimate_tokens: bool,
+}
+
+impl PipelineArgs {
+    pub fn pipeline_config(&self, capture_content: bool) -> crate::pipeline::PipelineConfig {
+        crate::pipeline::PipelineConfig {
+            capture_content,
+            estimate_missing_usage: self.estimate_tokens,
+            idle_timeout_ns: self.idle_timeout.saturating_mul(1_000_000_000),
+            request_body_cap: self.max_request_body,
+            response_body_cap: self.max_response_body,
+            max_connections: self.max_connections,
+            ..Default::default()
+        }
+    }
+}
+
+fn parse_size_usize(text: &str) -> Result<usize, String> {
+    usize::try_from(parse_size(text)?).map_err(|_| format!("{text:?} is too large"))
+}
+
 /// Parses `4096`, `64K`, `16M`, `1G` (binary multiples; optional `iB`/`B`).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();

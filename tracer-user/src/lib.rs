@@ -22,3 +22,4 @@ pub use pipeline::{Pipeline, PipelineConfig, PipelineStats};
 pub fn cli_default_max_capture_bytes() -> u32 {
     tracer_common::DEFAULT_MAX_CAPTURE_BYTES
 }
+pub mod daemon;

@@ -169,6 +169,54 @@ impl StreamAssembler {
     }
 }
 
+/// The inverse of [`StreamAssembler`], for replays and benchmarks: turns ordered stream events
+/// into the kernel's records (one call per data chunk, positions numbered per stream).
+pub fn to_capture_events(events: &[StreamEvent]) -> Vec<CaptureEvent> {
+    let mut positions: HashMap<(ConnectionId, Direction), u64> = HashMap::new();
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        match event {
+            StreamEvent::Data(c) => {
+                let pos = positions.entry((c.conn, c.direction)).or_insert(0);
+                let len = c.data.len() as u64;
+                out.push(CaptureEvent::Data(DataEvent {
+                    conn: c.conn,
+                    tid: c.tid,
+                    comm: c.comm,
+                    direction: c.direction,
+                    ts_entry_ns: c.ts_entry_ns,
+                    ts_return_ns: c.ts_ns,
+                    call_len: len,
+                    offset: 0,
+                    stream_pos: *pos,
+                    uncaptured_len: 0,
+                    last_chunk: true,
+                    data: c.data.clone(),
+                }));
+                *pos += len;
+            }
+            StreamEvent::Gap {
+                conn,
+                direction,
+                len,
+                ..
+            } => {
+                *positions.entry((*conn, *direction)).or_insert(0) += len;
+            }
+            StreamEvent::Closed { conn, ts_ns } => {
+                positions.remove(&(*conn, Direction::Write));
+                positions.remove(&(*conn, Direction::Read));
+                out.push(CaptureEvent::Closed {
+                    conn: *conn,
+                    comm: Comm::default(),
+                    ts_ns: *ts_ns,
+                });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +305,21 @@ mod tests {
         assert_eq!(asm.duplicates(), 1);
         asm.push(data(0, 0, 2, b"new", 0), &mut out);
         assert_eq!(summary(&out), ["abc", "<gap 0>", "new"]);
+    }
+
+    #[test]
+    fn replay_conversion_round_trips() {
+        let original = vec![
+            data(0, 0, 3, b"abc", 0),
+            data(3, 0, 2, b"de", 0),
+            CaptureEvent::Closed {
+                conn: CONN,
+                comm: Comm::default(),
+                ts_ns: 9,
+            },
+        ];
+        let streams = run(original);
+        assert_eq!(run(to_capture_events(&streams)), streams);
     }
 
     #[test]

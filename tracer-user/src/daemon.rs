@@ -1,0 +1,271 @@
+//! The running daemon: capture → stream ordering → pipeline → sink, on one task.
+//!
+//! Kept apart from the CLI so the loop can be driven by a test with any sink.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::capture::clock::monotonic_now_ns;
+use crate::capture::{
+    CaptureCounters, CaptureEvent, CaptureSession, ConnectionId, StreamAssembler, StreamEvent,
+};
+use crate::genai::CallRecord;
+use crate::pipeline::{Pipeline, PipelineStats};
+
+/// Where finished calls and health snapshots go (the exporters).
+pub trait CallSink {
+    fn export(&mut self, record: &CallRecord);
+    /// Called about once a second with the running totals.
+    fn health(&mut self, health: &DaemonHealth);
+}
+
+/// Running totals of every stage, for health metrics and the exit summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DaemonHealth {
+    pub capture: CaptureCounters,
+    pub pipeline: PipelineStats,
+    /// Records whose bytes had already been delivered (should stay 0).
+    pub duplicate_records: u64,
+    /// Calls handed to the sink.
+    pub calls_exported: u64,
+    /// Calls per `gen_ai.provider.name`.
+    pub calls_by_provider: Vec<(String, u64)>,
+}
+
+/// Socket addresses of live connections (enrichment; bounded).
+#[derive(Debug, Default)]
+pub struct PeerTable {
+    peers: HashMap<ConnectionId, SocketAddr>,
+}
+
+const PEER_TABLE_MAX: usize = 65536;
+
+impl PeerTable {
+    pub fn observe(&mut self, event: &CaptureEvent) {
+        match event {
+            CaptureEvent::ConnectionInfo { conn, peer, .. } => {
+                if self.peers.len() >= PEER_TABLE_MAX {
+                    // Entries normally leave on close/exit; a flood of unclosed connections
+                    // must not grow memory, so start over.
+                    self.peers.clear();
+                }
+                self.peers.insert(*conn, *peer);
+            }
+            CaptureEvent::Closed { conn, .. } => {
+                self.peers.remove(conn);
+            }
+            CaptureEvent::ProcessExit { pid, .. } => self.peers.retain(|c, _| c.pid != *pid),
+            _ => {}
+        }
+    }
+
+    pub fn peer(&self, conn: ConnectionId) -> Option<SocketAddr> {
+        self.peers.get(&conn).copied()
+    }
+}
+
+/// Capture-to-sink state machine, separated from the async loop for testing.
+pub struct Daemon {
+    assembler: StreamAssembler,
+    pipeline: Pipeline,
+    peers: PeerTable,
+    stream_scratch: Vec<StreamEvent>,
+    records: Vec<CallRecord>,
+    calls_exported: u64,
+    by_provider: HashMap<String, u64>,
+}
+
+impl Daemon {
+    pub fn new(pipeline: Pipeline) -> Self {
+        Self {
+            assembler: StreamAssembler::new(),
+            pipeline,
+            peers: PeerTable::default(),
+            stream_scratch: Vec::new(),
+            records: Vec::new(),
+            calls_exported: 0,
+            by_provider: HashMap::new(),
+        }
+    }
+
+    /// Feeds capture events; finished calls go to the sink.
+    pub fn handle(
+        &mut self,
+        events: impl IntoIterator<Item = CaptureEvent>,
+        sink: &mut impl CallSink,
+    ) {
+        for event in events {
+            self.peers.observe(&event);
+            // Closes must reach the pipeline before the peer entry is needed again: the
+            // pipeline reads peers when calls complete, which is within this push.
+            self.assembler.push(event, &mut self.stream_scratch);
+            for stream_event in self.stream_scratch.drain(..) {
+                self.pipeline.push(stream_event, &mut self.records);
+            }
+            self.flush(sink);
+        }
+    }
+
+    /// Ends idle connections (call once a second or so).
+    pub fn tick(&mut self, now_ns: u64, sink: &mut impl CallSink) {
+        self.pipeline.tick(now_ns, &mut self.records);
+        self.flush(sink);
+    }
+
+    /// Ends everything in flight (shutdown).
+    pub fn finish(&mut self, sink: &mut impl CallSink) {
+        self.pipeline.finish(&mut self.records);
+        self.flush(sink);
+    }
+
+    fn flush(&mut self, sink: &mut impl CallSink) {
+        for record in self.records.drain(..) {
+            self.calls_exported += 1;
+            *self.by_provider.entry(record.provider.clone()).or_default() += 1;
+            sink.export(&record);
+        }
+    }
+
+    pub fn health(&self, capture: CaptureCounters) -> DaemonHealth {
+        let mut calls_by_provider: Vec<(String, u64)> = self
+            .by_provider
+            .iter()
+            .map(|(p, n)| (p.clone(), *n))
+            .collect();
+        calls_by_provider.sort();
+        DaemonHealth {
+            capture,
+            pipeline: self.pipeline.stats(),
+            duplicate_records: self.assembler.duplicates(),
+            calls_exported: self.calls_exported,
+            calls_by_provider,
+        }
+    }
+
+    pub fn peers(&self) -> &PeerTable {
+        &self.peers
+    }
+}
+
+/// Runs until `shutdown` resolves, then flushes what is in flight. Returns the final health.
+pub async fn run(
+    mut session: CaptureSession,
+    mut daemon: Daemon,
+    sink: &mut impl CallSink,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<DaemonHealth> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut events = Vec::new();
+    let mut reported = CaptureCounters::default();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            result = session.next_events(&mut events) => {
+                result?;
+                daemon.handle(events.drain(..), sink);
+            }
+            _ = tick.tick() => {
+                daemon.tick(monotonic_now_ns(), sink);
+                let counters = session.tracer.counters();
+                reported = warn_about_losses(&counters, reported);
+                sink.health(&daemon.health(counters));
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    // Whatever the kernel already delivered is still processed before the final flush.
+    let drain = tokio::time::timeout(Duration::from_millis(200), session.next_events(&mut events));
+    if let Ok(Ok(())) = drain.await {
+        daemon.handle(events.drain(..), sink);
+    }
+    daemon.finish(sink);
+    let health = daemon.health(session.tracer.counters());
+    sink.health(&health);
+    Ok(health)
+}
+
+/// Logs losses since the last report; returns the new baseline.
+pub fn warn_about_losses(now: &CaptureCounters, before: CaptureCounters) -> CaptureCounters {
+    let dropped = now.ringbuf_dropped_records - before.ringbuf_dropped_records;
+    if dropped > 0 {
+        log::warn!(
+            "ring buffer full: {dropped} records ({} bytes) lost; raise --ring-buffer-size",
+            now.ringbuf_dropped_bytes - before.ringbuf_dropped_bytes
+        );
+    }
+    let unreadable = now.read_user_failed - before.read_user_failed;
+    if unreadable > 0 {
+        log::warn!("{unreadable} records lost: application memory not readable at probe time");
+    }
+    let full = now.inflight_table_full - before.inflight_table_full;
+    if full > 0 {
+        log::warn!("{full} calls not tracked: in-flight call table full");
+    }
+    let decode = now.decode_errors - before.decode_errors;
+    if decode > 0 {
+        log::warn!("{decode} ring-buffer records could not be decoded");
+    }
+    *now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::Comm;
+    use crate::pipeline::PipelineConfig;
+
+    #[derive(Default)]
+    struct Collect(Vec<CallRecord>, u32);
+
+    impl CallSink for Collect {
+        fn export(&mut self, record: &CallRecord) {
+            self.0.push(record.clone());
+        }
+        fn health(&mut self, _: &DaemonHealth) {
+            self.1 += 1;
+        }
+    }
+
+    #[test]
+    fn peers_follow_connection_lifetimes() {
+        let conn = ConnectionId { pid: 1, conn: 2 };
+        let mut peers = PeerTable::default();
+        peers.observe(&CaptureEvent::ConnectionInfo {
+            conn,
+            peer: "1.2.3.4:443".parse().unwrap(),
+            local: "10.0.0.1:5000".parse().unwrap(),
+            ts_ns: 0,
+        });
+        assert_eq!(peers.peer(conn), Some("1.2.3.4:443".parse().unwrap()));
+        peers.observe(&CaptureEvent::Closed {
+            conn,
+            comm: Comm::default(),
+            ts_ns: 1,
+        });
+        assert_eq!(peers.peer(conn), None);
+    }
+
+    #[test]
+    fn recorded_exchange_flows_to_the_sink() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/cassettes/openai__chat_stream_include_usage.json");
+        let cassette = crate::testing::load_cassette(&path).expect("cassette");
+        let stream =
+            crate::testing::cassette_events(&cassette, &crate::testing::ReplayOptions::default());
+        let events = crate::capture::stream::to_capture_events(&stream);
+        let mut daemon = Daemon::new(Pipeline::new(PipelineConfig::default()));
+        let mut sink = Collect::default();
+        daemon.handle(events, &mut sink);
+        daemon.finish(&mut sink);
+        assert_eq!(sink.0.len(), 1, "{:?}", sink.0);
+        assert_eq!(
+            sink.0[0].response.id.as_deref(),
+            Some("chatcmpl-ChZNa5AVXUvGOZAleY7FgQlVr6bxn")
+        );
+        let health = daemon.health(CaptureCounters::default());
+        assert_eq!(health.calls_exported, 1);
+        assert_eq!(health.calls_by_provider, [("openai".to_string(), 1)]);
+    }
+}
