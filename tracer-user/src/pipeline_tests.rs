@@ -634,3 +634,68 @@ fn idle_calls_are_flushed_by_tick() {
     assert_eq!(p.stats().open_connections, 0);
     assert_eq!(p.stats().calls_in_flight, 0);
 }
+
+#[test]
+fn compressed_sse_events_are_timed_by_the_read_that_completed_them() {
+    let c = cassette("openai__chat_stream_include_usage");
+    let sse = String::from_utf8_lossy(&c.response_body).into_owned();
+    let events: Vec<String> = sse.split_inclusive("\n\n").map(str::to_string).collect();
+    // One gzip sync-flush per SSE event and one read per event: each event must carry the
+    // time of its own read, not of the next one.
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let mut last = 0;
+    for e in &events {
+        enc.write_all(e.as_bytes()).expect("gzip");
+        enc.flush().expect("flush");
+        let now = enc.get_ref().len();
+        pieces.push(enc.get_ref()[last..now].to_vec());
+        last = now;
+    }
+    let tail = enc.finish().expect("gzip");
+    pieces.push(tail[last..].to_vec());
+    let opts = ReplayOptions::default();
+    let mut out = Vec::new();
+    let mut now = opts.start_ns;
+    chunk_events(
+        &c.request_bytes(),
+        Direction::Write,
+        1 << 20,
+        &mut now,
+        &opts,
+        &mut out,
+    );
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+    chunk_events(head, Direction::Read, 1 << 20, &mut now, &opts, &mut out);
+    let mut read_times = Vec::new();
+    for p in &pieces {
+        let framed = format!("{:x}\r\n", p.len())
+            .into_bytes()
+            .into_iter()
+            .chain(p.iter().copied())
+            .chain(*b"\r\n")
+            .collect::<Vec<u8>>();
+        read_times.push(now + opts.step_ns / 2);
+        chunk_events(&framed, Direction::Read, 1 << 20, &mut now, &opts, &mut out);
+    }
+    chunk_events(
+        b"0\r\n\r\n",
+        Direction::Read,
+        1 << 20,
+        &mut now,
+        &opts,
+        &mut out,
+    );
+    let (records, _) = run(out);
+    let r = &records[0];
+    assert_eq!(r.stream_chunks, Some(8));
+    // Content events are the 2nd..9th SSE events (the 1st is role-only).
+    let expected: Vec<u64> = events
+        .iter()
+        .zip(&read_times)
+        .filter(|(e, _)| e.contains("\"content\":\"") && !e.contains("\"content\":\"\""))
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(r.timing.chunk_times_ns, expected);
+    assert_eq!(r.timing.first_chunk_ns, expected.first().copied());
+}

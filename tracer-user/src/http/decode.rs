@@ -141,11 +141,26 @@ impl ContentDecoder {
             }
             // Flushing after each piece hands out everything decodable now, so stream events
             // keep the capture time of the read that carried them.
-            Codec::Gzip(d) => d.write_all(input).and_then(|_| d.flush()).map(|_| d.get_mut()),
-            Codec::Zlib(d) => d.write_all(input).and_then(|_| d.flush()).map(|_| d.get_mut()),
-            Codec::RawDeflate(d) => d.write_all(input).and_then(|_| d.flush()).map(|_| d.get_mut()),
-            Codec::Brotli(d) => d.write_all(input).and_then(|_| d.flush()).map(|_| d.get_mut()),
-            Codec::Zstd(d) => d.write_all(input).and_then(|_| d.flush()).map(|_| d.get_mut()),
+            Codec::Gzip(d) => d
+                .write_all(input)
+                .and_then(|_| d.flush())
+                .map(|_| d.get_mut()),
+            Codec::Zlib(d) => d
+                .write_all(input)
+                .and_then(|_| d.flush())
+                .map(|_| d.get_mut()),
+            Codec::RawDeflate(d) => d
+                .write_all(input)
+                .and_then(|_| d.flush())
+                .map(|_| d.get_mut()),
+            Codec::Brotli(d) => d
+                .write_all(input)
+                .and_then(|_| d.flush())
+                .map(|_| d.get_mut()),
+            Codec::Zstd(d) => d
+                .write_all(input)
+                .and_then(|_| d.flush())
+                .map(|_| d.get_mut()),
             Codec::DeflateSniff(_) | Codec::Failed => return DecodeOutcome::default(),
         };
         match result {
@@ -288,7 +303,10 @@ mod tests {
         assert_eq!(decode_all("zstd", &data, 5, 1 << 20).data, b"first second");
         let mut gz = compressed("gzip");
         gz.extend(compressed("gzip"));
-        assert_eq!(decode_all("gzip", &gz, 9, 1 << 20).data, [TEXT, TEXT].concat());
+        assert_eq!(
+            decode_all("gzip", &gz, 9, 1 << 20).data,
+            [TEXT, TEXT].concat()
+        );
     }
 
     #[test]
