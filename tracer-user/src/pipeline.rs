@@ -283,6 +283,11 @@ impl Pipeline {
                     if let Some(c) = self.calls.remove(&key) {
                         if reason == AbortReason::FramingLost {
                             // Never guess: a call whose framing was lost yields no record.
+                            log::debug!(
+                                "{}#{}: call dropped, capture lost bytes in its framing",
+                                key.conn,
+                                key.seq
+                            );
                             self.stats.body_parse_errors += c.bad_events;
                         } else {
                             self.emit(c, Some((reason, ts_ns)), out);

@@ -420,6 +420,7 @@ impl ConnectionTracker {
                 }
                 c.resp_head.clear();
                 c.resp = ResponseState::Resync;
+                log::debug!("{id}: {len} response bytes lost outside a body, resynchronising");
                 if let Some(p) = c.pending.pop_front() {
                     if !p.silent {
                         stats.dropped_by_gap += 1;
@@ -501,7 +502,7 @@ fn on_write(
                     c.req = RequestState::Head;
                 }
                 None => {
-                    unsynced(stats, c, data.len());
+                    unsynced(stats, id, c, data.len());
                     return;
                 }
             },
@@ -510,12 +511,12 @@ fn on_write(
                     match sniff_with(&c.req_head, data) {
                         Sniff::Request | Sniff::NeedMore => {}
                         Sniff::Http2Preface => {
-                            ignore(stats, c, false);
+                            ignore(stats, id, c, false);
                             return;
                         }
                         Sniff::Response if c.mode == Mode::Unknown => {
                             // The process writes responses: a server.
-                            ignore(stats, c, true);
+                            ignore(stats, id, c, true);
                             return;
                         }
                         Sniff::Response | Sniff::Other => {
@@ -656,19 +657,21 @@ const SNIFF_LEN: usize = 16;
 const UNSYNCED_LIMIT: u64 = 256 * 1024;
 
 /// Bytes skipped while looking for a message start.
-fn unsynced(stats: &mut ConnectionStats, c: &mut Connection, len: usize) {
+fn unsynced(stats: &mut ConnectionStats, id: ConnectionId, c: &mut Connection, len: usize) {
     if c.mode == Mode::Unknown {
         c.unsynced_bytes += len as u64;
         if c.unsynced_bytes > UNSYNCED_LIMIT {
-            ignore(stats, c, false);
+            ignore(stats, id, c, false);
         }
     }
 }
 
-fn ignore(stats: &mut ConnectionStats, c: &mut Connection, server: bool) {
+fn ignore(stats: &mut ConnectionStats, id: ConnectionId, c: &mut Connection, server: bool) {
     if server {
+        log::debug!("{id}: server side of HTTP (reads requests), ignored");
         stats.server_connections += 1;
     } else {
+        log::debug!("{id}: not HTTP/1.x, ignored");
         stats.non_http_connections += 1;
     }
     c.mode = Mode::Ignored;
@@ -765,7 +768,7 @@ fn on_read(
                     c.resp = ResponseState::Head;
                 }
                 None => {
-                    unsynced(stats, c, data.len());
+                    unsynced(stats, id, c, data.len());
                     return;
                 }
             },
@@ -775,11 +778,11 @@ fn on_read(
                         Sniff::Response | Sniff::NeedMore => {}
                         Sniff::Request if c.mode == Mode::Unknown => {
                             // The process reads requests: a server or proxy.
-                            ignore(stats, c, true);
+                            ignore(stats, id, c, true);
                             return;
                         }
                         Sniff::Http2Preface => {
-                            ignore(stats, c, false);
+                            ignore(stats, id, c, false);
                             return;
                         }
                         Sniff::Request | Sniff::Other => {
@@ -831,7 +834,7 @@ fn on_read(
                             });
                         }
                     }
-                    ignore(stats, c, false);
+                    ignore(stats, id, c, false);
                     return;
                 }
                 if head.status < 200 {
