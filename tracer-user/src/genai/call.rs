@@ -537,7 +537,7 @@ impl CallBuilder {
         }
         let content = if cfg.capture_content {
             let mut c = self.content.take().unwrap_or_default();
-            if ok_response && self.response_ended {
+            if ok_response && self.response_ended && self.target.api != Api::Embeddings {
                 c.output_messages = Some(acc.output_messages());
             }
             Some(c)
