@@ -699,3 +699,160 @@ fn compressed_sse_events_are_timed_by_the_read_that_completed_them() {
     assert_eq!(r.timing.chunk_times_ns, expected);
     assert_eq!(r.timing.first_chunk_ns, expected.first().copied());
 }
+
+#[test]
+fn pipelined_requests_and_interleaved_connections() {
+    let a = cassette("openai__chat_vision_then_400_1");
+    let b = cassette("anthropic__messages_stream");
+    // Pipelined on one connection: both requests, then both responses.
+    let opts = ReplayOptions::default();
+    let mut events = Vec::new();
+    let mut now = opts.start_ns;
+    chunk_events(
+        &a.request_bytes(),
+        Direction::Write,
+        1000,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    chunk_events(
+        &b.request_bytes(),
+        Direction::Write,
+        1000,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    chunk_events(
+        &a.response_bytes(100),
+        Direction::Read,
+        333,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    chunk_events(
+        &b.response_bytes(100),
+        Direction::Read,
+        333,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    let (records, _) = run(events);
+    let ids: Vec<_> = records
+        .iter()
+        .map(|r| r.response.id.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            "chatcmpl-8wq4EsSXTQC0JbGzob3SBHg6pS7Tt",
+            "msg_01MXWxhWoPSgrYhjTuMDM6F1"
+        ]
+    );
+    assert_eq!(records[1].stream_chunks, Some(70));
+
+    // Two connections of two processes, events interleaved one by one.
+    let opts_b = ReplayOptions {
+        conn: ConnectionId {
+            pid: 99,
+            conn: 0x77,
+        },
+        comm: "node".into(),
+        read_size: 50,
+        ..ReplayOptions::default()
+    };
+    let ea = cassette_events(
+        &a,
+        &ReplayOptions {
+            read_size: 50,
+            ..ReplayOptions::default()
+        },
+    );
+    let eb = cassette_events(&b, &opts_b);
+    let mut mixed = Vec::new();
+    let (mut ia, mut ib) = (ea.into_iter(), eb.into_iter());
+    loop {
+        match (ia.next(), ib.next()) {
+            (None, None) => break,
+            (x, y) => mixed.extend(x.into_iter().chain(y)),
+        }
+    }
+    let (records, _) = run(mixed);
+    assert_eq!(records.len(), 2);
+    let b_rec = records.iter().find(|r| r.process.pid == 99).expect("b");
+    assert_eq!(b_rec.process.comm, "node");
+    assert_eq!(
+        b_rec.response.id.as_deref(),
+        Some("msg_01MXWxhWoPSgrYhjTuMDM6F1")
+    );
+    let a_rec = records.iter().find(|r| r.process.pid == 4242).expect("a");
+    assert_eq!(a_rec.usage.input_tokens, Some(438));
+}
+
+#[test]
+fn long_streams_are_unbounded_in_length_but_not_in_memory() {
+    let req_body =
+        br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"go"}]}"#;
+    let mut request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: {}\r\n\r\n",
+        req_body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(req_body);
+    let event = "data: {\"id\":\"c\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n";
+    let n = 50_000;
+    let mut body = event.repeat(n);
+    // One oversized event: cut by the per-event cap, flagged, not parsed.
+    body.push_str(&format!(
+        "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
+        "y".repeat(5000)
+    ));
+    body.push_str("data: [DONE]\n\n");
+    let mut response =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    response.extend(crate::http::body::encode_chunked(body.as_bytes(), 8192));
+    let config = PipelineConfig {
+        max_chunk_times: 1000,
+        stream_event_cap: 4096,
+        ..PipelineConfig::default()
+    };
+    let (records, _) = run_with(
+        config,
+        raw_exchange(
+            &request,
+            &response,
+            &ReplayOptions {
+                read_size: 16 * 1024,
+                ..ReplayOptions::default()
+            },
+        ),
+    );
+    let r = &records[0];
+    assert_eq!(r.stream_chunks, Some(n as u64));
+    assert_eq!(r.timing.chunk_times_ns.len(), 1000);
+    assert!(r.truncated, "the oversized event is flagged");
+}
+
+#[test]
+fn replay_helper_frames_requests_like_a_client() {
+    let c = cassette("aws.bedrock__converse_stream_tool_use");
+    let req = String::from_utf8_lossy(&c.request_bytes()).into_owned();
+    assert!(req.starts_with(
+        "POST /model/anthropic.claude-3-sonnet-20240229-v1%3A0/converse-stream HTTP/1.1\r\n"
+    ));
+    assert!(
+        req.contains("Host: bedrock-runtime.us-east-1.amazonaws.com\r\n"),
+        "Host added"
+    );
+    assert!(req.contains(&format!("Content-Length: {}\r\n", c.request_body.len())));
+    let resp = c.response_bytes(64);
+    assert!(
+        resp.windows(28)
+            .any(|w| w == b"Transfer-Encoding: chunked\r\n")
+    );
+    assert!(resp.ends_with(b"0\r\n\r\n"));
+}
