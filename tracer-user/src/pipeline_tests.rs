@@ -856,3 +856,24 @@ fn replay_helper_frames_requests_like_a_client() {
     );
     assert!(resp.ends_with(b"0\r\n\r\n"));
 }
+
+#[test]
+fn compressed_request_bodies_are_decoded() {
+    let c = cassette("openai__chat_parallel_tool_calls");
+    let (base, _) = run(cassette_events(&c, &ReplayOptions::default()));
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&c.request_body).expect("gzip");
+    let mut gz = c.clone();
+    gz.request_body = e.finish().expect("gzip");
+    gz.request_headers
+        .push(("Content-Encoding".into(), "gzip".into()));
+    let (records, _) = run(cassette_events(
+        &gz,
+        &ReplayOptions {
+            write_size: 10,
+            ..ReplayOptions::default()
+        },
+    ));
+    assert_eq!(records[0].request, base[0].request);
+    assert_eq!(records[0].request.model.as_deref(), Some("gpt-4.1-nano"));
+}
