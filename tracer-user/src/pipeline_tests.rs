@@ -875,3 +875,61 @@ fn compressed_request_bodies_are_decoded() {
     assert_eq!(records[0].request, base[0].request);
     assert_eq!(records[0].request.model.as_deref(), Some("gpt-4.1-nano"));
 }
+
+#[test]
+fn ollama_generate_ndjson_stream() {
+    let req_body = br#"{"model":"llama3","prompt":"Why is the sky blue?","options":{"temperature":0.2,"num_predict":64}}"#;
+    let mut request = format!(
+        "POST /api/generate HTTP/1.1\r\nHost: localhost:11434\r\nContent-Length: {}\r\n\r\n",
+        req_body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(req_body);
+    let lines = [
+        r#"{"model":"llama3","response":"Ray","done":false}"#,
+        r#"{"model":"llama3","response":"","done":false}"#,
+        r#"{"model":"llama3","response":"leigh","done":false}"#,
+        r#"{"model":"llama3","response":"","done":true,"done_reason":"stop","prompt_eval_count":9,"eval_count":2}"#,
+    ];
+    let body = lines.join("\n") + "\n";
+    let mut response = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    response.extend(crate::http::body::encode_chunked(body.as_bytes(), 20));
+    let config = PipelineConfig {
+        capture_content: true,
+        ..PipelineConfig::default()
+    };
+    let (records, _) = run_with(
+        config,
+        raw_exchange(
+            &request,
+            &response,
+            &ReplayOptions {
+                read_size: 9,
+                ..ReplayOptions::default()
+            },
+        ),
+    );
+    let r = &records[0];
+    assert_eq!(
+        (r.provider.as_str(), r.api.as_str(), r.operation.as_str()),
+        ("ollama", "ollama_generate", "text_completion")
+    );
+    assert_eq!(r.server_port, Some(11434));
+    assert!(r.request.stream, "Ollama streams by default");
+    assert_eq!(
+        (r.request.temperature, r.request.max_tokens),
+        (Some(0.2), Some(64))
+    );
+    assert_eq!(r.stream_chunks, Some(2));
+    assert_eq!(r.response.finish_reasons, vec!["stop"]);
+    assert_eq!(
+        (r.usage.input_tokens, r.usage.output_tokens),
+        (Some(9), Some(2))
+    );
+    let out = r
+        .content
+        .clone()
+        .and_then(|c| c.output_messages)
+        .expect("output");
+    assert_eq!(out[0]["parts"][0]["content"], "Rayleigh");
+}
