@@ -933,3 +933,10 @@ fn ollama_generate_ndjson_stream() {
         .expect("output");
     assert_eq!(out[0]["parts"][0]["content"], "Rayleigh");
 }
+
+#[test]
+fn pipeline_can_move_to_another_thread() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Pipeline>();
+    assert_send::<CallRecord>();
+}
