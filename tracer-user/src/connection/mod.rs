@@ -337,6 +337,7 @@ impl ConnectionTracker {
         ts_ns: u64,
         out: &mut Vec<HttpEvent>,
     ) {
+        let max_pending = self.config.max_pending_requests.max(1);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -378,6 +379,19 @@ impl ConnectionTracker {
                     stats.dropped_by_gap += 1;
                     let seq = c.next_seq;
                     c.next_seq += 1;
+                    if c.pending.len() >= max_pending
+                        && let Some(old) = c.pending.pop_front()
+                        && !old.silent
+                    {
+                        out.push(HttpEvent::Aborted {
+                            key: ExchangeKey {
+                                conn: id,
+                                seq: old.seq,
+                            },
+                            ts_ns,
+                            reason: AbortReason::FramingLost,
+                        });
+                    }
                     c.pending.push_back(Pending {
                         seq,
                         head_request: false,
