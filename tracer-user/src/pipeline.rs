@@ -1,4 +1,22 @@
 //! The post-capture pipeline: [`StreamEvent`]s in, [`CallRecord`]s out.
+//!
+//! ```
+//! use llmtap::testing::{ReplayOptions, cassette_dir, cassette_events, load_cassette};
+//! use llmtap::{Pipeline, PipelineConfig};
+//!
+//! let cassette = load_cassette(&cassette_dir().join("openai__chat_stream_include_usage.json"))?;
+//! let mut pipeline = Pipeline::new(PipelineConfig::default());
+//! let mut calls = Vec::new();
+//! for event in cassette_events(&cassette, &ReplayOptions::default()) {
+//!     pipeline.push(event, &mut calls);
+//! }
+//! pipeline.tick(u64::MAX, &mut calls); // idle eviction, normally called periodically
+//! pipeline.finish(&mut calls); // shutdown flush
+//! assert_eq!(calls.len(), 1);
+//! assert_eq!(calls[0].usage.input_tokens, Some(23));
+//! assert_eq!(pipeline.stats().calls, 1);
+//! # Ok::<(), llmtap::testing::CassetteError>(())
+//! ```
 
 use std::collections::HashMap;
 
@@ -283,6 +301,11 @@ impl Pipeline {
                     if let Some(c) = self.calls.remove(&key) {
                         if reason == AbortReason::FramingLost {
                             // Never guess: a call whose framing was lost yields no record.
+                            log::debug!(
+                                "{}#{}: call dropped, capture lost bytes in its framing",
+                                key.conn,
+                                key.seq
+                            );
                             self.stats.body_parse_errors += c.bad_events;
                         } else {
                             self.emit(c, Some((reason, ts_ns)), out);

@@ -270,8 +270,8 @@ pub fn chunk_events(
     }
 }
 
-/// The events of one exchange: request writes, then (after the server latency) response
-/// reads. Returns the events and the time after the last one.
+/// The events of one exchange: request writes from `opts.start_ns`, then (after the server
+/// latency) response reads, then `Closed` if `opts.close`.
 pub fn cassette_events(c: &Cassette, opts: &ReplayOptions) -> Vec<StreamEvent> {
     let mut out = Vec::new();
     let mut now = opts.start_ns;

@@ -135,8 +135,17 @@ proptest! {
         cut in 0.0f64..1.0,
         gap_at in prop::option::of((0usize..200, 0u64..300)),
         one_byte in any::<bool>(),
+        request_flips in prop::collection::vec((0.0f64..1.0, any::<u8>()), 0..6),
     ) {
         let c = &cassettes()[index % cassettes().len()];
+        let mut c = c.clone();
+        for (pos, byte) in request_flips {
+            let i = (pos * c.request_body.len() as f64) as usize;
+            if let Some(b) = c.request_body.get_mut(i) {
+                *b = byte;
+            }
+        }
+        let c = &c;
         let mut resp = c.response_bytes(256);
         for (pos, byte) in flips {
             let i = (pos * resp.len() as f64) as usize;

@@ -337,6 +337,7 @@ impl ConnectionTracker {
         ts_ns: u64,
         out: &mut Vec<HttpEvent>,
     ) {
+        let max_pending = self.config.max_pending_requests.max(1);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -378,6 +379,19 @@ impl ConnectionTracker {
                     stats.dropped_by_gap += 1;
                     let seq = c.next_seq;
                     c.next_seq += 1;
+                    if c.pending.len() >= max_pending
+                        && let Some(old) = c.pending.pop_front()
+                        && !old.silent
+                    {
+                        out.push(HttpEvent::Aborted {
+                            key: ExchangeKey {
+                                conn: id,
+                                seq: old.seq,
+                            },
+                            ts_ns,
+                            reason: AbortReason::FramingLost,
+                        });
+                    }
                     c.pending.push_back(Pending {
                         seq,
                         head_request: false,
@@ -420,6 +434,7 @@ impl ConnectionTracker {
                 }
                 c.resp_head.clear();
                 c.resp = ResponseState::Resync;
+                log::debug!("{id}: {len} response bytes lost outside a body, resynchronising");
                 if let Some(p) = c.pending.pop_front() {
                     if !p.silent {
                         stats.dropped_by_gap += 1;
@@ -501,7 +516,7 @@ fn on_write(
                     c.req = RequestState::Head;
                 }
                 None => {
-                    unsynced(stats, c, data.len());
+                    unsynced(stats, id, c, data.len());
                     return;
                 }
             },
@@ -510,12 +525,12 @@ fn on_write(
                     match sniff_with(&c.req_head, data) {
                         Sniff::Request | Sniff::NeedMore => {}
                         Sniff::Http2Preface => {
-                            ignore(stats, c, false);
+                            ignore(stats, id, c, false);
                             return;
                         }
                         Sniff::Response if c.mode == Mode::Unknown => {
                             // The process writes responses: a server.
-                            ignore(stats, c, true);
+                            ignore(stats, id, c, true);
                             return;
                         }
                         Sniff::Response | Sniff::Other => {
@@ -656,19 +671,21 @@ const SNIFF_LEN: usize = 16;
 const UNSYNCED_LIMIT: u64 = 256 * 1024;
 
 /// Bytes skipped while looking for a message start.
-fn unsynced(stats: &mut ConnectionStats, c: &mut Connection, len: usize) {
+fn unsynced(stats: &mut ConnectionStats, id: ConnectionId, c: &mut Connection, len: usize) {
     if c.mode == Mode::Unknown {
         c.unsynced_bytes += len as u64;
         if c.unsynced_bytes > UNSYNCED_LIMIT {
-            ignore(stats, c, false);
+            ignore(stats, id, c, false);
         }
     }
 }
 
-fn ignore(stats: &mut ConnectionStats, c: &mut Connection, server: bool) {
+fn ignore(stats: &mut ConnectionStats, id: ConnectionId, c: &mut Connection, server: bool) {
     if server {
+        log::debug!("{id}: server side of HTTP (reads requests), ignored");
         stats.server_connections += 1;
     } else {
+        log::debug!("{id}: not HTTP/1.x, ignored");
         stats.non_http_connections += 1;
     }
     c.mode = Mode::Ignored;
@@ -765,7 +782,7 @@ fn on_read(
                     c.resp = ResponseState::Head;
                 }
                 None => {
-                    unsynced(stats, c, data.len());
+                    unsynced(stats, id, c, data.len());
                     return;
                 }
             },
@@ -775,11 +792,11 @@ fn on_read(
                         Sniff::Response | Sniff::NeedMore => {}
                         Sniff::Request if c.mode == Mode::Unknown => {
                             // The process reads requests: a server or proxy.
-                            ignore(stats, c, true);
+                            ignore(stats, id, c, true);
                             return;
                         }
                         Sniff::Http2Preface => {
-                            ignore(stats, c, false);
+                            ignore(stats, id, c, false);
                             return;
                         }
                         Sniff::Request | Sniff::Other => {
@@ -831,7 +848,7 @@ fn on_read(
                             });
                         }
                     }
-                    ignore(stats, c, false);
+                    ignore(stats, id, c, false);
                     return;
                 }
                 if head.status < 200 {

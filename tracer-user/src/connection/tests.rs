@@ -271,3 +271,41 @@ fn gzip_response_is_decoded() {
     let (out, _) = run(events);
     assert_eq!(bodies(&out, 0), b"{\"ok\":true}");
 }
+
+#[test]
+fn repeated_request_gaps_stay_bounded() {
+    let mut t = ConnectionTracker::new(ConnectionConfig {
+        max_pending_requests: 4,
+        ..ConnectionConfig::default()
+    });
+    let mut out = Vec::new();
+    t.push(
+        data(
+            Direction::Write,
+            1,
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        ),
+        &mut out,
+    );
+    for i in 0..1000 {
+        t.push(
+            StreamEvent::Gap {
+                conn: CONN,
+                direction: Direction::Write,
+                len: 10,
+                ts_ns: 10 + i,
+            },
+            &mut out,
+        );
+        t.push(
+            data(
+                Direction::Write,
+                10 + i,
+                b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            ),
+            &mut out,
+        );
+    }
+    let pending = t.conns.get(&CONN).map(|c| c.pending.len()).unwrap_or(0);
+    assert!(pending <= 4, "{pending}");
+}

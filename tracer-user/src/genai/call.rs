@@ -18,6 +18,7 @@ use super::record::{
 };
 use super::request::{input_text, read_content, read_params};
 use super::response::{ResponseAcc, body_error_type};
+use super::scan::TopLevelScanner;
 
 /// Limits and switches of the GenAI stage.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +75,8 @@ pub struct CallBuilder {
     timing: CallTiming,
     request_ended: bool,
     req_body: Vec<u8>,
+    /// Top-level request fields, kept even when the body passes the cap.
+    req_scan: TopLevelScanner,
     req_lost: bool,
     params: RequestParams,
     content: Option<CallContent>,
@@ -125,6 +128,7 @@ impl CallBuilder {
             },
             request_ended: false,
             req_body: Vec::new(),
+            req_scan: TopLevelScanner::default(),
             req_lost: false,
             params: RequestParams::default(),
             content: None,
@@ -149,6 +153,7 @@ impl CallBuilder {
     }
 
     pub fn request_body(&mut self, data: &[u8], cfg: &CallConfig) {
+        self.req_scan.feed(data);
         let room = cfg.request_body_cap.saturating_sub(self.req_body.len());
         if data.len() > room {
             self.truncated = true;
@@ -182,6 +187,10 @@ impl CallBuilder {
             if cfg.estimate_missing_usage {
                 self.input_text = input_text(v, cfg.output_text_cap);
             }
+        }
+        if parsed.is_none() && self.truncated && !self.req_lost {
+            // Too large to keep: the top-level scalars were still all seen on the wire.
+            read_params(self.target.api, &self.req_scan.fields(), &mut self.params);
         }
         if let Some(m) = &self.target.path_model {
             self.params.model = Some(m.clone());
@@ -537,7 +546,7 @@ impl CallBuilder {
         }
         let content = if cfg.capture_content {
             let mut c = self.content.take().unwrap_or_default();
-            if ok_response && self.response_ended {
+            if ok_response && self.response_ended && self.target.api != Api::Embeddings {
                 c.output_messages = Some(acc.output_messages());
             }
             Some(c)

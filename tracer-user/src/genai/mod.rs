@@ -11,6 +11,7 @@ pub mod provider;
 pub mod record;
 pub mod request;
 pub mod response;
+pub mod scan;
 
 pub use call::{CallBuilder, CallConfig};
 pub use provider::{Api, ApiTarget, identify};

@@ -139,11 +139,28 @@ impl ContentDecoder {
                     failed: false,
                 };
             }
-            Codec::Gzip(d) => d.write_all(input).map(|_| d.get_mut()),
-            Codec::Zlib(d) => d.write_all(input).map(|_| d.get_mut()),
-            Codec::RawDeflate(d) => d.write_all(input).map(|_| d.get_mut()),
-            Codec::Brotli(d) => d.write_all(input).map(|_| d.get_mut()),
-            Codec::Zstd(d) => d.write_all(input).map(|_| d.get_mut()),
+            // Flushing after each piece hands out everything decodable now, so stream events
+            // keep the capture time of the read that carried them.
+            Codec::Gzip(d) => d
+                .write_all(input)
+                .and_then(|_| d.flush())
+                .map(|_| d.get_mut()),
+            Codec::Zlib(d) => d
+                .write_all(input)
+                .and_then(|_| d.flush())
+                .map(|_| d.get_mut()),
+            Codec::RawDeflate(d) => d
+                .write_all(input)
+                .and_then(|_| d.flush())
+                .map(|_| d.get_mut()),
+            Codec::Brotli(d) => d
+                .write_all(input)
+                .and_then(|_| d.flush())
+                .map(|_| d.get_mut()),
+            Codec::Zstd(d) => d
+                .write_all(input)
+                .and_then(|_| d.flush())
+                .map(|_| d.get_mut()),
             Codec::DeflateSniff(_) | Codec::Failed => return DecodeOutcome::default(),
         };
         match result {
@@ -277,6 +294,37 @@ mod tests {
             let out = decode_all("br", data, split, 1 << 20);
             assert_eq!(out.data, b"hello", "split {split}");
         }
+    }
+
+    #[test]
+    fn zstd_multi_frame_and_gzip_members() {
+        let mut data = zstd::stream::encode_all(&b"first "[..], 3).unwrap();
+        data.extend(zstd::stream::encode_all(&b"second"[..], 3).unwrap());
+        assert_eq!(decode_all("zstd", &data, 5, 1 << 20).data, b"first second");
+        let mut gz = compressed("gzip");
+        gz.extend(compressed("gzip"));
+        assert_eq!(
+            decode_all("gzip", &gz, 9, 1 << 20).data,
+            [TEXT, TEXT].concat()
+        );
+    }
+
+    #[test]
+    fn output_is_not_held_back() {
+        // A sync-flushed gzip stream: each piece's text must come out with that piece.
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut pieces = Vec::new();
+        let mut last = 0;
+        for text in [&b"data: one\n\n"[..], b"data: two\n\n"] {
+            e.write_all(text).unwrap();
+            e.flush().unwrap();
+            let so_far = e.get_ref().len();
+            pieces.push(e.get_ref()[last..so_far].to_vec());
+            last = so_far;
+        }
+        let mut dec = ContentDecoder::new(Some("gzip"), 1 << 20).unwrap();
+        assert_eq!(dec.feed(&pieces[0]).data, b"data: one\n\n");
+        assert_eq!(dec.feed(&pieces[1]).data, b"data: two\n\n");
     }
 
     #[test]

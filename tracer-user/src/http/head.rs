@@ -121,7 +121,6 @@ impl HeadAccumulator {
     /// Appends bytes from `data` up to and including the head's blank line. Returns how many
     /// bytes of `data` were used and whether the head is complete.
     pub fn push(&mut self, data: &[u8], cap: usize) -> Result<(usize, bool), HeadError> {
-        let start = self.buf.len();
         for (i, &b) in data.iter().enumerate() {
             self.buf.push(b);
             if b == b'\n' && self.ends_with_blank_line() {
@@ -135,7 +134,6 @@ impl HeadAccumulator {
                 self.buf.clear();
             }
         }
-        let _ = start;
         Ok((data.len(), false))
     }
 

@@ -1,6 +1,7 @@
 //! AWS `application/vnd.amazon.eventstream` framing (Bedrock streams):
 //! `[u32 total_len][u32 headers_len][u32 prelude_crc][headers][payload][u32 message_crc]`,
-//! all big-endian, CRC-32 (IEEE) via `crc32fast`.
+//! all big-endian, CRC-32 (IEEE). Decoding goes through `aws-smithy-eventstream` (the AWS
+//! SDK's own implementation); the encoder here is an independent one for tests and replay.
 
 /// One decoded message: the string headers that matter and the payload.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -18,20 +19,20 @@ pub struct EventStreamMessage {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EventStreamError {
-    #[error("prelude CRC mismatch")]
-    PreludeCrc,
-    #[error("message CRC mismatch")]
-    MessageCrc,
     #[error("message length {0} out of range")]
     Length(u32),
-    #[error("malformed header block")]
-    Headers,
+    #[error("invalid message: {0}")]
+    Invalid(String),
+    #[error("bytes were lost: frame boundaries unknown")]
+    Lost,
 }
 
 const PRELUDE_LEN: usize = 12;
 const MIN_MESSAGE: u32 = 16;
 
-/// Incremental decoder; a message larger than the cap or a CRC error stops decoding.
+/// Incremental decoder. Frames are parsed and CRC-checked by `aws-smithy-eventstream`; this
+/// wrapper bounds the buffer (a message larger than the cap stops decoding, as does a CRC
+/// error) and extracts the headers Bedrock uses.
 #[derive(Debug)]
 pub struct EventStreamDecoder {
     buf: Vec<u8>,
@@ -55,7 +56,7 @@ impl EventStreamDecoder {
     /// Bytes were lost: frame boundaries are unknown from here on.
     pub fn lost_bytes(&mut self) {
         self.buf.clear();
-        self.failed = Some(EventStreamError::Length(0));
+        self.failed = Some(EventStreamError::Lost);
     }
 
     pub fn feed(&mut self, data: &[u8], on_message: &mut dyn FnMut(EventStreamMessage)) {
@@ -80,89 +81,43 @@ impl EventStreamDecoder {
     }
 
     fn next_message(&self) -> Result<Option<(EventStreamMessage, usize)>, EventStreamError> {
-        let Some(prelude) = self.buf.get(..PRELUDE_LEN) else {
+        let Some(len_bytes) = self.buf.get(..4) else {
             return Ok(None);
         };
-        let total = be32(prelude, 0);
-        let headers_len = be32(prelude, 4);
-        if crc32fast::hash(prelude.get(..8).unwrap_or_default()) != be32(prelude, 8) {
-            return Err(EventStreamError::PreludeCrc);
-        }
-        if total < MIN_MESSAGE
-            || total as usize > self.cap
-            || u64::from(headers_len) + MIN_MESSAGE as u64 > u64::from(total)
-        {
+        let total = u32::from_be_bytes([
+            *len_bytes.first().unwrap_or(&0),
+            *len_bytes.get(1).unwrap_or(&0),
+            *len_bytes.get(2).unwrap_or(&0),
+            *len_bytes.get(3).unwrap_or(&0),
+        ]);
+        // Checked before waiting for the body so a bogus length cannot grow the buffer.
+        if total < MIN_MESSAGE || total as usize > self.cap {
             return Err(EventStreamError::Length(total));
         }
-        let total = total as usize;
-        let Some(message) = self.buf.get(..total) else {
+        let Some(frame) = self.buf.get(..total as usize) else {
             return Ok(None);
         };
-        let body_end = total - 4;
-        if crc32fast::hash(message.get(..body_end).unwrap_or_default()) != be32(message, body_end) {
-            return Err(EventStreamError::MessageCrc);
-        }
-        let headers_end = PRELUDE_LEN + headers_len as usize;
+        let message = aws_smithy_eventstream::frame::read_message_from(frame)
+            .map_err(|e| EventStreamError::Invalid(e.to_string()))?;
         let mut msg = EventStreamMessage {
-            payload: message
-                .get(headers_end..body_end)
-                .unwrap_or_default()
-                .to_vec(),
+            payload: message.payload().to_vec(),
             ..Default::default()
         };
-        parse_headers(
-            message.get(PRELUDE_LEN..headers_end).unwrap_or_default(),
-            &mut msg,
-        )?;
-        Ok(Some((msg, total)))
-    }
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    let mut word = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        word.copy_from_slice(s);
-    }
-    u32::from_be_bytes(word)
-}
-
-fn parse_headers(mut h: &[u8], msg: &mut EventStreamMessage) -> Result<(), EventStreamError> {
-    fn take<'a>(h: &mut &'a [u8], n: usize) -> Result<&'a [u8], EventStreamError> {
-        let (a, b) = h.split_at_checked(n).ok_or(EventStreamError::Headers)?;
-        *h = b;
-        Ok(a)
-    }
-    while !h.is_empty() {
-        let name_len = *take(&mut h, 1)?.first().unwrap_or(&0) as usize;
-        let name = String::from_utf8_lossy(take(&mut h, name_len)?).into_owned();
-        let kind = *take(&mut h, 1)?.first().unwrap_or(&0);
-        // Value sizes per type (smithy-rs `aws-smithy-eventstream` frame.rs).
-        let value: Option<String> = match kind {
-            0 | 1 => None,
-            2 => take(&mut h, 1).map(|_| None)?,
-            3 => take(&mut h, 2).map(|_| None)?,
-            4 => take(&mut h, 4).map(|_| None)?,
-            5 | 8 => take(&mut h, 8).map(|_| None)?,
-            6 | 7 => {
-                let len = take(&mut h, 2)?;
-                let len =
-                    u16::from_be_bytes([*len.first().unwrap_or(&0), *len.get(1).unwrap_or(&0)])
-                        as usize;
-                let v = take(&mut h, len)?;
-                (kind == 7).then(|| String::from_utf8_lossy(v).into_owned())
+        for h in message.headers() {
+            let Ok(value) = h.value().as_string() else {
+                continue;
+            };
+            let value = Some(value.as_str().to_string());
+            match h.name().as_str() {
+                ":message-type" => msg.message_type = value,
+                ":event-type" => msg.event_type = value,
+                ":exception-type" => msg.exception_type = value,
+                ":error-code" => msg.error_code = value,
+                _ => {}
             }
-            9 => take(&mut h, 16).map(|_| None)?,
-            _ => return Err(EventStreamError::Headers),
-        };
-        match name.as_str() {
-            ":message-type" => msg.message_type = value,
-            ":event-type" => msg.event_type = value,
-            ":exception-type" => msg.exception_type = value,
-            ":error-code" => msg.error_code = value,
-            _ => {}
         }
+        Ok(Some((msg, total as usize)))
     }
-    Ok(())
 }
 
 /// Encodes one message with string headers (tests, benches, replay).
@@ -222,6 +177,13 @@ mod tests {
     }
 
     #[test]
+    fn oversized_length_is_refused_before_buffering() {
+        let mut d = EventStreamDecoder::new(1024);
+        d.feed(&[0xff, 0xff, 0xff, 0xf0, 0, 0], &mut |_| {});
+        assert_eq!(d.error(), Some(&EventStreamError::Length(0xffff_fff0)));
+    }
+
+    #[test]
     fn corrupt_crc_stops() {
         let mut wire = encode_message(&[(":event-type", "x")], b"{}");
         let last = wire.len() - 1;
@@ -230,6 +192,6 @@ mod tests {
         let mut n = 0;
         d.feed(&wire, &mut |_| n += 1);
         assert_eq!(n, 0);
-        assert_eq!(d.error(), Some(&EventStreamError::MessageCrc));
+        assert!(matches!(d.error(), Some(EventStreamError::Invalid(_))));
     }
 }
