@@ -38,6 +38,10 @@ static FILTER_FLAGS: u32 = 0;
 /// The daemon's own pid: never traced (its OTLP export may itself use TLS).
 #[unsafe(no_mangle)]
 static SELF_PID: u32 = 0;
+/// Wake the reader only once this many bytes wait in the ring; below that it polls on a
+/// timer. A wakeup per record (the default) costs more than the rest of the probe.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u32 = 1 << 20;
 
 const FILTER_PID: u32 = 1;
 const FILTER_COMM: u32 = 2;
@@ -108,6 +112,17 @@ fn count(index: u32, by: u64) {
 fn config(value: &'static u32) -> u32 {
     // SAFETY: a global in .rodata patched by the loader; volatile so it is not constant-folded.
     unsafe { core::ptr::read_volatile(value) }
+}
+
+/// Ring-buffer output flags: wake the reader only when enough data is waiting.
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= config(&WAKEUP_BYTES) as u64 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
 }
 
 #[inline(always)]
@@ -264,7 +279,7 @@ extern "C" fn emit_chunk(index: u32, ctx: *mut c_void) -> i64 {
         }
         let record =
             core::slice::from_raw_parts(scratch as *const u8, EVENT_HEADER_LEN + n as usize);
-        if EVENTS.output::<[u8]>(record, 0).is_err() {
+        if EVENTS.output::<[u8]>(record, wakeup_flag()).is_err() {
             count(counter::RINGBUF_DROPPED_RECORDS, 1);
             count(counter::RINGBUF_DROPPED_BYTES, n);
         }

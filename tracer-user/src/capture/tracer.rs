@@ -19,6 +19,10 @@ use super::targets::FileId;
 /// The eBPF object built by `build.rs` (aya-build) from `tracer-ebpf`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/llmtap-tracer"));
 
+/// Longest a record waits in the ring before the reader looks (records are not announced one
+/// by one: see `WAKEUP_BYTES` in the eBPF program).
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Default ring buffer size: room for bursts of large prompts without drops.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 16 * 1024 * 1024;
 
@@ -214,8 +218,11 @@ impl Tracer {
         let self_pid = std::process::id();
         let filter_flags: u32 =
             u32::from(!config.pids.is_empty()) | (u32::from(!config.comms.is_empty()) << 1);
+        // Wake the reader when a quarter of the ring is used; otherwise it polls.
+        let wakeup_bytes = config.ring_buffer_bytes / 4;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", config.ring_buffer_bytes)
+            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .override_global("MAX_CAPTURE_BYTES", &config.max_capture_bytes, true)
             .override_global("FILTER_FLAGS", &filter_flags, true)
             .override_global("SELF_PID", &self_pid, true)
@@ -520,10 +527,23 @@ impl Tracer {
         self.attached.values().map(|f| f.path.as_path())
     }
 
-    /// Waits for ring-buffer records and appends every available one to `out`.
+    /// Waits for ring-buffer records and appends every available one to `out`. Records are
+    /// picked up on a wakeup (ring a quarter full) or at the latest after [`POLL_INTERVAL`].
     pub async fn read_events(&mut self, out: &mut Vec<CaptureEvent>) -> io::Result<()> {
-        let mut guard = self.ring.readable_mut().await?;
-        let ring = guard.get_inner_mut();
+        loop {
+            self.drain(out);
+            if !out.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                guard = self.ring.readable_mut() => guard?.clear_ready(),
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+    }
+
+    fn drain(&mut self, out: &mut Vec<CaptureEvent>) {
+        let ring = self.ring.get_mut();
         while let Some(record) = ring.next() {
             self.records += 1;
             match decode_record(&record) {
@@ -539,8 +559,6 @@ impl Tracer {
                 }
             }
         }
-        guard.clear_ready();
-        Ok(())
     }
 
     /// Current counters (kernel counters summed over CPUs).
