@@ -14,6 +14,8 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(name = "xtask", about = "llmtap build orchestration")]
 struct Cli {
@@ -40,17 +42,23 @@ enum Task {
     },
     /// Check formatting and clippy (warnings are errors).
     Lint,
+    /// Overhead benchmarks; writes target/bench/report.{md,json}.
+    Bench,
 }
 
 /// bpf-linker release the eBPF build is known to work with.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Commands the tests run, and the Debian package providing each.
+/// What the tests and benchmarks run (a command on PATH, or an absolute file), and the
+/// Debian package providing each.
 const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("openssl", "openssl"),
     ("python3", "python3"),
     ("node", "nodejs"),
+    ("gcc", "gcc"),
+    ("bpftrace", "bpftrace"),
+    ("/usr/include/openssl/ssl.h", "libssl-dev"),
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -77,6 +85,11 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => {
             ensure_setup()?;
             test(&root, &args)
+        }
+        Task::Bench => {
+            ensure_setup()?;
+            cargo(&root, &["build", "--release", "-p", "tracer-user"])?;
+            bench::run(&root)
         }
         Task::Lint => {
             ensure_setup()?;
@@ -248,7 +261,13 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
 fn missing_debian_packages() -> Vec<&'static str> {
     DEBIAN_TOOLS
         .iter()
-        .filter(|(tool, _)| !on_path(tool))
+        .filter(|(tool, _)| {
+            if tool.starts_with('/') {
+                !Path::new(tool).exists()
+            } else {
+                !on_path(tool)
+            }
+        })
         .map(|(_, package)| *package)
         .collect()
 }
