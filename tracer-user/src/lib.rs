@@ -6,4 +6,5 @@
 //! Everything after `capture`'s kernel interface is plain Rust that runs on recorded events.
 
 pub mod capture;
+pub mod export;
 pub mod genai;
