@@ -35,7 +35,11 @@ fn otlp_args(endpoint: &str, protocol: OtlpProtocol) -> ExportArgs {
     }
 }
 
-async fn export_three_calls_and_check(endpoint: String, receiver: Receiver, protocol: OtlpProtocol) {
+async fn export_three_calls_and_check(
+    endpoint: String,
+    receiver: Receiver,
+    protocol: OtlpProtocol,
+) {
     let root = fake_proc(
         &format!("{protocol:?}"),
         &[
@@ -58,7 +62,10 @@ async fn export_three_calls_and_check(endpoint: String, receiver: Receiver, prot
     exporters.shutdown().await;
     settle().await;
 
-    assert!(receiver.header_seen("x-tenant: acme"), "configured header not sent");
+    assert!(
+        receiver.header_seen("x-tenant: acme"),
+        "configured header not sent"
+    );
 
     // --- spans ---
     let spans = receiver.spans();
@@ -66,7 +73,9 @@ async fn export_three_calls_and_check(endpoint: String, receiver: Receiver, prot
     let find = |name: &str, status: StatusCode| {
         spans
             .iter()
-            .find(|(_, s)| s.name == name && s.status.as_ref().map(|st| st.code) == Some(status as i32))
+            .find(|(_, s)| {
+                s.name == name && s.status.as_ref().map(|st| st.code) == Some(status as i32)
+            })
             .unwrap_or_else(|| panic!("no span {name} / {status:?} in {spans:#?}"))
     };
     let (resource, chat) = find("chat gpt-4o-mini", StatusCode::Unset);
@@ -78,49 +87,111 @@ async fn export_three_calls_and_check(endpoint: String, receiver: Receiver, prot
     assert_eq!(chat.start_time_unix_nano, start);
     assert_eq!(chat.end_time_unix_nano, start + 600_000_000);
     let a = &chat.attributes;
-    assert_eq!(str_attr(a, "gen_ai.operation.name").as_deref(), Some("chat"));
-    assert_eq!(str_attr(a, "gen_ai.provider.name").as_deref(), Some("openai"));
-    assert_eq!(str_attr(a, "gen_ai.request.model").as_deref(), Some("gpt-4o-mini"));
-    assert_eq!(str_attr(a, "gen_ai.response.model").as_deref(), Some("gpt-4o-mini-2024-07-18"));
+    assert_eq!(
+        str_attr(a, "gen_ai.operation.name").as_deref(),
+        Some("chat")
+    );
+    assert_eq!(
+        str_attr(a, "gen_ai.provider.name").as_deref(),
+        Some("openai")
+    );
+    assert_eq!(
+        str_attr(a, "gen_ai.request.model").as_deref(),
+        Some("gpt-4o-mini")
+    );
+    assert_eq!(
+        str_attr(a, "gen_ai.response.model").as_deref(),
+        Some("gpt-4o-mini-2024-07-18")
+    );
     assert_eq!(
         str_attr(a, "gen_ai.response.id").as_deref(),
         Some("chatcmpl-ChZNa5AVXUvGOZAleY7FgQlVr6bxn")
     );
-    assert_eq!(strings_attr(a, "gen_ai.response.finish_reasons"), Some(vec!["stop".to_string()]));
+    assert_eq!(
+        strings_attr(a, "gen_ai.response.finish_reasons"),
+        Some(vec!["stop".to_string()])
+    );
     assert_eq!(int_attr(a, "gen_ai.usage.input_tokens"), Some(23));
     assert_eq!(int_attr(a, "gen_ai.usage.output_tokens"), Some(8));
     assert_eq!(int_attr(a, "gen_ai.usage.cache_read.input_tokens"), Some(0));
     assert_eq!(int_attr(a, "server.port"), Some(443));
-    assert_eq!(str_attr(a, "server.address").as_deref(), Some("api.openai.com"));
-    assert_eq!(double_attr(a, "gen_ai.response.time_to_first_chunk"), Some(0.4));
+    assert_eq!(
+        str_attr(a, "server.address").as_deref(),
+        Some("api.openai.com")
+    );
+    assert_eq!(
+        double_attr(a, "gen_ai.response.time_to_first_chunk"),
+        Some(0.4)
+    );
     assert_eq!(int_attr(a, "llmtap.stream.chunks"), Some(8));
-    assert_eq!(str_attr(a, "openai.api.type").as_deref(), Some("chat_completions"));
-    assert_eq!(str_attr(a, "openai.response.system_fingerprint").as_deref(), Some("fp_560af6e559"));
+    assert_eq!(
+        str_attr(a, "openai.api.type").as_deref(),
+        Some("chat_completions")
+    );
+    assert_eq!(
+        str_attr(a, "openai.response.system_fingerprint").as_deref(),
+        Some("fp_560af6e559")
+    );
     let cost = double_attr(a, "llmtap.usage.cost_usd").expect("cost");
-    assert!((cost - (23.0 * 0.15 + 8.0 * 0.60) / 1e6).abs() < 1e-12, "{cost}");
-    assert_eq!(str_attr(resource, "service.name").as_deref(), Some("python3"));
+    assert!(
+        (cost - (23.0 * 0.15 + 8.0 * 0.60) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    assert_eq!(
+        str_attr(resource, "service.name").as_deref(),
+        Some("python3")
+    );
     assert_eq!(int_attr(resource, "process.pid"), Some(1001));
-    assert_eq!(str_attr(resource, "process.executable.path").as_deref(), Some("/usr/bin/python3"));
-    assert_eq!(str_attr(resource, "process.command_line").as_deref(), Some("/usr/bin/python3 chat.py"));
-    assert_eq!(str_attr(resource, "telemetry.sdk.name").as_deref(), Some("llmtap"));
+    assert_eq!(
+        str_attr(resource, "process.executable.path").as_deref(),
+        Some("/usr/bin/python3")
+    );
+    assert_eq!(
+        str_attr(resource, "process.command_line").as_deref(),
+        Some("/usr/bin/python3 chat.py")
+    );
+    assert_eq!(
+        str_attr(resource, "telemetry.sdk.name").as_deref(),
+        Some("llmtap")
+    );
 
     let (resource, claude) = find("chat claude-3-5-sonnet-20240620", StatusCode::Unset);
-    assert!(claude.parent_span_id.is_empty(), "no traceparent: no parent");
+    assert!(
+        claude.parent_span_id.is_empty(),
+        "no traceparent: no parent"
+    );
     assert_eq!(claude.trace_id.len(), 16);
     assert_ne!(hex(&claude.trace_id), "0af7651916cd43dd8448eb211c80319c");
-    assert_eq!(int_attr(&claude.attributes, "gen_ai.usage.cache_read.input_tokens"), Some(1165));
+    assert_eq!(
+        int_attr(&claude.attributes, "gen_ai.usage.cache_read.input_tokens"),
+        Some(1165)
+    );
     let cost = double_attr(&claude.attributes, "llmtap.usage.cost_usd").expect("cost");
-    assert!((cost - (4.0 * 3.0 + 1165.0 * 0.30 + 221.0 * 15.0) / 1e6).abs() < 1e-12, "{cost}");
+    assert!(
+        (cost - (4.0 * 3.0 + 1165.0 * 0.30 + 221.0 * 15.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
     assert_eq!(str_attr(resource, "service.name").as_deref(), Some("node"));
     assert_eq!(int_attr(resource, "process.pid"), Some(1002));
 
     let (_, failed) = find("chat gpt-4o-mini", StatusCode::Error);
-    assert_eq!(str_attr(&failed.attributes, "error.type").as_deref(), Some("invalid_request_error"));
-    assert_eq!(int_attr(&failed.attributes, "http.response.status_code"), Some(400));
-    assert_eq!(failed.status.as_ref().map(|s| s.message.as_str()), Some("Invalid image."));
+    assert_eq!(
+        str_attr(&failed.attributes, "error.type").as_deref(),
+        Some("invalid_request_error")
+    );
+    assert_eq!(
+        int_attr(&failed.attributes, "http.response.status_code"),
+        Some(400)
+    );
+    assert_eq!(
+        failed.status.as_ref().map(|s| s.message.as_str()),
+        Some("Invalid image.")
+    );
 
     // --- metrics ---
-    let tokens = receiver.metric("gen_ai.client.token.usage").expect("token usage metric");
+    let tokens = receiver
+        .metric("gen_ai.client.token.usage")
+        .expect("token usage metric");
     assert_eq!(tokens.unit, "{token}");
     let points = histogram(&tokens);
     // openai input/output + anthropic input/output (the failed call has no usage).
@@ -143,16 +214,25 @@ async fn export_three_calls_and_check(endpoint: String, receiver: Receiver, prot
     assert_eq!(token_sum("anthropic", "input"), 1169.0);
     assert_eq!(token_sum("anthropic", "output"), 221.0);
 
-    let duration = receiver.metric("gen_ai.client.operation.duration").expect("duration metric");
+    let duration = receiver
+        .metric("gen_ai.client.operation.duration")
+        .expect("duration metric");
     assert_eq!(duration.unit, "s");
     let points = histogram(&duration);
     assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 3);
-    assert!(points.iter().all(|p| p.explicit_bounds == DURATION_BUCKETS.to_vec()));
+    assert!(
+        points
+            .iter()
+            .all(|p| p.explicit_bounds == DURATION_BUCKETS.to_vec())
+    );
     let error_point = points
         .iter()
         .find(|p| str_attr(&p.attributes, "error.type").is_some())
         .expect("duration point with error.type");
-    assert_eq!(str_attr(&error_point.attributes, "error.type").as_deref(), Some("invalid_request_error"));
+    assert_eq!(
+        str_attr(&error_point.attributes, "error.type").as_deref(),
+        Some("invalid_request_error")
+    );
     assert!((error_point.sum.unwrap_or(0.0) - 0.25).abs() < 1e-9);
 
     let ttfc = receiver
@@ -169,7 +249,10 @@ async fn export_three_calls_and_check(endpoint: String, receiver: Receiver, prot
         .find(|p| str_attr(&p.attributes, "gen_ai.provider.name").as_deref() == Some("openai"))
         .expect("openai tpoc");
     assert!((openai_tpoc.sum.unwrap_or(0.0) - 7.0 * 0.02).abs() < 1e-9);
-    assert_eq!(str_attr(&openai_tpoc.attributes, "server.address").as_deref(), Some("api.openai.com"));
+    assert_eq!(
+        str_attr(&openai_tpoc.attributes, "server.address").as_deref(),
+        Some("api.openai.com")
+    );
     assert_eq!(int_attr(&openai_tpoc.attributes, "server.port"), Some(443));
 
     let calls = receiver.metric("llmtap.calls").expect("calls metric");
@@ -186,9 +269,16 @@ async fn export_three_calls_and_check(endpoint: String, receiver: Receiver, prot
         ("llmtap.export.dropped_spans", 0),
     ] {
         let metric = receiver.metric(name).unwrap_or_else(|| panic!("no {name}"));
-        assert_eq!(sum_points(&metric).first().and_then(as_int), Some(value), "{name}");
+        assert_eq!(
+            sum_points(&metric).first().and_then(as_int),
+            Some(value),
+            "{name}"
+        );
     }
-    assert_eq!(str_attr(&receiver.metrics_resource(), "service.name").as_deref(), Some("llmtap"));
+    assert_eq!(
+        str_attr(&receiver.metrics_resource(), "service.name").as_deref(),
+        Some("llmtap")
+    );
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -223,14 +313,20 @@ async fn shutdown_flushes_every_pending_span() {
             .await
             .expect("exporters");
         for i in 0..N {
-            exporters.export(&openai_stream(2000 + (i % 7) as u32, 1_000_000_000 * (i + 1)));
+            exporters.export(&openai_stream(
+                2000 + (i % 7) as u32,
+                1_000_000_000 * (i + 1),
+            ));
         }
         assert_eq!(exporters.dropped_spans(), 0);
         exporters.shutdown().await;
         let spans = receiver.spans();
         assert_eq!(spans.len() as u64, N, "{protocol:?}");
         // Seven processes → seven resources, each with its own pid.
-        let mut pids: Vec<i64> = spans.iter().filter_map(|(r, _)| int_attr(r, "process.pid")).collect();
+        let mut pids: Vec<i64> = spans
+            .iter()
+            .filter_map(|(r, _)| int_attr(r, "process.pid"))
+            .collect();
         pids.sort_unstable();
         pids.dedup();
         assert_eq!(pids, (2000..2007).collect::<Vec<i64>>());

@@ -28,7 +28,10 @@ impl Write for SharedBuf {
 fn options(stdout: SharedBuf, tag: &str) -> ExporterOptions {
     ExporterOptions {
         clock: ClockOffset::fixed(CLOCK_OFFSET_NS),
-        proc_root: fake_proc(tag, &[(1001, &["/usr/bin/python3", "chat.py"], "/usr/bin/python3")]),
+        proc_root: fake_proc(
+            tag,
+            &[(1001, &["/usr/bin/python3", "chat.py"], "/usr/bin/python3")],
+        ),
         stdout: Box::new(stdout),
         env: Default::default(),
         metric_interval: None,
@@ -74,7 +77,10 @@ async fn jsonl_on_stdout_has_the_documented_shape() {
     assert_eq!(attrs["gen_ai.usage.output_tokens"], 8);
     assert_eq!(attrs["gen_ai.request.stream"], true);
     assert_eq!(attrs["gen_ai.response.time_to_first_chunk"], 0.4);
-    assert_eq!(attrs["gen_ai.response.finish_reasons"], serde_json::json!(["stop"]));
+    assert_eq!(
+        attrs["gen_ai.response.finish_reasons"],
+        serde_json::json!(["stop"])
+    );
     assert!(attrs["llmtap.usage.cost_usd"].is_f64());
     let resource = &ok["resource"];
     assert_eq!(resource["service.name"], "python3");
@@ -84,7 +90,10 @@ async fn jsonl_on_stdout_has_the_documented_shape() {
     assert_eq!(resource["telemetry.sdk.language"], "rust");
 
     let failed = &lines[1];
-    assert_eq!(failed["status"], serde_json::json!({"code": "ERROR", "message": "Invalid image."}));
+    assert_eq!(
+        failed["status"],
+        serde_json::json!({"code": "ERROR", "message": "Invalid image."})
+    );
     assert_eq!(failed["parent_span_id"], Value::Null);
     assert_eq!(failed["attributes"]["error.type"], "invalid_request_error");
     assert_eq!(failed["attributes"]["http.response.status_code"], 400);
@@ -107,10 +116,19 @@ async fn console_is_the_default_and_summarises_at_shutdown() {
     let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("TIME(UTC)"), "{text}");
-    assert!(lines[1].contains("1001/python3") && lines[1].contains("23→8"), "{text}");
+    assert!(
+        lines[1].contains("1001/python3") && lines[1].contains("23→8"),
+        "{text}"
+    );
     // pid 1002 has no /proc entry: the record's comm is used.
-    assert!(lines[2].contains("1002/node") && lines[2].contains("1169→221"), "{text}");
-    assert!(lines[2].contains("end_turn") && lines[2].contains("3.000s"), "{text}");
+    assert!(
+        lines[2].contains("1002/node") && lines[2].contains("1169→221"),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("end_turn") && lines[2].contains("3.000s"),
+        "{text}"
+    );
     assert!(text.contains("── summary ──"), "{text}");
     assert_eq!(lines.len(), 3 + 1 + 2, "{text}");
 }

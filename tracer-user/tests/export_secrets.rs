@@ -46,7 +46,13 @@ impl log::Log for CapturingLogger {
     }
     fn log(&self, record: &log::Record) {
         let mut out = self.0.clone();
-        let _ = writeln!(out, "{} {}: {}", record.level(), record.target(), record.args());
+        let _ = writeln!(
+            out,
+            "{} {}: {}",
+            record.level(),
+            record.target(),
+            record.args()
+        );
     }
     fn flush(&self) {}
 }
@@ -73,13 +79,16 @@ async fn planted_credentials_never_leave_llmtap() {
             "/usr/bin/python3",
         )],
     );
-    let jsonl_path = std::env::temp_dir().join(format!("llmtap-secrets-{}.jsonl", std::process::id()));
+    let jsonl_path =
+        std::env::temp_dir().join(format!("llmtap-secrets-{}.jsonl", std::process::id()));
     std::fs::remove_file(&jsonl_path).ok();
     let (endpoint, receiver) = start_http_receiver().await;
     let args = ExportArgs {
         outputs: vec![
             "console".parse().expect("output"),
-            format!("jsonl={}", jsonl_path.display()).parse().expect("output"),
+            format!("jsonl={}", jsonl_path.display())
+                .parse()
+                .expect("output"),
             "otlp".parse().expect("output"),
         ],
         capture_content: true,
@@ -130,7 +139,10 @@ async fn planted_credentials_never_leave_llmtap() {
     assert!(console.contains("3001/python3"), "{console}");
     assert_eq!(jsonl.lines().count(), 2, "{jsonl}");
     assert!(jsonl.contains("agent.py --api-key [REDACTED]"), "{jsonl}");
-    assert!(jsonl.contains("Incorrect API key provided: [REDACTED]"), "{jsonl}");
+    assert!(
+        jsonl.contains("Incorrect API key provided: [REDACTED]"),
+        "{jsonl}"
+    );
     assert!(jsonl.contains("gen_ai.input.messages"), "{jsonl}");
     assert_eq!(receiver.spans().len(), 2);
     assert!(receiver.contains_bytes("agent.py"));

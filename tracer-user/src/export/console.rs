@@ -36,7 +36,7 @@ impl Aggregate {
         }
         sorted.sort_by(f64::total_cmp);
         let mid = sorted.len() / 2;
-        Some(if sorted.len() % 2 == 0 {
+        Some(if sorted.len().is_multiple_of(2) {
             (sorted[mid - 1] + sorted[mid]) / 2.0
         } else {
             sorted[mid]
@@ -124,8 +124,15 @@ impl Console {
             writeln!(
                 self.out,
                 "{:<12} {:<22} {:<16} {:<28} {:>15} {:>8} {:>8} {:<14} {:>10}",
-                "TIME(UTC)", "PID/COMM", "PROVIDER", "MODEL", "TOKENS IN→OUT", "TTFT", "DURATION",
-                "FINISH", "COST"
+                "TIME(UTC)",
+                "PID/COMM",
+                "PROVIDER",
+                "MODEL",
+                "TOKENS IN→OUT",
+                "TTFT",
+                "DURATION",
+                "FINISH",
+                "COST"
             )?;
             self.header_written = true;
         }
@@ -137,10 +144,13 @@ impl Console {
             opt(int_attr(span, keys::USAGE_INPUT_TOKENS)),
             opt(int_attr(span, keys::USAGE_OUTPUT_TOKENS))
         );
-        let ttft = opt(double_attr(span, keys::RESPONSE_TIME_TO_FIRST_CHUNK).map(|s| format!("{s:.3}s")));
-        let duration_s =
-            span.end_unix_nanos.saturating_sub(span.start_unix_nanos) as f64 / 1e9;
-        let finish = match (&span.status, find(&span.attributes, keys::RESPONSE_FINISH_REASONS)) {
+        let ttft =
+            opt(double_attr(span, keys::RESPONSE_TIME_TO_FIRST_CHUNK).map(|s| format!("{s:.3}s")));
+        let duration_s = span.end_unix_nanos.saturating_sub(span.start_unix_nanos) as f64 / 1e9;
+        let finish = match (
+            &span.status,
+            find(&span.attributes, keys::RESPONSE_FINISH_REASONS),
+        ) {
             (SpanStatus::Error { .. }, _) => {
                 format!("error:{}", str_attr(span, keys::ERROR_TYPE).unwrap_or("?"))
             }
@@ -175,7 +185,9 @@ impl Console {
             let agg = self.totals.entry(key).or_default();
             agg.calls += 1;
             agg.input_tokens += int_attr(span, keys::USAGE_INPUT_TOKENS).unwrap_or(0).max(0) as u64;
-            agg.output_tokens += int_attr(span, keys::USAGE_OUTPUT_TOKENS).unwrap_or(0).max(0) as u64;
+            agg.output_tokens += int_attr(span, keys::USAGE_OUTPUT_TOKENS)
+                .unwrap_or(0)
+                .max(0) as u64;
             if let Some(c) = cost {
                 agg.cost_usd += c;
                 agg.priced_calls += 1;
@@ -262,7 +274,10 @@ mod tests {
     struct SharedBuf(Arc<Mutex<Vec<u8>>>);
     impl Write for SharedBuf {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -271,7 +286,8 @@ mod tests {
     }
     impl SharedBuf {
         fn text(&self) -> String {
-            String::from_utf8(self.0.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default()
+            String::from_utf8(self.0.lock().map(|b| b.clone()).unwrap_or_default())
+                .unwrap_or_default()
         }
     }
 
@@ -324,7 +340,11 @@ mod tests {
         ] {
             assert!(row.contains(part), "{part:?} missing in {row}");
         }
-        assert!(lines[3].trim_end().ends_with('-'), "unpriced call shows '-' cost: {}", lines[3]);
+        assert!(
+            lines[3].trim_end().ends_with('-'),
+            "unpriced call shows '-' cost: {}",
+            lines[3]
+        );
         console.finish().ok();
         let all = buf.text();
         let summary = all.lines().last().unwrap_or_default();

@@ -214,11 +214,7 @@ impl PriceTable {
         }
         self.prices
             .iter()
-            .filter(|(key, _)| {
-                model
-                    .strip_prefix(key.as_str())
-                    .is_some_and(is_boundary)
-            })
+            .filter(|(key, _)| model.strip_prefix(key.as_str()).is_some_and(is_boundary))
             .max_by_key(|(key, _)| key.len())
             .map(|(_, price)| price)
     }
@@ -261,15 +257,27 @@ mod tests {
     #[test]
     fn dated_names_match_their_base_model() {
         let table = PriceTable::builtin();
-        assert_eq!(table.lookup("gpt-4o-mini-2024-07-18").map(|p| p.input), Some(0.15));
-        assert_eq!(table.lookup("gpt-4o-2024-08-06").map(|p| p.input), Some(2.50));
+        assert_eq!(
+            table.lookup("gpt-4o-mini-2024-07-18").map(|p| p.input),
+            Some(0.15)
+        );
+        assert_eq!(
+            table.lookup("gpt-4o-2024-08-06").map(|p| p.input),
+            Some(2.50)
+        );
         assert_eq!(table.lookup("gpt-4-0613").map(|p| p.input), Some(30.0));
         assert_eq!(
             table.lookup("claude-3-5-sonnet-20241022").map(|p| p.output),
             Some(15.0)
         );
-        assert_eq!(table.lookup("models/gemini-1.5-flash-001").map(|p| p.input), Some(0.075));
-        assert_eq!(table.lookup("gpt-4.1-mini-2025-04-14").map(|p| p.input), Some(0.40));
+        assert_eq!(
+            table.lookup("models/gemini-1.5-flash-001").map(|p| p.input),
+            Some(0.075)
+        );
+        assert_eq!(
+            table.lookup("gpt-4.1-mini-2025-04-14").map(|p| p.input),
+            Some(0.40)
+        );
     }
 
     #[test]
@@ -297,14 +305,20 @@ mod tests {
         let mut u = usage(2_000_000, 0);
         u.cache_creation_input_tokens = Some(1_000_000);
         // 1M × 3 + 1M × 3.75
-        let cost = table.cost_usd("claude-3-5-sonnet-latest", &u, false).unwrap_or(-1.0);
+        let cost = table
+            .cost_usd("claude-3-5-sonnet-latest", &u, false)
+            .unwrap_or(-1.0);
         assert!((cost - 6.75).abs() < 1e-9, "{cost}");
     }
 
     #[test]
     fn no_cost_without_counts_or_price() {
         let table = PriceTable::builtin();
-        assert!(table.cost_usd("unknown-model", &usage(1, 1), false).is_none());
+        assert!(
+            table
+                .cost_usd("unknown-model", &usage(1, 1), false)
+                .is_none()
+        );
         let no_output = Usage {
             input_tokens: Some(10),
             ..Usage::default()
@@ -329,11 +343,17 @@ mod tests {
             "[models.\"gpt-4o\"]\ninput = 1.0\noutput = 2.0\n[models.my-model]\ninput = 5\noutput = 6\n",
         );
         let table = PriceTable::with_file(&toml_path).unwrap_or_default();
-        assert_eq!(table.lookup("gpt-4o-2024-08-06").map(|p| p.input), Some(1.0));
+        assert_eq!(
+            table.lookup("gpt-4o-2024-08-06").map(|p| p.input),
+            Some(1.0)
+        );
         assert_eq!(table.lookup("my-model-v2").map(|p| p.output), Some(6.0));
         assert_eq!(table.lookup("gpt-4o-mini").map(|p| p.input), Some(0.15));
 
-        let json_path = write_temp("p.json", r#"{"models":{"x-1":{"input":1,"output":1,"cached_input":0.5}}}"#);
+        let json_path = write_temp(
+            "p.json",
+            r#"{"models":{"x-1":{"input":1,"output":1,"cached_input":0.5}}}"#,
+        );
         let table = PriceTable::with_file(&json_path).unwrap_or_default();
         assert_eq!(table.lookup("x-1").and_then(|p| p.cached_input), Some(0.5));
 
@@ -343,6 +363,9 @@ mod tests {
             Err(PriceFileError::InvalidPrice { .. })
         ));
         let broken = write_temp("broken.toml", "models = 3");
-        assert!(matches!(PriceTable::with_file(&broken), Err(PriceFileError::Toml { .. })));
+        assert!(matches!(
+            PriceTable::with_file(&broken),
+            Err(PriceFileError::Toml { .. })
+        ));
     }
 }

@@ -103,7 +103,10 @@ mod tests {
     struct SharedBuf(Arc<Mutex<Vec<u8>>>);
     impl Write for SharedBuf {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -142,7 +145,10 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         let v: Value = serde_json::from_str(lines[0]).unwrap_or_default();
-        let keys: Vec<&str> = v.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+        let keys: Vec<&str> = v
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
         assert_eq!(
             keys,
             [
@@ -163,16 +169,29 @@ mod tests {
         assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(v["parent_span_id"], "00f067aa0ba902b7");
         assert_eq!(v["span_id"].as_str().map(str::len), Some(16));
-        assert_eq!(v["start_time_unix_nano"].as_u64(), Some(1_700_000_001_000_000_000));
-        assert_eq!(v["end_time_unix_nano"].as_u64(), Some(1_700_000_001_500_000_000));
+        assert_eq!(
+            v["start_time_unix_nano"].as_u64(),
+            Some(1_700_000_001_000_000_000)
+        );
+        assert_eq!(
+            v["end_time_unix_nano"].as_u64(),
+            Some(1_700_000_001_500_000_000)
+        );
         assert_eq!(v["status"], json!({"code": "UNSET", "message": null}));
         assert_eq!(v["attributes"]["gen_ai.usage.input_tokens"], 1130);
         assert_eq!(v["attributes"]["gen_ai.request.temperature"], 0.7);
         assert_eq!(v["attributes"]["gen_ai.request.stream"], true);
-        assert_eq!(v["attributes"]["gen_ai.response.finish_reasons"], json!(["stop"]));
+        assert_eq!(
+            v["attributes"]["gen_ai.response.finish_reasons"],
+            json!(["stop"])
+        );
         assert_eq!(v["resource"]["process.pid"], 4242);
         assert_eq!(v["resource"]["service.name"], "python3");
         assert_eq!(v["resource"]["telemetry.sdk.name"], "llmtap");
-        assert!(v["attributes"].as_object().is_some_and(|o| o.values().all(|x| !x.is_null())));
+        assert!(
+            v["attributes"]
+                .as_object()
+                .is_some_and(|o| o.values().all(|x| !x.is_null()))
+        );
     }
 }

@@ -19,8 +19,8 @@ use crate::genai::CallRecord;
 
 /// `gen_ai.client.token.usage` buckets.
 pub const TOKEN_USAGE_BUCKETS: [f64; 14] = [
-    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
-    4194304.0, 16777216.0, 67108864.0,
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
 ];
 
 /// Buckets of the duration, TTFC and TPOC histograms (seconds).
@@ -127,10 +127,7 @@ pub fn call_measurements(record: &CallRecord) -> CallMeasurements {
             .filter(|_| has_output_tokens(record.operation)),
         duration_s: record.timing.duration_s(),
         error_type: record.error.as_ref().map(|e| e.error_type.clone()),
-        time_to_first_chunk_s: record
-            .timing
-            .time_to_first_chunk_s()
-            .filter(|_| streaming),
+        time_to_first_chunk_s: record.timing.time_to_first_chunk_s().filter(|_| streaming),
         time_per_output_chunk_s,
     }
 }
@@ -160,7 +157,10 @@ impl GenAiMetrics {
     /// `llmtap.export.dropped_spans`.
     pub fn new(meter: &Meter, dropped_spans: Arc<AtomicU64>) -> Self {
         let health = Arc::new(Mutex::new(HealthSnapshot::default()));
-        let observable = |name: &'static str, unit: &'static str, description: &'static str, read: fn(&HealthSnapshot) -> u64| {
+        let observable = |name: &'static str,
+                          unit: &'static str,
+                          description: &'static str,
+                          read: fn(&HealthSnapshot) -> u64| {
             let health = Arc::clone(&health);
             meter
                 .u64_observable_counter(name)
@@ -174,10 +174,30 @@ impl GenAiMetrics {
                 .build()
         };
         let mut observables = vec![
-            observable("llmtap.capture.events", "{event}", "Kernel capture events read", |h| h.capture_events),
-            observable("llmtap.capture.bytes", "By", "Plaintext bytes captured", |h| h.capture_bytes),
-            observable("llmtap.capture.ring_buffer.drops", "{event}", "Events lost because the ring buffer was full", |h| h.ring_buffer_drops),
-            observable("llmtap.parse.errors", "{error}", "Payloads that could not be parsed", |h| h.parse_errors),
+            observable(
+                "llmtap.capture.events",
+                "{event}",
+                "Kernel capture events read",
+                |h| h.capture_events,
+            ),
+            observable(
+                "llmtap.capture.bytes",
+                "By",
+                "Plaintext bytes captured",
+                |h| h.capture_bytes,
+            ),
+            observable(
+                "llmtap.capture.ring_buffer.drops",
+                "{event}",
+                "Events lost because the ring buffer was full",
+                |h| h.ring_buffer_drops,
+            ),
+            observable(
+                "llmtap.parse.errors",
+                "{error}",
+                "Payloads that could not be parsed",
+                |h| h.parse_errors,
+            ),
         ];
         observables.push(
             meter
@@ -233,15 +253,18 @@ impl GenAiMetrics {
             attrs
         };
         if let Some(n) = m.input_tokens {
-            self.token_usage.record(n, &with(KeyValue::new(keys::TOKEN_TYPE, "input")));
+            self.token_usage
+                .record(n, &with(KeyValue::new(keys::TOKEN_TYPE, "input")));
         }
         if let Some(n) = m.output_tokens {
-            self.token_usage.record(n, &with(KeyValue::new(keys::TOKEN_TYPE, "output")));
+            self.token_usage
+                .record(n, &with(KeyValue::new(keys::TOKEN_TYPE, "output")));
         }
         match &m.error_type {
-            Some(error) => self
-                .duration
-                .record(m.duration_s, &with(KeyValue::new(keys::ERROR_TYPE, error.clone()))),
+            Some(error) => self.duration.record(
+                m.duration_s,
+                &with(KeyValue::new(keys::ERROR_TYPE, error.clone())),
+            ),
             None => self.duration.record(m.duration_s, &common),
         }
         if let Some(ttfc) = m.time_to_first_chunk_s {

@@ -16,13 +16,7 @@ pub mod redact;
 pub mod resource;
 pub mod span;
 
-use std::{
-    collections::HashMap,
-    io::Write,
-    path::PathBuf,
-    str::FromStr,
-    time::Duration,
-};
+use std::{collections::HashMap, io::Write, path::PathBuf, str::FromStr, time::Duration};
 
 pub use clock::ClockOffset;
 pub use cost::{ModelPrice, PriceTable};
@@ -223,19 +217,29 @@ fn non_empty<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str
 }
 
 /// Per-signal settings: flags first, then the signal's and the generic protocol variables.
-fn signal_settings(args: &ExportArgs, env: &HashMap<String, String>, signal: &str) -> SignalSettings {
+fn signal_settings(
+    args: &ExportArgs,
+    env: &HashMap<String, String>,
+    signal: &str,
+) -> SignalSettings {
     let protocol = args
         .otlp_protocol
         .or_else(|| {
             non_empty(env, &format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"))
                 .and_then(OtlpProtocol::from_env_value)
         })
-        .or_else(|| non_empty(env, "OTEL_EXPORTER_OTLP_PROTOCOL").and_then(OtlpProtocol::from_env_value))
+        .or_else(|| {
+            non_empty(env, "OTEL_EXPORTER_OTLP_PROTOCOL").and_then(OtlpProtocol::from_env_value)
+        })
         .unwrap_or(OtlpProtocol::HttpProtobuf);
     let endpoint = args.otlp_endpoint.as_deref().map(|base| match protocol {
         OtlpProtocol::Grpc => base.to_string(),
         OtlpProtocol::HttpProtobuf => {
-            format!("{}/v1/{}", base.trim_end_matches('/'), signal.to_ascii_lowercase())
+            format!(
+                "{}/v1/{}",
+                base.trim_end_matches('/'),
+                signal.to_ascii_lowercase()
+            )
         }
     });
     SignalSettings {
@@ -249,8 +253,8 @@ fn signal_settings(args: &ExportArgs, env: &HashMap<String, String>, signal: &st
 /// The resolved list of outputs.
 fn resolve_outputs(args: &ExportArgs, env: &HashMap<String, String>) -> Vec<OutputSpec> {
     let mut outputs = args.outputs.clone();
-    let otlp_configured = args.otlp_endpoint.is_some()
-        || non_empty(env, "OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+    let otlp_configured =
+        args.otlp_endpoint.is_some() || non_empty(env, "OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
     if outputs.is_empty() {
         outputs.push(OutputSpec::Console);
     }
@@ -279,7 +283,10 @@ impl Exporters {
         Self::with_options(args, ExporterOptions::default()).await
     }
 
-    pub async fn with_options(args: &ExportArgs, options: ExporterOptions) -> Result<Self, ExportError> {
+    pub async fn with_options(
+        args: &ExportArgs,
+        options: ExporterOptions,
+    ) -> Result<Self, ExportError> {
         let ExporterOptions {
             clock,
             proc_root,
@@ -358,7 +365,10 @@ impl Exporters {
     fn note_write_failure(&mut self, output: &str, error: &std::io::Error) {
         self.write_failures += 1;
         if self.write_failures.is_power_of_two() {
-            log::warn!("{output} output failed ({} failures so far): {error}", self.write_failures);
+            log::warn!(
+                "{output} output failed ({} failures so far): {error}",
+                self.write_failures
+            );
         }
     }
 
@@ -367,8 +377,11 @@ impl Exporters {
     pub fn export(&mut self, record: &CallRecord) {
         let resource = self.resources.get(&record.process);
         let cost = span::billed_model(record).and_then(|model| {
-            self.prices
-                .cost_usd(model, &record.usage, record.operation == Operation::Embeddings)
+            self.prices.cost_usd(
+                model,
+                &record.usage,
+                record.operation == Operation::Embeddings,
+            )
         });
         let span = self.spans.build(record, resource, cost);
         if let Some(console) = &mut self.console
@@ -430,7 +443,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -467,7 +483,10 @@ mod tests {
             ]
         );
         assert_eq!(args.otlp_protocol, Some(OtlpProtocol::HttpProtobuf));
-        assert_eq!(args.otlp_headers, [("x-tenant".to_string(), "a=b".to_string())]);
+        assert_eq!(
+            args.otlp_headers,
+            [("x-tenant".to_string(), "a=b".to_string())]
+        );
         assert_eq!(args.otlp_timeout, Some(Duration::from_millis(500)));
         assert!(args.capture_content);
         assert_eq!(args.max_content_bytes, 100);
@@ -482,14 +501,20 @@ mod tests {
         let args = ExportArgs::default();
         assert_eq!(resolve_outputs(&args, &env(&[])), [OutputSpec::Console]);
         assert_eq!(
-            resolve_outputs(&args, &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")])),
+            resolve_outputs(
+                &args,
+                &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")])
+            ),
             [OutputSpec::Console, OutputSpec::Otlp]
         );
         let jsonl_only = ExportArgs {
             outputs: vec![OutputSpec::Jsonl(None)],
             ..ExportArgs::default()
         };
-        assert_eq!(resolve_outputs(&jsonl_only, &env(&[])), [OutputSpec::Jsonl(None)]);
+        assert_eq!(
+            resolve_outputs(&jsonl_only, &env(&[])),
+            [OutputSpec::Jsonl(None)]
+        );
     }
 
     #[test]
@@ -499,7 +524,10 @@ mod tests {
             assert!(content_capture_enabled(false, &env(&[(var, on)])), "{on}");
         }
         for off in ["false", "NO_CONTENT", "EVENT_ONLY", ""] {
-            assert!(!content_capture_enabled(false, &env(&[(var, off)])), "{off}");
+            assert!(
+                !content_capture_enabled(false, &env(&[(var, off)])),
+                "{off}"
+            );
         }
         assert!(content_capture_enabled(true, &env(&[(var, "false")])));
     }
@@ -512,7 +540,10 @@ mod tests {
         };
         let s = signal_settings(&args, &env(&[]), "TRACES");
         assert_eq!(s.protocol, OtlpProtocol::HttpProtobuf);
-        assert_eq!(s.endpoint.as_deref(), Some("http://collector:4318/v1/traces"));
+        assert_eq!(
+            s.endpoint.as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
         let grpc_env = env(&[
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),

@@ -106,7 +106,9 @@ fn metadata(headers: &[(String, String)]) -> Result<tonic::metadata::MetadataMap
     Ok(map)
 }
 
-fn build_error(signal: &'static str) -> impl Fn(opentelemetry_otlp::ExporterBuildError) -> OtlpError {
+fn build_error(
+    signal: &'static str,
+) -> impl Fn(opentelemetry_otlp::ExporterBuildError) -> OtlpError {
     move |e| OtlpError::Build {
         signal,
         message: e.to_string(),
@@ -324,7 +326,8 @@ impl OtlpPipeline {
             .with_resource(Resource::builder_empty().with_attributes(agent).build())
             .build();
         let dropped_spans = Arc::new(AtomicU64::new(0));
-        let metrics = GenAiMetrics::new(&meter_provider.meter(SDK_NAME), Arc::clone(&dropped_spans));
+        let metrics =
+            GenAiMetrics::new(&meter_provider.meter(SDK_NAME), Arc::clone(&dropped_spans));
         Ok(Self {
             queue,
             task,
@@ -424,7 +427,10 @@ mod tests {
             metadata(&[("bad header".into(), "a".into())]),
             Err(OtlpError::InvalidHeader(_))
         ));
-        assert_eq!(OtlpProtocol::from_env_value("grpc"), Some(OtlpProtocol::Grpc));
+        assert_eq!(
+            OtlpProtocol::from_env_value("grpc"),
+            Some(OtlpProtocol::Grpc)
+        );
         assert_eq!(
             OtlpProtocol::from_env_value("http/protobuf"),
             Some(OtlpProtocol::HttpProtobuf)

@@ -9,8 +9,8 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// Prefixes of provider API keys and access tokens.
 const KEY_PREFIXES: &[&str] = &[
-    "sk-", "sk_", "sess-", "gsk_", "xai-", "AKIA", "ASIA", "AIza", "ya29.", "ghp_", "hf_",
-    "pplx-", "csk-", "r8_",
+    "sk-", "sk_", "sess-", "gsk_", "xai-", "AKIA", "ASIA", "AIza", "ya29.", "ghp_", "hf_", "pplx-",
+    "csk-", "r8_",
 ];
 
 /// Words in a flag or variable name that mean its value is a secret.
@@ -113,7 +113,8 @@ mod tests {
 
     #[test]
     fn scrubs_key_shaped_words_and_bearer_tokens() {
-        let text = "call failed: key sk-live-123 rejected, header Authorization: Bearer abc.def-ghi";
+        let text =
+            "call failed: key sk-live-123 rejected, header Authorization: Bearer abc.def-ghi";
         let scrubbed = scrub_text(text);
         assert!(!scrubbed.contains("sk-live-123"), "{scrubbed}");
         assert!(!scrubbed.contains("abc.def-ghi"), "{scrubbed}");

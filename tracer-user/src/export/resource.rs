@@ -35,7 +35,10 @@ impl ProcessResource {
     /// Resource attributes in a fixed order.
     pub fn attributes(&self) -> Attributes {
         let mut attrs: Attributes = vec![
-            (keys::SERVICE_NAME, AttrValue::Str(self.service_name.clone())),
+            (
+                keys::SERVICE_NAME,
+                AttrValue::Str(self.service_name.clone()),
+            ),
             (keys::PROCESS_PID, AttrValue::Int(i64::from(self.pid))),
             (
                 keys::PROCESS_EXECUTABLE_NAME,
@@ -70,7 +73,13 @@ impl ProcessResource {
 /// containerd/CRI (`/kubepods/…/<id>`, `cri-containerd-<id>.scope`), CRI-O (`crio-<id>.scope`)
 /// and Podman (`libpod-<id>.scope`, `/libpod-<id>.scope/container`). The innermost match wins.
 pub fn container_id_from_cgroup(cgroup: &str) -> Option<String> {
-    const PREFIXES: &[&str] = &["docker-", "cri-containerd-", "crio-", "libpod-", "containerd-"];
+    const PREFIXES: &[&str] = &[
+        "docker-",
+        "cri-containerd-",
+        "crio-",
+        "libpod-",
+        "containerd-",
+    ];
     let mut found = None;
     for line in cgroup.lines() {
         // hierarchy-ID:controller-list:cgroup-path
@@ -235,27 +244,44 @@ pub(crate) mod tests {
         let cases = [
             format!("12:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}"),
             format!("0::/system.slice/docker-{ID}.scope"),
-            format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{ID}.scope"),
+            format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{ID}.scope"
+            ),
             format!("11:cpu:/kubepods/burstable/pod0a1b2c3d-aaaa-bbbb-cccc-0123456789ab/{ID}"),
             format!("0::/kubepods.slice/kubepods-pod1.slice/crio-{ID}.scope"),
             format!("0::/machine.slice/libpod-{ID}.scope/container"),
-            format!("0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"),
+            format!(
+                "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"
+            ),
         ];
         for case in &cases {
-            assert_eq!(container_id_from_cgroup(case).as_deref(), Some(ID), "{case}");
+            assert_eq!(
+                container_id_from_cgroup(case).as_deref(),
+                Some(ID),
+                "{case}"
+            );
         }
     }
 
     #[test]
     fn no_container_id_on_the_host() {
-        assert_eq!(container_id_from_cgroup("0::/user.slice/user-1000.slice/session-2.scope"), None);
+        assert_eq!(
+            container_id_from_cgroup("0::/user.slice/user-1000.slice/session-2.scope"),
+            None
+        );
         assert_eq!(container_id_from_cgroup(""), None);
         let conmon = format!("0::/kubepods.slice/crio-conmon-{ID}.scope");
         assert_eq!(container_id_from_cgroup(&conmon), None);
     }
 
     /// A fake `/proc` with one process.
-    pub(crate) fn fake_proc(tag: &str, pid: u32, args: &[&str], exe: Option<&str>, cgroup: &str) -> PathBuf {
+    pub(crate) fn fake_proc(
+        tag: &str,
+        pid: u32,
+        args: &[&str],
+        exe: Option<&str>,
+        cgroup: &str,
+    ) -> PathBuf {
         let root = std::env::temp_dir().join(format!("llmtap-proc-{tag}-{}", std::process::id()));
         let dir = root.join(pid.to_string());
         std::fs::remove_dir_all(&dir).ok();
@@ -288,7 +314,12 @@ pub(crate) mod tests {
         let root = fake_proc(
             "read",
             4242,
-            &["/usr/bin/python3.12", "agent.py", "--api-key", "sk-live-123"],
+            &[
+                "/usr/bin/python3.12",
+                "agent.py",
+                "--api-key",
+                "sk-live-123",
+            ],
             Some("/usr/bin/python3.12"),
             &format!("0::/system.slice/docker-{ID}.scope\n"),
         );
@@ -316,7 +347,9 @@ pub(crate) mod tests {
         let r = resources.get(&process(99999, "node"));
         assert_eq!(r.executable_name, "node");
         assert_eq!(r.service_name, "my-svc");
-        assert!(r.command_line.is_none() && r.executable_path.is_none() && r.container_id.is_none());
+        assert!(
+            r.command_line.is_none() && r.executable_path.is_none() && r.container_id.is_none()
+        );
     }
 
     #[test]
@@ -341,7 +374,11 @@ pub(crate) mod tests {
         assert_eq!(read_start_time(&root.join("77")), Some(777));
         assert_eq!(resources.get(&process(77, "a")).executable_name, "a");
         let dir = root.join("77");
-        std::fs::write(dir.join("stat"), "77 (b) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0").ok();
+        std::fs::write(
+            dir.join("stat"),
+            "77 (b) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0",
+        )
+        .ok();
         std::fs::remove_file(dir.join("exe")).ok();
         std::os::unix::fs::symlink("/bin/b", dir.join("exe")).ok();
         assert_eq!(resources.get(&process(77, "b")).executable_name, "b");

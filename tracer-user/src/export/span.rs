@@ -58,7 +58,9 @@ pub fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId)> {
     let parent = parts.next()?;
     let flags = parts.next()?;
     let lower_hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     if !lower_hex(version, 2) || version == "ff" || !lower_hex(flags, 2) {
         return None;
@@ -209,7 +211,10 @@ pub fn call_attributes(
     let counts = [
         (keys::USAGE_INPUT_TOKENS, usage.input_tokens),
         (keys::USAGE_OUTPUT_TOKENS, usage.output_tokens),
-        (keys::USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_input_tokens),
+        (
+            keys::USAGE_CACHE_READ_INPUT_TOKENS,
+            usage.cache_read_input_tokens,
+        ),
         (
             keys::USAGE_CACHE_CREATION_INPUT_TOKENS,
             usage.cache_creation_input_tokens,
@@ -241,10 +246,16 @@ pub fn call_attributes(
     }
 
     if let Some(error) = &record.error {
-        a.push((keys::ERROR_TYPE, str_(&redact::scrub_text(&error.error_type))));
+        a.push((
+            keys::ERROR_TYPE,
+            str_(&redact::scrub_text(&error.error_type)),
+        ));
     }
     if let Some(status) = record.http_status {
-        a.push((keys::HTTP_RESPONSE_STATUS_CODE, AttrValue::Int(i64::from(status))));
+        a.push((
+            keys::HTTP_RESPONSE_STATUS_CODE,
+            AttrValue::Int(i64::from(status)),
+        ));
     }
     if !record.http_version.is_empty() {
         a.push((keys::NETWORK_PROTOCOL_VERSION, str_(&record.http_version)));
@@ -263,7 +274,10 @@ pub fn call_attributes(
         a.push((keys::LLMTAP_STREAM_CHUNKS, AttrValue::count(n)));
     }
     if !resp.tool_calls.is_empty() {
-        a.push((keys::LLMTAP_TOOL_CALLS, AttrValue::StrArray(resp.tool_calls.clone())));
+        a.push((
+            keys::LLMTAP_TOOL_CALLS,
+            AttrValue::StrArray(resp.tool_calls.clone()),
+        ));
     }
     if let Some(cost) = cost_usd {
         a.push((keys::LLMTAP_USAGE_COST_USD, AttrValue::Double(cost)));
@@ -446,7 +460,10 @@ pub(crate) mod tests {
         let (t, s) = parse_traceparent(ok).unwrap_or((TraceId::INVALID, SpanId::INVALID));
         assert_eq!(format!("{t}"), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(format!("{s}"), "00f067aa0ba902b7");
-        assert!(parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").is_some());
+        assert!(
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x")
+                .is_some()
+        );
         for bad in [
             "",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
@@ -477,21 +494,42 @@ pub(crate) mod tests {
         assert_eq!(find(a, keys::OPERATION_NAME).cloned(), s("chat"));
         assert_eq!(find(a, keys::PROVIDER_NAME).cloned(), s("openai"));
         assert_eq!(find(a, keys::REQUEST_MODEL).cloned(), s("gpt-4o-mini"));
-        assert_eq!(find(a, keys::RESPONSE_MODEL).cloned(), s("gpt-4o-mini-2024-07-18"));
+        assert_eq!(
+            find(a, keys::RESPONSE_MODEL).cloned(),
+            s("gpt-4o-mini-2024-07-18")
+        );
         assert_eq!(find(a, keys::SERVER_PORT), Some(&AttrValue::Int(443)));
         assert_eq!(find(a, keys::REQUEST_STREAM), Some(&AttrValue::Bool(true)));
-        assert_eq!(find(a, keys::USAGE_INPUT_TOKENS), Some(&AttrValue::Int(1130)));
-        assert_eq!(find(a, keys::USAGE_CACHE_READ_INPUT_TOKENS), Some(&AttrValue::Int(1024)));
+        assert_eq!(
+            find(a, keys::USAGE_INPUT_TOKENS),
+            Some(&AttrValue::Int(1130))
+        );
+        assert_eq!(
+            find(a, keys::USAGE_CACHE_READ_INPUT_TOKENS),
+            Some(&AttrValue::Int(1024))
+        );
         assert_eq!(
             find(a, keys::RESPONSE_TIME_TO_FIRST_CHUNK),
             Some(&AttrValue::Double(0.35))
         );
-        assert_eq!(find(a, keys::OPENAI_API_TYPE).cloned(), s("chat_completions"));
+        assert_eq!(
+            find(a, keys::OPENAI_API_TYPE).cloned(),
+            s("chat_completions")
+        );
         // service tier `auto` is not reported on the request side.
         assert_eq!(find(a, keys::OPENAI_REQUEST_SERVICE_TIER), None);
-        assert_eq!(find(a, keys::OPENAI_RESPONSE_SERVICE_TIER).cloned(), s("default"));
-        assert_eq!(find(a, keys::LLMTAP_STREAM_CHUNKS), Some(&AttrValue::Int(3)));
-        assert_eq!(find(a, keys::LLMTAP_USAGE_COST_USD), Some(&AttrValue::Double(0.5)));
+        assert_eq!(
+            find(a, keys::OPENAI_RESPONSE_SERVICE_TIER).cloned(),
+            s("default")
+        );
+        assert_eq!(
+            find(a, keys::LLMTAP_STREAM_CHUNKS),
+            Some(&AttrValue::Int(3))
+        );
+        assert_eq!(
+            find(a, keys::LLMTAP_USAGE_COST_USD),
+            Some(&AttrValue::Double(0.5))
+        );
         assert_eq!(find(a, keys::NETWORK_PROTOCOL_VERSION).cloned(), s("1.1"));
         assert_eq!(find(a, keys::ERROR_TYPE), None);
         // Content is off by default.
@@ -512,12 +550,18 @@ pub(crate) mod tests {
         });
         let span = SpanBuilder::new(ClockOffset::fixed(0), OFF).build(&record, resource(), None);
         assert_eq!(span.name, "chat");
-        assert_eq!(format!("{}", span.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            format!("{}", span.trace_id),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(
             span.parent_span_id.map(|s| format!("{s}")).as_deref(),
             Some("00f067aa0ba902b7")
         );
-        assert_ne!(span.span_id, SpanId::from_hex("00f067aa0ba902b7").unwrap_or(SpanId::INVALID));
+        assert_ne!(
+            span.span_id,
+            SpanId::from_hex("00f067aa0ba902b7").unwrap_or(SpanId::INVALID)
+        );
         assert_eq!(
             span.status,
             SpanStatus::Error {

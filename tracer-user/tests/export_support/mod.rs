@@ -50,7 +50,11 @@ impl Receiver {
         let mut out = Vec::new();
         for request in &received.traces {
             for rs in &request.resource_spans {
-                let resource = rs.resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
+                let resource = rs
+                    .resource
+                    .as_ref()
+                    .map(|r| r.attributes.clone())
+                    .unwrap_or_default();
                 for ss in &rs.scope_spans {
                     for span in &ss.spans {
                         out.push((resource.clone(), span.clone()));
@@ -70,8 +74,7 @@ impl Receiver {
             .flat_map(|r| &r.resource_metrics)
             .flat_map(|rm| &rm.scope_metrics)
             .flat_map(|sm| &sm.metrics)
-            .filter(|m| m.name == name)
-            .next_back()
+            .rfind(|m| m.name == name)
             .cloned()
     }
 
@@ -105,9 +108,11 @@ fn record_metadata<T>(receiver: &Receiver, request: &tonic::Request<T>) {
     let mut received = receiver.0.lock().expect("receiver lock");
     for kv in request.metadata().iter() {
         if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
-            received
-                .headers
-                .push(format!("{}: {}", k.as_str(), v.to_str().unwrap_or_default()));
+            received.headers.push(format!(
+                "{}: {}",
+                k.as_str(),
+                v.to_str().unwrap_or_default()
+            ));
         }
     }
 }
@@ -145,8 +150,9 @@ impl MetricsService for Receiver {
 /// Starts a gRPC OTLP receiver; returns its endpoint URL.
 pub async fn start_grpc_receiver() -> (String, Receiver) {
     let receiver = Receiver::default();
-    let incoming = tonic::transport::server::TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .expect("bind gRPC receiver");
+    let incoming =
+        tonic::transport::server::TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind gRPC receiver");
     let addr = incoming.local_addr().expect("receiver address");
     let server = tonic::transport::Server::builder()
         .add_service(TraceServiceServer::new(receiver.clone()))
@@ -160,7 +166,9 @@ pub async fn start_grpc_receiver() -> (String, Receiver) {
 /// base URL.
 pub async fn start_http_receiver() -> (String, Receiver) {
     let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP receiver");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind HTTP receiver");
     let addr = listener.local_addr().expect("receiver address");
     let accepting = receiver.clone();
     tokio::spawn(async move {
@@ -174,14 +182,21 @@ pub async fn start_http_receiver() -> (String, Receiver) {
     (format!("http://{addr}"), receiver)
 }
 
-async fn serve_http_connection(stream: tokio::net::TcpStream, receiver: Receiver) -> std::io::Result<()> {
+async fn serve_http_connection(
+    stream: tokio::net::TcpStream,
+    receiver: Receiver,
+) -> std::io::Result<()> {
     let mut stream = BufReader::new(stream);
     loop {
         let mut request_line = String::new();
         if stream.read_line(&mut request_line).await? == 0 {
             return Ok(());
         }
-        let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_string();
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
         let mut content_length = 0usize;
         let mut headers = Vec::new();
         loop {
@@ -217,7 +232,8 @@ async fn serve_http_connection(stream: tokio::net::TcpStream, receiver: Receiver
                 _ => {}
             }
         }
-        let response = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+        let response =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
         stream.get_mut().write_all(response).await?;
     }
 }
@@ -266,7 +282,9 @@ pub fn strings_attr(attributes: &[KeyValue], key: &str) -> Option<Vec<String>> {
     }
 }
 
-pub fn histogram(metric: &Metric) -> &[opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint] {
+pub fn histogram(
+    metric: &Metric,
+) -> &[opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint] {
     match &metric.data {
         Some(metric::Data::Histogram(h)) => &h.data_points,
         _ => &[],
@@ -282,7 +300,9 @@ pub fn sum_points(metric: &Metric) -> &[opentelemetry_proto::tonic::metrics::v1:
 
 pub fn as_int(point: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint) -> Option<i64> {
     match point.value {
-        Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(n)) => Some(n),
+        Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(n)) => {
+            Some(n)
+        }
         _ => None,
     }
 }
@@ -292,7 +312,8 @@ pub const CLOCK_OFFSET_NS: i128 = 1_767_225_600_000_000_000;
 
 /// A fake `/proc/PID` with the given command line and executable.
 pub fn fake_proc(tag: &str, processes: &[(u32, &[&str], &str)]) -> PathBuf {
-    let root = std::env::temp_dir().join(format!("llmtap-export-test-{tag}-{}", std::process::id()));
+    let root =
+        std::env::temp_dir().join(format!("llmtap-export-test-{tag}-{}", std::process::id()));
     std::fs::remove_dir_all(&root).ok();
     for (pid, args, exe) in processes {
         let dir = root.join(pid.to_string());
@@ -311,7 +332,11 @@ pub fn fake_proc(tag: &str, processes: &[(u32, &[&str], &str)]) -> PathBuf {
 
 fn base(pid: u32, comm: &str) -> CallRecord {
     CallRecord {
-        process: ProcessRef { pid, tid: pid, comm: comm.into() },
+        process: ProcessRef {
+            pid,
+            tid: pid,
+            comm: comm.into(),
+        },
         connection_id: 1,
         operation: Operation::Chat,
         provider: String::new(),
@@ -363,7 +388,9 @@ pub fn openai_stream(pid: u32, start_ns: u64) -> CallRecord {
         ..Usage::default()
     };
     // First chunk at +400 ms, then one every 20 ms: 8 chunks, 7 gaps; end at +600 ms.
-    let chunks: Vec<u64> = (0..8).map(|i| start_ns + 400_000_000 + i * 20_000_000).collect();
+    let chunks: Vec<u64> = (0..8)
+        .map(|i| start_ns + 400_000_000 + i * 20_000_000)
+        .collect();
     r.timing = CallTiming {
         request_start_ns: start_ns,
         request_end_ns: start_ns + 1_000_000,
