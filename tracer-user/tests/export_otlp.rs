@@ -332,3 +332,21 @@ async fn shutdown_flushes_every_pending_span() {
         assert_eq!(pids, (2000..2007).collect::<Vec<i64>>());
     }
 }
+
+/// `https://` endpoints build a TLS client for both transports (the HTTP client needs the ring
+/// provider installed, gRPC needs trust roots); a dead endpoint only costs logged export errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_build_and_unreachable_collectors_do_not_block_shutdown() {
+    for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
+        let mut args = otlp_args("https://127.0.0.1:9", protocol);
+        args.otlp_timeout = Some(Duration::from_millis(500));
+        let root = std::env::temp_dir().join("llmtap-no-such-proc");
+        let mut exporters = Exporters::with_options(&args, options(root))
+            .await
+            .unwrap_or_else(|e| panic!("{protocol:?}: {e}"));
+        exporters.export(&openai_stream(1, 1_000_000_000));
+        tokio::time::timeout(Duration::from_secs(30), exporters.shutdown())
+            .await
+            .unwrap_or_else(|_| panic!("{protocol:?}: shutdown hung"));
+    }
+}

@@ -9,6 +9,7 @@ use std::{
 
 use super::{
     attributes::{AttrValue, find, keys},
+    metrics::HealthSnapshot,
     span::{CallSpan, SpanStatus},
 };
 
@@ -54,6 +55,7 @@ pub struct Console {
     totals: BTreeMap<(u32, String, String), Aggregate>,
     dropped_summary_keys: u64,
     rows_since_summary: u64,
+    health: Option<HealthSnapshot>,
 }
 
 fn str_attr<'a>(span: &'a CallSpan, key: &str) -> Option<&'a str> {
@@ -115,7 +117,13 @@ impl Console {
             totals: BTreeMap::new(),
             dropped_summary_keys: 0,
             rows_since_summary: 0,
+            health: None,
         }
+    }
+
+    /// The capture health shown under the next summary.
+    pub fn set_health(&mut self, health: HealthSnapshot) {
+        self.health = Some(health);
     }
 
     /// Writes the row of a finished call, then the summary when the interval has elapsed.
@@ -246,6 +254,13 @@ impl Console {
                 self.dropped_summary_keys
             )?;
         }
+        if let Some(h) = &self.health {
+            writeln!(
+                self.out,
+                "              capture: {} events, {} bytes, {} ring-buffer drops, {} parse errors",
+                h.capture_events, h.capture_bytes, h.ring_buffer_drops, h.parse_errors
+            )?;
+        }
         self.rows_since_summary = 0;
         self.out.flush()
     }
@@ -362,8 +377,19 @@ mod tests {
     fn periodic_summary_after_interval() {
         let buf = SharedBuf::default();
         let mut console = Console::new(Box::new(buf.clone()), Some(Duration::ZERO));
+        console.set_health(HealthSnapshot {
+            capture_events: 10,
+            capture_bytes: 2048,
+            ring_buffer_drops: 1,
+            parse_errors: 0,
+        });
         console.write_call(&span(1_000_000_000, None)).ok();
-        assert!(buf.text().contains("── summary ──"));
+        let text = buf.text();
+        assert!(text.contains("── summary ──"), "{text}");
+        assert!(
+            text.contains("capture: 10 events, 2048 bytes, 1 ring-buffer drops, 0 parse errors"),
+            "{text}"
+        );
     }
 
     #[test]

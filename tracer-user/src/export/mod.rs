@@ -94,8 +94,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(clap::Args, Clone, Debug, PartialEq)]
 pub struct ExportArgs {
     /// Where finished calls go: `console`, `otlp`, `jsonl=PATH` (`jsonl=-`: stdout). Repeat to
-    /// combine. Default: console; OTLP is added when OTEL_EXPORTER_OTLP_ENDPOINT or
-    /// --otlp-endpoint is set.
+    /// combine. Default: console; OTLP is added when --otlp-endpoint,
+    /// OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set.
     #[arg(long = "output", value_name = "OUTPUT")]
     pub outputs: Vec<OutputSpec>,
 
@@ -242,8 +242,13 @@ fn signal_settings(
             )
         }
     });
+    let effective_endpoint = endpoint
+        .as_deref()
+        .or_else(|| non_empty(env, &format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")))
+        .or_else(|| non_empty(env, "OTEL_EXPORTER_OTLP_ENDPOINT"));
     SignalSettings {
         protocol,
+        https: effective_endpoint.is_some_and(|e| e.starts_with("https://")),
         endpoint,
         headers: args.otlp_headers.clone(),
         timeout: args.otlp_timeout,
@@ -399,8 +404,11 @@ impl Exporters {
         }
     }
 
-    /// Latest totals of the daemon's health counters (exported as OTLP metrics).
-    pub fn record_health(&self, snapshot: &HealthSnapshot) {
+    /// Latest totals of the daemon's health counters (OTLP metrics, console summary).
+    pub fn record_health(&mut self, snapshot: &HealthSnapshot) {
+        if let Some(console) = &mut self.console {
+            console.set_health(*snapshot);
+        }
         if let Some(otlp) = &self.otlp {
             otlp.record_health(snapshot);
         }
@@ -553,6 +561,10 @@ mod tests {
         assert_eq!(m.endpoint.as_deref(), Some("http://collector:4318/"));
         let t = signal_settings(&args, &grpc_env, "TRACES");
         assert_eq!(t.protocol, OtlpProtocol::HttpProtobuf);
+        assert!(!t.https);
+        let tls_env = env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://c:4317")]);
+        assert!(signal_settings(&ExportArgs::default(), &tls_env, "TRACES").https);
+        assert!(!signal_settings(&ExportArgs::default(), &tls_env, "METRICS").https);
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct SignalSettings {
     pub endpoint: Option<String>,
     pub headers: Vec<(String, String)>,
     pub timeout: Option<Duration>,
+    /// The effective endpoint (flag or variable) is `https://`: gRPC then needs trust roots.
+    pub https: bool,
 }
 
 /// Errors setting up OTLP export.
@@ -115,11 +117,28 @@ fn build_error(
     }
 }
 
+/// TLS for gRPC over `https://`: tonic's default config has no trust roots, so add the bundled
+/// WebPKI roots and, when the system has a CA store, the system's (corporate CAs live there).
+fn grpc_tls() -> tonic::transport::ClientTlsConfig {
+    let tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+    let system_store = std::env::var_os("SSL_CERT_FILE").is_some()
+        || std::env::var_os("SSL_CERT_DIR").is_some()
+        || std::path::Path::new("/etc/ssl/certs").is_dir();
+    if system_store {
+        tls.with_native_roots()
+    } else {
+        tls
+    }
+}
+
 fn span_exporter(s: &SignalSettings) -> Result<opentelemetry_otlp::SpanExporter, OtlpError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     match s.protocol {
         OtlpProtocol::Grpc => {
             let mut b = builder.with_tonic().with_metadata(metadata(&s.headers)?);
+            if s.https {
+                b = b.with_tls_config(grpc_tls());
+            }
             if let Some(endpoint) = &s.endpoint {
                 b = b.with_endpoint(endpoint.clone());
             }
@@ -149,6 +168,9 @@ fn metric_exporter(s: &SignalSettings) -> Result<opentelemetry_otlp::MetricExpor
     match s.protocol {
         OtlpProtocol::Grpc => {
             let mut b = builder.with_tonic().with_metadata(metadata(&s.headers)?);
+            if s.https {
+                b = b.with_tls_config(grpc_tls());
+            }
             if let Some(endpoint) = &s.endpoint {
                 b = b.with_endpoint(endpoint.clone());
             }
@@ -304,6 +326,10 @@ impl OtlpPipeline {
         host_name: Option<&str>,
         metric_interval: Option<Duration>,
     ) -> Result<Self, OtlpError> {
+        // HTTPS for the HTTP exporter goes through reqwest + rustls built without a crypto
+        // provider (to avoid the aws-lc C build): make ring the process default. An error only
+        // means a provider is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let span_exporter = span_exporter(traces)?;
         let (queue, receiver) = mpsc::channel(SPAN_QUEUE_CAPACITY);
         let task = tokio::spawn(run_span_exporter(span_exporter, receiver));
