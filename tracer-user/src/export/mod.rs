@@ -122,7 +122,8 @@ pub struct ExportArgs {
     #[arg(long, value_enum, value_name = "PROTOCOL")]
     pub otlp_protocol: Option<OtlpProtocol>,
 
-    /// Extra OTLP header/metadata `KEY=VALUE` (repeatable), added to OTEL_EXPORTER_OTLP_HEADERS.
+    /// Extra OTLP header/metadata `KEY=VALUE` (repeatable), combined with
+    /// OTEL_EXPORTER_OTLP_{,TRACES_,METRICS_}HEADERS.
     #[arg(long = "otlp-header", value_name = "KEY=VALUE", value_parser = parse_header)]
     pub otlp_headers: Vec<(String, String)>,
 
@@ -222,15 +223,18 @@ fn signal_settings(
     env: &HashMap<String, String>,
     signal: &str,
 ) -> SignalSettings {
+    let from_env = |name: &str| {
+        let value = non_empty(env, name)?;
+        let protocol = OtlpProtocol::from_env_value(value);
+        if protocol.is_none() {
+            log::warn!("{name}={value} is not supported (grpc, http/protobuf): ignored");
+        }
+        protocol
+    };
     let protocol = args
         .otlp_protocol
-        .or_else(|| {
-            non_empty(env, &format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"))
-                .and_then(OtlpProtocol::from_env_value)
-        })
-        .or_else(|| {
-            non_empty(env, "OTEL_EXPORTER_OTLP_PROTOCOL").and_then(OtlpProtocol::from_env_value)
-        })
+        .or_else(|| from_env(&format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")))
+        .or_else(|| from_env("OTEL_EXPORTER_OTLP_PROTOCOL"))
         .unwrap_or(OtlpProtocol::HttpProtobuf);
     let endpoint = args.otlp_endpoint.as_deref().map(|base| match protocol {
         OtlpProtocol::Grpc => base.to_string(),
