@@ -10,6 +10,7 @@ pub mod capture;
 pub mod cli;
 pub mod connection;
 pub mod doctor;
+pub mod export;
 pub mod genai;
 pub mod http;
 pub mod pipeline;

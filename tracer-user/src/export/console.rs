@@ -1,0 +1,423 @@
+//! Live console view: a row per call as it completes, and a periodic summary per process and
+//! model.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    io::Write,
+    time::{Duration, Instant},
+};
+
+use super::{
+    attributes::{AttrValue, find, keys},
+    metrics::HealthSnapshot,
+    span::{CallSpan, SpanStatus},
+};
+
+/// Distinct (process, model) pairs kept in the summary; further pairs are counted as dropped.
+const MAX_SUMMARY_KEYS: usize = 256;
+/// Durations kept per pair for the median (the most recent ones).
+const MAX_DURATION_SAMPLES: usize = 512;
+
+#[derive(Debug, Default)]
+struct Aggregate {
+    calls: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_usd: f64,
+    priced_calls: u64,
+    errors: u64,
+    durations_s: VecDeque<f64>,
+}
+
+impl Aggregate {
+    fn median_duration_s(&self) -> Option<f64> {
+        let mut sorted: Vec<f64> = self.durations_s.iter().copied().collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let mid = sorted.len() / 2;
+        Some(if sorted.len().is_multiple_of(2) {
+            (sorted[mid - 1] + sorted[mid]) / 2.0
+        } else {
+            sorted[mid]
+        })
+    }
+}
+
+/// The console renderer.
+pub struct Console {
+    out: Box<dyn Write + Send>,
+    header_written: bool,
+    summary_interval: Option<Duration>,
+    last_summary: Instant,
+    /// (pid, executable, model) → totals.
+    totals: BTreeMap<(u32, String, String), Aggregate>,
+    dropped_summary_keys: u64,
+    rows_since_summary: u64,
+    health: Option<HealthSnapshot>,
+}
+
+fn str_attr<'a>(span: &'a CallSpan, key: &str) -> Option<&'a str> {
+    match find(&span.attributes, key) {
+        Some(AttrValue::Str(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+fn int_attr(span: &CallSpan, key: &str) -> Option<i64> {
+    match find(&span.attributes, key) {
+        Some(AttrValue::Int(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+fn double_attr(span: &CallSpan, key: &str) -> Option<f64> {
+    match find(&span.attributes, key) {
+        Some(AttrValue::Double(x)) => Some(*x),
+        _ => None,
+    }
+}
+
+/// `HH:MM:SS.mmm` (UTC) of a UNIX nanosecond time.
+fn clock_time(unix_nanos: u64) -> String {
+    let secs = unix_nanos / 1_000_000_000;
+    let millis = (unix_nanos / 1_000_000) % 1000;
+    let day = secs % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{millis:03}",
+        day / 3600,
+        (day / 60) % 60,
+        day % 60
+    )
+}
+
+fn opt<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+impl Console {
+    /// `summary_interval`: `None` prints the summary only at shutdown.
+    pub fn new(out: Box<dyn Write + Send>, summary_interval: Option<Duration>) -> Self {
+        Self {
+            out,
+            header_written: false,
+            summary_interval,
+            last_summary: Instant::now(),
+            totals: BTreeMap::new(),
+            dropped_summary_keys: 0,
+            rows_since_summary: 0,
+            health: None,
+        }
+    }
+
+    /// The capture health shown under the next summary.
+    pub fn set_health(&mut self, health: HealthSnapshot) {
+        self.health = Some(health);
+    }
+
+    /// Writes the row of a finished call, then the summary when the interval has elapsed.
+    pub fn write_call(&mut self, span: &CallSpan) -> std::io::Result<()> {
+        if !self.header_written {
+            writeln!(
+                self.out,
+                "{:<12} {:<22} {:<16} {:<28} {:>15} {:>8} {:>8} {:<14} {:>10}",
+                "TIME(UTC)",
+                "PID/COMM",
+                "PROVIDER",
+                "MODEL",
+                "TOKENS IN→OUT",
+                "TTFT",
+                "DURATION",
+                "FINISH",
+                "COST"
+            )?;
+            self.header_written = true;
+        }
+        let model = str_attr(span, keys::RESPONSE_MODEL)
+            .or_else(|| str_attr(span, keys::REQUEST_MODEL))
+            .unwrap_or("-");
+        let tokens = format!(
+            "{}→{}",
+            opt(int_attr(span, keys::USAGE_INPUT_TOKENS)),
+            opt(int_attr(span, keys::USAGE_OUTPUT_TOKENS))
+        );
+        let ttft =
+            opt(double_attr(span, keys::RESPONSE_TIME_TO_FIRST_CHUNK).map(|s| format!("{s:.3}s")));
+        let duration_s = span.end_unix_nanos.saturating_sub(span.start_unix_nanos) as f64 / 1e9;
+        let finish = match (
+            &span.status,
+            find(&span.attributes, keys::RESPONSE_FINISH_REASONS),
+        ) {
+            (SpanStatus::Error { .. }, _) => {
+                format!("error:{}", str_attr(span, keys::ERROR_TYPE).unwrap_or("?"))
+            }
+            (_, Some(AttrValue::StrArray(reasons))) => reasons.join(","),
+            _ => "-".to_string(),
+        };
+        let cost = double_attr(span, keys::LLMTAP_USAGE_COST_USD);
+        let process = format!("{}/{}", span.resource.pid, span.resource.executable_name);
+        writeln!(
+            self.out,
+            "{:<12} {:<22} {:<16} {:<28} {:>15} {:>8} {:>8} {:<14} {:>10}",
+            clock_time(span.end_unix_nanos),
+            fit(&process, 22),
+            fit(str_attr(span, keys::PROVIDER_NAME).unwrap_or("-"), 16),
+            fit(model, 28),
+            tokens,
+            ttft,
+            format!("{duration_s:.3}s"),
+            fit(&finish, 14),
+            opt(cost.map(|c| format!("${c:.6}"))),
+        )?;
+        self.out.flush()?;
+
+        let key = (
+            span.resource.pid,
+            span.resource.executable_name.clone(),
+            model.to_string(),
+        );
+        if self.totals.len() >= MAX_SUMMARY_KEYS && !self.totals.contains_key(&key) {
+            self.dropped_summary_keys += 1;
+        } else {
+            let agg = self.totals.entry(key).or_default();
+            agg.calls += 1;
+            agg.input_tokens += int_attr(span, keys::USAGE_INPUT_TOKENS).unwrap_or(0).max(0) as u64;
+            agg.output_tokens += int_attr(span, keys::USAGE_OUTPUT_TOKENS)
+                .unwrap_or(0)
+                .max(0) as u64;
+            if let Some(c) = cost {
+                agg.cost_usd += c;
+                agg.priced_calls += 1;
+            }
+            if matches!(span.status, SpanStatus::Error { .. }) {
+                agg.errors += 1;
+            }
+            if agg.durations_s.len() == MAX_DURATION_SAMPLES {
+                agg.durations_s.pop_front();
+            }
+            agg.durations_s.push_back(duration_s);
+        }
+        self.rows_since_summary += 1;
+        if let Some(interval) = self.summary_interval
+            && self.last_summary.elapsed() >= interval
+        {
+            self.write_summary()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the totals per process and model since start.
+    pub fn write_summary(&mut self) -> std::io::Result<()> {
+        self.last_summary = Instant::now();
+        if self.totals.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            self.out,
+            "── summary ── {:<22} {:<28} {:>6} {:>7} {:>10} {:>10} {:>12} {:>9}",
+            "PID/COMM", "MODEL", "CALLS", "ERRORS", "IN TOK", "OUT TOK", "COST", "P50 DUR"
+        )?;
+        for ((pid, exe, model), agg) in &self.totals {
+            let cost = if agg.priced_calls > 0 {
+                format!("${:.6}", agg.cost_usd)
+            } else {
+                "-".to_string()
+            };
+            writeln!(
+                self.out,
+                "              {:<22} {:<28} {:>6} {:>7} {:>10} {:>10} {:>12} {:>9}",
+                fit(&format!("{pid}/{exe}"), 22),
+                fit(model, 28),
+                agg.calls,
+                agg.errors,
+                agg.input_tokens,
+                agg.output_tokens,
+                cost,
+                opt(agg.median_duration_s().map(|d| format!("{d:.3}s"))),
+            )?;
+        }
+        if self.dropped_summary_keys > 0 {
+            writeln!(
+                self.out,
+                "              ({} calls of further process/model pairs not summarised)",
+                self.dropped_summary_keys
+            )?;
+        }
+        if let Some(h) = &self.health {
+            writeln!(
+                self.out,
+                "              capture: {} events, {} bytes, {} ring-buffer drops, {} parse errors",
+                h.capture_events, h.capture_bytes, h.ring_buffer_drops, h.parse_errors
+            )?;
+        }
+        self.rows_since_summary = 0;
+        self.out.flush()
+    }
+
+    /// Final summary (if anything happened since the last one).
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        if self.rows_since_summary > 0 {
+            self.write_summary()?;
+        }
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::export::{
+        clock::ClockOffset,
+        resource::ProcessResource,
+        span::{ContentCapture, SpanBuilder, tests::streamed_chat},
+    };
+
+    #[derive(Clone, Default)]
+    struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+    impl Write for SharedBuf {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl SharedBuf {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().map(|b| b.clone()).unwrap_or_default())
+                .unwrap_or_default()
+        }
+    }
+
+    fn span(duration_ns: u64, cost: Option<f64>) -> CallSpan {
+        let mut record = streamed_chat();
+        record.timing.response_end_ns = record.timing.request_start_ns + duration_ns;
+        let resource = Arc::new(ProcessResource {
+            service_name: "python3".into(),
+            pid: 4242,
+            executable_name: "python3".into(),
+            executable_path: None,
+            command_line: None,
+            host_name: None,
+            container_id: None,
+        });
+        // 12:34:56.789 UTC on some day.
+        let offset = 86_400 * 19_000 * 1_000_000_000 + 45_296_789_000_000 - 1_000_000_000;
+        SpanBuilder::new(
+            ClockOffset::fixed(offset),
+            ContentCapture {
+                enabled: false,
+                max_bytes: 0,
+            },
+        )
+        .build(&record, resource, cost)
+    }
+
+    #[test]
+    fn rows_then_summary_with_median() {
+        let buf = SharedBuf::default();
+        let mut console = Console::new(Box::new(buf.clone()), None);
+        console.write_call(&span(1_000_000_000, Some(0.0002))).ok();
+        console.write_call(&span(3_000_000_000, Some(0.0001))).ok();
+        console.write_call(&span(2_000_000_000, None)).ok();
+        let rows = buf.text();
+        let lines: Vec<&str> = rows.lines().collect();
+        assert_eq!(lines.len(), 4, "{rows}");
+        assert!(lines[0].starts_with("TIME(UTC)"));
+        let row = lines[1];
+        for part in [
+            "12:34:57.789",
+            "4242/python3",
+            "openai",
+            "gpt-4o-mini-2024-07-18",
+            "1130→9",
+            "0.350s",
+            "1.000s",
+            "stop",
+            "$0.000200",
+        ] {
+            assert!(row.contains(part), "{part:?} missing in {row}");
+        }
+        assert!(
+            lines[3].trim_end().ends_with('-'),
+            "unpriced call shows '-' cost: {}",
+            lines[3]
+        );
+        console.finish().ok();
+        let all = buf.text();
+        let summary = all.lines().last().unwrap_or_default();
+        // 3 calls, 3×1130 in, 3×9 out, $0.0003, median of 1, 3, 2 s = 2 s
+        for part in ["4242/python3", " 3 ", "3390", "27", "$0.000300", "2.000s"] {
+            assert!(summary.contains(part), "{part:?} missing in {summary}");
+        }
+        // Nothing new: no second summary.
+        let before = buf.text().len();
+        console.finish().ok();
+        assert_eq!(buf.text().len(), before);
+    }
+
+    #[test]
+    fn periodic_summary_after_interval() {
+        let buf = SharedBuf::default();
+        let mut console = Console::new(Box::new(buf.clone()), Some(Duration::ZERO));
+        console.set_health(HealthSnapshot {
+            capture_events: 10,
+            capture_bytes: 2048,
+            ring_buffer_drops: 1,
+            parse_errors: 0,
+        });
+        console.write_call(&span(1_000_000_000, None)).ok();
+        let text = buf.text();
+        assert!(text.contains("── summary ──"), "{text}");
+        assert!(
+            text.contains("capture: 10 events, 2048 bytes, 1 ring-buffer drops, 0 parse errors"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn errors_show_their_type() {
+        let mut record = streamed_chat();
+        record.error = Some(crate::genai::CallError {
+            error_type: "429".into(),
+            http_status: Some(429),
+            mid_stream: false,
+            message: None,
+        });
+        let resource = span(1, None).resource;
+        let s = SpanBuilder::new(
+            ClockOffset::fixed(0),
+            ContentCapture {
+                enabled: false,
+                max_bytes: 0,
+            },
+        )
+        .build(&record, resource, None);
+        let buf = SharedBuf::default();
+        let mut console = Console::new(Box::new(buf.clone()), None);
+        console.write_call(&s).ok();
+        assert!(buf.text().contains("error:429"), "{}", buf.text());
+    }
+
+    #[test]
+    fn clock_time_formats_utc() {
+        assert_eq!(clock_time(45_296_789_000_000), "12:34:56.789");
+    }
+}

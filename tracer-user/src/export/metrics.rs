@@ -1,0 +1,347 @@
+//! GenAI client metrics (semconv v1.41, explicit bucket boundaries) and llmtap's health
+//! counters.
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
+
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram, Meter, ObservableCounter},
+};
+
+use super::{
+    attributes::{AttrValue, Attributes, keys},
+    span::has_output_tokens,
+};
+use crate::genai::CallRecord;
+
+/// `gen_ai.client.token.usage` buckets.
+pub const TOKEN_USAGE_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+
+/// Buckets of the duration, TTFC and TPOC histograms (seconds).
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+pub const TOKEN_USAGE: &str = "gen_ai.client.token.usage";
+pub const OPERATION_DURATION: &str = "gen_ai.client.operation.duration";
+pub const TIME_TO_FIRST_CHUNK: &str = "gen_ai.client.operation.time_to_first_chunk";
+pub const TIME_PER_OUTPUT_CHUNK: &str = "gen_ai.client.operation.time_per_output_chunk";
+
+/// Cumulative counts the capture daemon reports about itself (totals since start).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HealthSnapshot {
+    /// Kernel events read from the ring buffer.
+    pub capture_events: u64,
+    /// Plaintext bytes captured.
+    pub capture_bytes: u64,
+    /// Events the kernel could not queue because the ring buffer was full.
+    pub ring_buffer_drops: u64,
+    /// HTTP/SSE/provider payloads that could not be parsed.
+    pub parse_errors: u64,
+}
+
+/// Lock-free counters the daemon's stages increment; [`HealthCounters::snapshot`] is what it
+/// hands to `Exporters::record_health`.
+#[derive(Debug, Default)]
+pub struct HealthCounters {
+    pub capture_events: AtomicU64,
+    pub capture_bytes: AtomicU64,
+    pub ring_buffer_drops: AtomicU64,
+    pub parse_errors: AtomicU64,
+}
+
+impl HealthCounters {
+    pub fn snapshot(&self) -> HealthSnapshot {
+        HealthSnapshot {
+            capture_events: self.capture_events.load(Ordering::Relaxed),
+            capture_bytes: self.capture_bytes.load(Ordering::Relaxed),
+            ring_buffer_drops: self.ring_buffer_drops.load(Ordering::Relaxed),
+            parse_errors: self.parse_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What one call contributes to the GenAI metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallMeasurements {
+    /// Attributes common to all four metrics.
+    pub attributes: Attributes,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub duration_s: f64,
+    /// `error.type`, for the duration metric only.
+    pub error_type: Option<String>,
+    pub time_to_first_chunk_s: Option<f64>,
+    pub time_per_output_chunk_s: Vec<f64>,
+}
+
+/// Measurements of a call. Metric attributes are the spec's: operation, provider, request and
+/// response model, server address/port, and the OpenAI response service tier/fingerprint.
+pub fn call_measurements(record: &CallRecord) -> CallMeasurements {
+    let s = |v: &str| AttrValue::Str(v.to_string());
+    let mut attributes: Attributes = vec![
+        (keys::OPERATION_NAME, s(record.operation.as_str())),
+        (keys::PROVIDER_NAME, s(&record.provider)),
+    ];
+    if let Some(m) = record.request.model.as_deref().filter(|m| !m.is_empty()) {
+        attributes.push((keys::REQUEST_MODEL, s(m)));
+    }
+    if let Some(m) = record.response.model.as_deref().filter(|m| !m.is_empty()) {
+        attributes.push((keys::RESPONSE_MODEL, s(m)));
+    }
+    if let Some(address) = record.server_address.as_deref().filter(|a| !a.is_empty()) {
+        attributes.push((keys::SERVER_ADDRESS, s(address)));
+        if let Some(port) = record.server_port {
+            attributes.push((keys::SERVER_PORT, AttrValue::Int(i64::from(port))));
+        }
+    }
+    if let Some(tier) = &record.response.service_tier {
+        attributes.push((keys::OPENAI_RESPONSE_SERVICE_TIER, s(tier)));
+    }
+    if let Some(fp) = &record.response.system_fingerprint {
+        attributes.push((keys::OPENAI_RESPONSE_SYSTEM_FINGERPRINT, s(fp)));
+    }
+    let streaming = record.request.stream;
+    let time_per_output_chunk_s = if streaming {
+        record
+            .timing
+            .chunk_times_ns
+            .windows(2)
+            .map(|w| w[1].saturating_sub(w[0]) as f64 / 1e9)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    CallMeasurements {
+        attributes,
+        input_tokens: record.usage.input_tokens,
+        output_tokens: record
+            .usage
+            .output_tokens
+            .filter(|_| has_output_tokens(record.operation)),
+        duration_s: record.timing.duration_s(),
+        error_type: record.error.as_ref().map(|e| e.error_type.clone()),
+        time_to_first_chunk_s: record.timing.time_to_first_chunk_s().filter(|_| streaming),
+        time_per_output_chunk_s,
+    }
+}
+
+fn to_key_values(attributes: &Attributes) -> Vec<KeyValue> {
+    attributes
+        .iter()
+        .map(|(k, v)| KeyValue::new(*k, v.to_otel()))
+        .collect()
+}
+
+/// The instruments, created on one meter.
+pub struct GenAiMetrics {
+    token_usage: Histogram<u64>,
+    duration: Histogram<f64>,
+    time_to_first_chunk: Histogram<f64>,
+    time_per_output_chunk: Histogram<f64>,
+    calls: Counter<u64>,
+    health: Arc<Mutex<HealthSnapshot>>,
+    // Kept alive: dropping an observable instrument does not unregister it, but holding them
+    // documents that their callbacks read `health`/`dropped_spans`.
+    _observables: Vec<ObservableCounter<u64>>,
+}
+
+impl GenAiMetrics {
+    /// `dropped_spans` is the OTLP span queue's drop counter, reported as
+    /// `llmtap.export.dropped_spans`.
+    pub fn new(meter: &Meter, dropped_spans: Arc<AtomicU64>) -> Self {
+        let health = Arc::new(Mutex::new(HealthSnapshot::default()));
+        let observable = |name: &'static str,
+                          unit: &'static str,
+                          description: &'static str,
+                          read: fn(&HealthSnapshot) -> u64| {
+            let health = Arc::clone(&health);
+            meter
+                .u64_observable_counter(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(move |observer| {
+                    if let Ok(snapshot) = health.lock() {
+                        observer.observe(read(&snapshot), &[]);
+                    }
+                })
+                .build()
+        };
+        let mut observables = vec![
+            observable(
+                "llmtap.capture.events",
+                "{event}",
+                "Kernel capture events read",
+                |h| h.capture_events,
+            ),
+            observable(
+                "llmtap.capture.bytes",
+                "By",
+                "Plaintext bytes captured",
+                |h| h.capture_bytes,
+            ),
+            observable(
+                "llmtap.capture.ring_buffer.drops",
+                "{event}",
+                "Events lost because the ring buffer was full",
+                |h| h.ring_buffer_drops,
+            ),
+            observable(
+                "llmtap.parse.errors",
+                "{error}",
+                "Payloads that could not be parsed",
+                |h| h.parse_errors,
+            ),
+        ];
+        observables.push(
+            meter
+                .u64_observable_counter("llmtap.export.dropped_spans")
+                .with_unit("{span}")
+                .with_description("Spans dropped because the OTLP export queue was full")
+                .with_callback(move |observer| {
+                    observer.observe(dropped_spans.load(Ordering::Relaxed), &[]);
+                })
+                .build(),
+        );
+        Self {
+            token_usage: meter
+                .u64_histogram(TOKEN_USAGE)
+                .with_unit("{token}")
+                .with_description("Number of input and output tokens used")
+                .with_boundaries(TOKEN_USAGE_BUCKETS.to_vec())
+                .build(),
+            duration: meter
+                .f64_histogram(OPERATION_DURATION)
+                .with_unit("s")
+                .with_description("GenAI operation duration")
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            time_to_first_chunk: meter
+                .f64_histogram(TIME_TO_FIRST_CHUNK)
+                .with_unit("s")
+                .with_description("Time to receive the first chunk of a streamed response")
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            time_per_output_chunk: meter
+                .f64_histogram(TIME_PER_OUTPUT_CHUNK)
+                .with_unit("s")
+                .with_description("Time between consecutive chunks of a streamed response")
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            calls: meter
+                .u64_counter("llmtap.calls")
+                .with_unit("{call}")
+                .with_description("LLM API calls seen, by provider")
+                .build(),
+            health,
+            _observables: observables,
+        }
+    }
+
+    pub fn record_call(&self, record: &CallRecord) {
+        let m = call_measurements(record);
+        let common = to_key_values(&m.attributes);
+        let with = |extra: KeyValue| {
+            let mut attrs = common.clone();
+            attrs.push(extra);
+            attrs
+        };
+        if let Some(n) = m.input_tokens {
+            self.token_usage
+                .record(n, &with(KeyValue::new(keys::TOKEN_TYPE, "input")));
+        }
+        if let Some(n) = m.output_tokens {
+            self.token_usage
+                .record(n, &with(KeyValue::new(keys::TOKEN_TYPE, "output")));
+        }
+        match &m.error_type {
+            Some(error) => self.duration.record(
+                m.duration_s,
+                &with(KeyValue::new(keys::ERROR_TYPE, error.clone())),
+            ),
+            None => self.duration.record(m.duration_s, &common),
+        }
+        if let Some(ttfc) = m.time_to_first_chunk_s {
+            self.time_to_first_chunk.record(ttfc, &common);
+        }
+        for gap in &m.time_per_output_chunk_s {
+            self.time_per_output_chunk.record(*gap, &common);
+        }
+        self.calls.add(
+            1,
+            &[KeyValue::new(keys::PROVIDER_NAME, record.provider.clone())],
+        );
+    }
+
+    pub fn record_health(&self, snapshot: &HealthSnapshot) {
+        if let Ok(mut current) = self.health.lock() {
+            *current = *snapshot;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::span::tests::streamed_chat;
+
+    #[test]
+    fn streamed_call_measurements() {
+        let m = call_measurements(&streamed_chat());
+        assert_eq!(m.input_tokens, Some(1130));
+        assert_eq!(m.output_tokens, Some(9));
+        assert!((m.duration_s - 0.5).abs() < 1e-12);
+        assert_eq!(m.time_to_first_chunk_s, Some(0.35));
+        // Chunks at 1.35, 1.40, 1.48 s: two gaps.
+        assert_eq!(m.time_per_output_chunk_s.len(), 2);
+        assert!((m.time_per_output_chunk_s[0] - 0.05).abs() < 1e-9);
+        assert!((m.time_per_output_chunk_s[1] - 0.08).abs() < 1e-9);
+        let keys_present: Vec<&str> = m.attributes.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys_present,
+            [
+                keys::OPERATION_NAME,
+                keys::PROVIDER_NAME,
+                keys::REQUEST_MODEL,
+                keys::RESPONSE_MODEL,
+                keys::SERVER_ADDRESS,
+                keys::SERVER_PORT,
+                keys::OPENAI_RESPONSE_SERVICE_TIER,
+                keys::OPENAI_RESPONSE_SYSTEM_FINGERPRINT,
+            ]
+        );
+    }
+
+    #[test]
+    fn non_streamed_and_embeddings() {
+        let mut record = streamed_chat();
+        record.request.stream = false;
+        record.operation = crate::genai::Operation::Embeddings;
+        let m = call_measurements(&record);
+        assert_eq!(m.time_to_first_chunk_s, None);
+        assert!(m.time_per_output_chunk_s.is_empty());
+        assert_eq!(m.output_tokens, None);
+    }
+
+    #[test]
+    fn health_counters_snapshot() {
+        let counters = HealthCounters::default();
+        counters.capture_events.fetch_add(5, Ordering::Relaxed);
+        counters.ring_buffer_drops.fetch_add(2, Ordering::Relaxed);
+        assert_eq!(
+            counters.snapshot(),
+            HealthSnapshot {
+                capture_events: 5,
+                capture_bytes: 0,
+                ring_buffer_drops: 2,
+                parse_errors: 0
+            }
+        );
+    }
+}

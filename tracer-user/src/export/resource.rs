@@ -1,0 +1,386 @@
+//! The OpenTelemetry resource of a traced process, read from `/proc` and cached per pid.
+//!
+//! Calls are reported after the fact, so the process may already have exited: every field is
+//! optional and the executable name falls back to the kernel `comm` carried in the call record.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use super::{
+    attributes::{AttrValue, Attributes, keys},
+    redact,
+};
+use crate::genai::ProcessRef;
+
+/// What llmtap reports as `telemetry.sdk.name`.
+pub const SDK_NAME: &str = "llmtap";
+
+/// One traced process as an OpenTelemetry resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessResource {
+    pub service_name: String,
+    pub pid: u32,
+    pub executable_name: String,
+    pub executable_path: Option<String>,
+    /// Arguments joined by spaces, secrets redacted.
+    pub command_line: Option<String>,
+    pub host_name: Option<String>,
+    pub container_id: Option<String>,
+}
+
+impl ProcessResource {
+    /// Resource attributes in a fixed order.
+    pub fn attributes(&self) -> Attributes {
+        let mut attrs: Attributes = vec![
+            (
+                keys::SERVICE_NAME,
+                AttrValue::Str(self.service_name.clone()),
+            ),
+            (keys::PROCESS_PID, AttrValue::Int(i64::from(self.pid))),
+            (
+                keys::PROCESS_EXECUTABLE_NAME,
+                AttrValue::Str(self.executable_name.clone()),
+            ),
+        ];
+        if let Some(path) = &self.executable_path {
+            attrs.push((keys::PROCESS_EXECUTABLE_PATH, AttrValue::Str(path.clone())));
+        }
+        if let Some(line) = &self.command_line {
+            attrs.push((keys::PROCESS_COMMAND_LINE, AttrValue::Str(line.clone())));
+        }
+        if let Some(host) = &self.host_name {
+            attrs.push((keys::HOST_NAME, AttrValue::Str(host.clone())));
+        }
+        if let Some(id) = &self.container_id {
+            attrs.push((keys::CONTAINER_ID, AttrValue::Str(id.clone())));
+        }
+        attrs.push((keys::TELEMETRY_SDK_NAME, AttrValue::Str(SDK_NAME.into())));
+        attrs.push((keys::TELEMETRY_SDK_LANGUAGE, AttrValue::Str("rust".into())));
+        attrs.push((
+            keys::TELEMETRY_SDK_VERSION,
+            AttrValue::Str(env!("CARGO_PKG_VERSION").into()),
+        ));
+        attrs
+    }
+}
+
+/// Container id from the contents of `/proc/PID/cgroup`.
+///
+/// Handles cgroup v1 and v2 paths of Docker (`/docker/<id>`, `docker-<id>.scope`),
+/// containerd/CRI (`/kubepods/…/<id>`, `cri-containerd-<id>.scope`), CRI-O (`crio-<id>.scope`)
+/// and Podman (`libpod-<id>.scope`, `/libpod-<id>.scope/container`). The innermost match wins.
+pub fn container_id_from_cgroup(cgroup: &str) -> Option<String> {
+    const PREFIXES: &[&str] = &[
+        "docker-",
+        "cri-containerd-",
+        "crio-",
+        "libpod-",
+        "containerd-",
+    ];
+    let mut found = None;
+    for line in cgroup.lines() {
+        // hierarchy-ID:controller-list:cgroup-path
+        let Some(path) = line.splitn(3, ':').nth(2) else {
+            continue;
+        };
+        for segment in path.split('/') {
+            let segment = segment.strip_suffix(".scope").unwrap_or(segment);
+            let candidate = PREFIXES
+                .iter()
+                .find_map(|p| segment.strip_prefix(p))
+                .unwrap_or(segment);
+            if candidate.len() == 64 && candidate.bytes().all(|b| b.is_ascii_hexdigit()) {
+                found = Some(candidate.to_ascii_lowercase());
+            }
+        }
+    }
+    found
+}
+
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname NUL-terminates on success
+    // when the name fits, and we only read up to the first NUL.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..len]).into_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+/// Reads process resources from a `/proc` tree, caching up to `capacity` pids.
+#[derive(Debug)]
+pub struct ProcessResources {
+    proc_root: PathBuf,
+    service_name_override: Option<String>,
+    host_name: Option<String>,
+    capacity: usize,
+    /// pid → (process start time in clock ticks, resource): the start time tells a reused pid.
+    cache: HashMap<u32, (Option<u64>, Arc<ProcessResource>)>,
+    insertion_order: VecDeque<u32>,
+}
+
+/// Default number of processes whose resources are kept.
+pub const DEFAULT_CACHE_CAPACITY: usize = 1024;
+
+impl ProcessResources {
+    pub fn new(proc_root: impl Into<PathBuf>, service_name_override: Option<String>) -> Self {
+        Self {
+            proc_root: proc_root.into(),
+            service_name_override,
+            host_name: host_name(),
+            capacity: DEFAULT_CACHE_CAPACITY,
+            cache: HashMap::new(),
+            insertion_order: VecDeque::new(),
+        }
+    }
+
+    /// This machine's host name (`host.name`).
+    pub fn host_name(&self) -> Option<&str> {
+        self.host_name.as_deref()
+    }
+
+    #[cfg(test)]
+    fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// The resource of a process; read once per pid. A pid reused by a new process (another
+    /// start time) is read again; an exited one keeps its cached resource.
+    pub fn get(&mut self, process: &ProcessRef) -> Arc<ProcessResource> {
+        let dir = self.proc_root.join(process.pid.to_string());
+        let start_time = read_start_time(&dir);
+        if let Some((cached_start, cached)) = self.cache.get(&process.pid)
+            && (start_time.is_none() || start_time == *cached_start)
+        {
+            return Arc::clone(cached);
+        }
+        let resource = Arc::new(self.read(process));
+        let entry = (start_time, Arc::clone(&resource));
+        if self.cache.insert(process.pid, entry).is_none() {
+            self.insertion_order.push_back(process.pid);
+        }
+        while self.cache.len() > self.capacity {
+            match self.insertion_order.pop_front() {
+                Some(oldest) => {
+                    self.cache.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+        resource
+    }
+
+    fn read(&self, process: &ProcessRef) -> ProcessResource {
+        let dir = self.proc_root.join(process.pid.to_string());
+        let executable_path = std::fs::read_link(dir.join("exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+            // A deleted binary reads as "/path (deleted)".
+            .map(|p| p.trim_end_matches(" (deleted)").to_string());
+        let command_line = read_cmdline(&dir);
+        let executable_name = executable_path
+            .as_deref()
+            .and_then(|p| Path::new(p).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| {
+                if process.comm.is_empty() {
+                    format!("pid-{}", process.pid)
+                } else {
+                    process.comm.clone()
+                }
+            });
+        let container_id = std::fs::read_to_string(dir.join("cgroup"))
+            .ok()
+            .and_then(|text| container_id_from_cgroup(&text));
+        ProcessResource {
+            service_name: self
+                .service_name_override
+                .clone()
+                .unwrap_or_else(|| executable_name.clone()),
+            pid: process.pid,
+            executable_name,
+            executable_path,
+            command_line,
+            host_name: self.host_name.clone(),
+            container_id,
+        }
+    }
+}
+
+/// Field 22 of `/proc/PID/stat` (start time after boot, clock ticks).
+fn read_start_time(dir: &Path) -> Option<u64> {
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    // comm (field 2) may contain spaces and parentheses: fields resume after the last ')'.
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn read_cmdline(dir: &Path) -> Option<String> {
+    let raw = std::fs::read(dir.join("cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (!args.is_empty()).then(|| redact::redact_command_line(&args))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    const ID: &str = "3f4b8c2a9e1d7f6b5a4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a";
+
+    #[test]
+    fn container_ids_from_every_runtime_format() {
+        let cases = [
+            format!("12:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}"),
+            format!("0::/system.slice/docker-{ID}.scope"),
+            format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{ID}.scope"
+            ),
+            format!("11:cpu:/kubepods/burstable/pod0a1b2c3d-aaaa-bbbb-cccc-0123456789ab/{ID}"),
+            format!("0::/kubepods.slice/kubepods-pod1.slice/crio-{ID}.scope"),
+            format!("0::/machine.slice/libpod-{ID}.scope/container"),
+            format!(
+                "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"
+            ),
+        ];
+        for case in &cases {
+            assert_eq!(
+                container_id_from_cgroup(case).as_deref(),
+                Some(ID),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_container_id_on_the_host() {
+        assert_eq!(
+            container_id_from_cgroup("0::/user.slice/user-1000.slice/session-2.scope"),
+            None
+        );
+        assert_eq!(container_id_from_cgroup(""), None);
+        let conmon = format!("0::/kubepods.slice/crio-conmon-{ID}.scope");
+        assert_eq!(container_id_from_cgroup(&conmon), None);
+    }
+
+    /// A fake `/proc` with one process.
+    pub(crate) fn fake_proc(
+        tag: &str,
+        pid: u32,
+        args: &[&str],
+        exe: Option<&str>,
+        cgroup: &str,
+    ) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("llmtap-proc-{tag}-{}", std::process::id()));
+        let dir = root.join(pid.to_string());
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).ok();
+        let mut cmdline = Vec::new();
+        for arg in args {
+            cmdline.extend_from_slice(arg.as_bytes());
+            cmdline.push(0);
+        }
+        std::fs::write(dir.join("cmdline"), cmdline).ok();
+        std::fs::write(dir.join("cgroup"), cgroup).ok();
+        let stat = format!("{pid} (x y) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 777 0 0");
+        std::fs::write(dir.join("stat"), stat).ok();
+        if let Some(exe) = exe {
+            std::os::unix::fs::symlink(exe, dir.join("exe")).ok();
+        }
+        root
+    }
+
+    fn process(pid: u32, comm: &str) -> ProcessRef {
+        ProcessRef {
+            pid,
+            tid: pid,
+            comm: comm.into(),
+        }
+    }
+
+    #[test]
+    fn reads_and_redacts_a_process() {
+        let root = fake_proc(
+            "read",
+            4242,
+            &[
+                "/usr/bin/python3.12",
+                "agent.py",
+                "--api-key",
+                "sk-live-123",
+            ],
+            Some("/usr/bin/python3.12"),
+            &format!("0::/system.slice/docker-{ID}.scope\n"),
+        );
+        let mut resources = ProcessResources::new(&root, None);
+        let r = resources.get(&process(4242, "python3.12"));
+        assert_eq!(r.executable_name, "python3.12");
+        assert_eq!(r.service_name, "python3.12");
+        assert_eq!(r.executable_path.as_deref(), Some("/usr/bin/python3.12"));
+        assert_eq!(
+            r.command_line.as_deref(),
+            Some("/usr/bin/python3.12 agent.py --api-key [REDACTED]")
+        );
+        assert_eq!(r.container_id.as_deref(), Some(ID));
+        let attrs = r.attributes();
+        assert_eq!(
+            super::super::attributes::find(&attrs, keys::TELEMETRY_SDK_NAME),
+            Some(&AttrValue::Str("llmtap".into()))
+        );
+    }
+
+    #[test]
+    fn exited_process_falls_back_to_comm_and_override_wins() {
+        let root = std::env::temp_dir().join("llmtap-proc-none");
+        let mut resources = ProcessResources::new(&root, Some("my-svc".into()));
+        let r = resources.get(&process(99999, "node"));
+        assert_eq!(r.executable_name, "node");
+        assert_eq!(r.service_name, "my-svc");
+        assert!(
+            r.command_line.is_none() && r.executable_path.is_none() && r.container_id.is_none()
+        );
+    }
+
+    #[test]
+    fn cache_is_bounded_and_reused() {
+        let root = std::env::temp_dir().join("llmtap-proc-none");
+        let mut resources = ProcessResources::new(&root, None).with_capacity(2);
+        let first = resources.get(&process(1, "a"));
+        assert!(Arc::ptr_eq(&first, &resources.get(&process(1, "a"))));
+        resources.get(&process(2, "b"));
+        resources.get(&process(3, "c"));
+        assert_eq!(resources.cache.len(), 2);
+        assert!(!resources.cache.contains_key(&1));
+        // An exited pid keeps its cached resource even if the record's comm differs.
+        let same = resources.get(&process(3, "zzz"));
+        assert_eq!(same.executable_name, "c");
+    }
+
+    #[test]
+    fn reused_pid_is_read_again() {
+        let root = fake_proc("reuse", 77, &["/bin/a"], Some("/bin/a"), "");
+        let mut resources = ProcessResources::new(&root, None);
+        assert_eq!(read_start_time(&root.join("77")), Some(777));
+        assert_eq!(resources.get(&process(77, "a")).executable_name, "a");
+        let dir = root.join("77");
+        std::fs::write(
+            dir.join("stat"),
+            "77 (b) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0",
+        )
+        .ok();
+        std::fs::remove_file(dir.join("exe")).ok();
+        std::os::unix::fs::symlink("/bin/b", dir.join("exe")).ok();
+        assert_eq!(resources.get(&process(77, "b")).executable_name, "b");
+    }
+}

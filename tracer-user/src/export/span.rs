@@ -1,0 +1,611 @@
+//! CallRecord → span (GenAI semconv v1.41 inference/embeddings client span).
+//!
+//! The span is built once, output-neutral, and every output (OTLP, JSONL, console) renders the
+//! same [`CallSpan`], so they never disagree on a value.
+
+use std::sync::Arc;
+
+use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+
+use super::{
+    attributes::{AttrValue, Attributes, keys},
+    clock::ClockOffset,
+    redact,
+    resource::ProcessResource,
+};
+use crate::genai::{CallRecord, Operation};
+
+/// Span status (success stays `Unset`, as the conventions ask of instrumentations).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpanStatus {
+    Unset,
+    Error { message: String },
+}
+
+/// One finished call as a span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallSpan {
+    pub name: String,
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    /// The caller's span when the request carried a valid W3C `traceparent`.
+    pub parent_span_id: Option<SpanId>,
+    pub start_unix_nanos: u64,
+    pub end_unix_nanos: u64,
+    pub status: SpanStatus,
+    pub attributes: Attributes,
+    pub resource: Arc<ProcessResource>,
+}
+
+/// Content capture settings (`gen_ai.input.messages` & co.).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentCapture {
+    pub enabled: bool,
+    /// Each content attribute is cut to at most this many bytes (on a UTF-8 boundary).
+    pub max_bytes: usize,
+}
+
+/// Trace and parent span ids from a W3C `traceparent` header value, if valid.
+///
+/// Version `00` must be exactly `00-<32 hex>-<16 hex>-<2 hex>`; later versions may append
+/// `-…` fields; version `ff`, upper-case hex and all-zero ids are invalid.
+pub fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId)> {
+    let value = value.trim();
+    let mut parts = value.split('-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let parent = parts.next()?;
+    let flags = parts.next()?;
+    let lower_hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !lower_hex(version, 2) || version == "ff" || !lower_hex(flags, 2) {
+        return None;
+    }
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    if !lower_hex(trace, 32) || !lower_hex(parent, 16) {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(parent).ok()?;
+    (trace_id != TraceId::INVALID && span_id != SpanId::INVALID).then_some((trace_id, span_id))
+}
+
+/// Cuts `text` to at most `max_bytes`, on a character boundary.
+pub fn truncate_utf8(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// APIs whose calls get the `openai.*` attributes.
+fn openai_api_type(api: &str) -> Option<&'static str> {
+    match api {
+        "chat_completions" => Some("chat_completions"),
+        "responses" => Some("responses"),
+        _ => None,
+    }
+}
+
+fn is_openai_shaped(record: &CallRecord) -> bool {
+    matches!(
+        record.api.as_str(),
+        "chat_completions" | "responses" | "completions" | "embeddings"
+    ) || record.provider == "openai"
+        || record.provider == "azure.ai.openai"
+}
+
+/// Span name: `{operation} {request model}`, or `{operation}` without a model.
+pub fn span_name(record: &CallRecord) -> String {
+    match record.request.model.as_deref().filter(|m| !m.is_empty()) {
+        Some(model) => format!("{} {model}", record.operation.as_str()),
+        None => record.operation.as_str().to_string(),
+    }
+}
+
+/// The model a call is billed for: the response's (the concrete version) else the request's.
+pub fn billed_model(record: &CallRecord) -> Option<&str> {
+    record
+        .response
+        .model
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .or(record.request.model.as_deref().filter(|m| !m.is_empty()))
+}
+
+/// Every span attribute of a call record, in a stable order. String values that may echo user
+/// input (error messages, content) are scrubbed of credentials.
+pub fn call_attributes(
+    record: &CallRecord,
+    content: ContentCapture,
+    cost_usd: Option<f64>,
+) -> Attributes {
+    let mut a: Attributes = Vec::with_capacity(40);
+    let str_ = |s: &str| AttrValue::Str(s.to_string());
+    a.push((keys::OPERATION_NAME, str_(record.operation.as_str())));
+    a.push((keys::PROVIDER_NAME, str_(&record.provider)));
+    let req = &record.request;
+    if let Some(model) = req.model.as_deref().filter(|m| !m.is_empty()) {
+        a.push((keys::REQUEST_MODEL, str_(model)));
+    }
+    if let Some(address) = record.server_address.as_deref().filter(|s| !s.is_empty()) {
+        a.push((keys::SERVER_ADDRESS, str_(address)));
+        if let Some(port) = record.server_port {
+            a.push((keys::SERVER_PORT, AttrValue::Int(i64::from(port))));
+        }
+    }
+    if req.stream {
+        a.push((keys::REQUEST_STREAM, AttrValue::Bool(true)));
+    }
+    let doubles = [
+        (keys::REQUEST_TEMPERATURE, req.temperature),
+        (keys::REQUEST_TOP_P, req.top_p),
+        (keys::REQUEST_TOP_K, req.top_k),
+        (keys::REQUEST_FREQUENCY_PENALTY, req.frequency_penalty),
+        (keys::REQUEST_PRESENCE_PENALTY, req.presence_penalty),
+    ];
+    for (key, value) in doubles {
+        if let Some(v) = value {
+            a.push((key, AttrValue::Double(v)));
+        }
+    }
+    if let Some(n) = req.max_tokens {
+        a.push((keys::REQUEST_MAX_TOKENS, AttrValue::count(n)));
+    }
+    if !req.stop_sequences.is_empty() {
+        a.push((
+            keys::REQUEST_STOP_SEQUENCES,
+            AttrValue::StrArray(req.stop_sequences.clone()),
+        ));
+    }
+    if let Some(seed) = req.seed {
+        a.push((keys::REQUEST_SEED, AttrValue::Int(seed)));
+    }
+    if let Some(n) = req.choice_count.filter(|n| *n != 1) {
+        a.push((keys::REQUEST_CHOICE_COUNT, AttrValue::count(n)));
+    }
+    if !req.encoding_formats.is_empty() {
+        a.push((
+            keys::REQUEST_ENCODING_FORMATS,
+            AttrValue::StrArray(req.encoding_formats.clone()),
+        ));
+    }
+    if let Some(t) = &req.output_type {
+        a.push((keys::OUTPUT_TYPE, str_(t)));
+    }
+    if let Some(id) = &req.conversation_id {
+        a.push((keys::CONVERSATION_ID, str_(id)));
+    }
+
+    let resp = &record.response;
+    if let Some(id) = resp.id.as_deref().filter(|s| !s.is_empty()) {
+        a.push((keys::RESPONSE_ID, str_(id)));
+    }
+    if let Some(model) = resp.model.as_deref().filter(|s| !s.is_empty()) {
+        a.push((keys::RESPONSE_MODEL, str_(model)));
+    }
+    if !resp.finish_reasons.is_empty() {
+        a.push((
+            keys::RESPONSE_FINISH_REASONS,
+            AttrValue::StrArray(resp.finish_reasons.clone()),
+        ));
+    }
+    if let Some(ttfc) = record.timing.time_to_first_chunk_s() {
+        a.push((keys::RESPONSE_TIME_TO_FIRST_CHUNK, AttrValue::Double(ttfc)));
+    }
+    if let Some(dim) = resp.embeddings_dimension {
+        a.push((keys::EMBEDDINGS_DIMENSION_COUNT, AttrValue::count(dim)));
+    }
+
+    let usage = &record.usage;
+    let counts = [
+        (keys::USAGE_INPUT_TOKENS, usage.input_tokens),
+        (keys::USAGE_OUTPUT_TOKENS, usage.output_tokens),
+        (
+            keys::USAGE_CACHE_READ_INPUT_TOKENS,
+            usage.cache_read_input_tokens,
+        ),
+        (
+            keys::USAGE_CACHE_CREATION_INPUT_TOKENS,
+            usage.cache_creation_input_tokens,
+        ),
+        (
+            keys::USAGE_REASONING_OUTPUT_TOKENS,
+            usage.reasoning_output_tokens,
+        ),
+    ];
+    for (key, value) in counts {
+        if let Some(n) = value {
+            a.push((key, AttrValue::count(n)));
+        }
+    }
+
+    if is_openai_shaped(record) {
+        if let Some(api_type) = openai_api_type(&record.api) {
+            a.push((keys::OPENAI_API_TYPE, str_(api_type)));
+        }
+        if let Some(tier) = req.service_tier.as_deref().filter(|t| *t != "auto") {
+            a.push((keys::OPENAI_REQUEST_SERVICE_TIER, str_(tier)));
+        }
+        if let Some(tier) = &resp.service_tier {
+            a.push((keys::OPENAI_RESPONSE_SERVICE_TIER, str_(tier)));
+        }
+        if let Some(fp) = &resp.system_fingerprint {
+            a.push((keys::OPENAI_RESPONSE_SYSTEM_FINGERPRINT, str_(fp)));
+        }
+    }
+
+    if let Some(error) = &record.error {
+        a.push((
+            keys::ERROR_TYPE,
+            str_(&redact::scrub_text(&error.error_type)),
+        ));
+    }
+    if let Some(status) = record.http_status {
+        a.push((
+            keys::HTTP_RESPONSE_STATUS_CODE,
+            AttrValue::Int(i64::from(status)),
+        ));
+    }
+    if !record.http_version.is_empty() {
+        a.push((keys::NETWORK_PROTOCOL_VERSION, str_(&record.http_version)));
+    }
+
+    if usage.estimated {
+        a.push((keys::LLMTAP_USAGE_ESTIMATED, AttrValue::Bool(true)));
+    }
+    if record.truncated {
+        a.push((keys::LLMTAP_CALL_TRUNCATED, AttrValue::Bool(true)));
+    }
+    if record.incomplete {
+        a.push((keys::LLMTAP_CALL_INCOMPLETE, AttrValue::Bool(true)));
+    }
+    if let Some(n) = record.stream_chunks {
+        a.push((keys::LLMTAP_STREAM_CHUNKS, AttrValue::count(n)));
+    }
+    if !resp.tool_calls.is_empty() {
+        a.push((
+            keys::LLMTAP_TOOL_CALLS,
+            AttrValue::StrArray(resp.tool_calls.clone()),
+        ));
+    }
+    if let Some(cost) = cost_usd {
+        a.push((keys::LLMTAP_USAGE_COST_USD, AttrValue::Double(cost)));
+    }
+
+    if content.enabled
+        && let Some(c) = &record.content
+    {
+        let fields = [
+            (keys::INPUT_MESSAGES, &c.input_messages),
+            (keys::OUTPUT_MESSAGES, &c.output_messages),
+            (keys::SYSTEM_INSTRUCTIONS, &c.system_instructions),
+            (keys::TOOL_DEFINITIONS, &c.tool_definitions),
+        ];
+        for (key, value) in fields {
+            if let Some(value) = value {
+                let json = redact::scrub_text(&value.to_string());
+                a.push((key, str_(truncate_utf8(&json, content.max_bytes))));
+            }
+        }
+    }
+    a
+}
+
+/// Builds spans; owns the id generator and the clock offset.
+#[derive(Debug)]
+pub struct SpanBuilder {
+    clock: ClockOffset,
+    content: ContentCapture,
+    ids: RandomIdGenerator,
+}
+
+impl SpanBuilder {
+    pub fn new(clock: ClockOffset, content: ContentCapture) -> Self {
+        Self {
+            clock,
+            content,
+            ids: RandomIdGenerator::default(),
+        }
+    }
+
+    pub fn build(
+        &self,
+        record: &CallRecord,
+        resource: Arc<ProcessResource>,
+        cost_usd: Option<f64>,
+    ) -> CallSpan {
+        let (trace_id, parent_span_id) = match record
+            .request
+            .traceparent
+            .as_deref()
+            .and_then(parse_traceparent)
+        {
+            Some((trace, parent)) => (trace, Some(parent)),
+            None => (self.ids.new_trace_id(), None),
+        };
+        let status = match &record.error {
+            Some(error) => SpanStatus::Error {
+                message: redact::scrub_text(error.message.as_deref().unwrap_or(&error.error_type)),
+            },
+            None => SpanStatus::Unset,
+        };
+        let start = self.clock.to_unix_nanos(record.timing.request_start_ns);
+        let end = self
+            .clock
+            .to_unix_nanos(record.timing.response_end_ns)
+            .max(start);
+        CallSpan {
+            name: span_name(record),
+            trace_id,
+            span_id: self.ids.new_span_id(),
+            parent_span_id,
+            start_unix_nanos: start,
+            end_unix_nanos: end,
+            status,
+            attributes: call_attributes(record, self.content, cost_usd),
+            resource,
+        }
+    }
+}
+
+/// Whether an operation has output tokens at all (embeddings do not).
+pub fn has_output_tokens(operation: Operation) -> bool {
+    operation != Operation::Embeddings
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::export::attributes::find;
+    use crate::genai::{
+        CallContent, CallError, CallTiming, ProcessRef, RequestParams, ResponseInfo, Usage,
+    };
+
+    /// A streamed OpenAI chat call, values as in the cassette
+    /// `openai__chat_stream_include_usage.json`.
+    pub(crate) fn streamed_chat() -> CallRecord {
+        CallRecord {
+            process: ProcessRef {
+                pid: 4242,
+                tid: 4243,
+                comm: "python3".into(),
+            },
+            connection_id: 0xdead,
+            operation: Operation::Chat,
+            provider: "openai".into(),
+            api: "chat_completions".into(),
+            server_address: Some("api.openai.com".into()),
+            server_port: Some(443),
+            http_method: "POST".into(),
+            url_path: "/v1/chat/completions".into(),
+            http_status: Some(200),
+            http_version: "1.1".into(),
+            request: RequestParams {
+                model: Some("gpt-4o-mini".into()),
+                temperature: Some(0.7),
+                max_tokens: Some(256),
+                stream: true,
+                service_tier: Some("auto".into()),
+                ..RequestParams::default()
+            },
+            response: ResponseInfo {
+                id: Some("chatcmpl-AbC123".into()),
+                model: Some("gpt-4o-mini-2024-07-18".into()),
+                finish_reasons: vec!["stop".into()],
+                service_tier: Some("default".into()),
+                system_fingerprint: Some("fp_0ba0d124f1".into()),
+                ..ResponseInfo::default()
+            },
+            usage: Usage {
+                input_tokens: Some(1130),
+                output_tokens: Some(9),
+                cache_read_input_tokens: Some(1024),
+                reasoning_output_tokens: Some(0),
+                ..Usage::default()
+            },
+            error: None,
+            timing: CallTiming {
+                request_start_ns: 1_000_000_000,
+                request_end_ns: 1_001_000_000,
+                response_start_ns: Some(1_300_000_000),
+                first_chunk_ns: Some(1_350_000_000),
+                chunk_times_ns: vec![1_350_000_000, 1_400_000_000, 1_480_000_000],
+                response_end_ns: 1_500_000_000,
+            },
+            stream_chunks: Some(3),
+            truncated: false,
+            incomplete: false,
+            content: Some(CallContent {
+                input_messages: Some(serde_json::json!([
+                    {"role": "user", "parts": [{"type": "text", "content": "héllo wörld"}]}
+                ])),
+                output_messages: None,
+                system_instructions: None,
+                tool_definitions: None,
+            }),
+        }
+    }
+
+    fn resource() -> Arc<ProcessResource> {
+        Arc::new(ProcessResource {
+            service_name: "python3".into(),
+            pid: 4242,
+            executable_name: "python3".into(),
+            executable_path: None,
+            command_line: None,
+            host_name: None,
+            container_id: None,
+        })
+    }
+
+    const OFF: ContentCapture = ContentCapture {
+        enabled: false,
+        max_bytes: 1024,
+    };
+
+    #[test]
+    fn traceparent_validation() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (t, s) = parse_traceparent(ok).unwrap_or((TraceId::INVALID, SpanId::INVALID));
+        assert_eq!(format!("{t}"), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(format!("{s}"), "00f067aa0ba902b7");
+        assert!(
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x")
+                .is_some()
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn span_carries_semconv_attributes_and_times() {
+        let clock = ClockOffset::fixed(1_700_000_000_000_000_000);
+        let builder = SpanBuilder::new(clock, OFF);
+        let span = builder.build(&streamed_chat(), resource(), Some(0.5));
+        assert_eq!(span.name, "chat gpt-4o-mini");
+        assert_eq!(span.start_unix_nanos, 1_700_000_001_000_000_000);
+        assert_eq!(span.end_unix_nanos, 1_700_000_001_500_000_000);
+        assert_eq!(span.status, SpanStatus::Unset);
+        assert!(span.parent_span_id.is_none());
+        assert_ne!(span.trace_id, TraceId::INVALID);
+        let a = &span.attributes;
+        let s = |v: &str| Some(AttrValue::Str(v.into()));
+        assert_eq!(find(a, keys::OPERATION_NAME).cloned(), s("chat"));
+        assert_eq!(find(a, keys::PROVIDER_NAME).cloned(), s("openai"));
+        assert_eq!(find(a, keys::REQUEST_MODEL).cloned(), s("gpt-4o-mini"));
+        assert_eq!(
+            find(a, keys::RESPONSE_MODEL).cloned(),
+            s("gpt-4o-mini-2024-07-18")
+        );
+        assert_eq!(find(a, keys::SERVER_PORT), Some(&AttrValue::Int(443)));
+        assert_eq!(find(a, keys::REQUEST_STREAM), Some(&AttrValue::Bool(true)));
+        assert_eq!(
+            find(a, keys::USAGE_INPUT_TOKENS),
+            Some(&AttrValue::Int(1130))
+        );
+        assert_eq!(
+            find(a, keys::USAGE_CACHE_READ_INPUT_TOKENS),
+            Some(&AttrValue::Int(1024))
+        );
+        assert_eq!(
+            find(a, keys::RESPONSE_TIME_TO_FIRST_CHUNK),
+            Some(&AttrValue::Double(0.35))
+        );
+        assert_eq!(
+            find(a, keys::OPENAI_API_TYPE).cloned(),
+            s("chat_completions")
+        );
+        // service tier `auto` is not reported on the request side.
+        assert_eq!(find(a, keys::OPENAI_REQUEST_SERVICE_TIER), None);
+        assert_eq!(
+            find(a, keys::OPENAI_RESPONSE_SERVICE_TIER).cloned(),
+            s("default")
+        );
+        assert_eq!(
+            find(a, keys::LLMTAP_STREAM_CHUNKS),
+            Some(&AttrValue::Int(3))
+        );
+        assert_eq!(
+            find(a, keys::LLMTAP_USAGE_COST_USD),
+            Some(&AttrValue::Double(0.5))
+        );
+        assert_eq!(find(a, keys::NETWORK_PROTOCOL_VERSION).cloned(), s("1.1"));
+        assert_eq!(find(a, keys::ERROR_TYPE), None);
+        // Content is off by default.
+        assert_eq!(find(a, keys::INPUT_MESSAGES), None);
+    }
+
+    #[test]
+    fn traceparent_stitches_and_errors_set_status() {
+        let mut record = streamed_chat();
+        record.request.traceparent =
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        record.request.model = None;
+        record.error = Some(CallError {
+            error_type: "rate_limit_error".into(),
+            http_status: Some(429),
+            mid_stream: false,
+            message: Some("slow down, key sk-live-123".into()),
+        });
+        let span = SpanBuilder::new(ClockOffset::fixed(0), OFF).build(&record, resource(), None);
+        assert_eq!(span.name, "chat");
+        assert_eq!(
+            format!("{}", span.trace_id),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(
+            span.parent_span_id.map(|s| format!("{s}")).as_deref(),
+            Some("00f067aa0ba902b7")
+        );
+        assert_ne!(
+            span.span_id,
+            SpanId::from_hex("00f067aa0ba902b7").unwrap_or(SpanId::INVALID)
+        );
+        assert_eq!(
+            span.status,
+            SpanStatus::Error {
+                message: "slow down, key [REDACTED]".into()
+            }
+        );
+        assert_eq!(
+            find(&span.attributes, keys::ERROR_TYPE),
+            Some(&AttrValue::Str("rate_limit_error".into()))
+        );
+    }
+
+    #[test]
+    fn content_is_json_truncated_on_char_boundaries() {
+        let on = ContentCapture {
+            enabled: true,
+            max_bytes: 55,
+        };
+        let attrs = call_attributes(&streamed_chat(), on, None);
+        let Some(AttrValue::Str(json)) = find(&attrs, keys::INPUT_MESSAGES) else {
+            panic!("no input messages in {attrs:?}");
+        };
+        assert!(json.len() <= 55);
+        assert!(json.starts_with(r#"[{"parts":[{"content":"h"#), "{json}");
+        assert_eq!(truncate_utf8("aé", 2), "a");
+        assert_eq!(truncate_utf8("aé", 3), "aé");
+        let full = call_attributes(
+            &streamed_chat(),
+            ContentCapture {
+                enabled: true,
+                max_bytes: 1 << 20,
+            },
+            None,
+        );
+        let Some(AttrValue::Str(json)) = find(&full, keys::INPUT_MESSAGES) else {
+            panic!("no input messages");
+        };
+        let parsed: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+        assert_eq!(parsed[0]["parts"][0]["content"], "héllo wörld");
+    }
+
+    #[test]
+    fn embeddings_have_no_output_tokens() {
+        assert!(!has_output_tokens(Operation::Embeddings));
+        assert!(has_output_tokens(Operation::Chat));
+    }
+}
