@@ -8,19 +8,40 @@ use clap::{Parser, Subcommand};
 use llmtap::capture::clock::WallClock;
 use llmtap::capture::printer::{CaptureFormat, CapturePrinter};
 use llmtap::capture::{CaptureCounters, CaptureSession};
-use llmtap::cli::CaptureArgs;
+use llmtap::cli::{CaptureArgs, PipelineArgs};
+use llmtap::daemon::{CallSink, Daemon, DaemonHealth};
+use llmtap::export::{ExportArgs, Exporters, HealthSnapshot};
+use llmtap::genai::CallRecord;
+use llmtap::pipeline::Pipeline;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// llmtap: see every LLM call a Linux host makes, without touching the application.
+///
+/// Without a subcommand it runs the tracer (same as `llmtap run`).
 #[derive(Parser, Debug)]
-#[command(name = "llmtap", version, about, long_about = None)]
+#[command(name = "llmtap", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Options of the tracer daemon.
+#[derive(clap::Args, Debug, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    capture: CaptureArgs,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    #[command(flatten)]
+    export: ExportArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Trace LLM calls and export them (console view by default; JSONL; OTLP).
+    Run(RunArgs),
     /// Print captured TLS plaintext records as they happen (credentials masked).
     Capture {
         #[command(flatten)]
@@ -56,7 +77,8 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        match cli.command {
+        match cli.command.unwrap_or(Command::Run(cli.run)) {
+            Command::Run(args) => run_daemon(args).await,
             Command::Capture {
                 capture,
                 format,
@@ -76,6 +98,62 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Hands finished calls and health totals to the exporters.
+struct ExportSink<'a>(&'a mut Exporters);
+
+impl CallSink for ExportSink<'_> {
+    fn export(&mut self, record: &CallRecord) {
+        self.0.export(record);
+    }
+
+    fn health(&mut self, health: &DaemonHealth) {
+        let p = &health.pipeline;
+        self.0.record_health(&HealthSnapshot {
+            capture_events: health.capture.records,
+            capture_bytes: health.capture.bytes,
+            ring_buffer_drops: health.capture.lost_records(),
+            parse_errors: p.http_parse_errors + p.body_parse_errors + health.capture.decode_errors,
+        });
+    }
+}
+
+async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
+    let mut exporters = Exporters::new(&args.export)
+        .await
+        .context("setting up the exporters")?;
+    let session = CaptureSession::start(&args.capture).context("starting capture")?;
+    log::info!(
+        "tracing LLM calls through {} hooked file(s); Ctrl-C to stop",
+        session.tracer.attached_paths().count()
+    );
+    let pipeline = Pipeline::new(args.pipeline.pipeline_config(args.export.content_capture()));
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+    };
+    let health = {
+        let mut sink = ExportSink(&mut exporters);
+        llmtap::daemon::run(session, Daemon::new(pipeline), &mut sink, shutdown)
+            .await
+            .context("reading captured events")?
+    };
+    // Flush every exporter (OTLP batches included) before exiting.
+    exporters.shutdown().await;
+    log::info!(
+        "{} calls exported; captured {} records ({} bytes), lost records: {}, HTTP parse errors: {}",
+        health.calls_exported,
+        health.capture.records,
+        health.capture.bytes,
+        health.capture.lost_records(),
+        health.pipeline.http_parse_errors
+    );
+    Ok(())
 }
 
 async fn run_capture(

@@ -197,6 +197,15 @@ impl Default for ExporterOptions {
     }
 }
 
+impl ExportArgs {
+    /// Whether message content is captured: the flag, or
+    /// OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT in the process environment. The
+    /// pipeline only extracts content when this is on.
+    pub fn content_capture(&self) -> bool {
+        content_capture_enabled(self.capture_content, &std::env::vars().collect())
+    }
+}
+
 /// Content capture from the flag and OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT.
 fn content_capture_enabled(flag: bool, env: &HashMap<String, String>) -> bool {
     if flag {
