@@ -13,7 +13,7 @@ use opentelemetry::{
 
 use super::{
     attributes::{AttrValue, Attributes, keys},
-    span::has_output_tokens,
+    span::{has_output_tokens, is_openai_provider},
 };
 use crate::genai::CallRecord;
 
@@ -101,11 +101,13 @@ pub fn call_measurements(record: &CallRecord) -> CallMeasurements {
             attributes.push((keys::SERVER_PORT, AttrValue::Int(i64::from(port))));
         }
     }
-    if let Some(tier) = &record.response.service_tier {
-        attributes.push((keys::OPENAI_RESPONSE_SERVICE_TIER, s(tier)));
-    }
-    if let Some(fp) = &record.response.system_fingerprint {
-        attributes.push((keys::OPENAI_RESPONSE_SYSTEM_FINGERPRINT, s(fp)));
+    if is_openai_provider(&record.provider) {
+        if let Some(tier) = &record.response.service_tier {
+            attributes.push((keys::OPENAI_RESPONSE_SERVICE_TIER, s(tier)));
+        }
+        if let Some(fp) = &record.response.system_fingerprint {
+            attributes.push((keys::OPENAI_RESPONSE_SYSTEM_FINGERPRINT, s(fp)));
+        }
     }
     let streaming = record.request.stream;
     let time_per_output_chunk_s = if streaming {

@@ -47,6 +47,8 @@ use crate::genai::CallRecord;
 pub const SPAN_QUEUE_CAPACITY: usize = 4096;
 /// Spans per export request.
 pub const MAX_EXPORT_BATCH: usize = 512;
+/// Longest `shutdown` waits for queued spans to be exported.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a span may wait in a partial batch.
 pub const EXPORT_DELAY: Duration = Duration::from_secs(2);
 
@@ -391,8 +393,18 @@ impl OtlpPipeline {
             ..
         } = self;
         drop(queue);
-        if let Err(e) = task.await {
-            log::warn!("OTLP span export task failed: {e}");
+        // Each per-resource request may take the full export timeout when the collector is
+        // down; the daemon is stopping, so bound the wait and say what was lost.
+        let abort = task.abort_handle();
+        match tokio::time::timeout(SHUTDOWN_DEADLINE, task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!("OTLP span export task failed: {e}"),
+            Err(_) => {
+                abort.abort();
+                log::warn!(
+                    "OTLP span export did not finish within {SHUTDOWN_DEADLINE:?}: pending spans lost"
+                );
+            }
         }
         // The async periodic reader's shutdown blocks on its worker task: keep it off the
         // runtime threads.

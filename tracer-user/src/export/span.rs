@@ -97,12 +97,10 @@ fn openai_api_type(api: &str) -> Option<&'static str> {
     }
 }
 
-fn is_openai_shaped(record: &CallRecord) -> bool {
-    matches!(
-        record.api.as_str(),
-        "chat_completions" | "responses" | "completions" | "embeddings"
-    ) || record.provider == "openai"
-        || record.provider == "azure.ai.openai"
+/// The `openai.*` attributes belong to the OpenAI provider refinement of the conventions
+/// (OpenAI and Azure OpenAI); OpenAI-compatible servers of other providers do not get them.
+pub fn is_openai_provider(provider: &str) -> bool {
+    provider == "openai" || provider == "azure.ai.openai"
 }
 
 /// Span name: `{operation} {request model}`, or `{operation}` without a model.
@@ -230,7 +228,7 @@ pub fn call_attributes(
         }
     }
 
-    if is_openai_shaped(record) {
+    if is_openai_provider(&record.provider) {
         if let Some(api_type) = openai_api_type(&record.api) {
             a.push((keys::OPENAI_API_TYPE, str_(api_type)));
         }
@@ -601,6 +599,18 @@ pub(crate) mod tests {
         };
         let parsed: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
         assert_eq!(parsed[0]["parts"][0]["content"], "héllo wörld");
+    }
+
+    #[test]
+    fn openai_attributes_only_for_openai_providers() {
+        let mut record = streamed_chat();
+        record.provider = "groq".into();
+        let attrs = call_attributes(&record, OFF, None);
+        assert_eq!(find(&attrs, keys::OPENAI_API_TYPE), None);
+        assert_eq!(find(&attrs, keys::OPENAI_RESPONSE_SYSTEM_FINGERPRINT), None);
+        record.provider = "azure.ai.openai".into();
+        let attrs = call_attributes(&record, OFF, None);
+        assert!(find(&attrs, keys::OPENAI_API_TYPE).is_some());
     }
 
     #[test]
