@@ -19,6 +19,8 @@ pub trait CallSink {
     fn export(&mut self, record: &CallRecord);
     /// Called about once a second with the running totals.
     fn health(&mut self, health: &DaemonHealth);
+    /// A process produced its first traffic (a chance to read its details while it lives).
+    fn process_seen(&mut self, _pid: u32, _comm: &str) {}
 }
 
 /// Running totals of every stage, for health metrics and the exit summary.
@@ -75,7 +77,11 @@ pub struct Daemon {
     records: Vec<CallRecord>,
     calls_exported: u64,
     by_provider: HashMap<String, u64>,
+    /// Processes whose traffic was seen (forgotten at exit; bounded).
+    seen_pids: std::collections::HashSet<u32>,
 }
+
+const SEEN_PIDS_MAX: usize = 65536;
 
 impl Daemon {
     pub fn new(pipeline: Pipeline) -> Self {
@@ -87,6 +93,7 @@ impl Daemon {
             records: Vec::new(),
             calls_exported: 0,
             by_provider: HashMap::new(),
+            seen_pids: std::collections::HashSet::new(),
         }
     }
 
@@ -98,6 +105,19 @@ impl Daemon {
     ) {
         for event in events {
             self.peers.observe(&event);
+            match &event {
+                CaptureEvent::Data(d) if !self.seen_pids.contains(&d.conn.pid) => {
+                    if self.seen_pids.len() >= SEEN_PIDS_MAX {
+                        self.seen_pids.clear();
+                    }
+                    self.seen_pids.insert(d.conn.pid);
+                    sink.process_seen(d.conn.pid, &d.comm.as_str());
+                }
+                CaptureEvent::ProcessExit { pid, .. } => {
+                    self.seen_pids.remove(pid);
+                }
+                _ => {}
+            }
             // Closes must reach the pipeline before the peer entry is needed again: the
             // pipeline reads peers when calls complete, which is within this push.
             self.assembler.push(event, &mut self.stream_scratch);

@@ -108,6 +108,10 @@ impl CallSink for ExportSink<'_> {
         self.0.export(record);
     }
 
+    fn process_seen(&mut self, pid: u32, comm: &str) {
+        self.0.observe_process(pid, comm);
+    }
+
     fn health(&mut self, health: &DaemonHealth) {
         let p = &health.pipeline;
         self.0.record_health(&HealthSnapshot {

@@ -417,6 +417,16 @@ impl Exporters {
         }
     }
 
+    /// Reads a traced process's resource (executable, command line, container) now, while it
+    /// runs: a short-lived client may have exited by the time its call completes.
+    pub fn observe_process(&mut self, pid: u32, comm: &str) {
+        self.resources.get(&crate::genai::ProcessRef {
+            pid,
+            tid: pid,
+            comm: comm.to_string(),
+        });
+    }
+
     /// Latest totals of the daemon's health counters (OTLP metrics, console summary).
     pub fn record_health(&mut self, snapshot: &HealthSnapshot) {
         if let Some(console) = &mut self.console {
