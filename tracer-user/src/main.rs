@@ -36,6 +36,8 @@ struct RunArgs {
     pipeline: PipelineArgs,
     #[command(flatten)]
     export: ExportArgs,
+    #[command(flatten)]
+    kubernetes: llmtap::k8s::KubernetesArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,7 +126,14 @@ impl CallSink for ExportSink<'_> {
 }
 
 async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
-    let mut exporters = Exporters::new(&args.export)
+    let kubernetes = llmtap::k8s::K8sMetadata::start(&args.kubernetes)
+        .await
+        .context("starting the Kubernetes pod watch (--kubernetes on)")?;
+    let options = llmtap::export::ExporterOptions {
+        kubernetes,
+        ..Default::default()
+    };
+    let mut exporters = Exporters::with_options(&args.export, options)
         .await
         .context("setting up the exporters")?;
     let session = CaptureSession::start(&args.capture).context("starting capture")?;

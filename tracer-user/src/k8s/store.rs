@@ -148,6 +148,11 @@ impl PodStore {
         self.pods.len()
     }
 
+    /// Pods not deleted.
+    pub fn live_len(&self) -> usize {
+        self.pods.values().filter(|e| e.deleted_at.is_none()).count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.pods.is_empty()
     }
