@@ -43,7 +43,7 @@ struct RunArgs {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Trace LLM calls and export them (console view by default; JSONL; OTLP).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print captured TLS plaintext records as they happen (credentials masked).
     Capture {
         #[command(flatten)]
@@ -79,8 +79,8 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        match cli.command.unwrap_or(Command::Run(cli.run)) {
-            Command::Run(args) => run_daemon(args).await,
+        match cli.command.unwrap_or(Command::Run(Box::new(cli.run))) {
+            Command::Run(args) => run_daemon(*args).await,
             Command::Capture {
                 capture,
                 format,

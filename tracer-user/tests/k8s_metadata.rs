@@ -150,13 +150,19 @@ async fn spans_carry_the_pod_of_a_fixture_cgroup() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seen = requests.lock().expect("lock").clone();
-    assert!(synced, "watch never delivered the fixture events; requests: {seen:?}");
     assert!(
-        seen.iter()
-            .any(|r| r.starts_with("/api/v1/pods?") && r.contains("fieldSelector=spec.nodeName%3Dnode-1")),
+        synced,
+        "watch never delivered the fixture events; requests: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|r| r.starts_with("/api/v1/pods?")
+            && r.contains("fieldSelector=spec.nodeName%3Dnode-1")),
         "pods are listed for this node only: {seen:?}"
     );
-    assert!(k8s.lookup(Some(WEB_OLD), None).is_none(), "restarted container id forgotten");
+    assert!(
+        k8s.lookup(Some(WEB_OLD), None).is_none(),
+        "restarted container id forgotten"
+    );
 
     // Processes: web (containerd, cgroup v2), the CronJob's pod (CRI-O), the log agent
     // (Docker, cgroup v1), and one on the host.
@@ -180,7 +186,10 @@ async fn spans_carry_the_pod_of_a_fixture_cgroup() {
     let (endpoint, receiver) = start_http_receiver().await;
     let out = SharedBuf::default();
     let args = ExportArgs {
-        outputs: vec!["jsonl=-".parse().expect("output"), "otlp".parse().expect("otlp")],
+        outputs: vec![
+            "jsonl=-".parse().expect("output"),
+            "otlp".parse().expect("otlp"),
+        ],
         otlp_endpoint: Some(endpoint),
         otlp_protocol: Some(OtlpProtocol::HttpProtobuf),
         ..ExportArgs::default()
@@ -267,9 +276,7 @@ async fn spans_carry_the_pod_of_a_fixture_cgroup() {
         .metric("gen_ai.client.token.usage")
         .expect("token usage metric");
     let points = match usage.data {
-        Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) => {
-            h.data_points
-        }
+        Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) => h.data_points,
         other => panic!("unexpected {other:?}"),
     };
     assert!(points.iter().any(|p| {

@@ -327,10 +327,20 @@ fn ensure_k8s_tools() -> anyhow::Result<()> {
         run(Command::new("apt-get")
             .args(["install", "-y", "--no-install-recommends", "python3-venv"])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
-        run(Command::new("python3").arg("-m").arg("venv").arg("--clear").arg(&dir))?;
+        run(Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg("--clear")
+            .arg(&dir))?;
     }
     run(Command::new(dir.join("bin/python3"))
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(K8S_TOOLS))?;
     if !k8s_tools_ok() {
         bail!("the Kubernetes validation tools were installed but do not import");

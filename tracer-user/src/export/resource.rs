@@ -211,11 +211,7 @@ impl ProcessResources {
 
     /// A containerized process first seen before its pod reached the cache: look again when
     /// the cache has changed since, and keep the completed resource.
-    fn fill_pending_pod(
-        &mut self,
-        pid: u32,
-        cached: Arc<ProcessResource>,
-    ) -> Arc<ProcessResource> {
+    fn fill_pending_pod(&mut self, pid: u32, cached: Arc<ProcessResource>) -> Arc<ProcessResource> {
         let (Some(k8s), Some((pod_uid, generation))) =
             (&self.kubernetes, self.pending_pods.get_mut(&pid))
         else {

@@ -121,7 +121,8 @@ impl PodAttributes {
     /// but not pod name or UID, which change with every rollout and would grow the number of
     /// time series without bound.
     pub fn metric_attributes(&self) -> Attributes {
-        let mut attrs: Attributes = vec![(keys::NAMESPACE_NAME, AttrValue::Str(self.namespace.clone()))];
+        let mut attrs: Attributes =
+            vec![(keys::NAMESPACE_NAME, AttrValue::Str(self.namespace.clone()))];
         if let Some(c) = &self.container_name {
             attrs.push((keys::CONTAINER_NAME, AttrValue::Str(c.clone())));
         }

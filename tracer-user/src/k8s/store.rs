@@ -150,7 +150,10 @@ impl PodStore {
 
     /// Pods not deleted.
     pub fn live_len(&self) -> usize {
-        self.pods.values().filter(|e| e.deleted_at.is_none()).count()
+        self.pods
+            .values()
+            .filter(|e| e.deleted_at.is_none())
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -8,15 +8,21 @@ fn pod_uid_from_every_kubelet_cgroup_layout() {
     let underscored = UID.replace('-', "_");
     let cases = [
         // cgroup v1, cgroupfs driver (containerd, docker via cri-dockerd)
-        format!("11:cpu,cpuacct:/kubepods/burstable/pod{UID}/{id}\n1:name=systemd:/kubepods/burstable/pod{UID}/{id}"),
+        format!(
+            "11:cpu,cpuacct:/kubepods/burstable/pod{UID}/{id}\n1:name=systemd:/kubepods/burstable/pod{UID}/{id}"
+        ),
         // cgroup v2, systemd driver (containerd)
-        format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{underscored}.slice/cri-containerd-{id}.scope"),
+        format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{underscored}.slice/cri-containerd-{id}.scope"
+        ),
         // guaranteed QoS has no QoS slice
         format!("0::/kubepods.slice/kubepods-pod{underscored}.slice/crio-{id}.scope"),
         // seen from llmtap's own cgroup namespace
         format!("0::/../../kubepods-besteffort-pod{underscored}.slice/cri-containerd-{id}.scope"),
         // systemd "slice:prefix:name" form
-        format!("0::/system.slice/containerd.service/kubepods-burstable-pod{underscored}.slice:cri-containerd:{id}"),
+        format!(
+            "0::/system.slice/containerd.service/kubepods-burstable-pod{underscored}.slice:cri-containerd:{id}"
+        ),
     ];
     for case in &cases {
         assert_eq!(pod_uid_from_cgroup(case).as_deref(), Some(UID), "{case}");
@@ -42,8 +48,14 @@ fn container_ids_from_statuses() {
         container_id_from_status("containerd://ABCdef").as_deref(),
         Some("abcdef")
     );
-    assert_eq!(container_id_from_status("cri-o://1234").as_deref(), Some("1234"));
-    assert_eq!(container_id_from_status("docker://99").as_deref(), Some("99"));
+    assert_eq!(
+        container_id_from_status("cri-o://1234").as_deref(),
+        Some("1234")
+    );
+    assert_eq!(
+        container_id_from_status("docker://99").as_deref(),
+        Some("99")
+    );
     assert_eq!(container_id_from_status("containerd://"), None);
 }
 
@@ -103,8 +115,8 @@ fn flags_parse() {
         #[command(flatten)]
         k8s: KubernetesArgs,
     }
-    let cli = Cli::try_parse_from(["llmtap", "--kubernetes", "on", "--node-name", "n1"])
-        .expect("flags");
+    let cli =
+        Cli::try_parse_from(["llmtap", "--kubernetes", "on", "--node-name", "n1"]).expect("flags");
     assert_eq!(cli.k8s.mode, KubernetesMode::On);
     assert_eq!(cli.k8s.node_name.as_deref(), Some("n1"));
     assert!(Cli::try_parse_from(["llmtap", "--kubernetes", "maybe"]).is_err());

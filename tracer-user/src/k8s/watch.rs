@@ -40,10 +40,7 @@ pub(super) async fn run(client: Client, node_name: String, metadata: K8sMetadata
                 metadata.update(|store| store.retain_listed(&listed));
                 if !synced {
                     synced = true;
-                    log::info!(
-                        "Kubernetes: {} pods on node {node_name}",
-                        listed.len()
-                    );
+                    log::info!("Kubernetes: {} pods on node {node_name}", listed.len());
                 }
                 listed.clear();
             }
@@ -123,9 +120,7 @@ impl OwnerResolver {
             let name = owner.name.clone();
             match owner.kind.as_str() {
                 "ReplicaSet" => {
-                    workload.deployment = self
-                        .owner_of_replicaset(&namespace, &name, pod)
-                        .await;
+                    workload.deployment = self.owner_of_replicaset(&namespace, &name, pod).await;
                     workload.replicaset = Some(name);
                 }
                 "StatefulSet" => workload.statefulset = Some(name),
