@@ -1,8 +1,10 @@
 //! A Rust HTTPS client on reqwest + rustls (no OpenSSL anywhere), used by the end-to-end tests
 //! to check that llmtap's rustls hooks capture a real call.
 //!
-//! Usage: `rustls-client CASSETTE.json [URL]` — sends the cassette's recorded request (method,
-//! headers, body) to `URL` (default: the cassette's own URL), over HTTP/1.1, reads the whole
+//! Usage: `rustls-client CASSETTE.json [IP:PORT]` — sends the cassette's recorded request
+//! (method, URL, headers, body) over HTTP/1.1; with `IP:PORT`, the URL's host name is resolved
+//! to `IP` and its port replaced by `PORT` (the host name, hence `Host` and SNI, stay as
+//! recorded), reads the whole
 //! response body chunk by chunk and prints its status and size. The CA in `SSL_CERT_FILE` is
 //! trusted in addition to nothing else, so the test server's certificate is accepted.
 //!
@@ -27,21 +29,29 @@ async fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let cassette_path = args
         .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: rustls-client CASSETTE.json [URL]"))?;
+        .ok_or_else(|| anyhow::anyhow!("usage: rustls-client CASSETTE.json [IP:PORT]"))?;
     let cassette: serde_json::Value = serde_json::from_slice(&std::fs::read(&cassette_path)?)?;
     let request = &cassette["request"];
-    let url = match args.next() {
-        Some(url) => url,
-        None => request["url"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("cassette has no request.url"))?
-            .to_string(),
-    };
+    let mut url: reqwest::Url = request["url"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("cassette has no request.url"))?
+        .parse()?;
+    url.set_fragment(None);
+    let connect_to: Option<std::net::SocketAddr> = args.next().map(|a| a.parse()).transpose()?;
     let method: reqwest::Method = request["method"].as_str().unwrap_or("POST").parse()?;
     let body = request["body"].as_str().unwrap_or_default().to_string();
 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = reqwest::Client::builder().http1_only();
+    if let Some(addr) = connect_to {
+        let host = url
+            .host_str()
+            .ok_or_else(|| anyhow::anyhow!("no host in {url}"))?
+            .to_string();
+        url.set_port(Some(addr.port()))
+            .map_err(|()| anyhow::anyhow!("cannot set a port on {url}"))?;
+        builder = builder.resolve(&host, addr);
+    }
     if let Some(ca) = std::env::var_os("SSL_CERT_FILE") {
         let pem = std::fs::read(&ca)?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)?;
@@ -49,7 +59,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let client = builder.build()?;
 
-    let mut call = client.request(method, &url).body(body);
+    let mut call = client.request(method, url).body(body);
     if let Some(headers) = request["headers"].as_object() {
         for (name, value) in headers {
             // Framing and routing are the client's own business; compression would only make

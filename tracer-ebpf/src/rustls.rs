@@ -32,8 +32,8 @@ use tracer_common::{
 };
 
 use crate::{
-    EVENTS, InflightCall, SCRATCH, STREAM_POS, config, count, current_comm, emit_call, wakeup_flag,
-    wanted, MAX_CAPTURE_BYTES,
+    EVENTS, InflightCall, MAX_CAPTURE_BYTES, SCRATCH, STREAM_POS, config, count, current_comm,
+    emit_call, wakeup_flag, wanted,
 };
 
 /// Most `IoSlice`s of one `write_vectored` call that are copied (hyper uses at most 16).

@@ -124,9 +124,9 @@ fn strip_lifetime_args(name: &str) -> std::borrow::Cow<'_, str> {
         let after = &rest[at + 1..];
         match after.find('>') {
             Some(end)
-                if after[..end]
-                    .chars()
-                    .all(|c| c == '\'' || c == '_' || c == ',' || c == ' ' || c.is_alphanumeric()) =>
+                if after[..end].chars().all(|c| {
+                    c == '\'' || c == '_' || c == ',' || c == ' ' || c.is_alphanumeric()
+                }) =>
             {
                 out.push_str(&rest[..at]);
                 rest = &after[end + 1..];
@@ -431,7 +431,8 @@ mod tests {
     fn real_v0_symbol_demangles_and_classifies() {
         // v0 mangling of `<rustls::conn::connection::Writer as std::io::Write>::write`
         // produced by `-C symbol-mangling-version=v0` (crate disambiguators made up).
-        let mangled = "_RNvXs_NtNtCs1234_6rustls4conn10connectionNtB4_6WriterNtNtCs5678_3std2io5Write5write";
+        let mangled =
+            "_RNvXs_NtNtCs1234_6rustls4conn10connectionNtB4_6WriterNtNtCs5678_3std2io5Write5write";
         let demangled = format!("{:#}", rustc_demangle::demangle(mangled));
         assert_eq!(classify(&demangled), Some(RustlsFn::Write), "{demangled}");
     }
@@ -464,17 +465,41 @@ mod tests {
         let w = rustls_conn::WRITER_TAG;
         let r = rustls_conn::READER_TAG;
         // Two connections 4 KiB apart; readers 0x2a0 above each.
-        assert_eq!(resolved(&mut p, data(7, 0x5000 | w, Direction::Write)), 0x5000);
-        assert_eq!(resolved(&mut p, data(7, 0x6000 | w, Direction::Write)), 0x6000);
-        assert_eq!(resolved(&mut p, data(7, 0x52a0 | r, Direction::Read)), 0x5000);
-        assert_eq!(resolved(&mut p, data(7, 0x62a0 | r, Direction::Read)), 0x6000);
+        assert_eq!(
+            resolved(&mut p, data(7, 0x5000 | w, Direction::Write)),
+            0x5000
+        );
+        assert_eq!(
+            resolved(&mut p, data(7, 0x6000 | w, Direction::Write)),
+            0x6000
+        );
+        assert_eq!(
+            resolved(&mut p, data(7, 0x52a0 | r, Direction::Read)),
+            0x5000
+        );
+        assert_eq!(
+            resolved(&mut p, data(7, 0x62a0 | r, Direction::Read)),
+            0x6000
+        );
         // Another process with the same addresses is separate.
-        assert_eq!(resolved(&mut p, data(8, 0x52a0 | r, Direction::Read)), 0x52a0);
+        assert_eq!(
+            resolved(&mut p, data(8, 0x52a0 | r, Direction::Read)),
+            0x52a0
+        );
         assert_eq!(p.unpaired_reads, 1);
         // A stale connection just below a reader does not win over the learned distance.
-        assert_eq!(resolved(&mut p, data(7, 0x9000 | w, Direction::Write)), 0x9000);
-        assert_eq!(resolved(&mut p, data(7, 0x9100 | w, Direction::Write)), 0x9100);
-        assert_eq!(resolved(&mut p, data(7, 0x92a0 | r, Direction::Read)), 0x9000);
+        assert_eq!(
+            resolved(&mut p, data(7, 0x9000 | w, Direction::Write)),
+            0x9000
+        );
+        assert_eq!(
+            resolved(&mut p, data(7, 0x9100 | w, Direction::Write)),
+            0x9100
+        );
+        assert_eq!(
+            resolved(&mut p, data(7, 0x92a0 | r, Direction::Read)),
+            0x9000
+        );
         // OpenSSL records are untouched.
         assert_eq!(resolved(&mut p, data(7, 0x1234, Direction::Read)), 0x1234);
         // Exit forgets the process.
@@ -484,7 +509,10 @@ mod tests {
             ts_ns: 0,
         };
         p.resolve(&mut exit);
-        assert_eq!(resolved(&mut p, data(7, 0x52a0 | r, Direction::Read)), 0x52a0);
+        assert_eq!(
+            resolved(&mut p, data(7, 0x52a0 | r, Direction::Read)),
+            0x52a0
+        );
     }
 
     #[test]
@@ -493,7 +521,11 @@ mod tests {
         for i in 0..(MAX_WRITERS_PER_PROCESS as u64 + 10) {
             resolved(
                 &mut p,
-                data(1, (0x10000 + i * 0x10000) | rustls_conn::WRITER_TAG, Direction::Write),
+                data(
+                    1,
+                    (0x10000 + i * 0x10000) | rustls_conn::WRITER_TAG,
+                    Direction::Write,
+                ),
             );
         }
         assert_eq!(p.processes[&1].writers.len(), MAX_WRITERS_PER_PROCESS);

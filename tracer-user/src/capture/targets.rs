@@ -191,7 +191,9 @@ impl Discovery {
                     handle: handle.try_clone().ok().map(std::sync::Arc::new),
                     offsets: info.rustls_hooks.clone(),
                 });
-            } else if let Some(why) = &info.rustls_unhookable {
+            } else if let Some(why) = &info.rustls_unhookable
+                && !info.exports_openssl
+            {
                 report.rustls_unhookable = Some((file, why.clone()));
             }
             if info.exports_openssl {
