@@ -155,3 +155,31 @@ fn stripped_rustls_binary_is_refused_with_one_log_line_and_a_targets_reason() {
         "{spans:#?}"
     );
 }
+
+#[test]
+fn targets_lists_an_unstripped_rustls_client_as_hooked_by_its_symbols() {
+    // Discovery only reads /proc and the ELF file: no eBPF needed. The client waits before
+    // sending, long enough to be looked at; its request then fails (nothing listens there).
+    let mut client = ChildGuard(
+        Command::new(client_bin())
+            .arg(repo_root().join(CASSETTE))
+            .arg("127.0.0.1:9")
+            .env("RUSTLS_CLIENT_DELAY_MS", "3000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("client"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let targets = Command::new(llmtap_bin())
+        .args(["targets", "--pid", &client.0.id().to_string()])
+        .output()
+        .expect("llmtap targets");
+    let listing = String::from_utf8_lossy(&targets.stdout);
+    let _ = client.0.kill();
+    assert!(targets.status.success(), "{listing}");
+    assert!(
+        listing.contains("hook (rustls)") && listing.contains(&client_bin().display().to_string()),
+        "{listing}"
+    );
+}
