@@ -12,6 +12,8 @@
 
 use core::ffi::c_void;
 
+mod rustls;
+
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,

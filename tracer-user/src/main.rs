@@ -235,6 +235,7 @@ fn print_targets(pids: &[u32], all: bool) -> anyhow::Result<()> {
             let kind = match target.kind {
                 llmtap::capture::targets::TargetKind::SharedLibssl => "hook (libssl)",
                 llmtap::capture::targets::TargetKind::StaticOpenssl => "hook (static)",
+                llmtap::capture::targets::TargetKind::Rustls => "hook (rustls)",
             };
             writeln!(
                 out,

@@ -57,6 +57,8 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("node", "nodejs"),
     ("gcc", "gcc"),
+    // The stripped-rustls-binary test.
+    ("strip", "binutils"),
     ("bpftrace", "bpftrace"),
     ("/usr/include/openssl/ssl.h", "libssl-dev"),
 ];

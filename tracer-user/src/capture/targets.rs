@@ -33,6 +33,8 @@ pub enum TargetKind {
     SharedLibssl,
     /// A binary or library that defines `SSL_read`/`SSL_write` itself (static OpenSSL).
     StaticOpenssl,
+    /// A Rust binary using rustls, hooked through its symbols (`capture::rustls`).
+    Rustls,
 }
 
 /// One hookable file used by a process.
@@ -76,6 +78,8 @@ pub struct ProcessReport {
     pub go_version: Option<String>,
     /// Why nothing is hooked, when `targets` is empty.
     pub reason: Option<String>,
+    /// A file of this process that uses rustls but cannot be hooked, and why.
+    pub rustls_unhookable: Option<(FileId, String)>,
 }
 
 /// Finds hook targets in running processes; remembers what each file (by inode) contains so
@@ -178,6 +182,20 @@ impl Discovery {
                 report.go_version = info.go_version.clone();
             }
             rustls |= info.rustls;
+            if !info.rustls_hooks.is_empty() {
+                report.targets.push(ProcessTarget {
+                    path: path.clone(),
+                    attach_path: attach_path.clone(),
+                    file,
+                    kind: TargetKind::Rustls,
+                    handle: handle.try_clone().ok().map(std::sync::Arc::new),
+                    offsets: info.rustls_hooks.clone(),
+                });
+            } else if let Some(why) = &info.rustls_unhookable
+                && !info.exports_openssl
+            {
+                report.rustls_unhookable = Some((file, why.clone()));
+            }
             if info.exports_openssl {
                 let kind = if is_libssl(name) {
                     TargetKind::SharedLibssl
@@ -197,6 +215,8 @@ impl Discovery {
         if report.targets.is_empty() {
             report.reason = Some(if let Some(go) = &report.go_version {
                 format!("Go program ({go}): crypto/tls is not OpenSSL; not hooked")
+            } else if let Some((_, why)) = &report.rustls_unhookable {
+                why.clone()
             } else if rustls {
                 "uses rustls (no OpenSSL functions to hook)".to_string()
             } else {
