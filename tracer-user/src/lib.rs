@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod export;
 pub mod genai;
 pub mod http;
+pub mod http2;
 pub mod pipeline;
 pub mod sse;
 pub mod testing;
