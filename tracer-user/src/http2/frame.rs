@@ -111,7 +111,7 @@ impl FrameHeader {
             FrameType::PushPromise => on_stream && self.len >= 4,
             FrameType::Priority => on_stream && self.len == 5,
             FrameType::RstStream => on_stream && self.len == 4,
-            FrameType::Settings => !on_stream && self.len % 6 == 0,
+            FrameType::Settings => !on_stream && self.len.is_multiple_of(6),
             FrameType::Ping => !on_stream && self.len == 8,
             FrameType::GoAway => !on_stream && self.len >= 8,
             FrameType::WindowUpdate => self.len == 4,
@@ -431,7 +431,7 @@ fn unpad<'a>(header: &FrameHeader, payload: &'a [u8]) -> Result<&'a [u8], FrameE
 
 /// `(identifier, value)` pairs of a SETTINGS payload.
 pub fn settings(payload: &[u8]) -> Result<Vec<(u16, u32)>, FrameError> {
-    if payload.len() % 6 != 0 {
+    if !payload.len().is_multiple_of(6) {
         return Err(FrameError::Malformed(FrameType::Settings));
     }
     Ok(payload
