@@ -14,6 +14,7 @@ pub mod export;
 pub mod genai;
 pub mod http;
 pub mod k8s;
+pub mod http2;
 pub mod pipeline;
 pub mod sse;
 pub mod testing;
