@@ -192,3 +192,36 @@ impl LlmtapRun {
         (self.spans_now(), self.log_text())
     }
 }
+
+/// The one span of process `pid` among `spans`, checked against the cassette's `expected`
+/// values (provider, models, id, usage, chunks) and never flagged incomplete.
+pub fn assert_one_span_matches_cassette(
+    spans: &[serde_json::Value],
+    pid: u32,
+    cassette: &serde_json::Value,
+    log: &str,
+) {
+    let ours: Vec<_> = spans
+        .iter()
+        .filter(|s| s["resource"]["process.pid"].as_u64() == Some(u64::from(pid)))
+        .collect();
+    assert_eq!(ours.len(), 1, "one span for pid {pid}: {spans:#?}\n{log}");
+    let attrs = &ours[0]["attributes"];
+    let expected = &cassette["expected"];
+    assert_eq!(attrs["gen_ai.provider.name"], cassette["provider"]);
+    for (attr, key) in [
+        ("gen_ai.request.model", "request_model"),
+        ("gen_ai.response.model", "response_model"),
+        ("gen_ai.response.id", "response_id"),
+        ("gen_ai.usage.input_tokens", "input_tokens"),
+        ("gen_ai.usage.output_tokens", "output_tokens"),
+        ("llmtap.stream.chunks", "stream_chunks"),
+    ] {
+        assert_eq!(attrs[attr], expected[key], "{attr}: {:#}", ours[0]);
+    }
+    assert!(
+        attrs.get("llmtap.call.incomplete").is_none(),
+        "{:#}",
+        ours[0]
+    );
+}

@@ -5,7 +5,9 @@
 
 use std::process::Command;
 
-use llmtap_tests::cassette_run::{CassetteServer, LlmtapRun, TestPki};
+use llmtap_tests::cassette_run::{
+    CassetteServer, LlmtapRun, TestPki, assert_one_span_matches_cassette,
+};
 use llmtap_tests::{TempDir, repo_root, require_ebpf, run_client};
 
 const CASSETTE: &str = "tests/data/cassettes/openai__chat_stream_include_usage.json";
@@ -74,26 +76,5 @@ fn process_in_its_own_mount_namespace_with_its_own_libssl_yields_the_span() {
         log.contains(&format!("/proc/{pid}/root{}", system_libssl.display())),
         "the namespace's own libssl copy was hooked through /proc/PID/root:\n{log}"
     );
-    let ours: Vec<_> = spans
-        .iter()
-        .filter(|s| s["resource"]["process.pid"].as_u64() == Some(u64::from(pid)))
-        .collect();
-    assert_eq!(ours.len(), 1, "{spans:#?}\n{log}");
-    let attrs = &ours[0]["attributes"];
-    let expected = &cassette["expected"];
-    assert_eq!(attrs["gen_ai.provider.name"], "openai");
-    assert_eq!(attrs["gen_ai.request.model"], expected["request_model"]);
-    assert_eq!(attrs["gen_ai.response.model"], expected["response_model"]);
-    assert_eq!(attrs["gen_ai.response.id"], expected["response_id"]);
-    assert_eq!(attrs["gen_ai.usage.input_tokens"], expected["input_tokens"]);
-    assert_eq!(
-        attrs["gen_ai.usage.output_tokens"],
-        expected["output_tokens"]
-    );
-    assert_eq!(attrs["llmtap.stream.chunks"], expected["stream_chunks"]);
-    assert!(
-        attrs.get("llmtap.call.incomplete").is_none(),
-        "{:#}",
-        ours[0]
-    );
+    assert_one_span_matches_cassette(&spans, pid, &cassette, &log);
 }
