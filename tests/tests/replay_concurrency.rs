@@ -85,7 +85,11 @@ fn fifty_concurrent_streaming_clients_get_their_own_spans() {
         failures.len(),
         failures.join("\n")
     );
-    assert_eq!(spans.len(), CLIENTS, "exactly one span per call: {spans:#?}");
+    assert_eq!(
+        spans.len(),
+        CLIENTS,
+        "exactly one span per call: {spans:#?}"
+    );
 }
 
 #[test]
@@ -129,7 +133,12 @@ fn twenty_h2_streams_on_one_connection_get_their_own_spans() {
     let (spans_at_stop, _, log) = llmtap.stop();
     assert!(spans_at_stop.len() >= spans.len());
 
-    assert_eq!(server.connections(), 1, "one h2 connection: {}", server.log());
+    assert_eq!(
+        server.connections(),
+        1,
+        "one h2 connection: {}",
+        server.log()
+    );
     assert!(
         server.served().iter().all(|(_, v)| v == "HTTP/2.0"),
         "{:?}",

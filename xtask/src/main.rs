@@ -161,7 +161,10 @@ fn demo(root: &Path) -> anyhow::Result<()> {
     )?;
     run(Command::new(root.join("target/release/llmtap-demo"))
         .env("LLMTAP_BIN", root.join("target/release/llmtap"))
-        .env("LLMTAP_REPLAY_BIN", root.join("target/release/llmtap-replay")))
+        .env(
+            "LLMTAP_REPLAY_BIN",
+            root.join("target/release/llmtap-replay"),
+        ))
 }
 
 fn setup() -> anyhow::Result<()> {
