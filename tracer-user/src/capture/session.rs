@@ -134,11 +134,20 @@ impl CaptureSession {
             }
         }
         for target in report.targets {
-            match self.tracer.attach_openssl_at(
-                &target.io_path(),
-                &target.attach_path,
-                Some(&target.offsets),
-            ) {
+            let attached = match &target.go_tls {
+                Some(hooks) => super::go_tls::attach(
+                    &mut self.tracer,
+                    &target.io_path(),
+                    &target.attach_path,
+                    hooks,
+                ),
+                None => self.tracer.attach_openssl_at(
+                    &target.io_path(),
+                    &target.attach_path,
+                    Some(&target.offsets),
+                ),
+            };
+            match attached {
                 Ok(AttachOutcome::Attached(_)) => {
                     new += 1;
                     log::debug!("new target found in pid {} ({})", report.pid, report.comm);

@@ -1,5 +1,5 @@
-//! Finding what to hook: `libssl.so*` and any binary defining `SSL_read`/`SSL_write` (static
-//! OpenSSL, as in Node) mapped by running processes (host and containers alike, through
+//! Finding what to hook: `libssl.so*`, any binary defining `SSL_read`/`SSL_write` (static
+//! OpenSSL, as in Node) and Go binaries (`crypto/tls`) mapped by running processes (host and containers alike, through
 //! `/proc/PID/root`), the system's default libssl, and binaries the user names with `--ssl-lib`. Attachments are deduplicated by (device, inode) because a
 //! uprobe lives on the file, not on a path or a process.
 
@@ -33,6 +33,8 @@ pub enum TargetKind {
     SharedLibssl,
     /// A binary or library that defines `SSL_read`/`SSL_write` itself (static OpenSSL).
     StaticOpenssl,
+    /// A Go binary: `crypto/tls` hooked at the offsets in [`ProcessTarget::go_tls`].
+    GoTls,
 }
 
 /// One hookable file used by a process.
@@ -49,6 +51,8 @@ pub struct ProcessTarget {
     pub handle: Option<std::sync::Arc<std::fs::File>>,
     /// File offsets of the OpenSSL functions found (empty for loaders).
     pub offsets: Vec<(&'static str, u64)>,
+    /// Hook points of Go's `crypto/tls` ([`TargetKind::GoTls`] only).
+    pub go_tls: Option<super::go_tls::GoTlsHooks>,
 }
 
 impl ProcessTarget {
@@ -132,6 +136,7 @@ impl Discovery {
             ..Default::default()
         };
         let mut rustls = false;
+        let mut go_unhookable: Option<String> = None;
         for path in executable_mappings(&maps) {
             let attach_path = PathBuf::from(format!("/proc/{pid}/root{path}"));
             // Open first and work on the handle: a short-lived process may exit (taking
@@ -159,6 +164,7 @@ impl Discovery {
                     kind: TargetKind::SharedLibssl,
                     handle: Some(std::sync::Arc::new(handle)),
                     offsets: Vec::new(),
+                    go_tls: None,
                 });
                 continue;
             }
@@ -178,6 +184,24 @@ impl Discovery {
                 report.go_version = info.go_version.clone();
             }
             rustls |= info.rustls;
+            // One attachment per file: a Go binary that also carries OpenSSL (cgo) is hooked
+            // through crypto/tls, which is what Go's net/http uses.
+            match &info.go_tls {
+                Some(Ok(hooks)) => {
+                    report.targets.push(ProcessTarget {
+                        path: path.clone(),
+                        attach_path,
+                        file,
+                        kind: TargetKind::GoTls,
+                        handle: Some(std::sync::Arc::new(handle)),
+                        offsets: Vec::new(),
+                        go_tls: Some(hooks.clone()),
+                    });
+                    continue;
+                }
+                Some(Err(reason)) if is_exe => go_unhookable = Some(reason.clone()),
+                _ => {}
+            }
             if info.exports_openssl {
                 let kind = if is_libssl(name) {
                     TargetKind::SharedLibssl
@@ -191,12 +215,16 @@ impl Discovery {
                     kind,
                     handle: Some(std::sync::Arc::new(handle)),
                     offsets: info.openssl_offsets.clone(),
+                    go_tls: None,
                 });
             }
         }
         if report.targets.is_empty() {
             report.reason = Some(if let Some(go) = &report.go_version {
-                format!("Go program ({go}): crypto/tls is not OpenSSL; not hooked")
+                match &go_unhookable {
+                    Some(why) => format!("Go program ({go}): {why}"),
+                    None => format!("Go program ({go}): crypto/tls not hookable"),
+                }
             } else if rustls {
                 "uses rustls (no OpenSSL functions to hook)".to_string()
             } else {

@@ -264,7 +264,7 @@ impl Tracer {
             }
         }
 
-        for name in PROGRAMS {
+        for name in PROGRAMS.iter().chain(super::go_tls::PROGRAMS) {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or(TracerError::Program {
@@ -438,6 +438,53 @@ impl Tracer {
                 })
             }
         }
+    }
+
+    /// Hooks `path` with each (program, file offset) of `probes`, all or none, for every
+    /// process that maps it; `functions` names what is hooked (for logs). Files already hooked
+    /// (same device and inode) are skipped. Used by TLS stacks whose hook points discovery
+    /// computes itself (Go's RET sites).
+    pub fn attach_offsets(
+        &mut self,
+        path: &Path,
+        label: &Path,
+        probes: &[(&'static str, u64)],
+        functions: Vec<&'static str>,
+    ) -> Result<AttachOutcome, TracerError> {
+        let id = FileId::of(path)?;
+        if self.attached.contains_key(&id) {
+            return Ok(AttachOutcome::AlreadyAttached);
+        }
+        let mut links = Vec::with_capacity(probes.len());
+        for &(program, offset) in probes {
+            match self.attach_one(program, HookAt::Offset(offset), path) {
+                Ok(link) => links.push((program, link)),
+                Err(err) => {
+                    self.detach_all(links);
+                    return Err(match err {
+                        TracerError::Attach { source, .. } => TracerError::Attach {
+                            path: label.to_path_buf(),
+                            source,
+                        },
+                        other => other,
+                    });
+                }
+            }
+        }
+        log::info!(
+            "hooked {} in {} ({} probes)",
+            functions.join(", "),
+            label.display(),
+            links.len()
+        );
+        self.attached.insert(
+            id,
+            AttachedFile {
+                path: label.to_path_buf(),
+                links,
+            },
+        );
+        Ok(AttachOutcome::Attached(functions))
     }
 
     fn attach_one(

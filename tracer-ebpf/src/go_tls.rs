@@ -1,0 +1,158 @@
+//! Go's `crypto/tls`: uprobes on `(*Conn).Write` and `(*Conn).Read` in Go binaries (Go ≥ 1.17,
+//! register ABI on x86-64).
+//!
+//! Go functions are never hooked with uretprobes: a uretprobe rewrites the return address on
+//! the stack, and the Go runtime copies goroutine stacks when they grow (and walks them for
+//! tracebacks and GC), which breaks on a foreign return address. Instead user space
+//! disassembles each function and attaches a plain uprobe at every `RET` instruction.
+//!
+//! Goroutines move between threads while blocked in a call (a `Read` parks until data
+//! arrives), so an entry is paired with its return by goroutine, not by thread: the key is
+//! (process, the goroutine's `g` pointer, which Go keeps in R14, direction). The data itself
+//! goes through the OpenSSL path's `emit_call`, so records are identical for user space:
+//! connection id = the `*tls.Conn`.
+//!
+//! Register ABI (Go internal ABI, amd64): arguments in RAX, RBX, RCX, RDI, ...; results in
+//! RAX, RBX, ...; R14 = current g. `func (c *Conn) Write(b []byte) (int, error)`: entry RAX = c,
+//! RBX = b.ptr, RCX = b.len, RDI = b.cap; at RET RAX = n, RBX:RCX = error interface.
+
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{map, uprobe},
+    maps::LruHashMap,
+    programs::ProbeContext,
+};
+use tracer_common::{counter, direction};
+
+use crate::{InflightCall, close_connection, count, emit_call, wanted};
+
+/// A Go call in flight: (goroutine, process, direction).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GoCallKey {
+    /// The `runtime.g` of the calling goroutine (R14).
+    goroutine: u64,
+    pid: u32,
+    direction: u32,
+}
+
+/// Go `Read`/`Write` calls between entry and return. LRU: a goroutine that panics out of a
+/// call never reaches a `RET`, and its entry must age out rather than fill the table (a reused
+/// `g` simply overwrites it).
+#[map]
+static GO_INFLIGHT: LruHashMap<GoCallKey, InflightCall> = LruHashMap::with_max_entries(16384, 0);
+
+/// The registers llmtap reads at a Go function's entry or `RET`.
+#[derive(Clone, Copy)]
+struct GoRegs {
+    rax: u64,
+    rbx: u64,
+    r14: u64,
+}
+
+#[inline(always)]
+fn registers(ctx: &ProbeContext) -> GoRegs {
+    let regs: *const pt_regs = ctx.regs;
+    // SAFETY: `regs` is the context pointer the kernel hands to the program; each field read
+    // is a plain context access the verifier checks.
+    unsafe {
+        GoRegs {
+            rax: (*regs).rax as u64,
+            rbx: (*regs).rbx as u64,
+            r14: (*regs).r14 as u64,
+        }
+    }
+}
+
+#[inline(always)]
+fn on_go_entry(ctx: &ProbeContext, dir: u8) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    if !wanted(pid) {
+        return;
+    }
+    let regs = registers(ctx);
+    let goroutine = regs.r14;
+    if goroutine == 0 || regs.rax == 0 {
+        // Not running on a goroutine's register ABI (or a nil receiver, which panics).
+        return;
+    }
+    let key = GoCallKey {
+        goroutine,
+        pid,
+        direction: dir as u32,
+    };
+    let call = InflightCall {
+        conn_id: regs.rax,
+        buf: regs.rbx,
+        out_len: 0,
+        // SAFETY: helper without side effects.
+        ts_entry_ns: unsafe { bpf_ktime_get_ns() },
+        direction: dir,
+    };
+    // A stack growth restarts the function from its first instruction: the second entry
+    // simply overwrites the first with the same arguments.
+    if GO_INFLIGHT.insert(&key, &call, 0).is_err() {
+        count(counter::INFLIGHT_TABLE_FULL, 1);
+    }
+}
+
+/// At a `RET` of `Read`/`Write`: RAX = n. Data is emitted only when bytes moved (`n > 0`); a
+/// `Write` that failed part way still put its first `n` bytes on the wire.
+#[inline(always)]
+fn on_go_return(ctx: &ProbeContext, dir: u8) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let regs = registers(ctx);
+    let key = GoCallKey {
+        goroutine: regs.r14,
+        pid: (pid_tgid >> 32) as u32,
+        direction: dir as u32,
+    };
+    // SAFETY: plain value copied out before the entry is removed.
+    let Some(call) = (unsafe { GO_INFLIGHT.get(&key) }).copied() else {
+        return;
+    };
+    let _ = GO_INFLIGHT.remove(&key);
+    let n = regs.rax as i64;
+    if n > 0 {
+        emit_call(pid_tgid, &call, n as u64);
+    }
+}
+
+#[uprobe]
+pub fn go_tls_write_entry(ctx: ProbeContext) -> u32 {
+    on_go_entry(&ctx, direction::WRITE);
+    0
+}
+
+#[uprobe]
+pub fn go_tls_read_entry(ctx: ProbeContext) -> u32 {
+    on_go_entry(&ctx, direction::READ);
+    0
+}
+
+/// Attached at every `RET` of `crypto/tls.(*Conn).Write`.
+#[uprobe]
+pub fn go_tls_write_return(ctx: ProbeContext) -> u32 {
+    on_go_return(&ctx, direction::WRITE);
+    0
+}
+
+/// Attached at every `RET` of `crypto/tls.(*Conn).Read`.
+#[uprobe]
+pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
+    on_go_return(&ctx, direction::READ);
+    0
+}
+
+/// `crypto/tls.(*Conn).Close` entry (receiver in RAX): the connection ends; once collected, its
+/// address may be reused by a new `*tls.Conn`.
+#[uprobe]
+pub fn go_tls_close_entry(ctx: ProbeContext) -> u32 {
+    let conn_id = registers(&ctx).rax;
+    if conn_id != 0 {
+        close_connection(conn_id);
+    }
+    0
+}
