@@ -2,6 +2,8 @@
 //! tracer running for real (eBPF). Tests that need eBPF call [`require_ebpf`] first: it skips
 //! them with a clear message when eBPF is unavailable, unless `LLMTAP_REQUIRE_EBPF=1`.
 
+pub mod cassette_run;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};

@@ -45,6 +45,19 @@ pub mod event_kind {
     pub const CONN_INFO: u8 = 6;
 }
 
+/// Tags in the high bits of [`EventHeader::conn_id`] for rustls records (user-space
+/// pointers never use them). rustls has no single connection pointer visible to both
+/// directions: writes carry the connection object (`Writer`'s sink), reads the plaintext
+/// buffer inside it, so user space pairs a reader with the writer just below it.
+pub mod rustls_conn {
+    /// `conn_id` is the address of a rustls `ConnectionCommon` (from `Writer`).
+    pub const WRITER_TAG: u64 = 1 << 62;
+    /// `conn_id` is the address of the `received_plaintext` buffer inside a connection.
+    pub const READER_TAG: u64 = 1 << 63;
+    /// Both tags.
+    pub const TAG_MASK: u64 = WRITER_TAG | READER_TAG;
+}
+
 /// Bits of [`EventHeader::flags`].
 pub mod event_flags {
     /// This record holds the last captured bytes of its call.

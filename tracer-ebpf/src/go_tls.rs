@@ -37,17 +37,30 @@ struct GoCallKey {
     direction: u32,
 }
 
+/// A `Read`/`Write` call between entry and return.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GoCall {
+    conn_id: u64,
+    buf: u64,
+    /// `len(b)`: a result above it means the registers are not what we expect.
+    len: u64,
+    ts_entry_ns: u64,
+    direction: u8,
+}
+
 /// Go `Read`/`Write` calls between entry and return. LRU: a goroutine that panics out of a
 /// call never reaches a `RET`, and its entry must age out rather than fill the table (a reused
 /// `g` simply overwrites it).
 #[map]
-static GO_INFLIGHT: LruHashMap<GoCallKey, InflightCall> = LruHashMap::with_max_entries(16384, 0);
+static GO_INFLIGHT: LruHashMap<GoCallKey, GoCall> = LruHashMap::with_max_entries(16384, 0);
 
 /// The registers llmtap reads at a Go function's entry or `RET`.
 #[derive(Clone, Copy)]
 struct GoRegs {
     rax: u64,
     rbx: u64,
+    rcx: u64,
     r14: u64,
 }
 
@@ -60,6 +73,7 @@ fn registers(ctx: &ProbeContext) -> GoRegs {
         GoRegs {
             rax: (*regs).rax as u64,
             rbx: (*regs).rbx as u64,
+            rcx: (*regs).rcx as u64,
             r14: (*regs).r14 as u64,
         }
     }
@@ -74,8 +88,9 @@ fn on_go_entry(ctx: &ProbeContext, dir: u8) {
     }
     let regs = registers(ctx);
     let goroutine = regs.r14;
-    if goroutine == 0 || regs.rax == 0 {
-        // Not running on a goroutine's register ABI (or a nil receiver, which panics).
+    if goroutine == 0 || regs.rax == 0 || regs.rcx == 0 {
+        // Not running on a goroutine's register ABI, a nil receiver (which panics) or an
+        // empty buffer (nothing to capture).
         return;
     }
     let key = GoCallKey {
@@ -83,10 +98,10 @@ fn on_go_entry(ctx: &ProbeContext, dir: u8) {
         pid,
         direction: dir as u32,
     };
-    let call = InflightCall {
+    let call = GoCall {
         conn_id: regs.rax,
         buf: regs.rbx,
-        out_len: 0,
+        len: regs.rcx,
         // SAFETY: helper without side effects.
         ts_entry_ns: unsafe { bpf_ktime_get_ns() },
         direction: dir,
@@ -98,8 +113,9 @@ fn on_go_entry(ctx: &ProbeContext, dir: u8) {
     }
 }
 
-/// At a `RET` of `Read`/`Write`: RAX = n. Data is emitted only when bytes moved (`n > 0`); a
-/// `Write` that failed part way still put its first `n` bytes on the wire.
+/// At a `RET` of `Read`/`Write`: RAX = n. Data is emitted only when bytes moved
+/// (`0 < n <= len(b)`); a `Write` that failed part way still put its first `n` bytes on the
+/// wire, and a `Read` may return data together with an error (`io.EOF`).
 #[inline(always)]
 fn on_go_return(ctx: &ProbeContext, dir: u8) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -115,8 +131,15 @@ fn on_go_return(ctx: &ProbeContext, dir: u8) {
     };
     let _ = GO_INFLIGHT.remove(&key);
     let n = regs.rax as i64;
-    if n > 0 {
-        emit_call(pid_tgid, &call, n as u64);
+    if n > 0 && n as u64 <= call.len {
+        let inflight = InflightCall {
+            conn_id: call.conn_id,
+            buf: call.buf,
+            out_len: 0,
+            ts_entry_ns: call.ts_entry_ns,
+            direction: call.direction,
+        };
+        emit_call(pid_tgid, &inflight, n as u64);
     }
 }
 

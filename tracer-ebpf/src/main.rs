@@ -10,9 +10,10 @@
 #![no_std]
 #![no_main]
 
-mod go_tls;
-
 use core::ffi::c_void;
+
+mod go_tls;
+mod rustls;
 
 use aya_ebpf::{
     helpers::{

@@ -13,6 +13,8 @@ pub mod doctor;
 pub mod export;
 pub mod genai;
 pub mod http;
+pub mod http2;
+pub mod k8s;
 pub mod pipeline;
 pub mod sse;
 pub mod testing;

@@ -36,12 +36,14 @@ struct RunArgs {
     pipeline: PipelineArgs,
     #[command(flatten)]
     export: ExportArgs,
+    #[command(flatten)]
+    kubernetes: llmtap::k8s::KubernetesArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Trace LLM calls and export them (console view by default; JSONL; OTLP).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print captured TLS plaintext records as they happen (credentials masked).
     Capture {
         #[command(flatten)]
@@ -77,8 +79,8 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        match cli.command.unwrap_or(Command::Run(cli.run)) {
-            Command::Run(args) => run_daemon(args).await,
+        match cli.command.unwrap_or(Command::Run(Box::new(cli.run))) {
+            Command::Run(args) => run_daemon(*args).await,
             Command::Capture {
                 capture,
                 format,
@@ -124,7 +126,14 @@ impl CallSink for ExportSink<'_> {
 }
 
 async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
-    let mut exporters = Exporters::new(&args.export)
+    let kubernetes = llmtap::k8s::K8sMetadata::start(&args.kubernetes)
+        .await
+        .context("starting the Kubernetes pod watch (--kubernetes on)")?;
+    let options = llmtap::export::ExporterOptions {
+        kubernetes,
+        ..Default::default()
+    };
+    let mut exporters = Exporters::with_options(&args.export, options)
         .await
         .context("setting up the exporters")?;
     let session = CaptureSession::start(&args.capture).context("starting capture")?;
@@ -226,6 +235,7 @@ fn print_targets(pids: &[u32], all: bool) -> anyhow::Result<()> {
             let kind = match target.kind {
                 llmtap::capture::targets::TargetKind::SharedLibssl => "hook (libssl)",
                 llmtap::capture::targets::TargetKind::StaticOpenssl => "hook (static)",
+                llmtap::capture::targets::TargetKind::Rustls => "hook (rustls)",
                 llmtap::capture::targets::TargetKind::GoTls => "hook (go tls)",
             };
             let version = match (&target.kind, &report.go_version) {

@@ -81,6 +81,7 @@ impl PipelineConfig {
             max_decompressed_bytes: self.max_decompressed_bytes,
             max_connections: self.max_connections,
             max_pending_requests: self.max_pending_requests,
+            ..ConnectionConfig::default()
         }
     }
 
@@ -119,6 +120,11 @@ pub struct PipelineStats {
     pub unmatched_responses: u64,
     pub evicted_connections: u64,
     pub connections_tracked: u64,
+    /// Client connections speaking HTTP/2.
+    pub http2_connections: u64,
+    /// HTTP/2 streams skipped because their headers could not be decoded reliably
+    /// (connection start not captured, bytes lost outside DATA payloads).
+    pub http2_streams_skipped: u64,
     /// Connections and calls currently held.
     pub open_connections: u64,
     pub calls_in_flight: u64,
@@ -199,6 +205,8 @@ impl Pipeline {
             unmatched_responses: t.unmatched_responses,
             evicted_connections: t.evicted_connections,
             connections_tracked: t.connections_tracked,
+            http2_connections: t.http2_connections,
+            http2_streams_skipped: t.http2_streams_skipped,
             open_connections: self.tracker.connections() as u64,
             calls_in_flight: self.calls.len() as u64,
             ..self.stats.clone()

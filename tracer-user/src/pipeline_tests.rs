@@ -597,7 +597,7 @@ fn servers_non_http_and_non_llm_produce_no_calls() {
     });
     let (records, stats) = run(vec![h2]);
     assert!(records.is_empty());
-    assert_eq!(stats.non_http_connections, 1);
+    assert_eq!(stats.http2_connections, 1);
 
     let request = b"POST /upload HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\n{}";
     let (records, stats) = run(raw_exchange(

@@ -300,3 +300,7 @@ pub fn cassette_events(c: &Cassette, opts: &ReplayOptions) -> Vec<StreamEvent> {
     }
     out
 }
+
+/// The same exchanges over HTTP/2 (test-only encoder).
+#[path = "testing_h2.rs"]
+pub mod h2;

@@ -21,6 +21,7 @@ fn options(proc_root: std::path::PathBuf) -> ExporterOptions {
         env: Default::default(),
         // Long enough that only the shutdown collection exports metrics.
         metric_interval: Some(Duration::from_secs(3600)),
+        kubernetes: None,
     }
 }
 

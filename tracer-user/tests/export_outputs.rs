@@ -35,6 +35,7 @@ fn options(stdout: SharedBuf, tag: &str) -> ExporterOptions {
         stdout: Box::new(stdout),
         env: Default::default(),
         metric_interval: None,
+        kubernetes: None,
     }
 }
 

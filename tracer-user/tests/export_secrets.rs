@@ -105,6 +105,7 @@ async fn planted_credentials_never_leave_llmtap() {
             stdout: Box::new(console.clone()),
             env: Default::default(),
             metric_interval: Some(Duration::from_secs(3600)),
+            kubernetes: None,
         },
     )
     .await

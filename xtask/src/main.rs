@@ -57,6 +57,8 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("node", "nodejs"),
     ("gcc", "gcc"),
+    // The stripped-rustls-binary test.
+    ("strip", "binutils"),
     ("bpftrace", "bpftrace"),
     ("/usr/include/openssl/ssl.h", "libssl-dev"),
 ];
@@ -122,7 +124,8 @@ fn test(root: &Path, extra: &[OsString]) -> anyhow::Result<()> {
     cmd.current_dir(root)
         .args(["test", "--workspace", "--exclude", "tracer-ebpf"])
         .args(extra)
-        .env("LLMTAP_BIN", root.join("target/release/llmtap"));
+        .env("LLMTAP_BIN", root.join("target/release/llmtap"))
+        .env("LLMTAP_K8S_TOOLS", k8s_tools_dir());
     if std::env::var_os("RUST_BACKTRACE").is_none() {
         cmd.env("RUST_BACKTRACE", "1");
     }
@@ -133,13 +136,18 @@ fn setup() -> anyhow::Result<()> {
     ensure_rust_src()?;
     ensure_bpf_linker()?;
     ensure_debian_tools()?;
+    ensure_k8s_tools()?;
     eprintln!("xtask setup: everything is in place");
     Ok(())
 }
 
 /// Runs setup only when something is missing, so `run`/`test` work on a fresh machine.
 fn ensure_setup() -> anyhow::Result<()> {
-    if rust_src_present() && bpf_linker_ok() && missing_debian_packages().is_empty() {
+    if rust_src_present()
+        && bpf_linker_ok()
+        && missing_debian_packages().is_empty()
+        && k8s_tools_ok()
+    {
         return Ok(());
     }
     eprintln!("xtask: toolchain or packages missing, running setup first");
@@ -283,6 +291,63 @@ fn ensure_debian_tools() -> anyhow::Result<()> {
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// PyPI packages of the offline manifest validation (deploy/validate.py): the Kubernetes
+/// JSON schemas with a validator, and Helm's own engine (its Go SDK, in a wheel).
+const K8S_TOOLS: &[&str] = &["kubernetes-validate==1.37.0", "helm-python-sdk==0.2.2"];
+
+/// Where the validation tools live: a virtualenv (`LLMTAP_K8S_TOOLS` overrides; the test
+/// reads the same variable).
+fn k8s_tools_dir() -> PathBuf {
+    std::env::var_os("LLMTAP_K8S_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cargo_home().join("llmtap-k8s-tools"))
+}
+
+fn k8s_tools_ok() -> bool {
+    let python = k8s_tools_dir().join("bin/python3");
+    python.is_file()
+        && Command::new(&python)
+            .args(["-c", "import kubernetes_validate, helm_python, yaml"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+fn ensure_k8s_tools() -> anyhow::Result<()> {
+    if k8s_tools_ok() {
+        return Ok(());
+    }
+    let dir = k8s_tools_dir();
+    eprintln!(
+        "xtask setup: installing {K8S_TOOLS:?} into {}",
+        dir.display()
+    );
+    let venv = |cmd: &mut Command| cmd.arg("-m").arg("venv").arg("--clear").arg(&dir).status();
+    if !venv(&mut Command::new("python3")).is_ok_and(|s| s.success()) {
+        // Debian's python3 needs its venv module installed separately.
+        run(Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "python3-venv"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        run(Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg("--clear")
+            .arg(&dir))?;
+    }
+    run(Command::new(dir.join("bin/python3"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(K8S_TOOLS))?;
+    if !k8s_tools_ok() {
+        bail!("the Kubernetes validation tools were installed but do not import");
+    }
+    Ok(())
 }
 
 fn on_path(tool: &str) -> bool {

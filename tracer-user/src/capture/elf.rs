@@ -37,6 +37,10 @@ pub struct ElfInfo {
     /// no second parse of the file (which matters for a 100 MB binary and a process that is
     /// racing to its first TLS write).
     pub openssl_offsets: Vec<(&'static str, u64)>,
+    /// File offsets of the hookable rustls functions (see `capture::rustls`), executables only.
+    pub rustls_hooks: Vec<(&'static str, u64)>,
+    /// Why a binary that uses rustls cannot be hooked (stripped, functions inlined).
+    pub rustls_unhookable: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +95,12 @@ pub fn inspect_file(file: File, full_symtab: bool) -> Result<ElfInfo, ElfError> 
         }
     }
     info.exports_openssl = has_required(&info);
+    if full_symtab {
+        let rustls = super::rustls::scan(&elf, |sym| file_offset(&elf, sym));
+        info.rustls |= !rustls.hooks.is_empty() || rustls.unhookable.is_some();
+        info.rustls_hooks = rustls.hooks;
+        info.rustls_unhookable = rustls.unhookable;
+    }
     if let Some(section) = elf.section_by_name(".go.buildinfo") {
         let data = section.data().ok();
         let version = data

@@ -7,12 +7,8 @@
 //! (uretprobes corrupt Go's movable goroutine stacks); see `tracer-ebpf/src/go_tls.rs`.
 //! Only Go ≥ 1.17 on x86-64 is hooked: earlier versions pass arguments on the stack.
 
-use std::path::Path;
-
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
-
-use super::tracer::{AttachOutcome, Tracer, TracerError};
 
 pub const WRITE_SYMBOL: &str = "crypto/tls.(*Conn).Write";
 pub const READ_SYMBOL: &str = "crypto/tls.(*Conn).Read";
@@ -72,24 +68,15 @@ impl GoTlsHooks {
         probes
     }
 
-    /// Names of the hooked functions, for logs.
-    pub fn functions(&self) -> Vec<&'static str> {
-        let mut names = vec![WRITE_SYMBOL, READ_SYMBOL];
-        if self.close.is_some() {
-            names.push(CLOSE_SYMBOL);
-        }
-        names
-    }
 }
 
-/// Hooks a Go binary's `crypto/tls` for every process running it, now and later.
-pub fn attach(
-    tracer: &mut Tracer,
-    path: &Path,
-    label: &Path,
-    hooks: &GoTlsHooks,
-) -> Result<AttachOutcome, TracerError> {
-    tracer.attach_offsets(path, label, &hooks.probes(), hooks.functions())
+/// Names of the functions that `probes` (from [`GoTlsHooks::probes`]) hook, for logs.
+pub fn functions(probes: &[(&'static str, u64)]) -> Vec<&'static str> {
+    let mut names = vec![WRITE_SYMBOL, READ_SYMBOL];
+    if probes.iter().any(|(program, _)| *program == "go_tls_close_entry") {
+        names.push(CLOSE_SYMBOL);
+    }
+    names
 }
 
 /// Parses `go1.21.3` (also `go1.22rc1`, `go1.23.0 X:boringcrypto`) into (major, minor).

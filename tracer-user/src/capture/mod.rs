@@ -17,6 +17,7 @@ pub use stream::{StreamAssembler, StreamChunk, StreamEvent};
 pub mod clock;
 pub mod printer;
 pub mod redact;
+pub mod rustls;
 pub mod session;
 pub mod targets;
 pub mod tracer;

@@ -46,6 +46,8 @@ pub struct CaptureSession {
     pinned: HashSet<FileId>,
     /// Consecutive full rescans in which each hooked file had no user.
     idle: std::collections::HashMap<FileId, u32>,
+    /// Files already reported as using rustls without hookable symbols (one log line each).
+    unhookable_reported: HashSet<FileId>,
 }
 
 impl CaptureSession {
@@ -80,6 +82,7 @@ impl CaptureSession {
             skipped_rescans: 0,
             pinned,
             idle: std::collections::HashMap::new(),
+            unhookable_reported: HashSet::new(),
         };
         // Our own loader is the host's: hooking it covers every host process's dlopen.
         if let Some(report) = session.discovery.scan_process(std::process::id()) {
@@ -133,19 +136,41 @@ impl CaptureSession {
                 log::debug!("loader {} (pid {}): {err}", loader.path, report.pid);
             }
         }
+        if let Some((file, why)) = &report.rustls_unhookable
+            && self.unhookable_reported.len() < MAX_PENDING_RESCANS
+            && self.unhookable_reported.insert(*file)
+        {
+            log::warn!(
+                "pid {} ({}): {} — {why}; its TLS traffic is not captured",
+                report.pid,
+                report.comm,
+                report.exe.as_deref().unwrap_or("?"),
+            );
+        }
         for target in report.targets {
-            let attached = match &target.go_tls {
-                Some(hooks) => super::go_tls::attach(
-                    &mut self.tracer,
+            let attached = if target.kind == targets::TargetKind::Rustls {
+                let mut functions: Vec<&'static str> =
+                    target.offsets.iter().map(|(name, _)| *name).collect();
+                functions.dedup();
+                self.tracer.attach_offsets(
                     &target.io_path(),
                     &target.attach_path,
-                    hooks,
-                ),
-                None => self.tracer.attach_openssl_at(
+                    &super::rustls::probes(&target.offsets),
+                    functions,
+                )
+            } else if target.kind == targets::TargetKind::GoTls {
+                self.tracer.attach_offsets(
+                    &target.io_path(),
+                    &target.attach_path,
+                    &target.offsets,
+                    super::go_tls::functions(&target.offsets),
+                )
+            } else {
+                self.tracer.attach_openssl_at(
                     &target.io_path(),
                     &target.attach_path,
                     Some(&target.offsets),
-                ),
+                )
             };
             match attached {
                 Ok(AttachOutcome::Attached(_)) => {

@@ -33,7 +33,10 @@ pub enum TargetKind {
     SharedLibssl,
     /// A binary or library that defines `SSL_read`/`SSL_write` itself (static OpenSSL).
     StaticOpenssl,
-    /// A Go binary: `crypto/tls` hooked at the offsets in [`ProcessTarget::go_tls`].
+    /// A Rust binary using rustls, hooked through its symbols (`capture::rustls`).
+    Rustls,
+    /// A Go binary: `crypto/tls` hooked at the (eBPF program, file offset) pairs in
+    /// [`ProcessTarget::offsets`] (`capture::go_tls`).
     GoTls,
 }
 
@@ -49,10 +52,9 @@ pub struct ProcessTarget {
     /// The file, opened during discovery: attaching through `/proc/self/fd/N` still works
     /// when a short-lived process (and with it `/proc/PID/root`) is already gone.
     pub handle: Option<std::sync::Arc<std::fs::File>>,
-    /// File offsets of the OpenSSL functions found (empty for loaders).
+    /// File offsets of the hooked functions, by name (empty for loaders); for
+    /// [`TargetKind::GoTls`], by eBPF program (one per RET site).
     pub offsets: Vec<(&'static str, u64)>,
-    /// Hook points of Go's `crypto/tls` ([`TargetKind::GoTls`] only).
-    pub go_tls: Option<super::go_tls::GoTlsHooks>,
 }
 
 impl ProcessTarget {
@@ -80,6 +82,8 @@ pub struct ProcessReport {
     pub go_version: Option<String>,
     /// Why nothing is hooked, when `targets` is empty.
     pub reason: Option<String>,
+    /// A file of this process that uses rustls but cannot be hooked, and why.
+    pub rustls_unhookable: Option<(FileId, String)>,
 }
 
 /// Finds hook targets in running processes; remembers what each file (by inode) contains so
@@ -164,7 +168,6 @@ impl Discovery {
                     kind: TargetKind::SharedLibssl,
                     handle: Some(std::sync::Arc::new(handle)),
                     offsets: Vec::new(),
-                    go_tls: None,
                 });
                 continue;
             }
@@ -194,13 +197,26 @@ impl Discovery {
                         file,
                         kind: TargetKind::GoTls,
                         handle: Some(std::sync::Arc::new(handle)),
-                        offsets: Vec::new(),
-                        go_tls: Some(hooks.clone()),
+                        offsets: hooks.probes(),
                     });
                     continue;
                 }
                 Some(Err(reason)) if is_exe => go_unhookable = Some(reason.clone()),
                 _ => {}
+            }
+            if !info.rustls_hooks.is_empty() {
+                report.targets.push(ProcessTarget {
+                    path: path.clone(),
+                    attach_path: attach_path.clone(),
+                    file,
+                    kind: TargetKind::Rustls,
+                    handle: handle.try_clone().ok().map(std::sync::Arc::new),
+                    offsets: info.rustls_hooks.clone(),
+                });
+            } else if let Some(why) = &info.rustls_unhookable
+                && !info.exports_openssl
+            {
+                report.rustls_unhookable = Some((file, why.clone()));
             }
             if info.exports_openssl {
                 let kind = if is_libssl(name) {
@@ -215,7 +231,6 @@ impl Discovery {
                     kind,
                     handle: Some(std::sync::Arc::new(handle)),
                     offsets: info.openssl_offsets.clone(),
-                    go_tls: None,
                 });
             }
         }
@@ -225,6 +240,8 @@ impl Discovery {
                     Some(why) => format!("Go program ({go}): {why}"),
                     None => format!("Go program ({go}): crypto/tls not hookable"),
                 }
+            } else if let Some((_, why)) = &report.rustls_unhookable {
+                why.clone()
             } else if rustls {
                 "uses rustls (no OpenSSL functions to hook)".to_string()
             } else {
@@ -324,12 +341,13 @@ mod tests {
         let mut discovery = Discovery::new();
         let report = discovery.scan_process(std::process::id()).expect("self");
         assert!(report.exe.is_some());
-        // This test binary does not define SSL_* itself; whether it maps libssl varies.
+        // This test binary does not define SSL_* itself (whether it maps libssl varies), but
+        // it links rustls (through the OTLP and Kubernetes clients), so it may be a rustls target.
         assert!(
             report
                 .targets
                 .iter()
-                .all(|t| t.kind == TargetKind::SharedLibssl)
+                .all(|t| matches!(t.kind, TargetKind::SharedLibssl | TargetKind::Rustls))
         );
         assert!(discovery.scan_process(u32::MAX).is_none());
     }

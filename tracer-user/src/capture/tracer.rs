@@ -207,6 +207,8 @@ pub struct Tracer {
     records: u64,
     bytes: u64,
     decode_errors: u64,
+    /// Gives rustls reads the identity of their connection's writes.
+    rustls_pairing: super::rustls::ConnectionPairing,
 }
 
 impl Tracer {
@@ -264,7 +266,11 @@ impl Tracer {
             }
         }
 
-        for name in PROGRAMS.iter().chain(super::go_tls::PROGRAMS) {
+        for name in PROGRAMS
+            .iter()
+            .chain(super::rustls::PROGRAMS)
+            .chain(super::go_tls::PROGRAMS)
+        {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or(TracerError::Program {
@@ -333,6 +339,7 @@ impl Tracer {
             records: 0,
             bytes: 0,
             decode_errors: 0,
+            rustls_pairing: super::rustls::ConnectionPairing::new(),
         })
     }
 
@@ -440,53 +447,6 @@ impl Tracer {
         }
     }
 
-    /// Hooks `path` with each (program, file offset) of `probes`, all or none, for every
-    /// process that maps it; `functions` names what is hooked (for logs). Files already hooked
-    /// (same device and inode) are skipped. Used by TLS stacks whose hook points discovery
-    /// computes itself (Go's RET sites).
-    pub fn attach_offsets(
-        &mut self,
-        path: &Path,
-        label: &Path,
-        probes: &[(&'static str, u64)],
-        functions: Vec<&'static str>,
-    ) -> Result<AttachOutcome, TracerError> {
-        let id = FileId::of(path)?;
-        if self.attached.contains_key(&id) {
-            return Ok(AttachOutcome::AlreadyAttached);
-        }
-        let mut links = Vec::with_capacity(probes.len());
-        for &(program, offset) in probes {
-            match self.attach_one(program, HookAt::Offset(offset), path) {
-                Ok(link) => links.push((program, link)),
-                Err(err) => {
-                    self.detach_all(links);
-                    return Err(match err {
-                        TracerError::Attach { source, .. } => TracerError::Attach {
-                            path: label.to_path_buf(),
-                            source,
-                        },
-                        other => other,
-                    });
-                }
-            }
-        }
-        log::info!(
-            "hooked {} in {} ({} probes)",
-            functions.join(", "),
-            label.display(),
-            links.len()
-        );
-        self.attached.insert(
-            id,
-            AttachedFile {
-                path: label.to_path_buf(),
-                links,
-            },
-        );
-        Ok(AttachOutcome::Attached(functions))
-    }
-
     fn attach_one(
         &mut self,
         program: &'static str,
@@ -524,6 +484,41 @@ impl Tracer {
                 }
             }
         }
+    }
+
+    /// Hooks `probes` — (eBPF program, file offset) pairs, return probes first — in `path`
+    /// for every process that maps it, all or none; `functions` name what is hooked in logs.
+    /// Files already hooked (same device and inode) are skipped.
+    pub fn attach_offsets(
+        &mut self,
+        path: &Path,
+        label: &Path,
+        probes: &[(&'static str, u64)],
+        functions: Vec<&'static str>,
+    ) -> Result<AttachOutcome, TracerError> {
+        let id = FileId::of(path)?;
+        if self.attached.contains_key(&id) {
+            return Ok(AttachOutcome::AlreadyAttached);
+        }
+        let mut links = Vec::new();
+        for &(program, offset) in probes {
+            match self.attach_one(program, HookAt::Offset(offset), path) {
+                Ok(link) => links.push((program, link)),
+                Err(err) => {
+                    self.detach_all(links);
+                    return Err(err);
+                }
+            }
+        }
+        log::info!("hooked {} in {}", functions.join(", "), label.display());
+        self.attached.insert(
+            id,
+            AttachedFile {
+                path: label.to_path_buf(),
+                links,
+            },
+        );
+        Ok(AttachOutcome::Attached(functions))
     }
 
     /// Hooks the dynamic loader at `path` (e.g. `ld-linux-x86-64.so.2`) so that every dlopen in
@@ -594,7 +589,8 @@ impl Tracer {
         while let Some(record) = ring.next() {
             self.records += 1;
             match decode_record(&record) {
-                Ok(event) => {
+                Ok(mut event) => {
+                    self.rustls_pairing.resolve(&mut event);
                     if let CaptureEvent::Data(d) = &event {
                         self.bytes += d.data.len() as u64;
                     }

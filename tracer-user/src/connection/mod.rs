@@ -5,8 +5,9 @@
 //! oldest request still waiting for one. Lost bytes ([`StreamEvent::Gap`]) inside a body keep
 //! the exchange (flagged [`HttpEvent::Lost`]); lost bytes in a head or in framing drop the
 //! exchange and the parser resynchronises on the next request/status line. Only the client
-//! side of HTTP/1.x becomes exchanges: a process that reads requests is a server (ignored),
-//! and anything that is not HTTP/1.x (HTTP/2 preface, other protocols) is ignored.
+//! side becomes exchanges: a process that reads requests (or the HTTP/2 preface) is a server
+//! (ignored). A connection that starts with the HTTP/2 client preface (or shows HTTP/2 frames
+//! mid-way) is handed to [`crate::http2`]; other protocols are ignored.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -15,6 +16,7 @@ use crate::http::head::{Sniff, find_message_start, sniff};
 use crate::http::{
     BodyFraming, BodyReader, ContentDecoder, HeadAccumulator, RequestHead, ResponseHead,
 };
+use crate::http2::{H2Config, H2Connection, Verdict, frame::looks_like_frames};
 
 /// Limits of the connection stage.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +31,8 @@ pub struct ConnectionConfig {
     pub max_connections: usize,
     /// Most requests waiting for their responses on one connection.
     pub max_pending_requests: usize,
+    /// Most HTTP/2 streams tracked at once on one connection.
+    pub max_http2_streams: usize,
 }
 
 impl Default for ConnectionConfig {
@@ -39,6 +43,7 @@ impl Default for ConnectionConfig {
             max_decompressed_bytes: 64 * 1024 * 1024,
             max_connections: 16 * 1024,
             max_pending_requests: 64,
+            max_http2_streams: 256,
         }
     }
 }
@@ -64,6 +69,10 @@ pub enum AbortReason {
     ParseError,
     /// The tracer is shutting down.
     Shutdown,
+    /// HTTP/2: the stream was reset (RST_STREAM) before its response completed.
+    StreamReset,
+    /// HTTP/2: a GOAWAY ended the connection before the stream completed.
+    GoAway,
 }
 
 impl AbortReason {
@@ -74,6 +83,8 @@ impl AbortReason {
             AbortReason::FramingLost => "incomplete_capture",
             AbortReason::ParseError => "http_parse_error",
             AbortReason::Shutdown => "shutdown",
+            AbortReason::StreamReset => "http2_stream_reset",
+            AbortReason::GoAway => "http2_goaway",
         }
     }
 }
@@ -146,6 +157,11 @@ pub struct ConnectionStats {
     /// Responses with no request waiting for them.
     pub unmatched_responses: u64,
     pub evicted_connections: u64,
+    /// Client connections speaking HTTP/2.
+    pub http2_connections: u64,
+    /// HTTP/2 streams not reported because the HPACK state was unknown (connection start not
+    /// captured, or bytes lost outside DATA payloads).
+    pub http2_streams_skipped: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +169,8 @@ enum Mode {
     /// No complete message seen yet.
     Unknown,
     Client,
+    /// HTTP/2 client: `Connection::h2` holds the state.
+    Http2,
     /// Server side or not HTTP/1.x: ignored until closed.
     Ignored,
 }
@@ -203,6 +221,9 @@ struct Connection {
     pending: VecDeque<Pending>,
     /// Bytes skipped before the first message start (tracing began mid-connection).
     unsynced_bytes: u64,
+    /// The read direction carried bytes before the mode was known.
+    read_seen: bool,
+    h2: Option<Box<H2Connection>>,
 }
 
 impl Connection {
@@ -219,6 +240,8 @@ impl Connection {
             resp_head_ts: 0,
             pending: VecDeque::new(),
             unsynced_bytes: 0,
+            read_seen: false,
+            h2: None,
         }
     }
 }
@@ -323,6 +346,28 @@ impl ConnectionTracker {
             return;
         }
         let stats = &mut self.stats;
+        if c.mode == Mode::Unknown
+            && c.req_head.is_empty()
+            && c.resp_head.is_empty()
+            && looks_like_frames(&chunk.data)
+        {
+            // HTTP/2 frames with no preface: tracing began mid-connection.
+            log::debug!("{id}: HTTP/2 frames without a captured preface");
+            stats.http2_connections += 1;
+            c.mode = Mode::Http2;
+            c.h2 = Some(Box::new(H2Connection::mid_connection(
+                id,
+                h2_config(&config),
+                chunk.direction,
+            )));
+        }
+        if c.mode == Mode::Http2 {
+            on_h2_data(stats, id, c, &chunk, &chunk.data, out);
+            return;
+        }
+        if chunk.direction == Direction::Read && c.mode == Mode::Unknown {
+            c.read_seen = true;
+        }
         match chunk.direction {
             Direction::Write => on_write(&config, stats, id, c, &chunk, out),
             Direction::Read => on_read(&config, stats, id, c, &chunk, out),
@@ -345,6 +390,10 @@ impl ConnectionTracker {
             return;
         }
         c.last_seen_ns = c.last_seen_ns.max(ts_ns);
+        if let Some(h2) = c.h2.as_mut() {
+            h2.on_gap(direction, len, ts_ns, out);
+            return;
+        }
         let stats = &mut self.stats;
         match direction {
             Direction::Write => match &mut c.req {
@@ -460,6 +509,10 @@ fn close(
     reason: AbortReason,
     out: &mut Vec<HttpEvent>,
 ) {
+    if let Some(h2) = c.h2.as_mut() {
+        h2.close(ts_ns, reason, out);
+        return;
+    }
     // A close-delimited response ends normally when the connection closes.
     if reason == AbortReason::ConnectionClosed
         && matches!(&c.resp, ResponseState::Body { reader, .. } if reader.is_until_close())
@@ -524,6 +577,21 @@ fn on_write(
                 if c.req_head.peek().len() < SNIFF_LEN {
                     match sniff_with(&c.req_head, data) {
                         Sniff::Request | Sniff::NeedMore => {}
+                        Sniff::Http2Preface if c.mode == Mode::Unknown => {
+                            // The client preface: HTTP/2 from the first byte.
+                            let mut bytes = c.req_head.peek().to_vec();
+                            bytes.extend_from_slice(data);
+                            c.req_head.clear();
+                            stats.http2_connections += 1;
+                            c.mode = Mode::Http2;
+                            c.h2 = Some(Box::new(H2Connection::with_preface(
+                                id,
+                                h2_config(config),
+                                c.read_seen,
+                            )));
+                            on_h2_data(stats, id, c, chunk, &bytes, out);
+                            return;
+                        }
                         Sniff::Http2Preface => {
                             ignore(stats, id, c, false);
                             return;
@@ -724,8 +792,35 @@ fn response_framing(head: &ResponseHead, head_request: bool) -> BodyFraming {
     }
 }
 
+fn h2_config(config: &ConnectionConfig) -> H2Config {
+    H2Config {
+        header_cap: config.header_cap,
+        max_decompressed_bytes: config.max_decompressed_bytes,
+        max_streams: config.max_http2_streams,
+    }
+}
+
+fn on_h2_data(
+    stats: &mut ConnectionStats,
+    id: ConnectionId,
+    c: &mut Connection,
+    chunk: &StreamChunk,
+    data: &[u8],
+    out: &mut Vec<HttpEvent>,
+) {
+    let Some(h2) = c.h2.as_mut() else {
+        return;
+    };
+    if h2.on_data(chunk, data, stats, out) == Verdict::Server {
+        stats.http2_connections = stats.http2_connections.saturating_sub(1);
+        h2.close(chunk.ts_ns, AbortReason::ConnectionClosed, out);
+        c.h2 = None;
+        ignore(stats, id, c, true);
+    }
+}
+
 /// Decodes `raw` body bytes and reports them (plus truncation/corruption).
-fn emit_decoded(
+pub(crate) fn emit_decoded(
     key: ExchangeKey,
     direction: Direction,
     decoder: &mut Option<ContentDecoder>,
@@ -796,7 +891,8 @@ fn on_read(
                             return;
                         }
                         Sniff::Http2Preface => {
-                            ignore(stats, id, c, false);
+                            // The process reads the HTTP/2 client preface: a server.
+                            ignore(stats, id, c, c.mode == Mode::Unknown);
                             return;
                         }
                         Sniff::Request | Sniff::Other => {

@@ -126,7 +126,14 @@ fn servers_and_non_http_are_ignored() {
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
     )]);
     assert!(out.is_empty());
-    assert_eq!(stats.non_http_connections, 1);
+    assert_eq!(stats.http2_connections, 1, "HTTP/2 goes to the http2 stage");
+    let (out, stats) = run(vec![data(
+        Direction::Read,
+        1,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    )]);
+    assert!(out.is_empty());
+    assert_eq!(stats.server_connections, 1, "reading the preface: a server");
     // Binary traffic: looked through for a message start, then given up on (bounded).
     let noise = vec![0x17u8; 300 * 1024];
     let (out, stats) = run(vec![data(Direction::Write, 1, &noise)]);

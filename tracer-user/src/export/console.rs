@@ -317,6 +317,7 @@ mod tests {
             command_line: None,
             host_name: None,
             container_id: None,
+            kubernetes: None,
         });
         // 12:34:56.789 UTC on some day.
         let offset = 86_400 * 19_000 * 1_000_000_000 + 45_296_789_000_000 - 1_000_000_000;

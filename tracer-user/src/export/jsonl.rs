@@ -124,6 +124,7 @@ mod tests {
             command_line: Some("python3 app.py".into()),
             host_name: Some("box".into()),
             container_id: None,
+            kubernetes: None,
         });
         let builder = SpanBuilder::new(
             ClockOffset::fixed(1_700_000_000_000_000_000),

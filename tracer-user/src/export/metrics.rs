@@ -246,9 +246,11 @@ impl GenAiMetrics {
         }
     }
 
-    pub fn record_call(&self, record: &CallRecord) {
+    /// `workload`: the caller's `k8s.*` metric attributes (empty outside Kubernetes).
+    pub fn record_call(&self, record: &CallRecord, workload: &Attributes) {
         let m = call_measurements(record);
-        let common = to_key_values(&m.attributes);
+        let mut common = to_key_values(&m.attributes);
+        common.extend(to_key_values(workload));
         let with = |extra: KeyValue| {
             let mut attrs = common.clone();
             attrs.push(extra);

@@ -183,6 +183,8 @@ pub struct ExporterOptions {
     pub env: HashMap<String, String>,
     /// Metric push interval (default: OTEL_METRIC_EXPORT_INTERVAL, else 60s).
     pub metric_interval: Option<Duration>,
+    /// Pod metadata for `k8s.*` attributes (none outside Kubernetes).
+    pub kubernetes: Option<crate::k8s::K8sMetadata>,
 }
 
 impl Default for ExporterOptions {
@@ -193,6 +195,7 @@ impl Default for ExporterOptions {
             stdout: Box::new(std::io::stdout()),
             env: std::env::vars().collect(),
             metric_interval: None,
+            kubernetes: None,
         }
     }
 }
@@ -311,6 +314,7 @@ impl Exporters {
             stdout,
             env,
             metric_interval,
+            kubernetes,
         } = options;
         let prices = match &args.price_file {
             Some(path) => PriceTable::with_file(path)?,
@@ -356,6 +360,7 @@ impl Exporters {
                         &metrics,
                         &agent_name,
                         resources.host_name(),
+                        kubernetes.as_ref().map(crate::k8s::K8sMetadata::node_name),
                         metric_interval,
                     )?);
                 }
@@ -370,7 +375,8 @@ impl Exporters {
             if content.enabled { "on" } else { "off" }
         );
         Ok(Self {
-            resources: ProcessResources::new(proc_root, args.service_name.clone()),
+            resources: ProcessResources::new(proc_root, args.service_name.clone())
+                .with_kubernetes(kubernetes),
             spans: SpanBuilder::new(clock, content),
             prices,
             console,

@@ -326,6 +326,7 @@ impl OtlpPipeline {
         metrics: &SignalSettings,
         agent_service_name: &str,
         host_name: Option<&str>,
+        node_name: Option<&str>,
         metric_interval: Option<Duration>,
     ) -> Result<Self, OtlpError> {
         // HTTPS for the HTTP exporter goes through reqwest + rustls built without a crypto
@@ -349,6 +350,10 @@ impl OtlpPipeline {
         if let Some(host) = host_name {
             agent.push(KeyValue::new(keys::HOST_NAME, host.to_string()));
         }
+        // Every call this agent sees was made on its node.
+        if let Some(node) = node_name {
+            agent.push(KeyValue::new(crate::k8s::keys::NODE_NAME, node.to_string()));
+        }
         let meter_provider = SdkMeterProvider::builder()
             .with_reader(reader.build())
             .with_resource(Resource::builder_empty().with_attributes(agent).build())
@@ -367,7 +372,13 @@ impl OtlpPipeline {
 
     /// Queues the span and records the call's metrics; never waits.
     pub fn export(&self, span: CallSpan, record: &CallRecord) {
-        self.metrics.record_call(record);
+        let workload = span
+            .resource
+            .kubernetes
+            .as_ref()
+            .map(|pod| pod.metric_attributes())
+            .unwrap_or_default();
+        self.metrics.record_call(record, &workload);
         if self.queue.try_send(span).is_err() {
             let dropped = self.dropped_spans.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
@@ -437,6 +448,7 @@ mod tests {
             command_line: None,
             host_name: None,
             container_id: None,
+            kubernetes: None,
         });
         let span = SpanBuilder::new(
             ClockOffset::fixed(0),

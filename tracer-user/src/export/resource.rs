@@ -14,6 +14,7 @@ use super::{
     redact,
 };
 use crate::genai::ProcessRef;
+use crate::k8s::{K8sMetadata, PodAttributes};
 
 /// What llmtap reports as `telemetry.sdk.name`.
 pub const SDK_NAME: &str = "llmtap";
@@ -29,6 +30,8 @@ pub struct ProcessResource {
     pub command_line: Option<String>,
     pub host_name: Option<String>,
     pub container_id: Option<String>,
+    /// Pod, container and workload (`k8s.*`) when llmtap watches a cluster.
+    pub kubernetes: Option<Arc<PodAttributes>>,
 }
 
 impl ProcessResource {
@@ -57,6 +60,9 @@ impl ProcessResource {
         if let Some(id) = &self.container_id {
             attrs.push((keys::CONTAINER_ID, AttrValue::Str(id.clone())));
         }
+        if let Some(pod) = &self.kubernetes {
+            attrs.extend(pod.attributes());
+        }
         attrs.push((keys::TELEMETRY_SDK_NAME, AttrValue::Str(SDK_NAME.into())));
         attrs.push((keys::TELEMETRY_SDK_LANGUAGE, AttrValue::Str("rust".into())));
         attrs.push((
@@ -71,7 +77,9 @@ impl ProcessResource {
 ///
 /// Handles cgroup v1 and v2 paths of Docker (`/docker/<id>`, `docker-<id>.scope`),
 /// containerd/CRI (`/kubepods/…/<id>`, `cri-containerd-<id>.scope`), CRI-O (`crio-<id>.scope`)
-/// and Podman (`libpod-<id>.scope`, `/libpod-<id>.scope/container`). The innermost match wins.
+/// and Podman (`libpod-<id>.scope`, `/libpod-<id>.scope/container`), and the systemd
+/// `slice:prefix:id` form (`kubepods-…-pod<uid>.slice:cri-containerd:<id>`). Paths seen from
+/// another cgroup namespace (`/../../…`) work the same. The innermost match wins.
 pub fn container_id_from_cgroup(cgroup: &str) -> Option<String> {
     const PREFIXES: &[&str] = &[
         "docker-",
@@ -86,7 +94,7 @@ pub fn container_id_from_cgroup(cgroup: &str) -> Option<String> {
         let Some(path) = line.splitn(3, ':').nth(2) else {
             continue;
         };
-        for segment in path.split('/') {
+        for segment in path.split(['/', ':']) {
             let segment = segment.strip_suffix(".scope").unwrap_or(segment);
             let candidate = PREFIXES
                 .iter()
@@ -100,7 +108,8 @@ pub fn container_id_from_cgroup(cgroup: &str) -> Option<String> {
     found
 }
 
-fn host_name() -> Option<String> {
+/// This machine's host name.
+pub fn local_host_name() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname NUL-terminates on success
     // when the name fits, and we only read up to the first NUL.
@@ -122,6 +131,10 @@ pub struct ProcessResources {
     capacity: usize,
     /// pid → (process start time in clock ticks, resource): the start time tells a reused pid.
     cache: HashMap<u32, (Option<u64>, Arc<ProcessResource>)>,
+    kubernetes: Option<K8sMetadata>,
+    /// Containerized processes whose pod was not known yet: pid → (pod UID from the cgroup,
+    /// cache generation at the last lookup). Looked up again once the cache changed.
+    pending_pods: HashMap<u32, (Option<String>, u64)>,
     insertion_order: VecDeque<u32>,
 }
 
@@ -133,11 +146,19 @@ impl ProcessResources {
         Self {
             proc_root: proc_root.into(),
             service_name_override,
-            host_name: host_name(),
+            host_name: local_host_name(),
             capacity: DEFAULT_CACHE_CAPACITY,
             cache: HashMap::new(),
             insertion_order: VecDeque::new(),
+            kubernetes: None,
+            pending_pods: HashMap::new(),
         }
+    }
+
+    /// Adds `k8s.*` attributes from this pod cache.
+    pub fn with_kubernetes(mut self, kubernetes: Option<K8sMetadata>) -> Self {
+        self.kubernetes = kubernetes;
+        self
     }
 
     /// This machine's host name (`host.name`).
@@ -159,9 +180,19 @@ impl ProcessResources {
         if let Some((cached_start, cached)) = self.cache.get(&process.pid)
             && (start_time.is_none() || start_time == *cached_start)
         {
-            return Arc::clone(cached);
+            let cached = Arc::clone(cached);
+            return self.fill_pending_pod(process.pid, cached);
         }
-        let resource = Arc::new(self.read(process));
+        self.pending_pods.remove(&process.pid);
+        let (resource, pod_uid) = self.read(process);
+        if let Some(k8s) = &self.kubernetes
+            && resource.kubernetes.is_none()
+            && (resource.container_id.is_some() || pod_uid.is_some())
+        {
+            self.pending_pods
+                .insert(process.pid, (pod_uid, k8s.generation()));
+        }
+        let resource = Arc::new(resource);
         let entry = (start_time, Arc::clone(&resource));
         if self.cache.insert(process.pid, entry).is_none() {
             self.insertion_order.push_back(process.pid);
@@ -170,6 +201,7 @@ impl ProcessResources {
             match self.insertion_order.pop_front() {
                 Some(oldest) => {
                     self.cache.remove(&oldest);
+                    self.pending_pods.remove(&oldest);
                 }
                 None => break,
             }
@@ -177,7 +209,35 @@ impl ProcessResources {
         resource
     }
 
-    fn read(&self, process: &ProcessRef) -> ProcessResource {
+    /// A containerized process first seen before its pod reached the cache: look again when
+    /// the cache has changed since, and keep the completed resource.
+    fn fill_pending_pod(&mut self, pid: u32, cached: Arc<ProcessResource>) -> Arc<ProcessResource> {
+        let (Some(k8s), Some((pod_uid, generation))) =
+            (&self.kubernetes, self.pending_pods.get_mut(&pid))
+        else {
+            return cached;
+        };
+        let now = k8s.generation();
+        if now == *generation {
+            return cached;
+        }
+        *generation = now;
+        let Some(pod) = k8s.lookup(cached.container_id.as_deref(), pod_uid.as_deref()) else {
+            return cached;
+        };
+        self.pending_pods.remove(&pid);
+        let filled = Arc::new(ProcessResource {
+            kubernetes: Some(pod),
+            ..(*cached).clone()
+        });
+        if let Some(entry) = self.cache.get_mut(&pid) {
+            entry.1 = Arc::clone(&filled);
+        }
+        filled
+    }
+
+    /// The resource, and the pod UID its cgroup names (for a later pod lookup).
+    fn read(&self, process: &ProcessRef) -> (ProcessResource, Option<String>) {
         let dir = self.proc_root.join(process.pid.to_string());
         let executable_path = std::fs::read_link(dir.join("exe"))
             .ok()
@@ -197,10 +257,17 @@ impl ProcessResources {
                     process.comm.clone()
                 }
             });
-        let container_id = std::fs::read_to_string(dir.join("cgroup"))
-            .ok()
-            .and_then(|text| container_id_from_cgroup(&text));
-        ProcessResource {
+        let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+        let container_id = container_id_from_cgroup(&cgroup);
+        let pod_uid = self
+            .kubernetes
+            .as_ref()
+            .and_then(|_| crate::k8s::pod_uid_from_cgroup(&cgroup));
+        let kubernetes = self
+            .kubernetes
+            .as_ref()
+            .and_then(|k8s| k8s.lookup(container_id.as_deref(), pod_uid.as_deref()));
+        let resource = ProcessResource {
             service_name: self
                 .service_name_override
                 .clone()
@@ -211,7 +278,9 @@ impl ProcessResources {
             command_line,
             host_name: self.host_name.clone(),
             container_id,
-        }
+            kubernetes,
+        };
+        (resource, pod_uid)
     }
 }
 

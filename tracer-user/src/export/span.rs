@@ -444,6 +444,7 @@ pub(crate) mod tests {
             command_line: None,
             host_name: None,
             container_id: None,
+            kubernetes: None,
         })
     }
 

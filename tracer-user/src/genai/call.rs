@@ -120,7 +120,11 @@ impl CallBuilder {
             connection_id,
             method: head.method.clone(),
             url_path: head.path().to_string(),
-            http_version: format!("1.{}", head.minor_version),
+            http_version: if head.major_version == 2 {
+                "2".to_string()
+            } else {
+                format!("1.{}", head.minor_version)
+            },
             traceparent: head.headers.get("traceparent").map(str::to_string),
             timing: CallTiming {
                 request_start_ns: ts_entry_ns,

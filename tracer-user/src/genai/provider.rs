@@ -280,6 +280,7 @@ mod tests {
         RequestHead {
             method: method.into(),
             target: target.into(),
+            major_version: 1,
             minor_version: 1,
             headers: Headers(vec![Header {
                 name: "host".into(),

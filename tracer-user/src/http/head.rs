@@ -70,6 +70,8 @@ pub struct RequestHead {
     pub method: String,
     /// Request target as sent (path and query).
     pub target: String,
+    /// `1` for HTTP/1.x, `2` for HTTP/2.
+    pub major_version: u8,
     /// Minor version: `1` for HTTP/1.1.
     pub minor_version: u8,
     pub headers: Headers,
@@ -92,6 +94,7 @@ impl RequestHead {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseHead {
     pub status: u16,
+    pub major_version: u8,
     pub minor_version: u8,
     pub headers: Headers,
 }
@@ -149,6 +152,7 @@ impl HeadAccumulator {
             Ok(httparse::Status::Complete(_)) => RequestHead {
                 method: req.method.unwrap_or_default().to_string(),
                 target: req.path.unwrap_or_default().to_string(),
+                major_version: 1,
                 minor_version: req.version.unwrap_or(1),
                 headers: Headers::from_httparse(req.headers),
             },
@@ -167,6 +171,7 @@ impl HeadAccumulator {
         let head = match resp.parse(&self.buf) {
             Ok(httparse::Status::Complete(_)) => ResponseHead {
                 status: resp.code.unwrap_or(0),
+                major_version: 1,
                 minor_version: resp.version.unwrap_or(1),
                 headers: Headers::from_httparse(resp.headers),
             },
