@@ -2,9 +2,10 @@
 //! Go binary, and attaching the probes.
 //!
 //! Functions are found in the ELF symbol table (`.symtab`), or in the Go runtime's own function
-//! table (`.gopclntab`, kept by `go build -ldflags=-s`) when the binary is stripped. The
-//! return probes go on every `RET` instruction of the function, found by disassembling it
-//! (uretprobes corrupt Go's movable goroutine stacks); see `tracer-ebpf/src/go_tls.rs`.
+//! table (`.gopclntab`, kept by `go build -ldflags=-s`) when the binary is stripped. `Write` is
+//! captured at entry; `Read`'s return probes go on every `RET` instruction of the function,
+//! found by disassembling it (uretprobes corrupt Go's movable goroutine stacks); see
+//! `tracer-ebpf/src/go_tls.rs`.
 //! Only Go ≥ 1.17 on x86-64 is hooked: earlier versions pass arguments on the stack.
 
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
@@ -18,7 +19,6 @@ pub const CLOSE_SYMBOL: &str = "crypto/tls.(*Conn).Close";
 pub const PROGRAMS: &[&str] = &[
     "go_tls_write_entry",
     "go_tls_read_entry",
-    "go_tls_write_return",
     "go_tls_read_return",
     "go_tls_close_entry",
 ];
@@ -43,7 +43,8 @@ pub struct GoFunction {
 /// File offsets of the `crypto/tls` hook points in one Go binary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoTlsHooks {
-    pub write: GoFunction,
+    /// Entry of `(*Conn).Write` (captured at entry, so its returns are not needed).
+    pub write: u64,
     pub read: GoFunction,
     /// Entry of `(*Conn).Close` (absent if the linker dropped it as unused).
     pub close: Option<u64>,
@@ -55,25 +56,21 @@ impl GoTlsHooks {
     /// ignored, whereas an entry whose returns are not hooked yet would leave a stale slot.
     pub fn probes(&self) -> Vec<(&'static str, u64)> {
         let mut probes = Vec::new();
-        probes.extend(
-            self.write
-                .returns
-                .iter()
-                .map(|&o| ("go_tls_write_return", o)),
-        );
         probes.extend(self.read.returns.iter().map(|&o| ("go_tls_read_return", o)));
-        probes.push(("go_tls_write_entry", self.write.entry));
+        probes.push(("go_tls_write_entry", self.write));
         probes.push(("go_tls_read_entry", self.read.entry));
         probes.extend(self.close.map(|o| ("go_tls_close_entry", o)));
         probes
     }
-
 }
 
 /// Names of the functions that `probes` (from [`GoTlsHooks::probes`]) hook, for logs.
 pub fn functions(probes: &[(&'static str, u64)]) -> Vec<&'static str> {
     let mut names = vec![WRITE_SYMBOL, READ_SYMBOL];
-    if probes.iter().any(|(program, _)| *program == "go_tls_close_entry") {
+    if probes
+        .iter()
+        .any(|(program, _)| *program == "go_tls_close_entry")
+    {
         names.push(CLOSE_SYMBOL);
     }
     names
@@ -136,7 +133,9 @@ pub fn find_hooks<'data, R: object::ReadRef<'data>>(
         }
         Ok(GoFunction { entry, returns })
     };
-    let write = function(WRITE_SYMBOL, ranges.write)?;
+    let (write_start, write_end) = ranges.write;
+    let (_, write) = code_at(elf, write_start, write_end)
+        .ok_or_else(|| format!("{WRITE_SYMBOL}: address {write_start:#x} is not in the file"))?;
     let read = function(READ_SYMBOL, ranges.read)?;
     let close = ranges
         .close
@@ -157,9 +156,7 @@ struct Ranges {
     close: Option<(u64, u64)>,
 }
 
-fn symtab_ranges<'data, R: object::ReadRef<'data>>(
-    elf: &object::File<'data, R>,
-) -> Option<Ranges> {
+fn symtab_ranges<'data, R: object::ReadRef<'data>>(elf: &object::File<'data, R>) -> Option<Ranges> {
     let (mut write, mut read, mut close) = (None, None, None);
     for sym in elf.symbols() {
         if !sym.is_definition() || sym.size() == 0 {
@@ -322,7 +319,7 @@ mod tests {
     fn finds_every_ret() {
         // mov eax,1; ret; cmp rax,0; je -; ret 8 (imm16); int3 padding.
         let code = [
-            0xb8, 1, 0, 0, 0, // mov eax, 1
+            0xb8, 1, 0, 0, 0,    // mov eax, 1
             0xc3, // ret
             0x48, 0x83, 0xf8, 0x00, // cmp rax, 0
             0xc2, 0x08, 0x00, // ret 8
@@ -342,6 +339,10 @@ mod tests {
         let data = std::fs::read(exe).expect("read self");
         let elf = object::File::parse(&*data).expect("parse self");
         assert!(find_hooks(&elf, "go1.19.8").is_err());
-        assert!(find_hooks(&elf, "go1.16.3").unwrap_err().contains(">= 1.17"));
+        assert!(
+            find_hooks(&elf, "go1.16.3")
+                .unwrap_err()
+                .contains(">= 1.17")
+        );
     }
 }
