@@ -56,6 +56,7 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("python3", "python3"),
     ("node", "nodejs"),
+    ("npm", "npm"),
     ("gcc", "gcc"),
     // The stripped-rustls-binary test.
     ("strip", "binutils"),
@@ -139,6 +140,7 @@ fn setup() -> anyhow::Result<()> {
     ensure_bpf_linker()?;
     ensure_debian_tools()?;
     ensure_k8s_tools()?;
+    ensure_sdk_clients()?;
     eprintln!("xtask setup: everything is in place");
     Ok(())
 }
@@ -149,6 +151,8 @@ fn ensure_setup() -> anyhow::Result<()> {
         && bpf_linker_ok()
         && missing_debian_packages().is_empty()
         && k8s_tools_ok()
+        && python_sdks_ok()
+        && node_sdk_ok()
     {
         return Ok(());
     }
@@ -348,6 +352,68 @@ fn ensure_k8s_tools() -> anyhow::Result<()> {
         .args(K8S_TOOLS))?;
     if !k8s_tools_ok() {
         bail!("the Kubernetes validation tools were installed but do not import");
+    }
+    Ok(())
+}
+
+/// The real SDK clients of the end-to-end tests (tests/clients/sdk_client.py), pinned.
+const PYTHON_SDKS: &[&str] = &[
+    "openai==3.57.0",
+    "anthropic==2.16.0",
+    "httpx[http2]==0.29.0",
+];
+
+fn python_sdks_dir() -> PathBuf {
+    workspace_root().join("tests/.venv")
+}
+
+fn python_sdks_ok() -> bool {
+    let python = python_sdks_dir().join("bin/python3");
+    python.is_file()
+        && Command::new(&python)
+            .args([
+                "-c",
+                "import openai, anthropic, h2; assert openai.__version__ == '3.57.0'",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// The npm `openai` SDK, from tests/package-lock.json.
+fn node_sdk_ok() -> bool {
+    workspace_root()
+        .join("tests/node_modules/openai/package.json")
+        .is_file()
+}
+
+fn ensure_sdk_clients() -> anyhow::Result<()> {
+    if !python_sdks_ok() {
+        let dir = python_sdks_dir();
+        eprintln!(
+            "xtask setup: installing {PYTHON_SDKS:?} into {}",
+            dir.display()
+        );
+        run(Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&dir))?;
+        run(Command::new(dir.join("bin/python3"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(PYTHON_SDKS))?;
+        if !python_sdks_ok() {
+            bail!("the Python SDKs were installed but do not import");
+        }
+    }
+    if !node_sdk_ok() {
+        eprintln!("xtask setup: installing the npm openai SDK into tests/node_modules");
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(workspace_root().join("tests")))?;
     }
     Ok(())
 }
