@@ -9,7 +9,7 @@
 // is set. HTTP/2 is negotiated by ALPN as net/http does by default (GODEBUG=http2client=0
 // turns it off). -wait pauses before the first call: a test server on loopback answers before
 // a brand-new binary is hooked (real clients spend that time on start-up and DNS). Prints one line per call, in call order: "<index> <status> <body bytes>
-// <protocol>", and exits 1 if any call failed.
+// <protocol> [replay response id]", and exits 1 if any call failed.
 package main
 
 import (
@@ -148,7 +148,12 @@ func call(client *http.Client, c cassette) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%d %d %s", resp.StatusCode, len(body), resp.Proto), nil
+	line := fmt.Sprintf("%d %d %s", resp.StatusCode, len(body), resp.Proto)
+	// The test replay server names the response id it assigned to this call.
+	if id := resp.Header.Get("X-Llmtap-Replay-Response-Id"); id != "" {
+		line += " " + id
+	}
+	return line, nil
 }
 
 func fail(format string, args ...interface{}) {
