@@ -113,8 +113,10 @@ pub fn find_hooks<'data, R: object::ReadRef<'data>>(
         None => match pclntab_ranges(elf) {
             Some(ranges) => (ranges, SymbolSource::Pclntab),
             None => {
-                return Err(if elf.symbol_table().is_some() || has_pclntab(elf) {
+                return Err(if elf.symbol_table().is_some() || pclntab_readable(elf) {
                     "no crypto/tls.(*Conn).Write/Read (the program does no TLS, or they were inlined away)".to_string()
+                } else if elf.section_by_name(".gopclntab").is_some() {
+                    "stripped, and its .gopclntab predates Go 1.18 (not read)".to_string()
                 } else {
                     "stripped, and no .gopclntab to find crypto/tls in".to_string()
                 });
@@ -178,8 +180,17 @@ fn symtab_ranges<'data, R: object::ReadRef<'data>>(elf: &object::File<'data, R>)
     })
 }
 
-fn has_pclntab<'data, R: object::ReadRef<'data>>(elf: &object::File<'data, R>) -> bool {
-    elf.section_by_name(".gopclntab").is_some()
+/// Whether the binary has a `.gopclntab` in a layout [`pclntab_ranges`] reads.
+fn pclntab_readable<'data, R: object::ReadRef<'data>>(elf: &object::File<'data, R>) -> bool {
+    elf.section_by_name(".gopclntab")
+        .and_then(|s| s.data().ok())
+        .and_then(|d| d.get(..4))
+        .is_some_and(|m| {
+            matches!(
+                u32::from_le_bytes([m[0], m[1], m[2], m[3]]),
+                0xffff_fff0 | 0xffff_fff1
+            )
+        })
 }
 
 /// Looks the functions up in `.gopclntab` (Go ≥ 1.18 layout, magic 0xfffffff0 / 0xfffffff1).

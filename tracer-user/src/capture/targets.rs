@@ -1,7 +1,8 @@
 //! Finding what to hook: `libssl.so*`, any binary defining `SSL_read`/`SSL_write` (static
-//! OpenSSL, as in Node) and Go binaries (`crypto/tls`) mapped by running processes (host and containers alike, through
-//! `/proc/PID/root`), the system's default libssl, and binaries the user names with `--ssl-lib`. Attachments are deduplicated by (device, inode) because a
-//! uprobe lives on the file, not on a path or a process.
+//! OpenSSL, as in Node), rustls and Go (`crypto/tls`) executables mapped by running processes
+//! (host and containers alike, through `/proc/PID/root`), the system's default libssl, and
+//! binaries the user names with `--ssl-lib`. Attachments are deduplicated by (device, inode)
+//! because a uprobe lives on the file, not on a path or a process.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt as _;
