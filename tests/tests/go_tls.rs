@@ -412,7 +412,11 @@ fn replay_calls_each_one_span(test: &str, http2: bool) {
     let llmtap = replay::LlmtapRun::start(&[]).expect("llmtap");
     let traced = replay::run_client(&mut command()).expect("traced run");
     llmtap.wait_for(|spans| spans_of(spans, traced.pid).len() >= 20);
-    let (spans, _, log) = llmtap.stop();
+    let (spans, jsonl, log) = llmtap.stop();
+    assert!(
+        !jsonl.contains(replay::PLANTED_API_KEY) && !log.contains(replay::PLANTED_API_KEY),
+        "the API key the Go client sent leaked into llmtap's output or log"
+    );
     assert_eq!(traced.code, untraced.code, "{}", traced.stderr);
     assert_eq!(visible(&traced.stdout), visible(&untraced.stdout));
     assert!(
