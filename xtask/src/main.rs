@@ -6,6 +6,7 @@
 //! - `run`: setup if needed, build, run `llmtap` with the given arguments.
 //! - `test`: setup if needed, then unit, integration and end-to-end (eBPF) tests.
 //! - `lint`: rustfmt and clippy with warnings denied.
+//! - `demo`: the live console view while real SDK clients call a local replay server.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ enum Task {
     Lint,
     /// Overhead benchmarks; writes target/bench/report.{md,json}.
     Bench,
+    /// Live demo (as root): llmtap's console view while real SDK clients call a local replay
+    /// of recorded OpenAI, Anthropic, Gemini and Groq responses; exits when done.
+    Demo,
 }
 
 /// bpf-linker release the eBPF build is known to work with.
@@ -96,6 +100,10 @@ fn main() -> anyhow::Result<()> {
             cargo(&root, &["build", "--release", "-p", "tracer-user"])?;
             bench::run(&root)
         }
+        Task::Demo => {
+            ensure_setup()?;
+            demo(&root)
+        }
         Task::Lint => {
             ensure_setup()?;
             cargo(&root, &["fmt", "--all", "--check"])?;
@@ -133,6 +141,29 @@ fn test(root: &Path, extra: &[OsString]) -> anyhow::Result<()> {
         cmd.env("RUST_BACKTRACE", "1");
     }
     run(&mut cmd)
+}
+
+fn demo(root: &Path) -> anyhow::Result<()> {
+    cargo(
+        root,
+        &["build", "--release", "-p", "tracer-user", "--bin", "llmtap"],
+    )?;
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "llmtap-tests",
+            "--bin",
+            "llmtap-replay",
+            "--bin",
+            "llmtap-demo",
+        ],
+    )?;
+    run(Command::new(root.join("target/release/llmtap-demo"))
+        .env("LLMTAP_BIN", root.join("target/release/llmtap"))
+        .env("LLMTAP_REPLAY_BIN", root.join("target/release/llmtap-replay")))
 }
 
 fn setup() -> anyhow::Result<()> {
