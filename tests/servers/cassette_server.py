@@ -48,7 +48,15 @@ def serve(conn: ssl.SSLSocket, cassette: dict) -> None:
             "application/json",
         )
         status = response["status"]
-        head = f"HTTP/1.1 {status} Replayed\r\nContent-Type: {ctype}\r\n"
+        # One request per connection, said so: keep-alive clients (Go) must not reuse it.
+        head = f"HTTP/1.1 {status} Replayed\r\nContent-Type: {ctype}\r\nConnection: close\r\n"
+        # Recorded bodies are stored as sent (non-streamed ones are often gzip).
+        encoding = next(
+            (v for k, v in response["headers"].items() if k.lower() == "content-encoding"),
+            None,
+        )
+        if encoding:
+            head += f"Content-Encoding: {encoding}\r\n"
         if cassette.get("streaming") and status == 200:
             conn.sendall((head + "Transfer-Encoding: chunked\r\n\r\n").encode())
             for event in events(payload):

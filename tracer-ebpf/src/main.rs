@@ -12,6 +12,7 @@
 
 use core::ffi::c_void;
 
+mod go_tls;
 mod rustls;
 
 use aya_ebpf::{
@@ -351,14 +352,21 @@ pub fn ssl_rw_ex_return(ctx: RetProbeContext) -> u32 {
 /// `SSL_free(SSL *s)`: the connection is gone and its pointer may be reused.
 #[uprobe]
 pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
+    if let Some(conn_id) = ctx.arg::<u64>(0) {
+        close_connection(conn_id);
+    }
+    0
+}
+
+/// Forgets a connection's stream positions and tells user space it is gone (its identity may
+/// be reused from now on). Shared by every TLS stack's close hook.
+#[inline(always)]
+fn close_connection(conn_id: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
     if !wanted(pid) {
-        return 0;
+        return;
     }
-    let Some(conn_id) = ctx.arg::<u64>(0) else {
-        return 0;
-    };
     let mut key = StreamKey {
         conn_id,
         pid,
@@ -371,7 +379,7 @@ pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
     let _ = PEER_REPORTED.remove(&key);
     if !had_write && !had_read {
         // Never carried data (or was filtered out): nothing for user space to forget.
-        return 0;
+        return;
     }
     let header = EventHeader {
         kind: event_kind::CLOSE,
@@ -387,7 +395,6 @@ pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
     if EVENTS.output::<EventHeader>(&header, 0).is_err() {
         count(counter::RINGBUF_DROPPED_CLOSE, 1);
     }
-    0
 }
 
 /// Sends a process lifecycle record (exec or exit) with only the header.

@@ -236,10 +236,15 @@ fn print_targets(pids: &[u32], all: bool) -> anyhow::Result<()> {
                 llmtap::capture::targets::TargetKind::SharedLibssl => "hook (libssl)",
                 llmtap::capture::targets::TargetKind::StaticOpenssl => "hook (static)",
                 llmtap::capture::targets::TargetKind::Rustls => "hook (rustls)",
+                llmtap::capture::targets::TargetKind::GoTls => "hook (go tls)",
+            };
+            let version = match (&target.kind, &report.go_version) {
+                (llmtap::capture::targets::TargetKind::GoTls, Some(go)) => format!(" ({go})"),
+                _ => String::new(),
             };
             writeln!(
                 out,
-                "{:>7}  {:<15}  {:<16}  {}",
+                "{:>7}  {:<15}  {:<16}  {}{version}",
                 report.pid, report.comm, kind, target.path
             )?;
         }

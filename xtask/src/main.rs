@@ -65,6 +65,8 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     // The stripped-rustls-binary test.
     ("strip", "binutils"),
     ("bpftrace", "bpftrace"),
+    // The Go crypto/tls tests build their client (tests/clients/go-client).
+    ("go", "golang-go"),
     ("/usr/include/openssl/ssl.h", "libssl-dev"),
 ];
 

@@ -27,6 +27,8 @@ pub struct ElfInfo {
     pub exports_openssl: bool,
     /// Go toolchain version from the build info (`go1.22.1`), for Go binaries.
     pub go_version: Option<String>,
+    /// Go binaries: the `crypto/tls` hook points, or why there are none.
+    pub go_tls: Option<Result<super::go_tls::GoTlsHooks, String>>,
     /// Contains rustls symbols (needs `.symtab`).
     pub rustls: bool,
     /// Has a `.symtab` (not stripped).
@@ -100,11 +102,13 @@ pub fn inspect_file(file: File, full_symtab: bool) -> Result<ElfInfo, ElfError> 
         info.rustls_unhookable = rustls.unhookable;
     }
     if let Some(section) = elf.section_by_name(".go.buildinfo") {
-        info.go_version = section
-            .data()
-            .ok()
+        let data = section.data().ok();
+        let version = data
             .and_then(go_version_from_buildinfo)
-            .or_else(|| Some("unknown".to_string()));
+            .or_else(|| data.and_then(|d| super::go_tls::go_version_from_pointers(&elf, d)))
+            .unwrap_or_else(|| "unknown".to_string());
+        info.go_tls = Some(super::go_tls::find_hooks(&elf, &version));
+        info.go_version = Some(version);
     }
     Ok(info)
 }

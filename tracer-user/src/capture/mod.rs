@@ -6,6 +6,7 @@
 
 pub mod elf;
 pub mod event;
+pub mod go_tls;
 pub mod stream;
 
 pub use event::{

@@ -1,7 +1,8 @@
-//! Finding what to hook: `libssl.so*` and any binary defining `SSL_read`/`SSL_write` (static
-//! OpenSSL, as in Node) mapped by running processes (host and containers alike, through
-//! `/proc/PID/root`), the system's default libssl, and binaries the user names with `--ssl-lib`. Attachments are deduplicated by (device, inode) because a
-//! uprobe lives on the file, not on a path or a process.
+//! Finding what to hook: `libssl.so*`, any binary defining `SSL_read`/`SSL_write` (static
+//! OpenSSL, as in Node), rustls and Go (`crypto/tls`) executables mapped by running processes
+//! (host and containers alike, through `/proc/PID/root`), the system's default libssl, and
+//! binaries the user names with `--ssl-lib`. Attachments are deduplicated by (device, inode)
+//! because a uprobe lives on the file, not on a path or a process.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt as _;
@@ -35,6 +36,9 @@ pub enum TargetKind {
     StaticOpenssl,
     /// A Rust binary using rustls, hooked through its symbols (`capture::rustls`).
     Rustls,
+    /// A Go binary: `crypto/tls` hooked at the (eBPF program, file offset) pairs in
+    /// [`ProcessTarget::offsets`] (`capture::go_tls`).
+    GoTls,
 }
 
 /// One hookable file used by a process.
@@ -49,7 +53,8 @@ pub struct ProcessTarget {
     /// The file, opened during discovery: attaching through `/proc/self/fd/N` still works
     /// when a short-lived process (and with it `/proc/PID/root`) is already gone.
     pub handle: Option<std::sync::Arc<std::fs::File>>,
-    /// File offsets of the OpenSSL functions found (empty for loaders).
+    /// File offsets of the hooked functions, by name (empty for loaders); for
+    /// [`TargetKind::GoTls`], by eBPF program (one per RET site).
     pub offsets: Vec<(&'static str, u64)>,
 }
 
@@ -136,6 +141,7 @@ impl Discovery {
             ..Default::default()
         };
         let mut rustls = false;
+        let mut go_unhookable: Option<String> = None;
         for path in executable_mappings(&maps) {
             let attach_path = PathBuf::from(format!("/proc/{pid}/root{path}"));
             // Open first and work on the handle: a short-lived process may exit (taking
@@ -182,6 +188,23 @@ impl Discovery {
                 report.go_version = info.go_version.clone();
             }
             rustls |= info.rustls;
+            // One attachment per file: a Go binary that also carries OpenSSL (cgo) is hooked
+            // through crypto/tls, which is what Go's net/http uses.
+            match &info.go_tls {
+                Some(Ok(hooks)) => {
+                    report.targets.push(ProcessTarget {
+                        path: path.clone(),
+                        attach_path,
+                        file,
+                        kind: TargetKind::GoTls,
+                        handle: Some(std::sync::Arc::new(handle)),
+                        offsets: hooks.probes(),
+                    });
+                    continue;
+                }
+                Some(Err(reason)) if is_exe => go_unhookable = Some(reason.clone()),
+                _ => {}
+            }
             if !info.rustls_hooks.is_empty() {
                 report.targets.push(ProcessTarget {
                     path: path.clone(),
@@ -214,7 +237,10 @@ impl Discovery {
         }
         if report.targets.is_empty() {
             report.reason = Some(if let Some(go) = &report.go_version {
-                format!("Go program ({go}): crypto/tls is not OpenSSL; not hooked")
+                match &go_unhookable {
+                    Some(why) => format!("Go program ({go}): {why}"),
+                    None => format!("Go program ({go}): crypto/tls not hookable"),
+                }
             } else if let Some((_, why)) = &report.rustls_unhookable {
                 why.clone()
             } else if rustls {

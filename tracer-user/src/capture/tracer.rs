@@ -266,7 +266,11 @@ impl Tracer {
             }
         }
 
-        for name in PROGRAMS.iter().chain(super::rustls::PROGRAMS) {
+        for name in PROGRAMS
+            .iter()
+            .chain(super::rustls::PROGRAMS)
+            .chain(super::go_tls::PROGRAMS)
+        {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or(TracerError::Program {

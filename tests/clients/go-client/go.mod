@@ -1,0 +1,3 @@
+module llmtap.test/go-client
+
+go 1.19
