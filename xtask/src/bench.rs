@@ -20,7 +20,11 @@ const WRITE_SIZE: &str = "64";
 /// llmtap's added cost per hooked call may be at most this multiple of the empty-probe floor.
 const HOOK_COST_TARGET: f64 = 1.3;
 
-struct Killed(Child);
+/// A tracer child (stopped with SIGINT on drop) and the lines it printed on its log stream.
+pub(crate) struct Killed(
+    pub(crate) Child,
+    pub(crate) std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -46,6 +50,51 @@ unsafe extern "C" {
 pub fn run(root: &Path) -> anyhow::Result<()> {
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
+    let llmtap = root.join("target/release/llmtap");
+    let mut json = serde_json::Map::new();
+    let mut md = String::from("# llmtap benchmark report\n\n");
+    md.push_str(&format!(
+        "Machine: {} CPUs, kernel {}. Every ratio compares runs made in this one invocation, \
+         interleaved, so machine noise hits both sides alike.\n\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    ));
+    let replay = crate::bench_load::ReplayBench::prepare(root, &out_dir)?;
+    for (name, section) in [
+        (
+            "traced_overhead",
+            crate::bench_load::traced_overhead(&replay, &llmtap, &out_dir),
+        ),
+        ("per_hook_cost", per_hook_cost(root, &out_dir)),
+        (
+            "pipeline_throughput",
+            crate::bench_load::pipeline_throughput(root),
+        ),
+        (
+            "load",
+            crate::bench_load::load(root, &replay, &llmtap, &out_dir),
+        ),
+    ] {
+        let (value, text) = section.with_context(|| format!("bench section {name}"))?;
+        json.insert(name.to_string(), value);
+        md.push_str(&text);
+        md.push('\n');
+    }
+    std::fs::write(
+        out_dir.join("report.json"),
+        serde_json::to_string_pretty(&serde_json::Value::Object(json))?,
+    )?;
+    std::fs::write(out_dir.join("report.md"), &md)?;
+    eprintln!("{md}");
+    eprintln!("bench: report written to {}", out_dir.display());
+    Ok(())
+}
+
+/// Per-hook cost (target (b)): a tight SSL_write loop without probes, under empty probes
+/// (the floor) and under llmtap.
+fn per_hook_cost(root: &Path, out_dir: &Path) -> anyhow::Result<(serde_json::Value, String)> {
     let client = out_dir.join("tls_write_loop");
     let status = Command::new("gcc")
         .args(["-O2", "-o"])
@@ -57,7 +106,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     if !status.success() {
         bail!("compiling bench/tls_write_loop.c failed");
     }
-    let (cert, key) = self_signed(&out_dir)?;
+    let (cert, key) = self_signed(out_dir)?;
     let llmtap = root.join("target/release/llmtap");
     let libssl = PathBuf::from("/lib/x86_64-linux-gnu/libssl.so.3");
 
@@ -119,25 +168,18 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let met = ratio <= HOOK_COST_TARGET;
 
     let json = serde_json::json!({
-        "per_hook_cost": {
-            "calls_per_run": CALLS.parse::<u64>().unwrap_or(0),
-            "write_size": WRITE_SIZE.parse::<u64>().unwrap_or(0),
-            "rounds": ROUNDS,
-            "ns_per_call": {"baseline": baseline, "empty_probes": floor, "llmtap": traced},
-            "median_ns_per_call": {"baseline": med_base, "empty_probes": med_floor, "llmtap": med_traced},
-            "added_ns": {"empty_probes": floor_added, "llmtap": traced_added},
-            "ratio_to_floor": ratio,
-            "target_ratio": HOOK_COST_TARGET,
-            "target_met": met,
-        }
+        "calls_per_run": CALLS.parse::<u64>().unwrap_or(0),
+        "write_size": WRITE_SIZE.parse::<u64>().unwrap_or(0),
+        "rounds": ROUNDS,
+        "ns_per_call": {"baseline": baseline, "empty_probes": floor, "llmtap": traced},
+        "median_ns_per_call": {"baseline": med_base, "empty_probes": med_floor, "llmtap": med_traced},
+        "added_ns": {"empty_probes": floor_added, "llmtap": traced_added},
+        "ratio_to_floor": ratio,
+        "target_ratio": HOOK_COST_TARGET,
+        "target_met": met,
     });
-    std::fs::write(
-        out_dir.join("report.json"),
-        serde_json::to_string_pretty(&json)?,
-    )?;
     let md = format!(
-        "# llmtap benchmark report\n\n\
-         ## Per-hook cost (SSL_write of {WRITE_SIZE} B, {CALLS} calls, {ROUNDS} interleaved rounds)\n\n\
+        "## (b) Per-hook cost (SSL_write of {WRITE_SIZE} B, {CALLS} calls, {ROUNDS} interleaved rounds)\n\n\
          | configuration | median ns/call | added ns/call |\n|---|---|---|\n\
          | no probes | {med_base:.0} | – |\n\
          | empty uprobe+uretprobe (bpftrace, floor) | {med_floor:.0} | {floor_added:.0} |\n\
@@ -146,19 +188,20 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
          Raw ns/call per round: baseline {baseline:.0?}, floor {floor:.0?}, llmtap {traced:.0?}.\n",
         if met { "met" } else { "not met" },
     );
-    std::fs::write(out_dir.join("report.md"), &md)?;
-    eprintln!("{md}");
-    eprintln!("bench: report written to {}", out_dir.display());
-    Ok(())
+    Ok((json, md))
 }
 
-enum Stream {
+pub(crate) enum Stream {
     Stdout,
     Stderr,
 }
 
 /// Starts a tracer and returns once it printed `ready` (its probes are attached).
-fn start_and_wait(cmd: &mut Command, ready: &str, stream: Stream) -> anyhow::Result<Killed> {
+pub(crate) fn start_and_wait(
+    cmd: &mut Command,
+    ready: &str,
+    stream: Stream,
+) -> anyhow::Result<Killed> {
     let (out, err) = match stream {
         Stream::Stdout => (Stdio::piped(), Stdio::null()),
         Stream::Stderr => (Stdio::null(), Stdio::piped()),
@@ -172,7 +215,8 @@ fn start_and_wait(cmd: &mut Command, ready: &str, stream: Stream) -> anyhow::Res
         Stream::Stdout => Box::new(child.stdout.take().context("stdout")?),
         Stream::Stderr => Box::new(child.stderr.take().context("stderr")?),
     };
-    let guard = Killed(child);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let guard = Killed(child, log.clone());
     let (tx, rx) = std::sync::mpsc::channel();
     let ready = ready.to_string();
     std::thread::spawn(move || {
@@ -183,6 +227,9 @@ fn start_and_wait(cmd: &mut Command, ready: &str, stream: Stream) -> anyhow::Res
             {
                 let _ = tx.send(());
             }
+            if let Ok(mut log) = log.lock() {
+                log.push(line);
+            }
         }
     });
     rx.recv_timeout(Duration::from_secs(60))
@@ -192,7 +239,7 @@ fn start_and_wait(cmd: &mut Command, ready: &str, stream: Stream) -> anyhow::Res
     Ok(guard)
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)

@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_load;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "llmtap build orchestration")]
@@ -478,15 +479,15 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn cargo_path() -> OsString {
+pub(crate) fn cargo_path() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
-fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     run(Command::new(cargo_path()).current_dir(root).args(args))
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("starting {:?}", cmd.get_program()))?;
