@@ -2,7 +2,6 @@
 //! tracer running for real (eBPF). Tests that need eBPF call [`require_ebpf`] first: it skips
 //! them with a clear message when eBPF is unavailable, unless `LLMTAP_REQUIRE_EBPF=1`.
 
-pub mod cassette_run;
 pub mod replay;
 
 use std::collections::BTreeMap;

@@ -536,3 +536,22 @@ impl LlmtapRun {
         (self.spans_now(), self.jsonl_text(), self.log_text())
     }
 }
+
+impl LlmtapRun {
+    /// Waits (bounded) until `n` spans were written, then stops llmtap; returns every span and
+    /// its log.
+    pub fn stop_after(self, n: usize) -> (Vec<Value>, String) {
+        self.wait_for(|spans| spans.len() >= n);
+        let (spans, _, log) = self.stop();
+        (spans, log)
+    }
+}
+
+/// Exactly one span of process `pid` among `spans`, equal to the recording's `expected`
+/// values over HTTP/1.1 (see [`span_differences`]).
+pub fn assert_one_span_matches_cassette(spans: &[Value], pid: u32, cassette: &Value, log: &str) {
+    let ours = spans_of(spans, pid);
+    assert_eq!(ours.len(), 1, "one span for pid {pid}: {spans:#?}\n{log}");
+    let diffs = span_differences(ours[0], cassette, "1.1");
+    assert!(diffs.is_empty(), "{diffs:#?}\n{:#}", ours[0]);
+}

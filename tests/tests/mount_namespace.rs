@@ -3,24 +3,19 @@
 //! llmtap hooks the copy through /proc/PID/root and exports the cassette's span. Real eBPF,
 //! the real `llmtap` binary.
 
-use std::process::Command;
-
-use llmtap_tests::cassette_run::{
-    CassetteServer, LlmtapRun, TestPki, assert_one_span_matches_cassette,
-};
+use llmtap_tests::replay::{LlmtapRun, ReplayServer, assert_one_span_matches_cassette};
 use llmtap_tests::{TempDir, repo_root, require_ebpf, run_client};
 
 const CASSETTE: &str = "tests/data/cassettes/openai__chat_stream_include_usage.json";
 
-/// Posts the cassette's request to 127.0.0.1:PORT as api.openai.com. It waits a moment after
+/// Posts the cassette's request to https://api.openai.com (the replay server). It waits a moment after
 /// loading `ssl`: a library file no process mapped before is hooked within milliseconds of
 /// being mapped (README), and this test checks where the hook goes, not that race.
 const CLIENT: &str = r#"
 import http.client, json, ssl, sys, time
-cassette = json.load(open(sys.argv[1])); port = int(sys.argv[2]); ca = sys.argv[3]
+cassette = json.load(open(sys.argv[1]))
 time.sleep(0.5)
-ctx = ssl.create_default_context(cafile=ca)
-c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx)
+c = http.client.HTTPSConnection("api.openai.com", context=ssl.create_default_context())
 req = cassette["request"]
 c.request(req["method"], "/v1/chat/completions", body=req["body"].encode(),
           headers={"Host": "api.openai.com", "Content-Type": "application/json",
@@ -44,30 +39,21 @@ fn process_in_its_own_mount_namespace_with_its_own_libssl_yields_the_span() {
     let cassette_path = repo_root().join(CASSETTE);
     let cassette: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&cassette_path).expect("cassette")).expect("json");
-    let pki = TestPki::generate().expect("pki");
-    let server = CassetteServer::start(&pki, &cassette_path).expect("server");
-    let llmtap = LlmtapRun::start().expect("llmtap");
-    // Inside the namespace the system libssl path shows our copy; on the host it is still the
-    // host's file, so only /proc/PID/root leads to the inode the process really maps.
+    let server = ReplayServer::start(std::slice::from_ref(&cassette_path)).expect("server");
+    let llmtap = LlmtapRun::start(&[]).expect("llmtap");
+    // Inside the client's private mount namespace the system libssl path shows our copy; on
+    // the host it is still the host's file, so only /proc/PID/root leads to the inode the
+    // process really maps.
     let script = format!(
-        "mount --bind {} {} && exec python3 -c \"$0\" \"$1\" \"$2\" \"$3\"",
+        "mount --bind {} {} && exec python3 -c \"$0\" \"$1\"",
         copy.display(),
         system_libssl.display()
     );
     let (pid, out) = run_client(
-        Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                &script,
-                CLIENT,
-            ])
-            .arg(&cassette_path)
-            .arg(server.port.to_string())
-            .arg(pki.path("ca.pem")),
+        server
+            .client_command("sh")
+            .args(["-c", &script, CLIENT])
+            .arg(&cassette_path),
     )
     .expect("namespaced python");
     assert!(out.starts_with("200 "), "{out}");

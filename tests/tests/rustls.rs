@@ -1,6 +1,6 @@
 //! rustls clients (no OpenSSL anywhere) are traced through their symbols: a reqwest + rustls
 //! client built by this package (`clients/rustls_client.rs`, test profile, unstripped) posts a
-//! recorded request to a local HTTPS server replaying the recorded response, and `llmtap run`
+//! recorded request to `https://api.openai.com`, answered by the replay server, and `llmtap run`
 //! exports exactly one span with the cassette's values. A stripped copy of the same client is
 //! refused with one clear log line and a `llmtap targets` reason. Real eBPF, the real binary.
 
@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use llmtap_tests::cassette_run::{CassetteServer, LlmtapRun, TestPki};
+use llmtap_tests::replay::{LlmtapRun, ReplayServer};
 use llmtap_tests::{ChildGuard, TempDir, llmtap_bin, repo_root, require_ebpf, run_client};
 
 const CASSETTE: &str = "tests/data/cassettes/openai__chat_stream_include_usage.json";
@@ -30,14 +30,12 @@ fn rustls_client_yields_the_cassette_span() {
     let cassette_path = repo_root().join(CASSETTE);
     let cassette: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&cassette_path).expect("cassette")).expect("json");
-    let pki = TestPki::generate().expect("pki");
-    let server = CassetteServer::start(&pki, &cassette_path).expect("server");
-    let llmtap = LlmtapRun::start().expect("llmtap");
+    let server = ReplayServer::start(std::slice::from_ref(&cassette_path)).expect("server");
+    let llmtap = LlmtapRun::start(&[]).expect("llmtap");
     let (pid, out) = run_client(
-        Command::new(client_bin())
+        server
+            .client_command(client_bin())
             .arg(&cassette_path)
-            .arg(format!("127.0.0.1:{}", server.port))
-            .env("SSL_CERT_FILE", pki.path("ca.pem"))
             .env("RUSTLS_CLIENT_DELAY_MS", "500"),
     )
     .expect("rustls client");
@@ -104,16 +102,14 @@ fn stripped_rustls_binary_is_refused_with_one_log_line_and_a_targets_reason() {
     assert!(!info.has_symtab && info.rustls_hooks.is_empty(), "{info:?}");
 
     let cassette_path = repo_root().join(CASSETTE);
-    let pki = TestPki::generate().expect("pki");
-    let server = CassetteServer::start(&pki, &cassette_path).expect("server");
-    let llmtap = LlmtapRun::start().expect("llmtap");
+    let server = ReplayServer::start(std::slice::from_ref(&cassette_path)).expect("server");
+    let llmtap = LlmtapRun::start(&[]).expect("llmtap");
     // Long-lived enough for `llmtap targets` to look at it; it runs twice so a second
     // sighting of the same binary is seen to stay quiet.
     let spawn = || {
-        Command::new(&stripped)
+        server
+            .client_command(&stripped)
             .arg(&cassette_path)
-            .arg(format!("127.0.0.1:{}", server.port))
-            .env("SSL_CERT_FILE", pki.path("ca.pem"))
             .env("RUSTLS_CLIENT_DELAY_MS", "1500")
             .stdout(Stdio::null())
             .spawn()

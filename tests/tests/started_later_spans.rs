@@ -1,13 +1,11 @@
 //! Processes started after llmtap give the right span, not just the right bytes: a one-shot
 //! `python3 -c` on the system libssl, traced from its very first TLS write, and Node (OpenSSL
 //! linked statically into /usr/bin/node) with no flag. Each posts a recorded request to a
-//! test-owned HTTPS server as `api.openai.com`. Real eBPF, the real `llmtap` binary.
+//! `https://api.openai.com`, answered by the replay server. Real eBPF, the real `llmtap` binary.
 
 use std::process::Command;
 
-use llmtap_tests::cassette_run::{
-    CassetteServer, LlmtapRun, TestPki, assert_one_span_matches_cassette,
-};
+use llmtap_tests::replay::{LlmtapRun, ReplayServer, assert_one_span_matches_cassette};
 use llmtap_tests::{repo_root, require_ebpf, run_client};
 
 const CASSETTE: &str = "tests/data/cassettes/openai__chat_stream_include_usage.json";
@@ -16,8 +14,7 @@ const CASSETTE: &str = "tests/data/cassettes/openai__chat_stream_include_usage.j
 const PYTHON_ONE_SHOT: &str = r#"
 import http.client, json, ssl, sys
 cassette = json.load(open(sys.argv[1])); req = cassette["request"]
-ctx = ssl.create_default_context(cafile=sys.argv[3])
-c = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[2]), context=ctx)
+c = http.client.HTTPSConnection("api.openai.com", context=ssl.create_default_context())
 c.request(req["method"], "/v1/chat/completions", body=req["body"].encode(),
           headers={"Host": "api.openai.com", "Content-Type": "application/json",
                    "Authorization": "Bearer sk-test-not-a-real-key"})
@@ -27,10 +24,9 @@ print(r.status, len(body))
 
 const NODE_CLIENT: &str = r#"
 const fs = require('fs'), https = require('https');
-const [cassettePath, port, caPath] = process.argv.slice(1);
+const [cassettePath] = process.argv.slice(1);
 const req = JSON.parse(fs.readFileSync(cassettePath)).request;
-const r = https.request({host: '127.0.0.1', port: Number(port), servername: 'api.openai.com',
-  method: req.method, path: '/v1/chat/completions', ca: fs.readFileSync(caPath),
+const r = https.request({host: 'api.openai.com', method: req.method, path: '/v1/chat/completions',
   headers: {Host: 'api.openai.com', 'Content-Type': 'application/json',
             Authorization: 'Bearer sk-test-not-a-real-key'}}, res => {
   let n = 0; res.on('data', d => { n += d.length; });
@@ -39,21 +35,16 @@ const r = https.request({host: '127.0.0.1', port: Number(port), servername: 'api
 r.end(req.body);
 "#;
 
-/// Serializes these tests: each runs its own llmtap.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn traced_span(test: &str, client: &mut dyn FnMut(&CassetteServer, &TestPki) -> Command) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+fn traced_span(test: &str, client: &mut dyn FnMut(&ReplayServer) -> Command) {
     if !require_ebpf(test) {
         return;
     }
     let cassette_path = repo_root().join(CASSETTE);
     let cassette: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&cassette_path).expect("cassette")).expect("json");
-    let pki = TestPki::generate().expect("pki");
-    let server = CassetteServer::start(&pki, &cassette_path).expect("server");
-    let llmtap = LlmtapRun::start().expect("llmtap");
-    let (pid, out) = run_client(&mut client(&server, &pki)).expect("client");
+    let server = ReplayServer::start(std::slice::from_ref(&cassette_path)).expect("server");
+    let llmtap = LlmtapRun::start(&[]).expect("llmtap");
+    let (pid, out) = run_client(&mut client(&server)).expect("client");
     assert!(out.starts_with("200 "), "{out}");
     let (spans, log) = llmtap.stop_after(1);
     assert_one_span_matches_cassette(&spans, pid, &cassette, &log);
@@ -63,12 +54,10 @@ fn traced_span(test: &str, client: &mut dyn FnMut(&CassetteServer, &TestPki) -> 
 fn one_shot_python_started_after_llmtap_yields_the_span() {
     traced_span(
         "one_shot_python_started_after_llmtap_yields_the_span",
-        &mut |server, pki| {
-            let mut cmd = Command::new("python3");
+        &mut |server| {
+            let mut cmd = server.client_command("python3");
             cmd.args(["-c", PYTHON_ONE_SHOT])
-                .arg(repo_root().join(CASSETTE))
-                .arg(server.port.to_string())
-                .arg(pki.path("ca.pem"));
+                .arg(repo_root().join(CASSETTE));
             cmd
         },
     );
@@ -76,12 +65,10 @@ fn one_shot_python_started_after_llmtap_yields_the_span() {
 
 #[test]
 fn node_without_flags_yields_the_span() {
-    traced_span("node_without_flags_yields_the_span", &mut |server, pki| {
-        let mut cmd = Command::new("/usr/bin/node");
+    traced_span("node_without_flags_yields_the_span", &mut |server| {
+        let mut cmd = server.client_command("/usr/bin/node");
         cmd.args(["-e", NODE_CLIENT])
-            .arg(repo_root().join(CASSETTE))
-            .arg(server.port.to_string())
-            .arg(pki.path("ca.pem"));
+            .arg(repo_root().join(CASSETTE));
         cmd
     });
 }
