@@ -13,7 +13,11 @@ fn decode(encoding: Option<&str>, cap: u64, pieces: &[&[u8]]) -> DecodeOutcome {
     };
     let mut out = DecodeOutcome::default();
     for piece in pieces.iter().copied().chain(std::iter::once(&[][..])) {
-        let o = if piece.is_empty() { dec.finish() } else { dec.feed(piece) };
+        let o = if piece.is_empty() {
+            dec.finish()
+        } else {
+            dec.feed(piece)
+        };
         out.data.extend(o.data);
         out.capped |= o.capped;
         out.failed |= o.failed;

@@ -189,10 +189,19 @@ pub fn run_pipeline(ex: &Exchange<'_>, config: PipelineConfig) -> Vec<CallRecord
         assert!(stats.open_connections <= 1, "{stats:?}");
         // Calls in flight on one connection: bounded by the pending-request cap (plus the
         // call whose response is being read, and HTTP/2 streams, capped separately at 256).
-        assert!(stats.calls_in_flight <= max_pending.max(256) + 1, "{stats:?}");
+        assert!(
+            stats.calls_in_flight <= max_pending.max(256) + 1,
+            "{stats:?}"
+        );
     }
     if close {
-        pipeline.push(StreamEvent::Closed { conn, ts_ns: now + 1 }, &mut out);
+        pipeline.push(
+            StreamEvent::Closed {
+                conn,
+                ts_ns: now + 1,
+            },
+            &mut out,
+        );
     }
     pipeline.tick(now + 3_600_000_000_000, &mut out);
     pipeline.finish(&mut out);
@@ -255,7 +264,13 @@ pub const CONTENT_TYPES: &[&str] = &[
     "application/vnd.amazon.eventstream",
 ];
 
-pub const ENCODINGS: &[Option<&str>] = &[None, Some("gzip"), Some("deflate"), Some("br"), Some("zstd")];
+pub const ENCODINGS: &[Option<&str>] = &[
+    None,
+    Some("gzip"),
+    Some("deflate"),
+    Some("br"),
+    Some("zstd"),
+];
 
 /// `[endpoint][flags][u16 status-ish][u32 request body length][request body][response body]`:
 /// a well-formed HTTP/1.1 exchange for one provider endpoint whose bodies are fuzzed, so the
@@ -285,7 +300,12 @@ impl<'a> ProviderInput<'a> {
         }
     }
 
-    pub fn encode(endpoint: usize, flags: u8, request_body: &[u8], response_body: &[u8]) -> Vec<u8> {
+    pub fn encode(
+        endpoint: usize,
+        flags: u8,
+        request_body: &[u8],
+        response_body: &[u8],
+    ) -> Vec<u8> {
         let mut out = vec![endpoint as u8, flags, 0];
         out.extend_from_slice(&(request_body.len() as u32).to_le_bytes());
         out.extend_from_slice(request_body);
@@ -304,7 +324,11 @@ impl<'a> ProviderInput<'a> {
         )
         .into_bytes();
         req.extend_from_slice(self.request_body);
-        let status = if self.flags & 0x40 != 0 { self.status } else { 200 };
+        let status = if self.flags & 0x40 != 0 {
+            self.status
+        } else {
+            200
+        };
         let ctype = CONTENT_TYPES[(self.flags & 3) as usize];
         let encoding = ENCODINGS[((self.flags >> 3) & 7) as usize % ENCODINGS.len()];
         let mut resp = format!("HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\n").into_bytes();

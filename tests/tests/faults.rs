@@ -278,10 +278,17 @@ fn attr<'a>(span: &'a Value, name: &str) -> &'a Value {
 fn assert_connection_closed_error(span: &Value) {
     assert_eq!(span["status"]["code"], "ERROR", "{span:#}");
     assert_eq!(attr(span, "error.type"), "connection_closed", "{span:#}");
-    assert_eq!(attr(span, "gen_ai.request.model"), "gpt-4o-mini", "{span:#}");
+    assert_eq!(
+        attr(span, "gen_ai.request.model"),
+        "gpt-4o-mini",
+        "{span:#}"
+    );
     assert_eq!(attr(span, "http.response.status_code"), 200, "{span:#}");
     // The usage chunk never came: no token counts are made up.
-    assert!(attr(span, "gen_ai.usage.output_tokens").is_null(), "{span:#}");
+    assert!(
+        attr(span, "gen_ai.usage.output_tokens").is_null(),
+        "{span:#}"
+    );
 }
 
 #[test]
@@ -314,7 +321,12 @@ fn server_closing_mid_stream_ends_the_span_with_error_type() -> anyhow::Result<(
     let mut client = Client::spawn(server.port, &["stream", "close"])?;
     let llmtap = Llmtap::for_pid(client.pid(), &[])?;
     client.go()?;
-    assert_eq!(client.wait_line("complete").ok(), None, "{:?}", client.output());
+    assert_eq!(
+        client.wait_line("complete").ok(),
+        None,
+        "{:?}",
+        client.output()
+    );
     client.wait_line("incomplete")?;
     let pid = client.pid();
     // The client is still running: the span ends because the connection closed, not
@@ -378,7 +390,10 @@ fn llmtap_killed_and_restarted_leaves_clients_unaffected() -> anyhow::Result<()>
         assert!(status.0.success(), "client failed: {out:?}");
         let calls = out.iter().filter(|l| l.ends_with(" ok")).count();
         assert!(calls > before, "calls continued after the kill: {out:?}");
-        assert!(out.last().is_some_and(|l| l.starts_with("calls ")), "{out:?}");
+        assert!(
+            out.last().is_some_and(|l| l.starts_with("calls ")),
+            "{out:?}"
+        );
     }
     second.stop();
     Ok(())
@@ -392,7 +407,9 @@ impl Client {
         // The stdout reader drains the pipe after the exit.
         let out = wait_for("client output", || {
             let l = lines.lock().ok()?.clone();
-            l.last().is_some_and(|x| x.starts_with("calls ")).then_some(l)
+            l.last()
+                .is_some_and(|x| x.starts_with("calls "))
+                .then_some(l)
         })
         .unwrap_or_else(|_| lines.lock().map(|l| l.clone()).unwrap_or_default());
         Ok((status, out))
@@ -416,7 +433,10 @@ fn undersized_ring_buffer_counts_drops_and_flags_calls_incomplete() -> anyhow::R
     let spans = llmtap.wait_spans_of(pid, 1)?;
     // The loss warning comes with the next health tick (every second).
     wait_for("the ring-buffer warning", || {
-        llmtap.log_text().contains("ring buffer full:").then_some(())
+        llmtap
+            .log_text()
+            .contains("ring buffer full:")
+            .then_some(())
     })
     .with_context(|| llmtap.log_text())?;
     let log = llmtap.stop();
@@ -425,11 +445,18 @@ fn undersized_ring_buffer_counts_drops_and_flags_calls_incomplete() -> anyhow::R
     assert_eq!(attr(span, "llmtap.call.incomplete"), true, "{span:#}");
     // Values that depend on the lost bytes are absent; what is reported is right.
     assert!(attr(span, "llmtap.stream.chunks").is_null(), "{span:#}");
-    assert_eq!(attr(span, "gen_ai.request.model"), "gpt-4o-mini", "{span:#}");
+    assert_eq!(
+        attr(span, "gen_ai.request.model"),
+        "gpt-4o-mini",
+        "{span:#}"
+    );
     for (name, truth) in [
         ("gen_ai.usage.input_tokens", Value::from(11)),
         ("gen_ai.usage.output_tokens", Value::from(22)),
-        ("gen_ai.response.model", Value::from("gpt-4o-mini-2024-07-18")),
+        (
+            "gen_ai.response.model",
+            Value::from("gpt-4o-mini-2024-07-18"),
+        ),
         ("gen_ai.response.id", Value::from("chatcmpl-fault")),
     ] {
         let v = attr(span, name);
@@ -456,10 +483,7 @@ fn never_ending_stream_keeps_memory_within_the_caps() -> anyhow::Result<()> {
     }
     let server = FaultServer::start()?;
     let mut client = Client::spawn(server.port, &["endless", &(32u64 << 20).to_string()])?;
-    let llmtap = Llmtap::for_pid(
-        client.pid(),
-        &["--max-response-body", "1M"],
-    )?;
+    let llmtap = Llmtap::for_pid(client.pid(), &["--max-response-body", "1M"])?;
     let base = llmtap.memory("VmRSS")?;
     client.go()?;
     client.wait_line("read ")?;
@@ -475,12 +499,18 @@ fn never_ending_stream_keeps_memory_within_the_caps() -> anyhow::Result<()> {
         "peak RSS {peak} over {base} + caps:\n{log}"
     );
     let Some(span) = spans.first() else {
-        assert!(log.contains("ring buffer full:"), "no span and no loss:\n{log}");
+        assert!(
+            log.contains("ring buffer full:"),
+            "no span and no loss:\n{log}"
+        );
         return Ok(());
     };
     // 32 MB of a stream that never ended: the client left, so the call is an error.
     assert_eq!(attr(span, "error.type"), "connection_closed", "{span:#}");
-    assert!(attr(span, "gen_ai.usage.output_tokens").is_null(), "{span:#}");
+    assert!(
+        attr(span, "gen_ai.usage.output_tokens").is_null(),
+        "{span:#}"
+    );
     Ok(())
 }
 
@@ -492,10 +522,7 @@ fn hundred_megabyte_response_keeps_memory_within_the_caps() -> anyhow::Result<()
     let server = FaultServer::start()?;
     let size = 100u64 << 20;
     let mut client = Client::spawn(server.port, &["big", &size.to_string()])?;
-    let llmtap = Llmtap::for_pid(
-        client.pid(),
-        &["--max-response-body", "1M"],
-    )?;
+    let llmtap = Llmtap::for_pid(client.pid(), &["--max-response-body", "1M"])?;
     let base = llmtap.memory("VmRSS")?;
     client.go()?;
     client.wait_line("read ")?;
@@ -511,14 +538,19 @@ fn hundred_megabyte_response_keeps_memory_within_the_caps() -> anyhow::Result<()
     let span = &spans[0];
     // Past the 1 MiB cap: truncated (or incomplete where capture itself lost records).
     assert!(
-        attr(span, "llmtap.call.truncated") == true
-            || attr(span, "llmtap.call.incomplete") == true,
+        attr(span, "llmtap.call.truncated") == true || attr(span, "llmtap.call.incomplete") == true,
         "{span:#}"
     );
     // The usage sits past the cap: unknown, so absent; what is there is right.
-    assert!(attr(span, "gen_ai.usage.output_tokens").is_null(), "{span:#}");
+    assert!(
+        attr(span, "gen_ai.usage.output_tokens").is_null(),
+        "{span:#}"
+    );
     for (name, truth) in [
-        ("gen_ai.response.model", Value::from("gpt-4o-mini-2024-07-18")),
+        (
+            "gen_ai.response.model",
+            Value::from("gpt-4o-mini-2024-07-18"),
+        ),
         ("gen_ai.response.id", Value::from("chatcmpl-big")),
     ] {
         let v = attr(span, name);

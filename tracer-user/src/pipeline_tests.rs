@@ -184,13 +184,9 @@ fn loss_before_the_first_chunk_leaves_ttft_unknown_and_keeps_captured_usage() {
     // Read until close, one read per event: the first content event is lost.
     let body = String::from_utf8(c.response_body.clone()).expect("utf-8 stream");
     let mut reads = vec![
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
-            .to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n".to_vec(),
     ];
-    reads.extend(
-        body.split_inclusive("\n\n")
-            .map(|e| e.as_bytes().to_vec()),
-    );
+    reads.extend(body.split_inclusive("\n\n").map(|e| e.as_bytes().to_vec()));
     for (i, read) in reads.iter().enumerate() {
         if i == 2 {
             events.push(StreamEvent::Gap {
@@ -200,7 +196,14 @@ fn loss_before_the_first_chunk_leaves_ttft_unknown_and_keeps_captured_usage() {
                 ts_ns: now,
             });
         } else {
-            chunk_events(read, Direction::Read, read.len(), &mut now, &opts, &mut events);
+            chunk_events(
+                read,
+                Direction::Read,
+                read.len(),
+                &mut now,
+                &opts,
+                &mut events,
+            );
         }
     }
     events.push(StreamEvent::Closed {

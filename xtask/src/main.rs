@@ -6,6 +6,7 @@
 //! - `run`: setup if needed, build, run `llmtap` with the given arguments.
 //! - `test`: setup if needed, then unit, integration and end-to-end (eBPF) tests.
 //! - `lint`: rustfmt and clippy with warnings denied.
+//! - `fuzz`: cargo-fuzz targets (`fuzz/`), each for a bounded time; report in target/bench.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod fuzz;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "llmtap build orchestration")]
@@ -44,6 +46,16 @@ enum Task {
     Lint,
     /// Overhead benchmarks; writes target/bench/report.{md,json}.
     Bench,
+    /// Run the cargo-fuzz targets (fuzz/) one after the other, each for a bounded time;
+    /// writes target/bench/fuzz.md. Installs cargo-fuzz on first use.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Only this target (repeatable; default: all).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+    },
 }
 
 /// bpf-linker release the eBPF build is known to work with.
@@ -92,6 +104,11 @@ fn main() -> anyhow::Result<()> {
             ensure_setup()?;
             cargo(&root, &["build", "--release", "-p", "tracer-user"])?;
             bench::run(&root)
+        }
+        Task::Fuzz { time, targets } => {
+            // The eBPF object is built into tracer-user: same prerequisites as a build.
+            ensure_setup()?;
+            fuzz::run(&root, time, &targets)
         }
         Task::Lint => {
             ensure_setup()?;

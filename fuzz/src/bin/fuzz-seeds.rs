@@ -139,9 +139,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let seed = 0x1234_5678u64.to_le_bytes();
         if ct == 3 {
-            write(&corpus.join("eventstream"), n, &[&[1u8][..], &seed, &body].concat())?;
+            write(
+                &corpus.join("eventstream"),
+                n,
+                &[&[1u8][..], &seed, &body].concat(),
+            )?;
         } else {
-            write(&corpus.join("stream_framing"), n, &[&[mode, 3][..], &seed, &body].concat())?;
+            write(
+                &corpus.join("stream_framing"),
+                n,
+                &[&[mode, 3][..], &seed, &body].concat(),
+            )?;
         }
         // Decompression: the body in every encoding.
         for (i, e) in ENCODINGS.iter().enumerate() {
