@@ -3,7 +3,7 @@
 //! the other, and writes `target/bench/fuzz.md` (target, seconds, executions, result).
 //! cargo-fuzz is installed here, on first use, not by `setup` (CI does not fuzz).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -56,7 +56,7 @@ fn executed_units(stderr: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-pub fn run(root: &Path, seconds: u64, only: &[String]) -> anyhow::Result<()> {
+pub fn run(root: &Path, seconds: u64, only: &[String], report_path: &Path) -> anyhow::Result<()> {
     for t in only {
         if !TARGETS.contains(&t.as_str()) {
             bail!("unknown fuzz target {t:?}; targets: {}", TARGETS.join(", "));
@@ -134,12 +134,13 @@ pub fn run(root: &Path, seconds: u64, only: &[String]) -> anyhow::Result<()> {
         });
     }
     let report = render(&outcomes);
-    let dir = root.join("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    let path: PathBuf = dir.join("fuzz.md");
-    std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(dir) = report_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(report_path, &report)
+        .with_context(|| format!("writing {}", report_path.display()))?;
     eprint!("{report}");
-    eprintln!("xtask fuzz: report written to {}", path.display());
+    eprintln!("xtask fuzz: report written to {}", report_path.display());
     if outcomes.iter().any(|o| o.result != "no crash") {
         bail!(
             "a fuzz target failed; reproduce with fuzz/target/{HOST_TRIPLE}/release/<target> <artifact>"

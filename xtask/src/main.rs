@@ -55,6 +55,9 @@ enum Task {
         /// Only this target (repeatable; default: all).
         #[arg(long = "target")]
         targets: Vec<String>,
+        /// Where the Markdown report goes.
+        #[arg(long, default_value = "target/bench/fuzz.md")]
+        report: PathBuf,
     },
 }
 
@@ -105,10 +108,14 @@ fn main() -> anyhow::Result<()> {
             cargo(&root, &["build", "--release", "-p", "tracer-user"])?;
             bench::run(&root)
         }
-        Task::Fuzz { time, targets } => {
+        Task::Fuzz {
+            time,
+            targets,
+            report,
+        } => {
             // The eBPF object is built into tracer-user: same prerequisites as a build.
             ensure_setup()?;
-            fuzz::run(&root, time, &targets)
+            fuzz::run(&root, time, &targets, &root.join(report))
         }
         Task::Lint => {
             ensure_setup()?;
