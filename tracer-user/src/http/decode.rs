@@ -367,7 +367,10 @@ mod tests {
         // The fuzz input's first 10 bytes select encoding, cap and split seed.
         let body = &input[10..];
         for split in [1, 7, 100, 4096, body.len()] {
-            assert!(decode_all("br", body, split, 1 << 20).failed, "split {split}");
+            assert!(
+                decode_all("br", body, split, 1 << 20).failed,
+                "split {split}"
+            );
         }
     }
 }
