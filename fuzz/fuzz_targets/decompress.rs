@@ -1,6 +1,6 @@
 //! Content-Encoding decoders (gzip, deflate zlib/raw, br, zstd, identity): arbitrary input cut
 //! at arbitrary boundaries never panics, never yields more than the cap, and yields the same
-//! bytes (and the same capped/failed verdict) as feeding the body in one piece.
+//! bytes (and the same capped/failed verdict, below the cap) as feeding the body in one piece.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -40,8 +40,12 @@ fuzz_target!(|data: &[u8]| {
     let split_out = decode(encoding, cap, &pieces);
     assert!(whole.data.len() as u64 <= cap);
     assert!(split_out.data.len() as u64 <= cap);
-    assert_eq!(whole.failed, split_out.failed, "{encoding:?}");
-    if !whole.failed {
+    // Once the cap is reached decoding stops, so corruption past it may go unseen by one
+    // split and not the other; below the cap the verdict must agree.
+    if !whole.capped && !split_out.capped {
+        assert_eq!(whole.failed, split_out.failed, "{encoding:?}");
+    }
+    if !whole.failed && !split_out.failed {
         assert_eq!(whole.data, split_out.data, "{encoding:?}");
         assert_eq!(whole.capped, split_out.capped, "{encoding:?}");
     }
