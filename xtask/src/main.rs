@@ -7,6 +7,7 @@
 //! - `test`: setup if needed, then unit, integration and end-to-end (eBPF) tests.
 //! - `lint`: rustfmt and clippy with warnings denied.
 //! - `demo`: the live console view while real SDK clients call a local replay server.
+//! - `fuzz`: cargo-fuzz targets (`fuzz/`), each for a bounded time; report in target/bench.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_load;
+mod fuzz;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "llmtap build orchestration")]
@@ -49,6 +51,19 @@ enum Task {
     /// Live demo (as root): llmtap's console view while real SDK clients call a local replay
     /// of recorded OpenAI, Anthropic, Gemini and Groq responses; exits when done.
     Demo,
+    /// Run the cargo-fuzz targets (fuzz/) one after the other, each for a bounded time;
+    /// writes target/bench/fuzz.md. Installs cargo-fuzz on first use.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Only this target (repeatable; default: all).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+        /// Where the Markdown report goes.
+        #[arg(long, default_value = "target/bench/fuzz.md")]
+        report: PathBuf,
+    },
 }
 
 /// bpf-linker release the eBPF build is known to work with.
@@ -104,6 +119,15 @@ fn main() -> anyhow::Result<()> {
         Task::Demo => {
             ensure_setup()?;
             demo(&root)
+        }
+        Task::Fuzz {
+            time,
+            targets,
+            report,
+        } => {
+            // The eBPF object is built into tracer-user: same prerequisites as a build.
+            ensure_setup()?;
+            fuzz::run(&root, time, &targets, &root.join(report))
         }
         Task::Lint => {
             ensure_setup()?;

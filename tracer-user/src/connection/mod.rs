@@ -546,6 +546,14 @@ fn close(
     }
 }
 
+/// `data` after its first line terminator (empty when there is none).
+fn skip_line(data: &[u8]) -> &[u8] {
+    match memchr::memchr(b'\n', data) {
+        Some(i) => data.get(i + 1..).unwrap_or_default(),
+        None => &[],
+    }
+}
+
 fn sniff_with(acc: &HeadAccumulator, data: &[u8]) -> Sniff {
     let mut probe: Vec<u8> = acc.peek().iter().take(16).copied().collect();
     probe.extend(data.iter().take(16));
@@ -620,6 +628,9 @@ fn on_write(
                         stats.http_parse_errors += 1;
                         c.req_head.clear();
                         c.req = RequestState::Resync;
+                        // Resync after the oversized head's current line: searching from the
+                        // same byte would find the same head again, forever.
+                        data = skip_line(data);
                         continue;
                     }
                 };
@@ -914,6 +925,9 @@ fn on_read(
                         stats.http_parse_errors += 1;
                         c.resp_head.clear();
                         c.resp = ResponseState::Resync;
+                        // Resync after the oversized head's current line: searching from the
+                        // same byte would find the same head again, forever.
+                        data = skip_line(data);
                         continue;
                     }
                 };

@@ -316,3 +316,66 @@ fn repeated_request_gaps_stay_bounded() {
     let pending = t.conns.get(&CONN).map(|c| c.pending.len()).unwrap_or(0);
     assert!(pending <= 4, "{pending}");
 }
+
+/// Fuzz regression (http1_pipeline target, a timeout): a head over the cap in one piece made
+/// resync find the same head again at the same byte, forever. Both directions.
+#[test]
+fn oversized_head_in_one_write_resyncs_past_it() {
+    let config = ConnectionConfig {
+        header_cap: 1024,
+        ..ConnectionConfig::default()
+    };
+    let big = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(4000)
+    );
+    let ok =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: 0\r\n\r\n";
+    let big_resp = format!(
+        "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 0\r\n\r\n",
+        "b".repeat(4000)
+    );
+    let ok_resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    let mut t = ConnectionTracker::new(config);
+    let mut out = Vec::new();
+    t.push(
+        data(Direction::Write, 1, format!("{big}{ok}").as_bytes()),
+        &mut out,
+    );
+    t.push(
+        data(
+            Direction::Read,
+            2,
+            format!("{big_resp}{ok_resp}").as_bytes(),
+        ),
+        &mut out,
+    );
+    let requests = out
+        .iter()
+        .filter(|e| matches!(e, HttpEvent::Request { .. }))
+        .count();
+    assert_eq!(requests, 1, "{out:?}");
+    assert!(t.stats().http_parse_errors >= 2, "{:?}", t.stats());
+}
+
+/// The fuzzer's input itself, through the whole pipeline with the fuzz target's caps.
+#[test]
+fn fuzz_input_with_oversized_head_terminates() {
+    let input = include_bytes!("fuzz-http1-oversized-head-loop.bin");
+    // `[u64 seed][u32 request length][request][response]`, as the fuzz target reads it.
+    let len = u32::from_le_bytes([input[8], input[9], input[10], input[11]]) as usize;
+    let rest = &input[12..];
+    let (request, response) = rest.split_at(len.min(rest.len()));
+    let mut t = ConnectionTracker::new(ConnectionConfig {
+        header_cap: 4096,
+        ..ConnectionConfig::default()
+    });
+    let mut out = Vec::new();
+    for (i, piece) in request.chunks(97).enumerate() {
+        t.push(data(Direction::Write, i as u64, piece), &mut out);
+    }
+    t.push(data(Direction::Write, 1000, request), &mut out);
+    t.push(data(Direction::Read, 1001, response), &mut out);
+    t.tick(u64::MAX, &mut out);
+    assert_eq!(t.connections(), 0);
+}

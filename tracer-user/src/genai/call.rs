@@ -88,6 +88,9 @@ pub struct CallBuilder {
     body: BodyMode,
     response_ended: bool,
     resp_lost: bool,
+    /// Response bytes were lost before the first content chunk arrived: the first chunk seen
+    /// may not be the first one sent, so time to first chunk is unknown.
+    first_chunk_unknown: bool,
     truncated: bool,
     acc: ResponseAcc,
     /// Last activity (ns), for eviction of calls whose connection vanished.
@@ -144,6 +147,7 @@ impl CallBuilder {
             body: BodyMode::Pending,
             response_ended: false,
             resp_lost: false,
+            first_chunk_unknown: false,
             truncated: false,
             acc: ResponseAcc::new(keep_output, cfg.output_text_cap, cfg.max_chunk_times),
             last_ns: ts_entry_ns,
@@ -374,6 +378,9 @@ impl CallBuilder {
             Direction::Write => self.req_lost = true,
             Direction::Read => {
                 self.resp_lost = true;
+                if self.acc.first_chunk_ns.is_none() {
+                    self.first_chunk_unknown = true;
+                }
                 match &mut self.body {
                     BodyMode::Sse(p) => p.lost_bytes(),
                     BodyMode::Ndjson(l) => l.lost_bytes(),
@@ -510,9 +517,12 @@ impl CallBuilder {
             usage.input_tokens = usage.input_tokens.or(self.header_usage.0);
             usage.output_tokens = usage.output_tokens.or(self.header_usage.1);
         }
+        // Estimates from text with holes in it would be wrong, not approximate.
         if cfg.estimate_missing_usage
             && ok_response
             && self.response_ended
+            && !self.req_lost
+            && !self.resp_lost
             && usage.input_tokens.is_none()
             && usage.output_tokens.is_none()
         {
@@ -541,9 +551,16 @@ impl CallBuilder {
             }
         };
         let mut timing = self.timing.clone();
+        // Lost response bytes hide chunks: counts and inter-chunk times from what was seen
+        // would be wrong, so they are left out; time to first chunk only survives when the
+        // first chunk arrived before any loss.
         if is_stream && ok_response {
-            timing.first_chunk_ns = acc.first_chunk_ns;
-            timing.chunk_times_ns = acc.chunk_times_ns.clone();
+            if !self.first_chunk_unknown {
+                timing.first_chunk_ns = acc.first_chunk_ns;
+            }
+            if !self.resp_lost {
+                timing.chunk_times_ns = acc.chunk_times_ns.clone();
+            }
         }
         if timing.response_end_ns == 0 {
             timing.response_end_ns = timing.response_start_ns.unwrap_or(timing.request_end_ns);
@@ -584,7 +601,8 @@ impl CallBuilder {
             usage,
             error,
             timing,
-            stream_chunks: (is_stream && ok_response).then_some(acc.stream_chunks),
+            stream_chunks: (is_stream && ok_response && !self.resp_lost)
+                .then_some(acc.stream_chunks),
             truncated: self.truncated,
             incomplete,
             content,

@@ -196,7 +196,7 @@ impl ContentDecoder {
             Codec::Gzip(d) => d.try_finish().map(|_| d.get_mut()),
             Codec::Zlib(d) => d.try_finish().map(|_| d.get_mut()),
             Codec::RawDeflate(d) => d.try_finish().map(|_| d.get_mut()),
-            Codec::Brotli(d) => d.flush().map(|_| d.get_mut()),
+            Codec::Brotli(d) => d.close().map(|_| d.get_mut()),
             Codec::Zstd(d) => d.flush().map(|_| d.get_mut()),
             _ => return DecodeOutcome::default(),
         };
@@ -343,5 +343,34 @@ mod tests {
         let out = decode_all("gzip", b"not gzip at all, really not", 5, 1 << 20);
         assert!(out.failed);
         assert!(ContentDecoder::new(Some("compress"), 10).is_none());
+    }
+
+    /// Brotli "hello\n" (an uncompressed last meta-block) from brotli-decompressor's tests.
+    const BR_HELLO: &[u8] = b"\x8f\x02\x80\x68\x65\x6c\x6c\x6f\x0a\x03";
+
+    #[test]
+    fn brotli_body_cut_before_its_end_fails_at_finish() {
+        assert_eq!(decode_all("br", BR_HELLO, 3, 1 << 20).data, b"hello\n");
+        assert!(!decode_all("br", BR_HELLO, 3, 1 << 20).failed);
+        for split in 1..BR_HELLO.len() {
+            let out = decode_all("br", &BR_HELLO[..BR_HELLO.len() - 2], split, 1 << 20);
+            assert!(out.failed, "split {split}: {out:?}");
+        }
+    }
+
+    /// Fuzz regression (decompress target): a corrupt brotli stream without an end marker
+    /// was accepted as a complete body (finish only flushed), with output that depended on
+    /// how the body was split. It must fail, whatever the split.
+    #[test]
+    fn corrupt_brotli_stream_fails_for_every_split() {
+        let input = include_bytes!("testdata/fuzz-decompress-br-unterminated.bin");
+        // The fuzz input's first 10 bytes select encoding, cap and split seed.
+        let body = &input[10..];
+        for split in [1, 7, 100, 4096, body.len()] {
+            assert!(
+                decode_all("br", body, split, 1 << 20).failed,
+                "split {split}"
+            );
+        }
     }
 }
