@@ -520,6 +520,12 @@ impl LlmtapRun {
         }
     }
 
+    /// SIGKILL: llmtap dies without flushing or detaching (its probes go with its fds).
+    pub fn kill(mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+
     /// Stops llmtap (SIGTERM flushes what it holds) and returns every span it wrote, the raw
     /// JSONL and its log.
     pub fn stop(mut self) -> (Vec<Value>, String, String) {

@@ -5,13 +5,13 @@
 //! traced Python client. Waits are bounded polls for conditions, never timing assertions.
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use llmtap_tests::{ChildGuard, SelfSigned, TempDir, llmtap_bin, repo_root, require_ebpf};
+use llmtap_tests::replay::{LlmtapRun, spans_of};
+use llmtap_tests::{ChildGuard, SelfSigned, TempDir, repo_root, require_ebpf};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -144,57 +144,13 @@ impl Drop for Client {
     }
 }
 
-/// `llmtap run --output jsonl=FILE` with extra flags, ready once its hooks are attached.
-struct Llmtap {
-    child: Option<Child>,
-    jsonl: PathBuf,
-    log: Arc<Mutex<String>>,
-    _dir: TempDir,
-}
+/// `llmtap run` (the replay harness's [`LlmtapRun`]) with the lookups these tests need.
+struct Llmtap(LlmtapRun);
 
 impl Llmtap {
     fn start(args: &[String]) -> anyhow::Result<Self> {
-        let dir = TempDir::new("faults")?;
-        let jsonl = dir.path().join("spans.jsonl");
-        let mut child = Command::new(llmtap_bin())
-            .arg("run")
-            .arg("--output")
-            .arg(format!("jsonl={}", jsonl.display()))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", llmtap_bin().display()))?;
-        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
-        let log = Arc::new(Mutex::new(String::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut ready = Some(ready_tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("tracing LLM calls")
-                    && let Some(tx) = ready.take()
-                {
-                    let _ = tx.send(());
-                }
-                if let Ok(mut l) = sink.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            }
-        });
-        let mut me = Self {
-            child: Some(child),
-            jsonl,
-            log,
-            _dir: dir,
-        };
-        if ready_rx.recv_timeout(WAIT).is_err() {
-            me.kill();
-            bail!("llmtap run did not start:\n{}", me.log_text());
-        }
-        Ok(me)
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Ok(Self(LlmtapRun::start(&args)?))
     }
 
     fn for_pid(pid: u32, extra: &[&str]) -> anyhow::Result<Self> {
@@ -203,26 +159,14 @@ impl Llmtap {
         Self::start(&args)
     }
 
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
-    }
-
     fn log_text(&self) -> String {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    fn spans(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.jsonl)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        self.0.log_text()
     }
 
     fn spans_of(&self, pid: u32) -> Vec<Value> {
-        self.spans()
+        spans_of(&self.0.spans_now(), pid)
             .into_iter()
-            .filter(|s| s["resource"]["process.pid"].as_u64() == Some(u64::from(pid)))
+            .cloned()
             .collect()
     }
 
@@ -236,38 +180,24 @@ impl Llmtap {
 
     /// A `VmRSS`/`VmHWM` line of /proc/PID/status, in bytes.
     fn memory(&self, field: &str) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let pid = self.0.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         status
             .lines()
             .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
             .map(|kb| kb * 1024)
-            .ok_or_else(|| anyhow!("no {field} in /proc/{}/status", self.pid()))
+            .ok_or_else(|| anyhow!("no {field} in /proc/{pid}/status"))
     }
 
     /// SIGTERM (flushes) and waits; returns the log.
-    fn stop(mut self) -> String {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
-        }
-        // The stderr reader finishes with the pipe.
-        std::thread::sleep(Duration::from_millis(100));
-        self.log_text()
+    fn stop(self) -> String {
+        self.0.stop().2
     }
 
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Llmtap {
-    fn drop(&mut self) {
-        self.kill();
+    /// SIGKILL: no flush, no detach by llmtap itself.
+    fn kill(self) {
+        self.0.kill();
     }
 }
 
@@ -356,7 +286,7 @@ fn llmtap_killed_and_restarted_leaves_clients_unaffected() -> anyhow::Result<()>
         .iter()
         .flat_map(|c| ["--pid".to_string(), c.pid().to_string()])
         .collect();
-    let mut first = Llmtap::start(&pid_args)?;
+    let first = Llmtap::start(&pid_args)?;
     for c in &mut clients {
         c.go()?;
     }
