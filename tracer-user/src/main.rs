@@ -237,9 +237,13 @@ fn print_targets(pids: &[u32], all: bool) -> anyhow::Result<()> {
                 llmtap::capture::targets::TargetKind::StaticOpenssl => "hook (static)",
                 llmtap::capture::targets::TargetKind::Rustls => "hook (rustls)",
                 llmtap::capture::targets::TargetKind::GoTls => "hook (go tls)",
+                llmtap::capture::targets::TargetKind::BoringSsl => "hook (boringssl)",
             };
             let version = match (&target.kind, &report.go_version) {
                 (llmtap::capture::targets::TargetKind::GoTls, Some(go)) => format!(" ({go})"),
+                (llmtap::capture::targets::TargetKind::BoringSsl, _) => {
+                    " (no symbols: SSL_write/SSL_read located by their error sites)".to_string()
+                }
                 _ => String::new(),
             };
             writeln!(
@@ -248,7 +252,12 @@ fn print_targets(pids: &[u32], all: bool) -> anyhow::Result<()> {
                 report.pid, report.comm, kind, target.path
             )?;
         }
-        if report.targets.is_empty() && (all || report.go_version.is_some()) {
+        // TLS stacks llmtap recognises but cannot hook are listed even without --all: the
+        // user is likely looking for exactly that program.
+        let recognised = report.go_version.is_some()
+            || report.boringssl_unhookable.is_some()
+            || report.rustls_unhookable.is_some();
+        if report.targets.is_empty() && (all || recognised) {
             writeln!(
                 out,
                 "{:>7}  {:<15}  {:<16}  {} — {}",

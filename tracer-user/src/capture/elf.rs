@@ -1,7 +1,8 @@
 //! What a binary offers to hook: exported OpenSSL functions (shared libssl or OpenSSL linked
-//! statically, as in Node), Go's crypto/tls, rustls. Reads only the headers and symbol tables it
-//! needs through a read-only mapping, so large binaries (Node is ~100 MB) cost little memory
-//! and time (only the touched pages are read).
+//! statically, as in Node), BoringSSL without symbols (Bun), Go's crypto/tls, rustls. Works
+//! through a read-only mapping, so only the pages touched are read: headers and symbol tables
+//! for most files; the read-only data of executables (looking for BoringSSL's source paths),
+//! and their code only when BoringSSL is there.
 
 use std::fs::File;
 use std::path::Path;
@@ -41,6 +42,9 @@ pub struct ElfInfo {
     pub rustls_hooks: Vec<(&'static str, u64)>,
     /// Why a binary that uses rustls cannot be hooked (stripped, functions inlined).
     pub rustls_unhookable: Option<String>,
+    /// Executables with BoringSSL and no SSL symbols (Bun, Claude Code): where `SSL_write` and
+    /// `SSL_read` are (`capture::boringssl`), or why they could not be told apart.
+    pub boringssl: Option<Result<super::boringssl::BoringSslHooks, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +104,10 @@ pub fn inspect_file(file: File, full_symtab: bool) -> Result<ElfInfo, ElfError> 
         info.rustls |= !rustls.hooks.is_empty() || rustls.unhookable.is_some();
         info.rustls_hooks = rustls.hooks;
         info.rustls_unhookable = rustls.unhookable;
+    }
+    let go = elf.section_by_name(".go.buildinfo").is_some();
+    if full_symtab && !info.exports_openssl && !go {
+        info.boringssl = super::boringssl::locate_in_elf(&elf);
     }
     if let Some(section) = elf.section_by_name(".go.buildinfo") {
         let data = section.data().ok();

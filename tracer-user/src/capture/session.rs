@@ -136,7 +136,11 @@ impl CaptureSession {
                 log::debug!("loader {} (pid {}): {err}", loader.path, report.pid);
             }
         }
-        if let Some((file, why)) = &report.rustls_unhookable
+        let unhookable = report
+            .rustls_unhookable
+            .as_ref()
+            .or(report.boringssl_unhookable.as_ref());
+        if let Some((file, why)) = unhookable
             && self.unhookable_reported.len() < MAX_PENDING_RESCANS
             && self.unhookable_reported.insert(*file)
         {

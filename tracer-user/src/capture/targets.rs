@@ -1,8 +1,9 @@
 //! Finding what to hook: `libssl.so*`, any binary defining `SSL_read`/`SSL_write` (static
-//! OpenSSL, as in Node), rustls and Go (`crypto/tls`) executables mapped by running processes
-//! (host and containers alike, through `/proc/PID/root`), the system's default libssl, and
-//! binaries the user names with `--ssl-lib`. Attachments are deduplicated by (device, inode)
-//! because a uprobe lives on the file, not on a path or a process.
+//! OpenSSL, as in Node), executables with BoringSSL and no symbols (Bun, Claude Code), rustls
+//! and Go (`crypto/tls`) executables mapped by running processes (host and containers alike,
+//! through `/proc/PID/root`), the system's default libssl, and binaries the user names with
+//! `--ssl-lib`. Attachments are deduplicated by (device, inode) because a uprobe lives on the
+//! file, not on a path or a process.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt as _;
@@ -39,6 +40,9 @@ pub enum TargetKind {
     /// A Go binary: `crypto/tls` hooked at the (eBPF program, file offset) pairs in
     /// [`ProcessTarget::offsets`] (`capture::go_tls`).
     GoTls,
+    /// An executable with BoringSSL and no SSL symbols (Bun, Claude Code): `SSL_write` and
+    /// `SSL_read` located by their error sites (`capture::boringssl`), hooked like OpenSSL's.
+    BoringSsl,
 }
 
 /// One hookable file used by a process.
@@ -85,6 +89,8 @@ pub struct ProcessReport {
     pub reason: Option<String>,
     /// A file of this process that uses rustls but cannot be hooked, and why.
     pub rustls_unhookable: Option<(FileId, String)>,
+    /// An executable of this process with BoringSSL that cannot be hooked, and why.
+    pub boringssl_unhookable: Option<(FileId, String)>,
 }
 
 /// Finds hook targets in running processes; remembers what each file (by inode) contains so
@@ -219,6 +225,21 @@ impl Discovery {
             {
                 report.rustls_unhookable = Some((file, why.clone()));
             }
+            match &info.boringssl {
+                Some(Ok(hooks)) => {
+                    report.targets.push(ProcessTarget {
+                        path: path.clone(),
+                        attach_path,
+                        file,
+                        kind: TargetKind::BoringSsl,
+                        handle: Some(std::sync::Arc::new(handle)),
+                        offsets: hooks.offsets(),
+                    });
+                    continue;
+                }
+                Some(Err(why)) => report.boringssl_unhookable = Some((file, why.clone())),
+                None => {}
+            }
             if info.exports_openssl {
                 let kind = if is_libssl(name) {
                     TargetKind::SharedLibssl
@@ -241,6 +262,8 @@ impl Discovery {
                     Some(why) => format!("Go program ({go}): {why}"),
                     None => format!("Go program ({go}): crypto/tls not hookable"),
                 }
+            } else if let Some((_, why)) = &report.boringssl_unhookable {
+                why.clone()
             } else if let Some((_, why)) = &report.rustls_unhookable {
                 why.clone()
             } else if rustls {
