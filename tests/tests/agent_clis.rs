@@ -71,9 +71,13 @@ fn bun_fetch_and_node_https_yield_the_recorded_spans() {
     let llmtap = LlmtapRun::start(&[]).expect("llmtap starts");
     let mut runs = Vec::new();
     for ((cassette, mode), before) in cases.iter().zip(&baseline) {
-        let outcome =
-            run_client(&mut bun_client(&server, &bun, cassette, mode)).expect("bun runs");
-        assert_eq!(outcome.code, Some(0), "{cassette} {mode}: {}", outcome.stderr);
+        let outcome = run_client(&mut bun_client(&server, &bun, cassette, mode)).expect("bun runs");
+        assert_eq!(
+            outcome.code,
+            Some(0),
+            "{cassette} {mode}: {}",
+            outcome.stderr
+        );
         assert_eq!(
             outcome.visible(),
             before.visible(),
@@ -86,10 +90,18 @@ fn bun_fetch_and_node_https_yield_the_recorded_spans() {
     let (spans, jsonl, log) = llmtap.stop();
     for (cassette, mode, pid) in runs {
         let ours = spans_of(&spans, pid);
-        assert_eq!(ours.len(), 1, "{cassette} {mode}: one span: {ours:#?}\n{log}");
+        assert_eq!(
+            ours.len(),
+            1,
+            "{cassette} {mode}: one span: {ours:#?}\n{log}"
+        );
         let recording = load_json(&cassette_path(cassette)).expect("cassette");
         let diffs = span_differences(ours[0], &recording, "1.1");
-        assert!(diffs.is_empty(), "{cassette} {mode}: {diffs:#?}\n{:#}", ours[0]);
+        assert!(
+            diffs.is_empty(),
+            "{cassette} {mode}: {diffs:#?}\n{:#}",
+            ours[0]
+        );
     }
     assert_key_never_leaks(&jsonl, &log);
 }
@@ -138,7 +150,11 @@ fn claude_code_print_mode_yields_one_span_per_messages_call() {
         .lines()
         .filter(|l| l.contains("no recording for"))
         .count();
-    assert!(messages_calls >= 1, "claude called /v1/messages:\n{}", server.log());
+    assert!(
+        messages_calls >= 1,
+        "claude called /v1/messages:\n{}",
+        server.log()
+    );
     let pid = outcome.pid;
     llmtap.wait_for(|spans| spans_of(spans, pid).len() >= messages_calls);
     // Give any span for the non-LLM calls time to appear before counting.

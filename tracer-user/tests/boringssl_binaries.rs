@@ -46,7 +46,10 @@ fn bun_boringssl_is_located_without_symbols() {
         .expect("BoringSSL recognised")
         .expect("SSL_write/SSL_read located");
     assert_ne!(hooks.write, hooks.read);
-    assert!(hooks.source.ends_with("boringssl/ssl/ssl_lib.cc"), "{hooks:?}");
+    assert!(
+        hooks.source.ends_with("boringssl/ssl/ssl_lib.cc"),
+        "{hooks:?}"
+    );
     eprintln!(
         "bun: SSL_write {:#x}, SSL_read {:#x}, {:?} (inspect {:?})",
         hooks.write,
@@ -85,8 +88,11 @@ fn a_compiled_bun_program_shares_buns_hooks() {
     let dir = std::env::temp_dir().join(format!("llmtap-bun-compile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let script = dir.join("hello.js");
-    std::fs::write(&script, "console.log(await (await fetch('data:,hi')).text());\n")
-        .expect("script");
+    std::fs::write(
+        &script,
+        "console.log(await (await fetch('data:,hi')).text());\n",
+    )
+    .expect("script");
     let exe = dir.join("hello");
     let out = Command::new(&bun)
         .arg("build")

@@ -76,6 +76,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "load",
             crate::bench_load::load(root, &replay, &llmtap, &out_dir),
         ),
+        ("binary_analysis", binary_analysis(root)),
     ] {
         let (value, text) = section.with_context(|| format!("bench section {name}"))?;
         json.insert(name.to_string(), value);
@@ -269,4 +270,70 @@ fn self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
         }
     }
     Ok((cert, key))
+}
+
+/// The executables analysed without symbols, as installed by setup into tests/node_modules.
+const ANALYSED_BINARIES: &[(&str, &str)] = &[
+    ("Bun", "@oven/bun-linux-x64/bin/bun"),
+    ("Claude Code", "@anthropic-ai/claude-code-linux-x64/claude"),
+];
+
+/// Discovery's analysis time for the agent CLIs (BoringSSL located by content): the first
+/// inspection of each file and the cached one after it.
+fn binary_analysis(root: &Path) -> anyhow::Result<(serde_json::Value, String)> {
+    eprintln!("bench: binary analysis");
+    let modules = root.join("tests/node_modules");
+    let paths: Vec<PathBuf> = ANALYSED_BINARIES
+        .iter()
+        .map(|(_, rel)| modules.join(rel))
+        .filter(|p| p.is_file())
+        .collect();
+    if paths.is_empty() {
+        anyhow::bail!(
+            "no agent CLI installed in {}: run `cargo xtask setup`",
+            modules.display()
+        );
+    }
+    let out = std::process::Command::new(crate::cargo_path())
+        .current_dir(root)
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "tracer-user",
+            "--example",
+            "binary_analysis",
+            "--",
+        ])
+        .args(&paths)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!("binary_analysis failed");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut md = String::from(
+        "## Analysis of executables without TLS symbols (once per build)\n\n\
+         | executable | size | first analysis | cached | method |\n|---|---|---|---|---|\n",
+    );
+    for (file, (name, _)) in v["files"].as_array().into_iter().flatten().zip(
+        ANALYSED_BINARIES
+            .iter()
+            .filter(|(_, rel)| modules.join(rel).is_file()),
+    ) {
+        md.push_str(&format!(
+            "| {name} | {:.0} MB | {:.0} ms | {:.2} ms | {} |\n",
+            file["size_mb"].as_f64().unwrap_or(0.0),
+            file["first_ms"].as_f64().unwrap_or(0.0),
+            file["cached_ms"].as_f64().unwrap_or(0.0),
+            file["method"].as_str().unwrap_or(""),
+        ));
+    }
+    md.push_str(
+        "\nThe first analysis runs once per build (build-id and code layout) for the daemon's \
+         lifetime; later processes of the same executable, other copies of it and \
+         `bun build --compile` programs of the same Bun are answered from that cache.\n",
+    );
+    Ok((v, md))
 }

@@ -438,11 +438,18 @@ fn python_sdks_ok() -> bool {
             .is_ok_and(|o| o.status.success())
 }
 
-/// The npm `openai` SDK, from tests/package-lock.json.
+/// What tests/package-lock.json installs: the npm `openai` SDK, Bun, and the agent CLIs
+/// with their native linux-x64 executables (optional dependencies npm picks per platform).
+const NODE_PACKAGE_FILES: &[&str] = &[
+    "openai/package.json",
+    "@oven/bun-linux-x64/bin/bun",
+    "@anthropic-ai/claude-code-linux-x64/claude",
+    "@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex",
+];
+
 fn node_sdk_ok() -> bool {
-    workspace_root()
-        .join("tests/node_modules/openai/package.json")
-        .is_file()
+    let modules = workspace_root().join("tests/node_modules");
+    NODE_PACKAGE_FILES.iter().all(|f| modules.join(f).is_file())
 }
 
 fn ensure_sdk_clients() -> anyhow::Result<()> {
@@ -469,10 +476,17 @@ fn ensure_sdk_clients() -> anyhow::Result<()> {
         }
     }
     if !node_sdk_ok() {
-        eprintln!("xtask setup: installing the npm openai SDK into tests/node_modules");
+        eprintln!(
+            "xtask setup: installing the npm openai SDK, Bun, Claude Code and Codex into tests/node_modules"
+        );
         run(Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(workspace_root().join("tests")))?;
+        if !node_sdk_ok() {
+            bail!(
+                "npm ci in tests/ did not install every package the tests run: {NODE_PACKAGE_FILES:?}"
+            );
+        }
     }
     Ok(())
 }

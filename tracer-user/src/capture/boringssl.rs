@@ -91,9 +91,9 @@ impl<'a> Image<'a> {
     }
 
     fn segment_of(&self, vaddr: u64) -> Option<&Segment<'a>> {
-        self.segments.iter().find(|s| {
-            vaddr >= s.vaddr && vaddr - s.vaddr < s.data.len() as u64
-        })
+        self.segments
+            .iter()
+            .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.data.len() as u64)
     }
 
     /// File offset of a virtual address (through its `PT_LOAD`): a uprobe takes a file
@@ -114,7 +114,9 @@ impl<'a> Image<'a> {
 
     fn byte_at(&self, vaddr: u64) -> Option<u8> {
         let seg = self.segment_of(vaddr)?;
-        seg.data.get(usize::try_from(vaddr - seg.vaddr).ok()?).copied()
+        seg.data
+            .get(usize::try_from(vaddr - seg.vaddr).ok()?)
+            .copied()
     }
 }
 
@@ -166,8 +168,10 @@ pub fn locate(image: &Image<'_>) -> Option<Result<BoringSslHooks, String>> {
 /// Results remembered per build (build-id and code layout), across files: a `bun build
 /// --compile` program carries Bun's code unchanged, and Claude Code's 400 MB executable is
 /// installed under two names; each build is analysed once per daemon.
-static CACHE: std::sync::Mutex<Vec<(BuildKey, Option<Result<BoringSslHooks, String>>)>> =
-    std::sync::Mutex::new(Vec::new());
+static CACHE: std::sync::Mutex<Vec<(BuildKey, Located)>> = std::sync::Mutex::new(Vec::new());
+
+/// What [`locate`] answers for one file.
+type Located = Option<Result<BoringSslHooks, String>>;
 /// Builds remembered at most (oldest forgotten first).
 const CACHE_MAX: usize = 64;
 
@@ -468,9 +472,12 @@ fn starts_function(image: &Image<'_>, vaddr: u64, reference: EntryReference) -> 
 /// `jmp rel32`, and addresses loaded by `lea r64, [rip+disp32]` or `mov r32, imm32`.
 fn entry_references(image: &Image<'_>, windows: &[(u64, u64)]) -> HashMap<u64, EntryReference> {
     let in_window = |t: u64| {
-        t % 16 == 0 && {
+        t.is_multiple_of(16) && {
             let i = windows.partition_point(|(lo, _)| *lo <= t);
-            windows[..i].iter().rev().any(|(lo, hi)| *lo <= t && t <= *hi)
+            windows[..i]
+                .iter()
+                .rev()
+                .any(|(lo, hi)| *lo <= t && t <= *hi)
         }
     };
     let mut out: HashMap<u64, EntryReference> = HashMap::new();
@@ -589,13 +596,7 @@ mod tests {
         for (sites, filler) in functions {
             let at = TEXT_VA + code.len() as u64;
             starts.push(at);
-            code.extend(function(
-                (RODATA_VA + 8) as u32,
-                sites,
-                *filler,
-                lea,
-                at,
-            ));
+            code.extend(function((RODATA_VA + 8) as u32, sites, *filler, lea, at));
             let padded = code.len().next_multiple_of(16);
             code.resize(padded, PADDING);
         }
@@ -638,11 +639,11 @@ mod tests {
     /// far after `SSL_write` (lines 953-979), with other ssl_lib.cc functions around.
     fn bun_like() -> Vec<(&'static [(u32, u32)], usize)> {
         vec![
-            (&[(0xba, 394)], 30),                                 // some other function
+            (&[(0xba, 394)], 30), // some other function
             (&[(0x42, 953), (0xe2, 958), (0xd7, 973), (0x6f, 979)], 40), // SSL_write
-            (&[(0xe2, 837), (0xd7, 870)], 8),                     // ssl_read_impl
-            (&[(0x42, 697), (0x12b, 702)], 0),                    // a QUIC function
-            (&[(0x42, 931)], 20),                                 // SSL_read
+            (&[(0xe2, 837), (0xd7, 870)], 8), // ssl_read_impl
+            (&[(0x42, 697), (0x12b, 702)], 0), // a QUIC function
+            (&[(0x42, 931)], 20), // SSL_read
         ]
     }
 
@@ -673,7 +674,9 @@ mod tests {
         fns.push((&[(0xe2, 958), (0xd7, 973), (0x6f, 979)], 4));
         let t = text(&fns, false);
         let ro = rodata();
-        let err = locate(&image(&t.code, &ro)).expect("BoringSSL").unwrap_err();
+        let err = locate(&image(&t.code, &ro))
+            .expect("BoringSSL")
+            .unwrap_err();
         assert!(err.contains("2 functions look like SSL_write"), "{err}");
     }
 
@@ -683,7 +686,9 @@ mod tests {
         fns[4] = (&[(0x42, 500)], 20);
         let t = text(&fns, false);
         let ro = rodata();
-        let err = locate(&image(&t.code, &ro)).expect("BoringSSL").unwrap_err();
+        let err = locate(&image(&t.code, &ro))
+            .expect("BoringSSL")
+            .unwrap_err();
         assert!(err.contains("SSL_read"), "{err}");
     }
 
@@ -694,7 +699,9 @@ mod tests {
         let t = text(&fns, false);
         assert_ne!(t.code[(t.starts[1] - TEXT_VA - 1) as usize], PADDING);
         let ro = rodata();
-        let hooks = locate(&image(&t.code, &ro)).expect("BoringSSL").expect("located");
+        let hooks = locate(&image(&t.code, &ro))
+            .expect("BoringSSL")
+            .expect("located");
         assert_eq!(hooks.write, t.starts[1] - TEXT_VA + 0x1000);
     }
 
