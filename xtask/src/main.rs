@@ -439,10 +439,15 @@ fn python_sdks_ok() -> bool {
 }
 
 /// The npm `openai` SDK, from tests/package-lock.json.
+/// The tests' npm folder: the openai SDK and the Codex CLI (pinned in tests/package.json; its
+/// native binary comes in the optional platform package, no install script needed).
 fn node_sdk_ok() -> bool {
-    workspace_root()
-        .join("tests/node_modules/openai/package.json")
-        .is_file()
+    let modules = workspace_root().join("tests/node_modules");
+    modules.join("openai/package.json").is_file()
+        && (!cfg!(all(target_os = "linux", target_arch = "x86_64"))
+            || modules
+                .join("@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex")
+                .is_file())
 }
 
 fn ensure_sdk_clients() -> anyhow::Result<()> {
@@ -469,7 +474,9 @@ fn ensure_sdk_clients() -> anyhow::Result<()> {
         }
     }
     if !node_sdk_ok() {
-        eprintln!("xtask setup: installing the npm openai SDK into tests/node_modules");
+        eprintln!(
+            "xtask setup: installing the npm openai SDK and Codex CLI into tests/node_modules"
+        );
         run(Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(workspace_root().join("tests")))?;

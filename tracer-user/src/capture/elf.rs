@@ -41,6 +41,9 @@ pub struct ElfInfo {
     pub rustls_hooks: Vec<(&'static str, u64)>,
     /// Why a binary that uses rustls cannot be hooked (stripped, functions inlined).
     pub rustls_unhookable: Option<String>,
+    /// rustls binaries without usable symbols: aws-lc's AEAD functions found by content
+    /// (`capture::awslc`), or why they could not be; `None` when aws-lc is absent.
+    pub aead: Option<Result<super::awslc::AeadHooks, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +103,17 @@ pub fn inspect_file(file: File, full_symtab: bool) -> Result<ElfInfo, ElfError> 
         info.rustls |= !rustls.hooks.is_empty() || rustls.unhookable.is_some();
         info.rustls_hooks = rustls.hooks;
         info.rustls_unhookable = rustls.unhookable;
+        if info.rustls_hooks.is_empty() && info.rustls_unhookable.is_some() && !info.exports_openssl
+        {
+            let started = std::time::Instant::now();
+            let found = super::awslc::find_hooks(&super::awslc::Image::from_elf(&elf));
+            log::debug!(
+                "aws-lc AEAD search over {} MB took {:?}: {found:?}",
+                data.len() >> 20,
+                started.elapsed()
+            );
+            info.aead = found.transpose();
+        }
     }
     if let Some(section) = elf.section_by_name(".go.buildinfo") {
         let data = section.data().ok();

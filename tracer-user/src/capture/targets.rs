@@ -39,6 +39,10 @@ pub enum TargetKind {
     /// A Go binary: `crypto/tls` hooked at the (eBPF program, file offset) pairs in
     /// [`ProcessTarget::offsets`] (`capture::go_tls`).
     GoTls,
+    /// A stripped Rust binary whose rustls uses aws-lc: its AEAD seal/open functions, found by
+    /// content, hooked at the (eBPF program, file offset) pairs in [`ProcessTarget::offsets`]
+    /// (`capture::awslc`).
+    AwsLcAead,
 }
 
 /// One hookable file used by a process.
@@ -205,6 +209,17 @@ impl Discovery {
                 Some(Err(reason)) if is_exe => go_unhookable = Some(reason.clone()),
                 _ => {}
             }
+            if let Some(Ok(hooks)) = &info.aead {
+                report.targets.push(ProcessTarget {
+                    path: path.clone(),
+                    attach_path,
+                    file,
+                    kind: TargetKind::AwsLcAead,
+                    handle: Some(std::sync::Arc::new(handle)),
+                    offsets: hooks.probes(),
+                });
+                continue;
+            }
             if !info.rustls_hooks.is_empty() {
                 report.targets.push(ProcessTarget {
                     path: path.clone(),
@@ -217,7 +232,11 @@ impl Discovery {
             } else if let Some(why) = &info.rustls_unhookable
                 && !info.exports_openssl
             {
-                report.rustls_unhookable = Some((file, why.clone()));
+                let why = match &info.aead {
+                    Some(Err(aead)) => format!("{why}; aws-lc AEAD fallback: {aead}"),
+                    _ => why.clone(),
+                };
+                report.rustls_unhookable = Some((file, why));
             }
             if info.exports_openssl {
                 let kind = if is_libssl(name) {
