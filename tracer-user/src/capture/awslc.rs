@@ -253,7 +253,7 @@ pub fn find_hooks(image: &Image<'_>) -> Result<Option<AeadHooks>, String> {
     if sites.is_empty() {
         return Err("aws-lc found, but no code refers to its AEAD source path".to_string());
     }
-    let (entries, entries_from) = match image.eh_frame_hdr.and_then(|h| EhFrameTable::parse(h)) {
+    let (entries, entries_from) = match image.eh_frame_hdr.and_then(EhFrameTable::parse) {
         Some(table) => (
             sites
                 .iter()
@@ -631,7 +631,7 @@ mod tests {
     }
 
     fn function(code: &mut Vec<u8>, path: u64, reasons: &[u32], push_pop: bool) -> u64 {
-        while code.len() % 16 != 0 {
+        while !code.len().is_multiple_of(16) {
             code.push(0xcc);
         }
         let entry = TEXT + code.len() as u64;
@@ -672,18 +672,14 @@ mod tests {
         let ro = rodata();
         let path = RODATA + 0x40;
         let mut code = Vec::new();
-        let mut entries = Vec::new();
         // init, seal, seal_scatter, open (with open_gather's sites inlined), open_gather.
-        entries.push(function(&mut code, path, &[120, 124], push_pop));
-        entries.push(function(&mut code, path, &[117, 103, 115], push_pop));
-        entries.push(function(&mut code, path, &[112, 115], push_pop));
-        entries.push(function(
-            &mut code,
-            path,
-            &[115, 101, 103, 115, 104],
-            push_pop,
-        ));
-        entries.push(function(&mut code, path, &[115, 104], push_pop));
+        let entries = vec![
+            function(&mut code, path, &[120, 124], push_pop),
+            function(&mut code, path, &[117, 103, 115], push_pop),
+            function(&mut code, path, &[112, 115], push_pop),
+            function(&mut code, path, &[115, 101, 103, 115, 104], push_pop),
+            function(&mut code, path, &[115, 104], push_pop),
+        ];
         Built {
             ro,
             code,
