@@ -12,6 +12,7 @@
 
 use core::ffi::c_void;
 
+mod aead;
 mod go_tls;
 mod rustls;
 
@@ -519,12 +520,14 @@ fn on_tcp_io(sk: u64) {
 #[raw_tracepoint(tracepoint = "sock_send_length")]
 pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
     on_tcp_io(ctx.arg::<u64>(0));
+    aead::on_tcp_send(ctx.arg::<u64>(0));
     0
 }
 
 #[raw_tracepoint(tracepoint = "sock_recv_length")]
 pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     on_tcp_io(ctx.arg::<u64>(0));
+    aead::on_tcp_recv(ctx.arg::<u64>(0));
     0
 }
 
@@ -533,12 +536,14 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
 #[fentry(function = "tcp_sendmsg")]
 pub fn tcp_sendmsg_entry(ctx: FEntryContext) -> i32 {
     on_tcp_io(ctx.arg::<u64>(0));
+    aead::on_tcp_send(ctx.arg::<u64>(0));
     0
 }
 
 #[fentry(function = "tcp_recvmsg")]
 pub fn tcp_recvmsg_entry(ctx: FEntryContext) -> i32 {
     on_tcp_io(ctx.arg::<u64>(0));
+    aead::on_tcp_recv(ctx.arg::<u64>(0));
     0
 }
 

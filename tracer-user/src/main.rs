@@ -238,11 +238,15 @@ fn print_targets(pids: &[u32], all: bool) -> anyhow::Result<()> {
                 llmtap::capture::targets::TargetKind::Rustls => "hook (rustls)",
                 llmtap::capture::targets::TargetKind::GoTls => "hook (go tls)",
                 llmtap::capture::targets::TargetKind::BoringSsl => "hook (boringssl)",
+                llmtap::capture::targets::TargetKind::AwsLcAead => "hook (aws-lc)",
             };
             let version = match (&target.kind, &report.go_version) {
                 (llmtap::capture::targets::TargetKind::GoTls, Some(go)) => format!(" ({go})"),
                 (llmtap::capture::targets::TargetKind::BoringSsl, _) => {
                     " (no symbols: SSL_write/SSL_read located by their error sites)".to_string()
+                }
+                (llmtap::capture::targets::TargetKind::AwsLcAead, _) => {
+                    " (stripped rustls: aws-lc AEAD seal/open found by error sites)".to_string()
                 }
                 _ => String::new(),
             };

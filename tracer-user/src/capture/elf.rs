@@ -45,6 +45,9 @@ pub struct ElfInfo {
     /// Executables with BoringSSL and no SSL symbols (Bun, Claude Code): where `SSL_write` and
     /// `SSL_read` are (`capture::boringssl`), or why they could not be told apart.
     pub boringssl: Option<Result<super::boringssl::BoringSslHooks, String>>,
+    /// rustls binaries without usable symbols: aws-lc's AEAD functions found by content
+    /// (`capture::awslc`), or why they could not be; `None` when aws-lc is absent.
+    pub aead: Option<Result<super::awslc::AeadHooks, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +107,17 @@ pub fn inspect_file(file: File, full_symtab: bool) -> Result<ElfInfo, ElfError> 
         info.rustls |= !rustls.hooks.is_empty() || rustls.unhookable.is_some();
         info.rustls_hooks = rustls.hooks;
         info.rustls_unhookable = rustls.unhookable;
+        if info.rustls_hooks.is_empty() && info.rustls_unhookable.is_some() && !info.exports_openssl
+        {
+            let started = std::time::Instant::now();
+            let found = super::awslc::find_hooks(&super::awslc::Image::from_elf(&elf));
+            log::debug!(
+                "aws-lc AEAD search over {} MB took {:?}: {found:?}",
+                data.len() >> 20,
+                started.elapsed()
+            );
+            info.aead = found.transpose();
+        }
     }
     let go = elf.section_by_name(".go.buildinfo").is_some();
     if full_symtab && !info.exports_openssl && !go {

@@ -4,6 +4,7 @@
 //! losses into explicit gaps. Everything that needs privileges (loading, attaching, reading the
 //! ring buffer) lives in the submodules behind `Tracer`.
 
+pub mod awslc;
 pub mod boringssl;
 pub mod elf;
 pub mod event;

@@ -162,6 +162,13 @@ impl CaptureSession {
                     &super::rustls::probes(&target.offsets),
                     functions,
                 )
+            } else if target.kind == targets::TargetKind::AwsLcAead {
+                self.tracer.attach_offsets(
+                    &target.io_path(),
+                    &target.attach_path,
+                    &target.offsets,
+                    super::awslc::functions(&target.offsets),
+                )
             } else if target.kind == targets::TargetKind::GoTls {
                 self.tracer.attach_offsets(
                     &target.io_path(),

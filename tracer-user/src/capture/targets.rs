@@ -43,6 +43,10 @@ pub enum TargetKind {
     /// An executable with BoringSSL and no SSL symbols (Bun, Claude Code): `SSL_write` and
     /// `SSL_read` located by their error sites (`capture::boringssl`), hooked like OpenSSL's.
     BoringSsl,
+    /// A stripped Rust binary whose rustls uses aws-lc: its AEAD seal/open functions, found by
+    /// content, hooked at the (eBPF program, file offset) pairs in [`ProcessTarget::offsets`]
+    /// (`capture::awslc`).
+    AwsLcAead,
 }
 
 /// One hookable file used by a process.
@@ -211,6 +215,17 @@ impl Discovery {
                 Some(Err(reason)) if is_exe => go_unhookable = Some(reason.clone()),
                 _ => {}
             }
+            if let Some(Ok(hooks)) = &info.aead {
+                report.targets.push(ProcessTarget {
+                    path: path.clone(),
+                    attach_path,
+                    file,
+                    kind: TargetKind::AwsLcAead,
+                    handle: Some(std::sync::Arc::new(handle)),
+                    offsets: hooks.probes(),
+                });
+                continue;
+            }
             if !info.rustls_hooks.is_empty() {
                 report.targets.push(ProcessTarget {
                     path: path.clone(),
@@ -223,7 +238,11 @@ impl Discovery {
             } else if let Some(why) = &info.rustls_unhookable
                 && !info.exports_openssl
             {
-                report.rustls_unhookable = Some((file, why.clone()));
+                let why = match &info.aead {
+                    Some(Err(aead)) => format!("{why}; aws-lc AEAD fallback: {aead}"),
+                    _ => why.clone(),
+                };
+                report.rustls_unhookable = Some((file, why));
             }
             match &info.boringssl {
                 Some(Ok(hooks)) => {

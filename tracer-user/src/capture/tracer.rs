@@ -270,6 +270,7 @@ impl Tracer {
             .iter()
             .chain(super::rustls::PROGRAMS)
             .chain(super::go_tls::PROGRAMS)
+            .chain(super::awslc::PROGRAMS)
         {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
