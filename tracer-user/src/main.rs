@@ -136,7 +136,7 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     let mut exporters = Exporters::with_options(&args.export, options)
         .await
         .context("setting up the exporters")?;
-    let session = CaptureSession::start(&args.capture).context("starting capture")?;
+    let session = CaptureSession::start(&args.capture.session_config()).context("starting capture")?;
     log::info!(
         "tracing LLM calls through {} hooked file(s); Ctrl-C to stop",
         session.tracer.attached_paths().count()
@@ -174,7 +174,7 @@ async fn run_capture(
     format: CaptureFormat,
     preview_bytes: usize,
 ) -> anyhow::Result<()> {
-    let mut session = CaptureSession::start(&args).context("starting capture")?;
+    let mut session = CaptureSession::start(&args.session_config()).context("starting capture")?;
     log::info!(
         "capturing TLS plaintext from {} hooked file(s); Ctrl-C to stop",
         session.tracer.attached_paths().count()

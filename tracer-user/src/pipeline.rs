@@ -20,8 +20,9 @@
 
 use std::collections::HashMap;
 
-use crate::capture::StreamEvent;
-use crate::connection::{AbortReason, ConnectionConfig, ConnectionTracker, ExchangeKey, HttpEvent};
+use crate::connection::{ConnectionConfig, ConnectionTracker};
+use crate::flow::StreamEvent;
+use crate::http::{AbortReason, ExchangeKey, HttpEvent};
 use crate::genai::{CallBuilder, CallConfig, CallRecord, ProcessRef, identify};
 
 /// Every knob of the pipeline. Defaults suit a host tracer: content capture and token

@@ -36,7 +36,7 @@ use opentelemetry_sdk::{
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
-    attributes::{Attributes, keys},
+    attributes::{Attributes, from_strings, keys},
     metrics::{GenAiMetrics, HealthSnapshot},
     resource::{ProcessResource, SDK_NAME},
     span::{CallSpan, SpanStatus},
@@ -376,7 +376,7 @@ impl OtlpPipeline {
             .resource
             .kubernetes
             .as_ref()
-            .map(|pod| pod.metric_attributes())
+            .map(|pod| from_strings(pod.metric_attributes()))
             .unwrap_or_default();
         self.metrics.record_call(record, &workload);
         if self.queue.try_send(span).is_err() {

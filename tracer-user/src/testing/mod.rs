@@ -7,7 +7,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::capture::{Comm, ConnectionId, Direction, StreamChunk, StreamEvent};
+use crate::flow::{Comm, ConnectionId, Direction, StreamChunk, StreamEvent};
 use crate::http::body::encode_chunked;
 
 #[derive(Debug, thiserror::Error)]
@@ -302,5 +302,4 @@ pub fn cassette_events(c: &Cassette, opts: &ReplayOptions) -> Vec<StreamEvent> {
 }
 
 /// The same exchanges over HTTP/2 (test-only encoder).
-#[path = "testing_h2.rs"]
 pub mod h2;
