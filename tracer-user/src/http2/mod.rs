@@ -952,5 +952,3 @@ fn decode_block(
     Ok(f)
 }
 
-#[cfg(test)]
-mod tests;

@@ -327,5 +327,8 @@ impl Pipeline {
 }
 
 #[cfg(test)]
-#[path = "pipeline_tests.rs"]
 mod tests;
+
+/// HTTP/2 connections through the whole pipeline (many streams, resets, GOAWAY, lost HPACK).
+#[cfg(test)]
+mod h2_tests;
