@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::capture::{SessionConfig, TracerConfig};
 use crate::capture::tracer::DEFAULT_RING_BUFFER_BYTES;
+use crate::capture::{SessionConfig, TracerConfig};
 use tracer_common::DEFAULT_MAX_CAPTURE_BYTES;
 
 /// What to hook and how much to copy.

@@ -136,7 +136,8 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     let mut exporters = Exporters::with_options(&args.export, options)
         .await
         .context("setting up the exporters")?;
-    let session = CaptureSession::start(&args.capture.session_config()).context("starting capture")?;
+    let session =
+        CaptureSession::start(&args.capture.session_config()).context("starting capture")?;
     log::info!(
         "tracing LLM calls through {} hooked file(s); Ctrl-C to stop",
         session.tracer.attached_paths().count()

@@ -29,7 +29,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Stage 4: call records → spans, metrics, console, JSON lines.
     ("export", &["genai", "k8s", "host"]),
     // Runs the stages after capture on recorded or live events.
-    ("pipeline", &["flow", "http", "connection", "sse", "genai", "testing"]),
+    (
+        "pipeline",
+        &["flow", "http", "connection", "sse", "genai", "testing"],
+    ),
     // The binary's building blocks: command-line options, checks, the capture-to-export loop.
     ("cli", &["capture", "pipeline"]),
     ("doctor", &["capture"]),
@@ -53,7 +56,11 @@ fn imports_follow_the_stage_order() {
     let allowed = allowed_table();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let files = rust_files(&src);
-    assert!(files.len() > 20, "found only {} files in {src:?}", files.len());
+    assert!(
+        files.len() > 20,
+        "found only {} files in {src:?}",
+        files.len()
+    );
 
     let mut modules = BTreeSet::new();
     let mut violations = Vec::new();
@@ -230,7 +237,9 @@ fn edges(file: &str, module_path: &[String], text: &str) -> Vec<Edge> {
                     inline.push((depth + 1, name.clone()));
                 }
             }
-            Token::Ident(kw) if kw == "crate" && tokens.get(i + 1).map(|t| &t.0) == Some(&Token::PathSep) => {
+            Token::Ident(kw)
+                if kw == "crate" && tokens.get(i + 1).map(|t| &t.0) == Some(&Token::PathSep) =>
+            {
                 for (to, l) in path_heads(&tokens, i + 2) {
                     edge(&to, l.max(*line));
                 }

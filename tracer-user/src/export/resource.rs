@@ -109,7 +109,6 @@ pub fn container_id_from_cgroup(cgroup: &str) -> Option<String> {
     found
 }
 
-
 /// Reads process resources from a `/proc` tree, caching up to `capacity` pids.
 #[derive(Debug)]
 pub struct ProcessResources {
@@ -467,7 +466,9 @@ pub(crate) mod tests {
                 // guaranteed QoS has no QoS slice
                 format!("0::/kubepods.slice/kubepods-pod{underscored}.slice/crio-{id}.scope"),
                 // seen from llmtap's own cgroup namespace
-                format!("0::/../../kubepods-besteffort-pod{underscored}.slice/cri-containerd-{id}.scope"),
+                format!(
+                    "0::/../../kubepods-besteffort-pod{underscored}.slice/cri-containerd-{id}.scope"
+                ),
                 // systemd "slice:prefix:name" form
                 format!(
                     "0::/system.slice/containerd.service/kubepods-burstable-pod{underscored}.slice:cri-containerd:{id}"
@@ -508,7 +509,8 @@ pub(crate) mod tests {
                 &cgroup,
             );
             let k8s = K8sMetadata::new("node-1");
-            let mut resources = ProcessResources::new(&root, None).with_kubernetes(Some(k8s.clone()));
+            let mut resources =
+                ProcessResources::new(&root, None).with_kubernetes(Some(k8s.clone()));
             let process = ProcessRef {
                 pid: 515,
                 tid: 515,

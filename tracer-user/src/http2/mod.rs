@@ -951,4 +951,3 @@ fn decode_block(
         .map_err(BlockError::Hpack)?;
     Ok(f)
 }
-

@@ -1,8 +1,8 @@
+use super::{Pipeline, PipelineConfig, PipelineStats};
 use crate::flow::{Direction, StreamEvent};
 use crate::genai::CallRecord;
 use crate::testing::h2::{H2Session, goaway, ping, rst_stream};
 use crate::testing::{Cassette, ReplayOptions, cassette_dir, load_cassette};
-use super::{Pipeline, PipelineConfig, PipelineStats};
 
 fn cassette(name: &str) -> Cassette {
     load_cassette(&cassette_dir().join(format!("{name}.json"))).expect("cassette")

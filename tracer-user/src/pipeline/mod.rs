@@ -22,8 +22,8 @@ use std::collections::HashMap;
 
 use crate::connection::{ConnectionConfig, ConnectionTracker};
 use crate::flow::StreamEvent;
-use crate::http::{AbortReason, ExchangeKey, HttpEvent};
 use crate::genai::{CallBuilder, CallConfig, CallRecord, ProcessRef, identify};
+use crate::http::{AbortReason, ExchangeKey, HttpEvent};
 
 /// Every knob of the pipeline. Defaults suit a host tracer: content capture and token
 /// estimation off, memory bounded per connection and per call.
