@@ -120,6 +120,14 @@ pub fn from_strings(pairs: Vec<(&'static str, String)>) -> Attributes {
         .collect()
 }
 
+/// The attributes as OpenTelemetry key-values (spans, resources and metric points alike).
+pub fn to_key_values(attributes: &Attributes) -> Vec<opentelemetry::KeyValue> {
+    attributes
+        .iter()
+        .map(|(k, v)| opentelemetry::KeyValue::new(*k, v.to_otel()))
+        .collect()
+}
+
 /// Looks up an attribute by key.
 pub fn find<'a>(attributes: &'a Attributes, key: &str) -> Option<&'a AttrValue> {
     attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| v)

@@ -236,6 +236,51 @@ impl Default for ReplayOptions {
     }
 }
 
+impl ReplayOptions {
+    /// Every write and read one byte, transfers in 7-byte pieces: the hardest split.
+    pub fn one_byte_at_a_time() -> Self {
+        ReplayOptions {
+            write_size: 1,
+            read_size: 1,
+            transfer_chunk_size: 7,
+            step_ns: 1_000,
+            ..ReplayOptions::default()
+        }
+    }
+}
+
+/// Fewer cassettes than this in `cassette_dir()` means they were not found, not that the
+/// recordings shrank.
+const MIN_CASSETTES: usize = 49;
+
+/// Runs `check` on every cassette of `cassette_dir()`, then fails listing each one that did
+/// not pass.
+pub fn check_every_cassette(check: impl FnMut(&Cassette) -> Result<(), String>) {
+    let cassettes = load_all(&cassette_dir()).expect("cassettes load");
+    assert!(
+        cassettes.len() >= MIN_CASSETTES,
+        "found {} cassettes",
+        cassettes.len()
+    );
+    assert_no_failures(
+        cassettes
+            .iter()
+            .map(check)
+            .filter_map(Result::err)
+            .collect(),
+    );
+}
+
+/// Fails listing every failure, if there is any.
+pub fn assert_no_failures(failures: Vec<String>) {
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// A kernel `comm` from a name (cut to 15 bytes).
 pub fn comm(name: &str) -> Comm {
     let mut c = Comm::default();
