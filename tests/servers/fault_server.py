@@ -16,9 +16,10 @@ import argparse
 import json
 import socket
 import ssl
-import threading
 import time
 from urllib.parse import parse_qs, urlsplit
+
+from tls_accept import serve_forever
 
 MODEL = "gpt-4o-mini-2024-07-18"
 
@@ -153,22 +154,7 @@ def main():
     parser.add_argument("--key", required=True)
     parser.add_argument("--events", type=int, default=5)
     args = parser.parse_args()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(args.cert, args.key)
-    ctx.set_alpn_protocols(["http/1.1"])
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    print(sock.getsockname()[1], flush=True)
-    while True:
-        raw, _ = sock.accept()
-        try:
-            conn = ctx.wrap_socket(raw, server_side=True)
-        except (OSError, ssl.SSLError):
-            raw.close()
-            continue
-        threading.Thread(target=serve, args=(conn, args.events), daemon=True).start()
+    serve_forever(args.cert, args.key, serve, args.events)
 
 
 if __name__ == "__main__":

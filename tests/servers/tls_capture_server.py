@@ -11,9 +11,9 @@ Logs: <log-dir>/conn-<i>.in (bytes received) and conn-<i>.out (bytes sent).
 import argparse
 import itertools
 import os
-import socket
 import ssl
-import threading
+
+from tls_accept import serve_forever
 
 COUNTER = itertools.count()
 
@@ -93,22 +93,7 @@ def main() -> None:
     parser.add_argument("--key", required=True)
     parser.add_argument("--log-dir", required=True)
     args = parser.parse_args()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(args.cert, args.key)
-    ctx.set_alpn_protocols(["http/1.1"])
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    print(sock.getsockname()[1], flush=True)
-    while True:
-        raw, _ = sock.accept()
-        try:
-            conn = ctx.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError):
-            raw.close()
-            continue
-        threading.Thread(target=serve, args=(conn, args.log_dir), daemon=True).start()
+    serve_forever(args.cert, args.key, serve, args.log_dir)
 
 
 if __name__ == "__main__":

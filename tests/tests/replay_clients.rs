@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use llmtap::testing::assert_no_failures;
 use llmtap_tests::replay::{
     ClientOutcome, LlmtapRun, PLANTED_API_KEY, ReplayServer, curl_command, https_cassettes,
     load_json, node_sdk_command, python_sdk_command, sdk_clients_missing, span_differences,
@@ -163,15 +164,6 @@ fn run_parallel<T: Send>(cases: &[Case], run: &(impl Fn(&Case) -> T + Sync)) -> 
         });
     }
     out
-}
-
-fn assert_no_failures(failures: Vec<String>) {
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
 }
 
 #[test]

@@ -185,20 +185,57 @@ fn on_entry(ctx: &ProbeContext, dir: u8) {
 /// Emits the plaintext of a finished call of `len` bytes.
 #[inline(always)]
 fn emit_call(pid_tgid: u64, call: &InflightCall, len: u64) {
+    let Some((header, captured)) = begin_call(
+        pid_tgid,
+        call.conn_id,
+        call.direction,
+        call.ts_entry_ns,
+        len,
+    ) else {
+        return;
+    };
+    let mut state = EmitLoop {
+        header,
+        buf: call.buf,
+        captured,
+    };
+    let chunks = captured.div_ceil(CHUNK_DATA_MAX as u64) as u32;
+    // SAFETY: `emit_chunk` matches the callback ABI and `state` outlives the loop.
+    unsafe {
+        bpf_loop(
+            chunks,
+            emit_chunk as *mut c_void,
+            (&mut state as *mut EmitLoop).cast(),
+            0,
+        )
+    };
+}
+
+/// Starts the records of a finished call of `len` bytes, whatever the TLS library: counts the
+/// call, takes its place in the stream and caps what is copied. Returns the header every
+/// chunk shares and the bytes to copy; `None` for an empty call.
+#[inline(always)]
+pub(crate) fn begin_call(
+    pid_tgid: u64,
+    conn_id: u64,
+    dir: u8,
+    ts_entry_ns: u64,
+    len: u64,
+) -> Option<(EventHeader, u64)> {
     count(counter::CALLS, 1);
     if len == 0 {
-        return;
+        return None;
     }
     let pid = (pid_tgid >> 32) as u32;
     let key = StreamKey {
-        conn_id: call.conn_id,
+        conn_id,
         pid,
-        direction: call.direction as u32,
+        direction: dir as u32,
     };
     let stream_pos = match STREAM_POS.get_ptr_mut(&key) {
         Some(pos) => {
-            // SAFETY: valid map value pointer; a race with another thread of the same stream
-            // only happens for concurrent calls on one SSL*, which OpenSSL forbids.
+            // SAFETY: valid map value pointer; a stream has one writer at a time (OpenSSL
+            // forbids concurrent calls on one SSL*, rustls takes `&mut self`).
             unsafe {
                 let start = *pos;
                 *pos = start + len;
@@ -216,38 +253,25 @@ fn emit_call(pid_tgid: u64, call: &InflightCall, len: u64) {
     if captured < len {
         count(counter::TRUNCATED_CALLS, 1);
     }
-    let mut state = EmitLoop {
-        header: EventHeader {
-            kind: event_kind::DATA,
-            direction: call.direction,
-            flags: 0,
-            _reserved: 0,
-            data_len: 0,
-            pid,
-            tid: pid_tgid as u32,
-            conn_id: call.conn_id,
-            ts_entry_ns: call.ts_entry_ns,
-            // SAFETY: helper without side effects.
-            ts_return_ns: unsafe { bpf_ktime_get_ns() },
-            call_len: len,
-            offset: 0,
-            stream_pos,
-            uncaptured_len: len - captured,
-            comm: current_comm(),
-        },
-        buf: call.buf,
-        captured,
+    let header = EventHeader {
+        kind: event_kind::DATA,
+        direction: dir,
+        flags: 0,
+        _reserved: 0,
+        data_len: 0,
+        pid,
+        tid: pid_tgid as u32,
+        conn_id,
+        ts_entry_ns,
+        // SAFETY: helper without side effects.
+        ts_return_ns: unsafe { bpf_ktime_get_ns() },
+        call_len: len,
+        offset: 0,
+        stream_pos,
+        uncaptured_len: len - captured,
+        comm: current_comm(),
     };
-    let chunks = captured.div_ceil(CHUNK_DATA_MAX as u64) as u32;
-    // SAFETY: `emit_chunk` matches the callback ABI and `state` outlives the loop.
-    unsafe {
-        bpf_loop(
-            chunks,
-            emit_chunk as *mut c_void,
-            (&mut state as *mut EmitLoop).cast(),
-            0,
-        )
-    };
+    Some((header, captured))
 }
 
 #[inline(never)]
@@ -262,24 +286,40 @@ extern "C" fn emit_chunk(index: u32, ctx: *mut c_void) -> i64 {
     if n > CHUNK_DATA_MAX as u64 {
         n = CHUNK_DATA_MAX as u64;
     }
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+    if !emit_chunk_record(&state.header, offset, n, state.captured, state.buf + offset) {
         return 1;
+    }
+    0
+}
+
+/// Copies `n <= CHUNK_DATA_MAX` bytes from user address `src`, the call's bytes at `offset`
+/// of `captured`, into one record and outputs it (a failed copy or a full ring buffer is
+/// counted). `false` when there is no scratch buffer: stop emitting.
+#[inline(always)]
+pub(crate) fn emit_chunk_record(
+    call: &EventHeader,
+    offset: u64,
+    n: u64,
+    captured: u64,
+    src: u64,
+) -> bool {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return false;
     };
     // SAFETY: `scratch` points to this CPU's EventBuffer; `n <= CHUNK_DATA_MAX` bounds the copy
     // into `data` and the record length passed to the ring buffer.
     unsafe {
-        let mut header = state.header;
+        let mut header = *call;
         header.offset = offset;
         header.data_len = n as u32;
-        if offset + n == state.captured {
+        if offset + n == captured {
             header.flags |= event_flags::LAST_CHUNK;
         }
         (*scratch).header = header;
         let data: *mut [u8; CHUNK_DATA_MAX] = &raw mut (*scratch).data;
-        let src = (state.buf + offset) as *const c_void;
-        if bpf_probe_read_user(data.cast(), n as u32, src) != 0 {
+        if bpf_probe_read_user(data.cast(), n as u32, src as *const c_void) != 0 {
             count(counter::READ_USER_FAILED, 1);
-            return 0;
+            return true;
         }
         let record =
             core::slice::from_raw_parts(scratch as *const u8, EVENT_HEADER_LEN + n as usize);
@@ -288,7 +328,7 @@ extern "C" fn emit_chunk(index: u32, ctx: *mut c_void) -> i64 {
             count(counter::RINGBUF_DROPPED_BYTES, n);
         }
     }
-    0
+    true
 }
 
 /// Return of `SSL_read` / `SSL_write`: `int` bytes transferred, ≤ 0 on failure or retry.

@@ -18,23 +18,14 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::{bpf_loop, bpf_probe_read_user},
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_loop},
     macros::{map, uprobe, uretprobe},
     maps::{LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
-use tracer_common::{
-    CHUNK_DATA_MAX, EVENT_HEADER_LEN, EventHeader, StreamKey, counter, direction, event_flags,
-    event_kind, rustls_conn,
-};
+use tracer_common::{CHUNK_DATA_MAX, EventHeader, counter, direction, rustls_conn};
 
-use crate::{
-    EVENTS, InflightCall, MAX_CAPTURE_BYTES, SCRATCH, STREAM_POS, config, count, current_comm,
-    emit_call, wakeup_flag, wanted,
-};
+use crate::{InflightCall, begin_call, count, emit_call, emit_chunk_record, wanted};
 
 /// Most `IoSlice`s of one `write_vectored` call that are copied (hyper uses at most 16).
 const MAX_IOVECS: u64 = 64;
@@ -291,33 +282,15 @@ struct VectoredEmit {
 /// layout of `struct iovec`).
 #[inline(always)]
 fn emit_vectored(pid_tgid: u64, call: &RustlsCall, len: u64) {
-    count(counter::CALLS, 1);
-    if len == 0 {
+    let Some((header, captured)) = begin_call(
+        pid_tgid,
+        call.conn_id,
+        call.direction,
+        call.ts_entry_ns,
+        len,
+    ) else {
         return;
-    }
-    let pid = (pid_tgid >> 32) as u32;
-    let key = StreamKey {
-        conn_id: call.conn_id,
-        pid,
-        direction: call.direction as u32,
     };
-    let stream_pos = match STREAM_POS.get_ptr_mut(&key) {
-        // SAFETY: valid map value pointer; one writer per connection at a time (`&mut self`).
-        Some(pos) => unsafe {
-            let start = *pos;
-            *pos = start + len;
-            start
-        },
-        None => {
-            let _ = STREAM_POS.insert(&key, &len, 0);
-            0
-        }
-    };
-    let cap = config(&MAX_CAPTURE_BYTES) as u64;
-    let captured = if len > cap { cap } else { len };
-    if captured < len {
-        count(counter::TRUNCATED_CALLS, 1);
-    }
     let iov_count = if call.len > MAX_IOVECS {
         MAX_IOVECS
     } else {
@@ -327,24 +300,7 @@ fn emit_vectored(pid_tgid: u64, call: &RustlsCall, len: u64) {
         return;
     };
     let state = VectoredEmit {
-        header: EventHeader {
-            kind: event_kind::DATA,
-            direction: call.direction,
-            flags: 0,
-            _reserved: 0,
-            data_len: 0,
-            pid,
-            tid: pid_tgid as u32,
-            conn_id: call.conn_id,
-            ts_entry_ns: call.ts_entry_ns,
-            // SAFETY: helper without side effects.
-            ts_return_ns: unsafe { bpf_ktime_get_ns() },
-            call_len: len,
-            offset: 0,
-            stream_pos,
-            uncaptured_len: len - captured,
-            comm: current_comm(),
-        },
+        header,
         iov: call.buf,
         iov_count,
         next_iov: 0,
@@ -406,30 +362,8 @@ extern "C" fn vectored_step(_index: u32, _ctx: *mut c_void) -> i64 {
     state.base += n;
     state.left_in_iov -= n;
     state.call_offset += n;
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+    if !emit_chunk_record(&state.header, offset, n, state.captured, src) {
         return 1;
-    };
-    // SAFETY: `scratch` is this CPU's EventBuffer; `n <= CHUNK_DATA_MAX` bounds the copy and
-    // the record length.
-    unsafe {
-        let mut header = state.header;
-        header.offset = offset;
-        header.data_len = n as u32;
-        if offset + n == state.captured {
-            header.flags |= event_flags::LAST_CHUNK;
-        }
-        (*scratch).header = header;
-        let data: *mut [u8; CHUNK_DATA_MAX] = &raw mut (*scratch).data;
-        if bpf_probe_read_user(data.cast(), n as u32, src as *const c_void) != 0 {
-            count(counter::READ_USER_FAILED, 1);
-            return 0;
-        }
-        let record =
-            core::slice::from_raw_parts(scratch as *const u8, EVENT_HEADER_LEN + n as usize);
-        if EVENTS.output::<[u8]>(record, wakeup_flag()).is_err() {
-            count(counter::RINGBUF_DROPPED_RECORDS, 1);
-            count(counter::RINGBUF_DROPPED_BYTES, n);
-        }
     }
     0
 }

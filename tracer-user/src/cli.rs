@@ -1,11 +1,12 @@
 //! Command-line options shared by the subcommands that load the tracer.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
-use crate::capture::TracerConfig;
 use crate::capture::tracer::DEFAULT_RING_BUFFER_BYTES;
+use crate::capture::{SessionConfig, TracerConfig};
 use tracer_common::DEFAULT_MAX_CAPTURE_BYTES;
 
 /// What to hook and how much to copy.
@@ -39,12 +40,16 @@ pub struct CaptureArgs {
 }
 
 impl CaptureArgs {
-    pub fn tracer_config(&self) -> TracerConfig {
-        TracerConfig {
-            ring_buffer_bytes: self.ring_buffer_size,
-            max_capture_bytes: self.max_capture_bytes,
-            pids: self.pids.clone(),
-            comms: self.comms.clone(),
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            tracer: TracerConfig {
+                ring_buffer_bytes: self.ring_buffer_size,
+                max_capture_bytes: self.max_capture_bytes,
+                pids: self.pids.clone(),
+                comms: self.comms.clone(),
+            },
+            ssl_libs: self.ssl_libs.clone(),
+            rescan_interval: Duration::from_secs(self.rescan_interval),
         }
     }
 }

@@ -11,12 +11,18 @@ pub mod cli;
 pub mod connection;
 pub mod doctor;
 pub mod export;
+pub mod flow;
 pub mod genai;
+pub mod host;
 pub mod http;
 pub mod http2;
 pub mod k8s;
 pub mod pipeline;
 pub mod sse;
+/// Test support (cassettes replayed as capture output): compiled only for tests, or for the
+/// crates that replay recordings (the end-to-end tests' replay server, fuzz seeds) through
+/// the `test-support` feature.
+#[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 
 pub use pipeline::{Pipeline, PipelineConfig, PipelineStats};

@@ -9,7 +9,7 @@ use llmtap::capture::clock::WallClock;
 use llmtap::capture::printer::{CaptureFormat, CapturePrinter};
 use llmtap::capture::{CaptureCounters, CaptureSession};
 use llmtap::cli::{CaptureArgs, PipelineArgs};
-use llmtap::daemon::{CallSink, Daemon, DaemonHealth};
+use llmtap::daemon::{CallSink, Daemon, DaemonHealth, warn_about_losses};
 use llmtap::export::{ExportArgs, Exporters, HealthSnapshot};
 use llmtap::genai::CallRecord;
 use llmtap::pipeline::Pipeline;
@@ -136,7 +136,8 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     let mut exporters = Exporters::with_options(&args.export, options)
         .await
         .context("setting up the exporters")?;
-    let session = CaptureSession::start(&args.capture).context("starting capture")?;
+    let session =
+        CaptureSession::start(&args.capture.session_config()).context("starting capture")?;
     log::info!(
         "tracing LLM calls through {} hooked file(s); Ctrl-C to stop",
         session.tracer.attached_paths().count()
@@ -174,7 +175,7 @@ async fn run_capture(
     format: CaptureFormat,
     preview_bytes: usize,
 ) -> anyhow::Result<()> {
-    let mut session = CaptureSession::start(&args).context("starting capture")?;
+    let mut session = CaptureSession::start(&args.session_config()).context("starting capture")?;
     log::info!(
         "capturing TLS plaintext from {} hooked file(s); Ctrl-C to stop",
         session.tracer.attached_paths().count()
@@ -203,14 +204,14 @@ async fn run_capture(
                 out.flush().ok();
             }
             _ = report_timer.tick() => {
-                reported = report_losses(&session.tracer.counters(), reported);
+                reported = warn_about_losses(&session.tracer.counters(), reported);
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
     let counters = session.tracer.counters();
-    report_losses(&counters, reported);
+    warn_about_losses(&counters, reported);
     log::info!(
         "captured {} records ({} bytes) from {} successful TLS calls; lost records: {}, calls truncated at the cap: {}",
         counters.records,
@@ -285,28 +286,4 @@ fn print_targets(pids: &[u32], all: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Warns about losses since the last report; returns the new baseline.
-fn report_losses(now: &CaptureCounters, before: CaptureCounters) -> CaptureCounters {
-    let dropped = now.ringbuf_dropped_records - before.ringbuf_dropped_records;
-    if dropped > 0 {
-        log::warn!(
-            "ring buffer full: {dropped} records ({} bytes) lost; raise --ring-buffer-size",
-            now.ringbuf_dropped_bytes - before.ringbuf_dropped_bytes
-        );
-    }
-    let unreadable = now.read_user_failed - before.read_user_failed;
-    if unreadable > 0 {
-        log::warn!("{unreadable} records lost: application memory not readable at probe time");
-    }
-    let full = now.inflight_table_full - before.inflight_table_full;
-    if full > 0 {
-        log::warn!("{full} calls not tracked: in-flight call table full");
-    }
-    let decode = now.decode_errors - before.decode_errors;
-    if decode > 0 {
-        log::warn!("{decode} ring-buffer records could not be decoded");
-    }
-    *now
 }

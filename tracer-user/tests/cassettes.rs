@@ -2,7 +2,9 @@
 //! chunks and 1-byte chunks) must yield exactly one call record matching its `expected` block.
 
 use llmtap::genai::CallRecord;
-use llmtap::testing::{Cassette, ReplayOptions, cassette_dir, cassette_events, load_all};
+use llmtap::testing::{
+    Cassette, ReplayOptions, cassette_dir, cassette_events, check_every_cassette, load_all,
+};
 use llmtap::{Pipeline, PipelineConfig};
 use serde_json::{Value, json};
 
@@ -98,45 +100,14 @@ fn check(c: &Cassette, opts: &ReplayOptions, label: &str) -> Result<(), String> 
 
 #[test]
 fn every_cassette_matches_expected() {
-    let cassettes = load_all(&cassette_dir()).expect("cassettes load");
-    assert!(cassettes.len() >= 49, "found {} cassettes", cassettes.len());
     let realistic = ReplayOptions::default();
-    let mut failures = Vec::new();
-    for c in &cassettes {
-        if let Err(e) = check(c, &realistic, "realistic") {
-            failures.push(e);
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    check_every_cassette(|c| check(c, &realistic, "realistic"));
 }
 
 #[test]
 fn every_cassette_matches_expected_one_byte_at_a_time() {
-    let cassettes = load_all(&cassette_dir()).expect("cassettes load");
-    let tiny = ReplayOptions {
-        write_size: 1,
-        read_size: 1,
-        transfer_chunk_size: 7,
-        step_ns: 1_000,
-        ..ReplayOptions::default()
-    };
-    let mut failures = Vec::new();
-    for c in &cassettes {
-        if let Err(e) = check(c, &tiny, "1-byte") {
-            failures.push(e);
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    let tiny = ReplayOptions::one_byte_at_a_time();
+    check_every_cassette(|c| check(c, &tiny, "1-byte"));
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use llmtap::capture::StreamEvent;
 use llmtap::genai::CallRecord;
 use llmtap::testing::h2::{H2Session, cassette_events_h2};
-use llmtap::testing::{Cassette, ReplayOptions, cassette_dir, cassette_events, load_all};
+use llmtap::testing::{Cassette, ReplayOptions, cassette_events, check_every_cassette};
 use llmtap::{Pipeline, PipelineConfig, PipelineStats};
 use serde_json::Value;
 
@@ -62,51 +62,23 @@ fn compare(
 }
 
 fn every(label: &str, opts: ReplayOptions, mut session: impl FnMut(&mut H2Session)) {
-    let cassettes = load_all(&cassette_dir()).expect("cassettes load");
-    assert!(cassettes.len() >= 49);
-    let mut failures = Vec::new();
-    for c in &cassettes {
+    check_every_cassette(|c| {
         let mut s = H2Session::new(opts.clone());
         session(&mut s);
         s.exchange(c);
-        if let Err(e) = compare(c, &opts, s.events, label) {
-            failures.push(e);
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+        compare(c, &opts, s.events, label)
+    });
 }
 
 #[test]
 fn every_cassette_over_h2_matches_http1() {
-    let cassettes = load_all(&cassette_dir()).expect("cassettes load");
     let opts = ReplayOptions::default();
-    let failures: Vec<String> = cassettes
-        .iter()
-        .filter_map(|c| compare(c, &opts, cassette_events_h2(c, &opts), "realistic").err())
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    check_every_cassette(|c| compare(c, &opts, cassette_events_h2(c, &opts), "realistic"));
 }
 
 #[test]
 fn every_cassette_over_h2_one_byte_at_a_time() {
-    let opts = ReplayOptions {
-        write_size: 1,
-        read_size: 1,
-        transfer_chunk_size: 7,
-        step_ns: 1_000,
-        ..ReplayOptions::default()
-    };
-    every("1-byte", opts, |_| {});
+    every("1-byte", ReplayOptions::one_byte_at_a_time(), |_| {});
 }
 
 #[test]

@@ -383,22 +383,33 @@ fn ensure_k8s_tools() -> anyhow::Result<()> {
     if k8s_tools_ok() {
         return Ok(());
     }
-    let dir = k8s_tools_dir();
+    install_venv(&k8s_tools_dir(), K8S_TOOLS)?;
+    if !k8s_tools_ok() {
+        bail!("the Kubernetes validation tools were installed but do not import");
+    }
+    Ok(())
+}
+
+/// A fresh virtualenv in `dir` with `packages` installed by pip.
+fn install_venv(dir: &Path, packages: &[&str]) -> anyhow::Result<()> {
     eprintln!(
-        "xtask setup: installing {K8S_TOOLS:?} into {}",
+        "xtask setup: installing {packages:?} into {}",
         dir.display()
     );
-    let venv = |cmd: &mut Command| cmd.arg("-m").arg("venv").arg("--clear").arg(&dir).status();
-    if !venv(&mut Command::new("python3")).is_ok_and(|s| s.success()) {
+    let venv = || {
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(dir)
+            .status()
+    };
+    if !venv().is_ok_and(|s| s.success()) {
         // Debian's python3 needs its venv module installed separately.
         run(Command::new("apt-get")
             .args(["install", "-y", "--no-install-recommends", "python3-venv"])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
         run(Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg("--clear")
-            .arg(&dir))?;
+            .args(["-m", "venv", "--clear"])
+            .arg(dir))?;
     }
     run(Command::new(dir.join("bin/python3"))
         .args([
@@ -408,11 +419,7 @@ fn ensure_k8s_tools() -> anyhow::Result<()> {
             "--quiet",
             "--disable-pip-version-check",
         ])
-        .args(K8S_TOOLS))?;
-    if !k8s_tools_ok() {
-        bail!("the Kubernetes validation tools were installed but do not import");
-    }
-    Ok(())
+        .args(packages))
 }
 
 /// The real SDK clients of the end-to-end tests (tests/clients/sdk_client.py), pinned.
@@ -454,23 +461,7 @@ fn node_sdk_ok() -> bool {
 
 fn ensure_sdk_clients() -> anyhow::Result<()> {
     if !python_sdks_ok() {
-        let dir = python_sdks_dir();
-        eprintln!(
-            "xtask setup: installing {PYTHON_SDKS:?} into {}",
-            dir.display()
-        );
-        run(Command::new("python3")
-            .args(["-m", "venv", "--clear"])
-            .arg(&dir))?;
-        run(Command::new(dir.join("bin/python3"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(PYTHON_SDKS))?;
+        install_venv(&python_sdks_dir(), PYTHON_SDKS)?;
         if !python_sdks_ok() {
             bail!("the Python SDKs were installed but do not import");
         }

@@ -5,40 +5,10 @@
 use bytes::Bytes;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+pub use crate::flow::{Comm, ConnectionId, Direction};
 use tracer_common::{
-    COMM_LEN, EVENT_HEADER_LEN, EventHeader, SocketInfo, direction, event_flags, event_kind,
+    EVENT_HEADER_LEN, EventHeader, SocketInfo, direction, event_flags, event_kind,
 };
-
-/// Which way application data moved, seen from the traced process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Direction {
-    /// The process wrote plaintext into TLS (`SSL_write*`): a client's request.
-    Write,
-    /// The process read plaintext out of TLS (`SSL_read*`): a client's response.
-    Read,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Write => "write",
-            Direction::Read => "read",
-        }
-    }
-}
-
-/// A TLS connection: the `SSL*` pointer is unique within its process while the connection lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId {
-    pub pid: u32,
-    pub conn: u64,
-}
-
-impl std::fmt::Display for ConnectionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{:#x}", self.pid, self.conn)
-    }
-}
 
 /// One record of plaintext: all or part of one successful `SSL_read`/`SSL_write` call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,29 +32,6 @@ pub struct DataEvent {
     /// This record holds the call's last captured bytes.
     pub last_chunk: bool,
     pub data: Bytes,
-}
-
-/// A task's command name (`comm`), at most 15 bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Comm(pub [u8; COMM_LEN]);
-
-impl Comm {
-    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
-        let end = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-        String::from_utf8_lossy(&self.0[..end])
-    }
-}
-
-impl std::fmt::Debug for Comm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.as_str())
-    }
-}
-
-impl std::fmt::Display for Comm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.as_str())
-    }
 }
 
 /// What the kernel side reports.
@@ -392,6 +339,7 @@ pub fn encode_record(event: &CaptureEvent) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracer_common::COMM_LEN;
 
     fn sample() -> CaptureEvent {
         let mut comm = [0u8; COMM_LEN];

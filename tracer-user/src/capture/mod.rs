@@ -24,5 +24,5 @@ pub mod session;
 pub mod targets;
 pub mod tracer;
 
-pub use session::CaptureSession;
+pub use session::{CaptureSession, SessionConfig};
 pub use tracer::{AttachOutcome, CaptureCounters, Tracer, TracerConfig, TracerError};

@@ -5,15 +5,14 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::time::{Instant, Interval};
 
-use crate::cli::CaptureArgs;
-
 use super::event::CaptureEvent;
 use super::targets::{self, Discovery, FileId};
-use super::tracer::{AttachOutcome, Tracer, TracerError};
+use super::tracer::{AttachOutcome, Tracer, TracerConfig, TracerError};
 
 /// When to look at a process again after its exec: the executable is mapped at once, but
 /// libraries loaded later (Python imports `ssl` on demand) appear over the next moments.
@@ -32,6 +31,16 @@ const UNHOOK_AFTER_IDLE_RESCANS: u32 = 5;
 
 /// Upper bound on pending per-process rescans (a fork bomb must not grow memory).
 const MAX_PENDING_RESCANS: usize = 65536;
+
+/// What a session loads, what it hooks besides the discovered targets, and how often it looks.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub tracer: TracerConfig,
+    /// Libraries or binaries exporting SSL_read/SSL_write that must be hooked (`--ssl-lib`).
+    pub ssl_libs: Vec<PathBuf>,
+    /// Time between scans of /proc for copies not hooked yet; zero scans once.
+    pub rescan_interval: Duration,
+}
 
 pub struct CaptureSession {
     pub tracer: Tracer,
@@ -53,10 +62,10 @@ pub struct CaptureSession {
 impl CaptureSession {
     /// Loads the tracer and hooks every target reachable now. Explicit `--ssl-lib` targets
     /// must attach; discovered ones are best effort (logged). Needs a tokio runtime.
-    pub fn start(args: &CaptureArgs) -> Result<Self, TracerError> {
-        let mut tracer = Tracer::load(&args.tracer_config())?;
+    pub fn start(config: &SessionConfig) -> Result<Self, TracerError> {
+        let mut tracer = Tracer::load(&config.tracer)?;
         let mut pinned = HashSet::new();
-        for path in &args.ssl_libs {
+        for path in &config.ssl_libs {
             tracer.attach_openssl(path)?;
             pinned.extend(FileId::of(path).ok());
         }
@@ -69,13 +78,13 @@ impl CaptureSession {
             }
             None => log::info!("no system libssl found; relying on processes' own copies"),
         }
-        let rescan_timer = (args.rescan_interval > 0).then(|| {
-            let period = Duration::from_secs(args.rescan_interval);
+        let rescan_timer = (!config.rescan_interval.is_zero()).then(|| {
+            let period = config.rescan_interval;
             tokio::time::interval_at(Instant::now() + period, period)
         });
         let mut session = Self {
             tracer,
-            pids: args.pids.clone(),
+            pids: config.tracer.pids.clone(),
             discovery: Discovery::new(),
             pending: BinaryHeap::new(),
             rescan_timer,

@@ -7,51 +7,8 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
-
 use super::event::{CaptureEvent, Comm, ConnectionId, DataEvent, Direction};
-
-/// Contiguous plaintext of one stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StreamChunk {
-    pub conn: ConnectionId,
-    pub direction: Direction,
-    pub tid: u32,
-    pub comm: Comm,
-    /// CLOCK_MONOTONIC ns when the application called into TLS with these bytes.
-    pub ts_entry_ns: u64,
-    /// CLOCK_MONOTONIC ns when the call returned: for reads, when the bytes reached the app.
-    pub ts_ns: u64,
-    pub data: Bytes,
-}
-
-/// What the protocol stages consume, in capture order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StreamEvent {
-    Data(StreamChunk),
-    /// `len` bytes of the stream were not captured just before the next `Data`; `len == 0`
-    /// means a discontinuity of unknown size (e.g. the kernel's position table was reset).
-    Gap {
-        conn: ConnectionId,
-        direction: Direction,
-        len: u64,
-        ts_ns: u64,
-    },
-    /// The TLS connection was freed: forget it (its `SSL*` may be reused).
-    Closed {
-        conn: ConnectionId,
-        ts_ns: u64,
-    },
-}
-
-impl StreamEvent {
-    pub fn conn(&self) -> ConnectionId {
-        match self {
-            StreamEvent::Data(c) => c.conn,
-            StreamEvent::Gap { conn, .. } | StreamEvent::Closed { conn, .. } => *conn,
-        }
-    }
-}
+pub use crate::flow::{StreamChunk, StreamEvent};
 
 /// Orders records into [`StreamEvent`]s. Memory: one `u64` per live stream.
 #[derive(Debug, Default)]
@@ -220,6 +177,7 @@ pub fn to_capture_events(events: &[StreamEvent]) -> Vec<CaptureEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     const CONN: ConnectionId = ConnectionId {
         pid: 7,

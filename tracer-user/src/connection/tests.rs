@@ -361,7 +361,10 @@ fn oversized_head_in_one_write_resyncs_past_it() {
 /// The fuzzer's input itself, through the whole pipeline with the fuzz target's caps.
 #[test]
 fn fuzz_input_with_oversized_head_terminates() {
-    let input = include_bytes!("fuzz-http1-oversized-head-loop.bin");
+    let input = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/regressions/http1_pipeline/oversized-head-loop.bin"
+    ));
     // `[u64 seed][u32 request length][request][response]`, as the fuzz target reads it.
     let len = u32::from_le_bytes([input[8], input[9], input[10], input[11]]) as usize;
     let rest = &input[12..];

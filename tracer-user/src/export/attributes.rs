@@ -112,6 +112,22 @@ impl AttrValue {
 /// An ordered list of attributes; keys come from [`keys`].
 pub type Attributes = Vec<(&'static str, AttrValue)>;
 
+/// String attributes from a metadata source that has its own key table (Kubernetes).
+pub fn from_strings(pairs: Vec<(&'static str, String)>) -> Attributes {
+    pairs
+        .into_iter()
+        .map(|(key, value)| (key, AttrValue::Str(value)))
+        .collect()
+}
+
+/// The attributes as OpenTelemetry key-values (spans, resources and metric points alike).
+pub fn to_key_values(attributes: &Attributes) -> Vec<opentelemetry::KeyValue> {
+    attributes
+        .iter()
+        .map(|(k, v)| opentelemetry::KeyValue::new(*k, v.to_otel()))
+        .collect()
+}
+
 /// Looks up an attribute by key.
 pub fn find<'a>(attributes: &'a Attributes, key: &str) -> Option<&'a AttrValue> {
     attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| v)

@@ -12,7 +12,7 @@ use opentelemetry::{
 };
 
 use super::{
-    attributes::{AttrValue, Attributes, keys},
+    attributes::{AttrValue, Attributes, keys, to_key_values},
     span::{has_output_tokens, is_openai_provider},
 };
 use crate::genai::CallRecord;
@@ -132,13 +132,6 @@ pub fn call_measurements(record: &CallRecord) -> CallMeasurements {
         time_to_first_chunk_s: record.timing.time_to_first_chunk_s().filter(|_| streaming),
         time_per_output_chunk_s,
     }
-}
-
-fn to_key_values(attributes: &Attributes) -> Vec<KeyValue> {
-    attributes
-        .iter()
-        .map(|(k, v)| KeyValue::new(*k, v.to_otel()))
-        .collect()
 }
 
 /// The instruments, created on one meter.

@@ -36,7 +36,7 @@ use opentelemetry_sdk::{
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
-    attributes::{Attributes, keys},
+    attributes::{from_strings, keys, to_key_values},
     metrics::{GenAiMetrics, HealthSnapshot},
     resource::{ProcessResource, SDK_NAME},
     span::{CallSpan, SpanStatus},
@@ -136,72 +136,49 @@ fn grpc_tls() -> tonic::transport::ClientTlsConfig {
 fn span_exporter(s: &SignalSettings) -> Result<opentelemetry_otlp::SpanExporter, OtlpError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     match s.protocol {
-        OtlpProtocol::Grpc => {
-            let mut b = builder.with_tonic().with_metadata(metadata(&s.headers)?);
-            if s.https {
-                b = b.with_tls_config(grpc_tls());
-            }
-            if let Some(endpoint) = &s.endpoint {
-                b = b.with_endpoint(endpoint.clone());
-            }
-            if let Some(timeout) = s.timeout {
-                b = b.with_timeout(timeout);
-            }
-            b.build().map_err(build_error("span"))
-        }
-        OtlpProtocol::HttpProtobuf => {
-            let mut b = builder
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_headers(s.headers.iter().cloned().collect::<HashMap<_, _>>());
-            if let Some(endpoint) = &s.endpoint {
-                b = b.with_endpoint(endpoint.clone());
-            }
-            if let Some(timeout) = s.timeout {
-                b = b.with_timeout(timeout);
-            }
-            b.build().map_err(build_error("span"))
-        }
+        OtlpProtocol::Grpc => grpc_settings(builder.with_tonic(), s)?.build(),
+        OtlpProtocol::HttpProtobuf => http_settings(builder.with_http(), s).build(),
     }
+    .map_err(build_error("span"))
 }
 
 fn metric_exporter(s: &SignalSettings) -> Result<opentelemetry_otlp::MetricExporter, OtlpError> {
     let builder = opentelemetry_otlp::MetricExporter::builder();
     match s.protocol {
-        OtlpProtocol::Grpc => {
-            let mut b = builder.with_tonic().with_metadata(metadata(&s.headers)?);
-            if s.https {
-                b = b.with_tls_config(grpc_tls());
-            }
-            if let Some(endpoint) = &s.endpoint {
-                b = b.with_endpoint(endpoint.clone());
-            }
-            if let Some(timeout) = s.timeout {
-                b = b.with_timeout(timeout);
-            }
-            b.build().map_err(build_error("metric"))
-        }
-        OtlpProtocol::HttpProtobuf => {
-            let mut b = builder
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_headers(s.headers.iter().cloned().collect::<HashMap<_, _>>());
-            if let Some(endpoint) = &s.endpoint {
-                b = b.with_endpoint(endpoint.clone());
-            }
-            if let Some(timeout) = s.timeout {
-                b = b.with_timeout(timeout);
-            }
-            b.build().map_err(build_error("metric"))
-        }
+        OtlpProtocol::Grpc => grpc_settings(builder.with_tonic(), s)?.build(),
+        OtlpProtocol::HttpProtobuf => http_settings(builder.with_http(), s).build(),
     }
+    .map_err(build_error("metric"))
 }
 
-fn to_key_values(attributes: &Attributes) -> Vec<KeyValue> {
-    attributes
-        .iter()
-        .map(|(k, v)| KeyValue::new(*k, v.to_otel()))
-        .collect()
+/// A signal's gRPC exporter settings: headers as metadata, TLS for `https://`.
+fn grpc_settings<B: WithTonicConfig + WithExportConfig>(
+    builder: B,
+    s: &SignalSettings,
+) -> Result<B, OtlpError> {
+    let mut b = builder.with_metadata(metadata(&s.headers)?);
+    if s.https {
+        b = b.with_tls_config(grpc_tls());
+    }
+    Ok(endpoint_settings(b, s))
+}
+
+/// A signal's HTTP/protobuf exporter settings.
+fn http_settings<B: WithHttpConfig + WithExportConfig>(builder: B, s: &SignalSettings) -> B {
+    let b = builder
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_headers(s.headers.iter().cloned().collect::<HashMap<_, _>>());
+    endpoint_settings(b, s)
+}
+
+fn endpoint_settings<B: WithExportConfig>(mut b: B, s: &SignalSettings) -> B {
+    if let Some(endpoint) = &s.endpoint {
+        b = b.with_endpoint(endpoint.clone());
+    }
+    if let Some(timeout) = s.timeout {
+        b = b.with_timeout(timeout);
+    }
+    b
 }
 
 fn otel_resource(resource: &ProcessResource) -> Resource {
@@ -376,7 +353,7 @@ impl OtlpPipeline {
             .resource
             .kubernetes
             .as_ref()
-            .map(|pod| pod.metric_attributes())
+            .map(|pod| from_strings(pod.metric_attributes()))
             .unwrap_or_default();
         self.metrics.record_call(record, &workload);
         if self.queue.try_send(span).is_err() {

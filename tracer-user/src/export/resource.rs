@@ -10,10 +10,11 @@ use std::{
 };
 
 use super::{
-    attributes::{AttrValue, Attributes, keys},
+    attributes::{AttrValue, Attributes, from_strings, keys},
     redact,
 };
 use crate::genai::ProcessRef;
+use crate::host::local_host_name;
 use crate::k8s::{K8sMetadata, PodAttributes};
 
 /// What llmtap reports as `telemetry.sdk.name`.
@@ -61,7 +62,7 @@ impl ProcessResource {
             attrs.push((keys::CONTAINER_ID, AttrValue::Str(id.clone())));
         }
         if let Some(pod) = &self.kubernetes {
-            attrs.extend(pod.attributes());
+            attrs.extend(from_strings(pod.attributes()));
         }
         attrs.push((keys::TELEMETRY_SDK_NAME, AttrValue::Str(SDK_NAME.into())));
         attrs.push((keys::TELEMETRY_SDK_LANGUAGE, AttrValue::Str("rust".into())));
@@ -106,20 +107,6 @@ pub fn container_id_from_cgroup(cgroup: &str) -> Option<String> {
         }
     }
     found
-}
-
-/// This machine's host name.
-pub fn local_host_name() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname NUL-terminates on success
-    // when the name fits, and we only read up to the first NUL.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..len]).into_owned();
-    (!name.is_empty()).then_some(name)
 }
 
 /// Reads process resources from a `/proc` tree, caching up to `capacity` pids.
@@ -451,5 +438,107 @@ pub(crate) mod tests {
         std::fs::remove_file(dir.join("exe")).ok();
         std::os::unix::fs::symlink("/bin/b", dir.join("exe")).ok();
         assert_eq!(resources.get(&process(77, "b")).executable_name, "b");
+    }
+
+    /// Kubernetes attribution across the two readers of a process's cgroup: the pod UID
+    /// (k8s) and the container id (here).
+    mod kubernetes {
+        use std::sync::Arc;
+
+        use super::*;
+        use crate::k8s::{PodSnapshot, Workload, pod_uid_from_cgroup};
+
+        const UID: &str = "0a1b2c3d-aaaa-bbbb-cccc-0123456789ab";
+
+        #[test]
+        fn pod_uid_from_every_kubelet_cgroup_layout() {
+            let id = "3f4b8c2a9e1d7f6b5a4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a";
+            let underscored = UID.replace('-', "_");
+            let cases = [
+                // cgroup v1, cgroupfs driver (containerd, docker via cri-dockerd)
+                format!(
+                    "11:cpu,cpuacct:/kubepods/burstable/pod{UID}/{id}\n1:name=systemd:/kubepods/burstable/pod{UID}/{id}"
+                ),
+                // cgroup v2, systemd driver (containerd)
+                format!(
+                    "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{underscored}.slice/cri-containerd-{id}.scope"
+                ),
+                // guaranteed QoS has no QoS slice
+                format!("0::/kubepods.slice/kubepods-pod{underscored}.slice/crio-{id}.scope"),
+                // seen from llmtap's own cgroup namespace
+                format!(
+                    "0::/../../kubepods-besteffort-pod{underscored}.slice/cri-containerd-{id}.scope"
+                ),
+                // systemd "slice:prefix:name" form
+                format!(
+                    "0::/system.slice/containerd.service/kubepods-burstable-pod{underscored}.slice:cri-containerd:{id}"
+                ),
+            ];
+            for case in &cases {
+                assert_eq!(pod_uid_from_cgroup(case).as_deref(), Some(UID), "{case}");
+                assert_eq!(
+                    container_id_from_cgroup(case).as_deref(),
+                    Some(id),
+                    "{case}"
+                );
+            }
+            for none in [
+                "0::/system.slice/docker-abc.scope",
+                "0::/user.slice/user-1000.slice/session-2.scope",
+                "0::/kubepods.slice/kubepods-podnot-a-uid.slice",
+                "",
+            ] {
+                assert_eq!(pod_uid_from_cgroup(none), None, "{none}");
+            }
+        }
+
+        /// A process first seen before its pod reached the cache gets the pod's attributes on a
+        /// later lookup, once the cache changed.
+        #[test]
+        fn resource_is_completed_when_the_pod_arrives() {
+            let id = "aa".repeat(32);
+            let cgroup = format!(
+                "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{id}.scope\n",
+                UID.replace('-', "_")
+            );
+            let root = fake_proc(
+                "k8s-late",
+                515,
+                &["/usr/bin/python3", "agent.py"],
+                Some("/usr/bin/python3"),
+                &cgroup,
+            );
+            let k8s = K8sMetadata::new("node-1");
+            let mut resources =
+                ProcessResources::new(&root, None).with_kubernetes(Some(k8s.clone()));
+            let process = ProcessRef {
+                pid: 515,
+                tid: 515,
+                comm: "python3".into(),
+            };
+            let first = resources.get(&process);
+            assert_eq!(first.container_id.as_deref(), Some(id.as_str()));
+            assert!(first.kubernetes.is_none());
+            k8s.update(|store| {
+                store.apply(PodSnapshot {
+                    uid: UID.into(),
+                    name: "agent-0".into(),
+                    namespace: "ai".into(),
+                    node_name: Some("node-1".into()),
+                    containers: vec![(id.clone(), "agent".into())],
+                    workload: Workload {
+                        statefulset: Some("agent".into()),
+                        ..Workload::default()
+                    },
+                })
+            });
+            let second = resources.get(&process);
+            let pod = second.kubernetes.as_ref().expect("filled on the next call");
+            assert_eq!(pod.pod_name, "agent-0");
+            assert_eq!(pod.container_name.as_deref(), Some("agent"));
+            assert_eq!(pod.workload.statefulset.as_deref(), Some("agent"));
+            // Cached from now on.
+            assert!(Arc::ptr_eq(&second, &resources.get(&process)));
+        }
     }
 }

@@ -3,9 +3,8 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::capture::Direction;
-use crate::connection::AbortReason;
-use crate::http::{RequestHead, ResponseHead};
+use crate::flow::Direction;
+use crate::http::{AbortReason, RequestHead, ResponseHead};
 use crate::sse::{
     EventStreamDecoder, EventStreamMessage, JsonArraySplitter, LineSplitter, SseEvent, SseParser,
 };

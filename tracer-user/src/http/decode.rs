@@ -363,7 +363,10 @@ mod tests {
     /// how the body was split. It must fail, whatever the split.
     #[test]
     fn corrupt_brotli_stream_fails_for_every_split() {
-        let input = include_bytes!("testdata/fuzz-decompress-br-unterminated.bin");
+        let input = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/regressions/decompress/br-unterminated.bin"
+        ));
         // The fuzz input's first 10 bytes select encoding, cap and split seed.
         let body = &input[10..];
         for split in [1, 7, 100, 4096, body.len()] {

@@ -6,10 +6,12 @@
 
 pub mod body;
 pub mod decode;
+pub mod exchange;
 pub mod head;
 
 pub use body::{BodyFraming, BodyReader};
 pub use decode::{ContentDecoder, DecodeOutcome};
+pub use exchange::{AbortReason, ExchangeKey, HttpEvent, emit_decoded};
 pub use head::{
     HeadAccumulator, HeadError, Header, Headers, RequestHead, ResponseHead, is_credential_header,
 };

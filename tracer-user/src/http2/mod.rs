@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 
 use loona_hpack::Decoder;
 
-use crate::capture::{ConnectionId, Direction, StreamChunk};
-use crate::connection::{AbortReason, ConnectionStats, ExchangeKey, HttpEvent, emit_decoded};
+use crate::flow::{ConnectionId, Direction, StreamChunk};
 use crate::http::{
-    ContentDecoder, Header, Headers, RequestHead, ResponseHead, is_credential_header,
+    AbortReason, ContentDecoder, ExchangeKey, Header, Headers, HttpEvent, RequestHead,
+    ResponseHead, emit_decoded, is_credential_header,
 };
 use frame::{
     END_HEADERS, END_STREAM, FrameReader, FrameType, Item, PREFACE, SETTINGS_HEADER_TABLE_SIZE,
@@ -31,6 +31,15 @@ pub struct H2Config {
     pub max_decompressed_bytes: u64,
     /// Most streams tracked at once (the oldest is ended beyond).
     pub max_streams: usize,
+}
+
+/// What one HTTP/2 connection counts; the connection stage adds these to its own stats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct H2Counters {
+    /// Frames, header blocks or streams that broke the protocol (or lost HPACK sync).
+    pub parse_errors: u64,
+    /// Streams not reported because the HPACK state was unknown.
+    pub streams_skipped: u64,
 }
 
 /// Largest HPACK dynamic table followed; a peer growing it further loses HPACK sync (counted).
@@ -195,7 +204,7 @@ impl H2Connection {
         &mut self,
         chunk: &StreamChunk,
         data: &[u8],
-        stats: &mut ConnectionStats,
+        stats: &mut H2Counters,
         out: &mut Vec<HttpEvent>,
     ) -> Verdict {
         let s = side_of(chunk.direction);
@@ -209,7 +218,7 @@ impl H2Connection {
             let done = PREFACE.len() - side.preface_left;
             let n = side.preface_left.min(data.len());
             if data.get(..n) != PREFACE.get(done..done + n) {
-                stats.http_parse_errors += 1;
+                stats.parse_errors += 1;
                 self.lose_side(s, chunk.ts_ns, out);
                 side_reset(&mut self.sides[s]);
                 return Verdict::Continue;
@@ -240,7 +249,7 @@ impl H2Connection {
         }
         if let Err(e) = fed {
             log::debug!("{}: HTTP/2 {:?} framing: {e}", self.id, chunk.direction);
-            stats.http_parse_errors += 1;
+            stats.parse_errors += 1;
             self.lose_side(s, chunk.ts_ns, out);
             side_reset(&mut self.sides[s]);
         }
@@ -332,7 +341,7 @@ impl H2Connection {
         s: usize,
         item: Item,
         chunk: &StreamChunk,
-        stats: &mut ConnectionStats,
+        stats: &mut H2Counters,
         out: &mut Vec<HttpEvent>,
     ) {
         if !self.sides[s].aligned {
@@ -410,7 +419,7 @@ impl H2Connection {
                             return;
                         }
                         let Ok(list) = frame::settings(&payload) else {
-                            stats.http_parse_errors += 1;
+                            stats.parse_errors += 1;
                             return;
                         };
                         for (id, value) in list {
@@ -428,14 +437,14 @@ impl H2Connection {
                     }
                     FrameType::RstStream => {
                         if frame::rst_stream(&payload).is_err() {
-                            stats.http_parse_errors += 1;
+                            stats.parse_errors += 1;
                             return;
                         }
                         self.reset_stream(header.stream, chunk.ts_ns, out);
                     }
                     FrameType::GoAway => {
                         let Ok((last, code)) = frame::goaway(&payload) else {
-                            stats.http_parse_errors += 1;
+                            stats.parse_errors += 1;
                             return;
                         };
                         self.on_goaway(s, last, code, chunk.ts_ns, out);
@@ -445,7 +454,7 @@ impl H2Connection {
                     | FrameType::WindowUpdate
                     | FrameType::Unknown(_) => {
                         if !header.is_plausible() && !matches!(header.kind, FrameType::Unknown(_)) {
-                            stats.http_parse_errors += 1;
+                            stats.parse_errors += 1;
                         }
                     }
                     FrameType::Data => {}
@@ -459,11 +468,11 @@ impl H2Connection {
         s: usize,
         what: &str,
         chunk: &StreamChunk,
-        stats: &mut ConnectionStats,
+        stats: &mut H2Counters,
         out: &mut Vec<HttpEvent>,
     ) {
         log::debug!("{}: HTTP/2 {:?}: {what}", self.id, chunk.direction);
-        stats.http_parse_errors += 1;
+        stats.parse_errors += 1;
         self.lose_side(s, chunk.ts_ns, out);
         side_reset(&mut self.sides[s]);
     }
@@ -472,7 +481,7 @@ impl H2Connection {
         &mut self,
         s: usize,
         chunk: &StreamChunk,
-        stats: &mut ConnectionStats,
+        stats: &mut H2Counters,
         out: &mut Vec<HttpEvent>,
     ) {
         let Some(block) = self.sides[s].block.take() else {
@@ -499,7 +508,7 @@ impl H2Connection {
                 Ok(f) => Some(f),
                 Err(e) => {
                     log::debug!("{}: HPACK {:?}: {e}", self.id, chunk.direction);
-                    stats.http_parse_errors += 1;
+                    stats.parse_errors += 1;
                     self.sides[s].hpack_ok = false;
                     self.lose_side(s, chunk.ts_ns, out);
                     None
@@ -512,7 +521,7 @@ impl H2Connection {
         // Fields past the decoded-size cap were not kept: the head is unknown, not guessed.
         let fields = fields.filter(|f| {
             if f.truncated {
-                stats.http_parse_errors += 1;
+                stats.parse_errors += 1;
             }
             !f.truncated
         });
@@ -530,7 +539,7 @@ impl H2Connection {
                     stats,
                     out,
                 ),
-                _ => stats.http2_streams_skipped += 1,
+                _ => stats.streams_skipped += 1,
             }
             return;
         }
@@ -571,11 +580,11 @@ impl H2Connection {
         start: Stamp,
         end_stream: bool,
         chunk: &StreamChunk,
-        stats: &mut ConnectionStats,
+        stats: &mut H2Counters,
         out: &mut Vec<HttpEvent>,
     ) {
         let Some(head) = fields.request_head() else {
-            stats.http_parse_errors += 1;
+            stats.parse_errors += 1;
             return;
         };
         if self.streams.len() >= self.config.max_streams.max(1)
@@ -633,7 +642,7 @@ impl H2Connection {
         start: Stamp,
         end_stream: bool,
         chunk: &StreamChunk,
-        stats: &mut ConnectionStats,
+        stats: &mut H2Counters,
         out: &mut Vec<HttpEvent>,
     ) {
         let id = self.id;
@@ -647,7 +656,7 @@ impl H2Connection {
         };
         if matches!(st.response, Response::AwaitingHead) {
             let Some(head) = fields.response_head() else {
-                stats.http_parse_errors += 1;
+                stats.parse_errors += 1;
                 let seq = st.seq;
                 self.streams.remove(&stream);
                 out.push(HttpEvent::Aborted {
@@ -942,6 +951,3 @@ fn decode_block(
         .map_err(BlockError::Hpack)?;
     Ok(f)
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,7 +1,7 @@
 //! Kubernetes attribution: which pod, container and workload a traced process belongs to.
 //!
 //! A process's cgroup names its container (`container.id`, read by
-//! [`crate::export::resource`]) and, under the kubelet, its pod UID. When llmtap runs in a
+//! the exporter's process resource) and, under the kubelet, its pod UID. When llmtap runs in a
 //! cluster, a watch on the API server (pods scheduled on this node, `spec.nodeName=NODE`)
 //! fills a [`K8sMetadata`] cache keyed by container id and pod UID; the exporter consults it
 //! when it builds a process's resource. Lookups never wait on the network: a process whose
@@ -12,8 +12,12 @@ mod watch;
 
 use std::sync::{Arc, RwLock};
 
-use crate::export::attributes::{AttrValue, Attributes};
-pub use store::PodStore;
+use crate::host::local_host_name;
+pub use store::{PodSnapshot, PodStore};
+
+/// `k8s.*` resource attributes of a pod, in the order they are emitted; every value is a
+/// string (the exporters turn them into their own attribute values).
+pub type PodLabels = Vec<(&'static str, String)>;
 
 /// Resource attribute keys (OpenTelemetry semantic conventions, `k8s.*`).
 pub mod keys {
@@ -70,7 +74,7 @@ pub struct Workload {
 }
 
 impl Workload {
-    fn push_attributes(&self, attrs: &mut Attributes) {
+    fn push_labels(&self, labels: &mut PodLabels) {
         let fields = [
             (keys::DEPLOYMENT_NAME, &self.deployment),
             (keys::REPLICASET_NAME, &self.replicaset),
@@ -81,7 +85,7 @@ impl Workload {
         ];
         for (key, value) in fields {
             if let Some(v) = value {
-                attrs.push((key, AttrValue::Str(v.clone())));
+                labels.push((key, v.clone()));
             }
         }
     }
@@ -101,33 +105,32 @@ pub struct PodAttributes {
 
 impl PodAttributes {
     /// Resource attributes (spans).
-    pub fn attributes(&self) -> Attributes {
-        let mut attrs: Attributes = vec![
-            (keys::POD_NAME, AttrValue::Str(self.pod_name.clone())),
-            (keys::POD_UID, AttrValue::Str(self.pod_uid.clone())),
-            (keys::NAMESPACE_NAME, AttrValue::Str(self.namespace.clone())),
+    pub fn attributes(&self) -> PodLabels {
+        let mut labels: PodLabels = vec![
+            (keys::POD_NAME, self.pod_name.clone()),
+            (keys::POD_UID, self.pod_uid.clone()),
+            (keys::NAMESPACE_NAME, self.namespace.clone()),
         ];
         if let Some(c) = &self.container_name {
-            attrs.push((keys::CONTAINER_NAME, AttrValue::Str(c.clone())));
+            labels.push((keys::CONTAINER_NAME, c.clone()));
         }
         if let Some(n) = &self.node_name {
-            attrs.push((keys::NODE_NAME, AttrValue::Str(n.clone())));
+            labels.push((keys::NODE_NAME, n.clone()));
         }
-        self.workload.push_attributes(&mut attrs);
-        attrs
+        self.workload.push_labels(&mut labels);
+        labels
     }
 
     /// The calling workload on metric data points: namespace, container and workload names,
     /// but not pod name or UID, which change with every rollout and would grow the number of
     /// time series without bound.
-    pub fn metric_attributes(&self) -> Attributes {
-        let mut attrs: Attributes =
-            vec![(keys::NAMESPACE_NAME, AttrValue::Str(self.namespace.clone()))];
+    pub fn metric_attributes(&self) -> PodLabels {
+        let mut labels: PodLabels = vec![(keys::NAMESPACE_NAME, self.namespace.clone())];
         if let Some(c) = &self.container_name {
-            attrs.push((keys::CONTAINER_NAME, AttrValue::Str(c.clone())));
+            labels.push((keys::CONTAINER_NAME, c.clone()));
         }
-        self.workload.push_attributes(&mut attrs);
-        attrs
+        self.workload.push_labels(&mut labels);
+        labels
     }
 }
 
@@ -203,7 +206,7 @@ impl K8sMetadata {
         let node_name = match &args.node_name {
             Some(n) if !n.trim().is_empty() => n.trim().to_string(),
             _ => {
-                let host = crate::export::resource::local_host_name().unwrap_or_default();
+                let host = local_host_name().unwrap_or_default();
                 log::warn!(
                     "NODE_NAME (--node-name) is not set: watching the pods of node {host:?} (this host's name); set NODE_NAME from spec.nodeName"
                 );

@@ -20,9 +20,10 @@
 
 use std::collections::HashMap;
 
-use crate::capture::StreamEvent;
-use crate::connection::{AbortReason, ConnectionConfig, ConnectionTracker, ExchangeKey, HttpEvent};
+use crate::connection::{ConnectionConfig, ConnectionTracker};
+use crate::flow::StreamEvent;
 use crate::genai::{CallBuilder, CallConfig, CallRecord, ProcessRef, identify};
+use crate::http::{AbortReason, ExchangeKey, HttpEvent};
 
 /// Every knob of the pipeline. Defaults suit a host tracer: content capture and token
 /// estimation off, memory bounded per connection and per call.
@@ -326,5 +327,8 @@ impl Pipeline {
 }
 
 #[cfg(test)]
-#[path = "pipeline_tests.rs"]
 mod tests;
+
+/// HTTP/2 connections through the whole pipeline (many streams, resets, GOAWAY, lost HPACK).
+#[cfg(test)]
+mod h2_tests;

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::*;
-use crate::capture::{ConnectionId, Direction, StreamChunk};
+use crate::flow::{ConnectionId, Direction, StreamChunk};
 use crate::sse::eventstream::encode_message;
 use crate::testing::{
     Cassette, ReplayOptions, cassette_dir, cassette_events, chunk_events, comm, load_cassette,

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use loona_hpack::Encoder;
 
 use super::{Cassette, ReplayOptions, comm, is_framing_header};
-use crate::capture::{Direction, StreamChunk, StreamEvent};
+use crate::flow::{Direction, StreamChunk, StreamEvent};
 use crate::http2::frame::{
     END_HEADERS, END_STREAM, FrameHeader, FrameType, PADDED, PREFACE, PRIORITY,
     SETTINGS_HEADER_TABLE_SIZE,

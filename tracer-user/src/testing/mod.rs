@@ -7,7 +7,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::capture::{Comm, ConnectionId, Direction, StreamChunk, StreamEvent};
+use crate::flow::{Comm, ConnectionId, Direction, StreamChunk, StreamEvent};
 use crate::http::body::encode_chunked;
 
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +236,51 @@ impl Default for ReplayOptions {
     }
 }
 
+impl ReplayOptions {
+    /// Every write and read one byte, transfers in 7-byte pieces: the hardest split.
+    pub fn one_byte_at_a_time() -> Self {
+        ReplayOptions {
+            write_size: 1,
+            read_size: 1,
+            transfer_chunk_size: 7,
+            step_ns: 1_000,
+            ..ReplayOptions::default()
+        }
+    }
+}
+
+/// Fewer cassettes than this in `cassette_dir()` means they were not found, not that the
+/// recordings shrank.
+const MIN_CASSETTES: usize = 49;
+
+/// Runs `check` on every cassette of `cassette_dir()`, then fails listing each one that did
+/// not pass.
+pub fn check_every_cassette(check: impl FnMut(&Cassette) -> Result<(), String>) {
+    let cassettes = load_all(&cassette_dir()).expect("cassettes load");
+    assert!(
+        cassettes.len() >= MIN_CASSETTES,
+        "found {} cassettes",
+        cassettes.len()
+    );
+    assert_no_failures(
+        cassettes
+            .iter()
+            .map(check)
+            .filter_map(Result::err)
+            .collect(),
+    );
+}
+
+/// Fails listing every failure, if there is any.
+pub fn assert_no_failures(failures: Vec<String>) {
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// A kernel `comm` from a name (cut to 15 bytes).
 pub fn comm(name: &str) -> Comm {
     let mut c = Comm::default();
@@ -302,5 +347,4 @@ pub fn cassette_events(c: &Cassette, opts: &ReplayOptions) -> Vec<StreamEvent> {
 }
 
 /// The same exchanges over HTTP/2 (test-only encoder).
-#[path = "testing_h2.rs"]
 pub mod h2;

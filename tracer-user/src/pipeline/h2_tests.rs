@@ -1,8 +1,8 @@
-use crate::capture::StreamEvent;
+use super::{Pipeline, PipelineConfig, PipelineStats};
+use crate::flow::{Direction, StreamEvent};
 use crate::genai::CallRecord;
 use crate::testing::h2::{H2Session, goaway, ping, rst_stream};
 use crate::testing::{Cassette, ReplayOptions, cassette_dir, load_cassette};
-use crate::{Pipeline, PipelineConfig, PipelineStats};
 
 fn cassette(name: &str) -> Cassette {
     load_cassette(&cassette_dir().join(format!("{name}.json"))).expect("cassette")
@@ -127,7 +127,7 @@ fn gap_outside_data_skips_later_streams() {
     s.exchange(&c);
     s.events.push(StreamEvent::Gap {
         conn: s.opts.conn,
-        direction: crate::capture::Direction::Write,
+        direction: Direction::Write,
         len: 40,
         ts_ns: s.now,
     });
@@ -186,8 +186,8 @@ fn server_reading_the_preface_yields_no_calls() {
         .map(|ev| match ev {
             StreamEvent::Data(mut d) => {
                 d.direction = match d.direction {
-                    crate::capture::Direction::Write => crate::capture::Direction::Read,
-                    crate::capture::Direction::Read => crate::capture::Direction::Write,
+                    Direction::Write => Direction::Read,
+                    Direction::Read => Direction::Write,
                 };
                 StreamEvent::Data(d)
             }
