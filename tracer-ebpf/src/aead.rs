@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use tracer_common::{counter, direction};
 
-use crate::{InflightCall, count, emit_call, wanted};
+use crate::{InflightCall, close_connection, count, emit_call, wanted};
 
 /// TLS content type of application data.
 const APPLICATION_DATA: u8 = 23;
@@ -314,4 +314,15 @@ pub fn on_tcp_recv(sk: u64) {
     if unsafe { AEAD_PROCS.get(&pid) }.is_some() {
         let _ = AEAD_LAST_RECV.insert(&pid_tgid, &sk, 0);
     }
+}
+
+/// `EVP_AEAD_CTX_init(ctx, …)` / `EVP_AEAD_CTX_init_with_direction(ctx, …)`: a context is
+/// (re)initialised, so whatever connection was named by its address has ended; without this a
+/// new connection whose context reuses a freed one's address would continue its streams.
+#[uprobe]
+pub fn aead_init_entry(ctx: ProbeContext) -> u32 {
+    if let Some(aead_ctx) = ctx.arg::<u64>(0) {
+        close_connection(aead_ctx);
+    }
+    0
 }

@@ -402,7 +402,7 @@ pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
 /// Forgets a connection's stream positions and tells user space it is gone (its identity may
 /// be reused from now on). Shared by every TLS stack's close hook.
 #[inline(always)]
-fn close_connection(conn_id: u64) {
+pub(crate) fn close_connection(conn_id: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
     if !wanted(pid) {

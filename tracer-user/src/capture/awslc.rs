@@ -17,6 +17,11 @@
 //! | `EVP_AEAD_CTX_seal_scatter` | `OUTPUT_ALIASES_INPUT`, `INVALID_OPERATION` |
 //! | `EVP_AEAD_CTX_open` | `OUTPUT_ALIASES_INPUT`, `BAD_DECRYPT`, `BUFFER_TOO_SMALL`, … |
 //! | `EVP_AEAD_CTX_open_gather` | `OUTPUT_ALIASES_INPUT`, `CTRL_NOT_IMPLEMENTED` |
+//! | `EVP_AEAD_CTX_init` / `_init_with_direction` | `UNSUPPORTED_KEY_SIZE` (`NO_DIRECTION_SET`) |
+//!
+//! The context initialisers matter for identity: a connection is named by its AEAD context's
+//! address, and a new connection's context is often allocated where a closed one's was. A
+//! context being initialised ends whatever connection had that address before.
 //!
 //! A site belongs to the function whose entry is the nearest one at or below it: entries come
 //! from `.eh_frame_hdr`'s sorted table when the binary has one (Codex), else from the targets
@@ -37,6 +42,7 @@ pub const PROGRAMS: &[&str] = &[
     "aead_open_entry",
     "aead_open_gather_entry",
     "aead_open_return",
+    "aead_init_entry",
 ];
 
 /// The source path aws-lc's AEAD functions pass to the error function (a suffix: the prefix
@@ -54,6 +60,7 @@ mod reason {
     pub const INVALID_OPERATION: u32 = 112;
     pub const OUTPUT_ALIASES_INPUT: u32 = 115;
     pub const TOO_LARGE: u32 = 117;
+    pub const UNSUPPORTED_KEY_SIZE: u32 = 120;
 }
 
 /// Bytes decoded after a `lea` to find the constants passed with it.
@@ -72,6 +79,8 @@ pub enum AeadFn {
     SealScatter,
     Open,
     OpenGather,
+    /// `EVP_AEAD_CTX_init` or `EVP_AEAD_CTX_init_with_direction` (both are hooked).
+    Init,
 }
 
 impl AeadFn {
@@ -81,6 +90,7 @@ impl AeadFn {
             Self::SealScatter => "EVP_AEAD_CTX_seal_scatter",
             Self::Open => "EVP_AEAD_CTX_open",
             Self::OpenGather => "EVP_AEAD_CTX_open_gather",
+            Self::Init => "EVP_AEAD_CTX_init",
         }
     }
 
@@ -91,6 +101,7 @@ impl AeadFn {
             Self::SealScatter => &["aead_seal_scatter_entry"],
             Self::Open => &["aead_open_return", "aead_open_entry"],
             Self::OpenGather => &["aead_open_return", "aead_open_gather_entry"],
+            Self::Init => &["aead_init_entry"],
         }
     }
 
@@ -98,7 +109,7 @@ impl AeadFn {
     fn classify(reasons: &[u32]) -> Option<Self> {
         let has = |r| reasons.contains(&r);
         if !has(reason::OUTPUT_ALIASES_INPUT) {
-            return None;
+            return has(reason::UNSUPPORTED_KEY_SIZE).then_some(Self::Init);
         }
         if has(reason::TOO_LARGE) {
             Some(Self::Seal)
@@ -160,6 +171,7 @@ pub fn functions(probes: &[(&'static str, u64)]) -> Vec<&'static str> {
             "aead_seal_scatter_entry" => AeadFn::SealScatter.label(),
             "aead_open_entry" => AeadFn::Open.label(),
             "aead_open_gather_entry" => AeadFn::OpenGather.label(),
+            "aead_init_entry" => AeadFn::Init.label(),
             _ => continue,
         };
         if !out.contains(&label) {
@@ -725,6 +737,7 @@ mod tests {
                 (AeadFn::SealScatter, off(2)),
                 (AeadFn::Open, off(3)),
                 (AeadFn::OpenGather, off(4)),
+                (AeadFn::Init, off(0)),
             ]
         );
         assert_eq!(
@@ -741,7 +754,8 @@ mod tests {
                 "EVP_AEAD_CTX_seal",
                 "EVP_AEAD_CTX_seal_scatter",
                 "EVP_AEAD_CTX_open",
-                "EVP_AEAD_CTX_open_gather"
+                "EVP_AEAD_CTX_open_gather",
+                "EVP_AEAD_CTX_init"
             ]
         );
         let _ = b.path;

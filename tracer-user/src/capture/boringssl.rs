@@ -29,8 +29,13 @@ use std::time::{Duration, Instant};
 use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic, OpKind, Register};
 use object::{Object as _, ObjectSegment as _};
 
-/// The source file whose error sites identify the functions.
-const SSL_LIB_SOURCE: &[u8] = b"/ssl/ssl_lib.cc\0";
+/// The source file whose error sites identify the functions, as a NUL-terminated C string.
+/// Kept in two pieces and joined at run time, so that llmtap's own executable does not
+/// contain the string it looks for (and does not look like BoringSSL to itself).
+const SSL_LIB_SOURCE: [&[u8]; 2] = [b"/ssl/ssl_lib", b".cc\0"];
+/// References to the path below which a file that merely contains it, but whose code never
+/// reports an error with it, is not taken for BoringSSL (`ssl_lib.cc` has dozens of sites).
+const MIN_REFERENCES: usize = 3;
 /// `ERR_LIB_SSL`.
 const ERR_LIB_SSL: u32 = 0x10;
 /// `ERR_R_SHOULD_NOT_HAVE_BEEN_CALLED` (the QUIC check at the top of `SSL_peek`/`SSL_write`).
@@ -156,7 +161,7 @@ pub fn locate(image: &Image<'_>) -> Option<Result<BoringSslHooks, String>> {
     let source = source.clone();
     let addrs: Vec<u64> = strings.iter().map(|(a, _)| *a).collect();
     Some(
-        locate_from(image, &addrs).map(|(write, read)| BoringSslHooks {
+        locate_from(image, &addrs)?.map(|(write, read)| BoringSslHooks {
             write,
             read,
             source,
@@ -230,15 +235,23 @@ pub fn locate_in_elf<'data, R: object::ReadRef<'data>>(
 }
 
 /// Steps 2 to 4 of the module comment, given the addresses of the path string.
-fn locate_from(image: &Image<'_>, path_addrs: &[u64]) -> Result<(u64, u64), String> {
-    let sites: Vec<ErrorSite> = references(image, path_addrs)
-        .into_iter()
-        .filter_map(|r| error_site(image, r))
-        .collect();
+fn locate_from(image: &Image<'_>, path_addrs: &[u64]) -> Option<Result<(u64, u64), String>> {
+    let refs = references(image, path_addrs);
+    let sites: Vec<ErrorSite> = refs.iter().filter_map(|r| error_site(image, *r)).collect();
     if sites.is_empty() {
-        return Err("BoringSSL found, but none of ssl_lib.cc's error sites could be read".into());
+        if refs.len() < MIN_REFERENCES {
+            return None;
+        }
+        return Some(Err(
+            "BoringSSL found, but none of ssl_lib.cc's error sites could be read".into(),
+        ));
     }
-    let starts = function_starts(image, &sites);
+    Some(identify(image, &sites))
+}
+
+/// Step 3 and 4 of the module comment, given the error sites.
+fn identify(image: &Image<'_>, sites: &[ErrorSite]) -> Result<(u64, u64), String> {
+    let starts = function_starts(image, sites);
     let mut functions: HashMap<u64, Vec<ErrorSite>> = HashMap::new();
     for (site, start) in sites.iter().zip(&starts) {
         if let Some(start) = start {
@@ -307,7 +320,8 @@ fn single<'s>(
 
 /// Virtual addresses (and text) of the `…/ssl/ssl_lib.cc` strings in non-executable segments.
 pub fn source_strings(image: &Image<'_>) -> Vec<(u64, String)> {
-    let finder = memchr::memmem::Finder::new(SSL_LIB_SOURCE);
+    let needle = SSL_LIB_SOURCE.concat();
+    let finder = memchr::memmem::Finder::new(&needle);
     let mut out = Vec::new();
     for seg in image.segments.iter().filter(|s| !s.executable) {
         for end in finder.find_iter(seg.data) {
@@ -317,7 +331,7 @@ pub fn source_strings(image: &Image<'_>) -> Vec<(u64, String)> {
                 .iter()
                 .rposition(|b| !(0x20..0x7f).contains(b))
                 .map_or(floor, |i| floor + i + 1);
-            let text = String::from_utf8_lossy(&seg.data[start..end + SSL_LIB_SOURCE.len() - 1]);
+            let text = String::from_utf8_lossy(&seg.data[start..end + needle.len() - 1]);
             out.push((seg.vaddr + start as u64, text.into_owned()));
             if out.len() >= 16 {
                 return out;
@@ -553,7 +567,10 @@ mod tests {
 
     const TEXT_VA: u64 = 0x40_1000;
     const RODATA_VA: u64 = 0x20_0000;
-    const PATH: &[u8] = b"../../vendor/boringssl/ssl/ssl_lib.cc\0";
+    /// The path as BoringSSL builds embed it (assembled at run time, like the needle).
+    fn path() -> Vec<u8> {
+        [b"../../vendor/boringssl".as_slice(), b"/ssl/ssl_lib.cc\0"].concat()
+    }
 
     /// A fake non-PIE text segment assembled from functions, each padded to 16 bytes with
     /// `int3`, each called once from a caller at the start.
@@ -611,7 +628,7 @@ mod tests {
 
     fn rodata() -> Vec<u8> {
         let mut r = b"garbage\0".to_vec();
-        r.extend_from_slice(PATH);
+        r.extend_from_slice(&path());
         r.extend_from_slice(b"other\0");
         r
     }
