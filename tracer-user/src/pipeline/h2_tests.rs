@@ -199,6 +199,65 @@ fn server_reading_the_preface_yields_no_calls() {
     assert_eq!(stats.server_connections, 1);
 }
 
+/// The response head of a `Content-Length` body, the body in DATA frames without END_STREAM:
+/// the way Python h2 servers answer (END_STREAM follows on a separate empty DATA frame).
+fn content_length_response_without_end_stream(s: &mut H2Session, stream: u32, c: &Cassette) {
+    let fields = c.h2_response_fields();
+    assert!(
+        fields.iter().any(|(k, _)| k == "content-length"),
+        "{} must have a Content-Length body",
+        c.name
+    );
+    let head = s.server.headers(stream, &fields, false);
+    s.read(&head);
+    let body = s.server.data(stream, &c.response_body, false);
+    s.read(&body);
+}
+
+fn assert_complete(r: &CallRecord, c: &Cassette) {
+    assert!(r.error.is_none() && !r.incomplete, "{:?}", r.error);
+    assert_eq!(r.response.id.as_deref(), c.expected["response_id"].as_str());
+    assert_eq!(r.usage.output_tokens, c.expected["output_tokens"].as_u64());
+}
+
+#[test]
+fn end_stream_on_a_separate_empty_data_frame_completes_the_call() {
+    let c = cassette("cohere__chat_v2");
+    let mut s = H2Session::new(ReplayOptions::default());
+    let stream = s.open_stream();
+    let req = s.request_bytes(stream, &c);
+    s.write(&req);
+    content_length_response_without_end_stream(&mut s, stream, &c);
+    let end = s.server.data(stream, &[], true);
+    s.read(&end);
+    s.close();
+    let (calls, stats) = run(s.events);
+    assert_eq!(calls.len(), 1, "{stats:?}");
+    assert_complete(&calls[0], &c);
+}
+
+/// A client that stops reading once `Content-Length` bytes arrived (curl) never reads the
+/// empty END_STREAM frame: the call is complete all the same, whether the client then closes
+/// the connection or cancels the stream.
+#[test]
+fn content_length_body_completes_without_its_end_stream_frame() {
+    let c = cassette("cohere__chat_v2");
+    for cancel in [false, true] {
+        let mut s = H2Session::new(ReplayOptions::default());
+        let stream = s.open_stream();
+        let req = s.request_bytes(stream, &c);
+        s.write(&req);
+        content_length_response_without_end_stream(&mut s, stream, &c);
+        if cancel {
+            s.write(&rst_stream(stream, 8));
+        }
+        s.close();
+        let (calls, stats) = run(s.events);
+        assert_eq!(calls.len(), 1, "{stats:?}");
+        assert_complete(&calls[0], &c);
+    }
+}
+
 mod malformed {
     use super::*;
     use bytes::Bytes;
