@@ -258,6 +258,43 @@ fn content_length_body_completes_without_its_end_stream_frame() {
     }
 }
 
+/// An HTTP/2 connection idle past the timeout is evicted, and its client keeps using it later
+/// (pooled connections of long-lived agents): the HPACK state survives the eviction, so the
+/// later streams are decoded, not skipped.
+#[test]
+fn streams_after_an_idle_eviction_are_still_decoded() {
+    let a = cassette("openai__chat_prompt_cache_read");
+    let b = cassette("anthropic__messages_tool_use");
+    let mut s = H2Session::new(ReplayOptions::default());
+    s.exchange(&a);
+    s.exchange(&b);
+    let before_idle = std::mem::take(&mut s.events);
+    let idle_ns = PipelineConfig::default().idle_timeout_ns;
+    s.wait(idle_ns * 2);
+    let evicted_at = s.now;
+    s.exchange(&a);
+    s.exchange(&b);
+    let mut p = Pipeline::new(PipelineConfig::default());
+    let mut calls = Vec::new();
+    for ev in before_idle {
+        p.push(ev, &mut calls);
+    }
+    p.tick(evicted_at, &mut calls);
+    assert_eq!(p.stats().evicted_connections, 1, "{:?}", p.stats());
+    for ev in std::mem::take(&mut s.events) {
+        p.push(ev, &mut calls);
+    }
+    p.finish(&mut calls);
+    let stats = p.stats();
+    assert_eq!(stats.http2_streams_skipped, 0, "{stats:?}");
+    assert_eq!(calls.len(), 4, "{stats:?}");
+    for (r, c) in calls.iter().zip([&a, &b, &a, &b]) {
+        assert_eq!(r.provider, c.provider);
+        assert_eq!(r.response.id.as_deref(), c.expected["response_id"].as_str());
+        assert!(r.error.is_none(), "{:?}", r.error);
+    }
+}
+
 mod malformed {
     use super::*;
     use bytes::Bytes;
