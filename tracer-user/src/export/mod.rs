@@ -8,6 +8,7 @@
 pub mod attributes;
 pub mod clock;
 pub mod console;
+pub mod content;
 pub mod cost;
 pub mod jsonl;
 pub mod metrics;
