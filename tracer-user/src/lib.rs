@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod cli;
 pub mod connection;
+pub mod credentials;
 pub mod doctor;
 pub mod export;
 pub mod flow;

@@ -12,10 +12,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Shared vocabulary: the plaintext streams, and facts about this machine.
     ("flow", &[]),
     ("host", &[]),
+    ("credentials", &[]),
     // Stage 1: kernel records → ordered plaintext per connection.
-    ("capture", &["flow"]),
+    ("capture", &["flow", "credentials"]),
     // Protocol parsers: bytes → HTTP exchanges and stream framings, capture unknown to them.
-    ("http", &["flow"]),
+    ("http", &["flow", "credentials"]),
     ("http2", &["flow", "http"]),
     ("sse", &[]),
     // Test support (compiled for tests only): recordings replayed as capture output.
@@ -27,7 +28,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // A metadata source, knowing nothing of the exporters that use it.
     ("k8s", &["host"]),
     // Stage 4: call records → spans, metrics, console, JSON lines.
-    ("export", &["genai", "k8s", "host"]),
+    ("export", &["genai", "k8s", "host", "credentials"]),
     // Runs the stages after capture on recorded or live events.
     (
         "pipeline",

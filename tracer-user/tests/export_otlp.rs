@@ -32,6 +32,8 @@ fn otlp_args(endpoint: &str, protocol: OtlpProtocol) -> ExportArgs {
         otlp_protocol: Some(protocol),
         otlp_headers: vec![("x-tenant".into(), "acme".into())],
         otlp_timeout: Some(Duration::from_secs(5)),
+        // Opt-in: checked to reach the collector when asked for.
+        export_command_line: true,
         ..ExportArgs::default()
     }
 }

@@ -87,7 +87,9 @@ async fn jsonl_on_stdout_has_the_documented_shape() {
     assert_eq!(resource["service.name"], "python3");
     assert_eq!(resource["process.pid"], 1001);
     assert_eq!(resource["process.executable.name"], "python3");
-    assert_eq!(resource["process.command_line"], "/usr/bin/python3 chat.py");
+    // Opt-in (`--export-command-line`): absent by default.
+    assert_eq!(resource["process.command_line"], Value::Null);
+    assert_eq!(resource["process.executable.path"], "/usr/bin/python3");
     assert_eq!(resource["telemetry.sdk.language"], "rust");
 
     let failed = &lines[1];

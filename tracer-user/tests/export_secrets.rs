@@ -92,6 +92,8 @@ async fn planted_credentials_never_leave_llmtap() {
             "otlp".parse().expect("output"),
         ],
         capture_content: true,
+        // The planted command-line key must be redacted when the command line is exported.
+        export_command_line: true,
         otlp_endpoint: Some(endpoint),
         otlp_protocol: Some(OtlpProtocol::HttpProtobuf),
         ..ExportArgs::default()

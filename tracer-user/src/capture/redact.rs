@@ -5,37 +5,7 @@
 //! by `*` before bytes are printed. Masking keeps the length so stream offsets stay valid, and
 //! it is streaming: a header split across two TLS writes is still masked.
 
-/// Header names whose values are credentials (lower case).
-pub const CREDENTIAL_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-    "cookie",
-    "set-cookie",
-    "x-amz-security-token",
-    "x-auth-token",
-];
-
-/// URL query parameters that carry keys (Gemini accepts `?key=`).
-pub const CREDENTIAL_QUERY_PARAMS: &[&str] = &[
-    "key",
-    "api_key",
-    "api-key",
-    "apikey",
-    "access_token",
-    "token",
-    "sig",
-];
-
-/// Whether an HTTP header (any case) holds a credential.
-pub fn is_credential_header(name: &str) -> bool {
-    let name = name.trim();
-    CREDENTIAL_HEADERS
-        .iter()
-        .any(|h| h.eq_ignore_ascii_case(name))
-}
+pub use crate::credentials::{CREDENTIAL_HEADERS, CREDENTIAL_QUERY_PARAMS, is_credential_header};
 
 const NAME_MAX: usize = 32;
 

@@ -9,6 +9,10 @@
 //! (ignored). A connection that starts with the HTTP/2 client preface (or shows HTTP/2 frames
 //! mid-way) is handed to [`crate::http2`]; other protocols are ignored.
 //!
+//! An HTTP/2 connection evicted while idle keeps its HPACK state (parked, a bounded number of
+//! them): pooled connections are reused after long pauses, and header blocks can only be
+//! decoded with the table built from the connection's start.
+//!
 //! This file tracks connections and their lifetimes (creation, eviction, idle timeout,
 //! close); `http1.rs` pairs HTTP/1.x requests and responses; `h2.rs` recognises HTTP/2 and
 //! hands it its bytes.
@@ -16,7 +20,7 @@
 mod h2;
 mod http1;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque, hash_map::Entry};
 
 use crate::flow::{ConnectionId, Direction, StreamChunk, StreamEvent};
 use crate::http::{AbortReason, HeadAccumulator, HttpEvent};
@@ -38,6 +42,9 @@ pub struct ConnectionConfig {
     pub max_pending_requests: usize,
     /// Most HTTP/2 streams tracked at once on one connection.
     pub max_http2_streams: usize,
+    /// Most idle-evicted HTTP/2 connections whose HPACK state is kept for their reuse (each
+    /// holds two HPACK tables, 4 KiB each by default); the oldest is forgotten beyond.
+    pub max_parked_http2: usize,
 }
 
 impl Default for ConnectionConfig {
@@ -49,6 +56,7 @@ impl Default for ConnectionConfig {
             max_connections: 16 * 1024,
             max_pending_requests: 64,
             max_http2_streams: 256,
+            max_parked_http2: 256,
         }
     }
 }
@@ -72,6 +80,9 @@ pub struct ConnectionStats {
     /// HTTP/2 streams not reported because the HPACK state was unknown (connection start not
     /// captured, or bytes lost outside DATA payloads).
     pub http2_streams_skipped: u64,
+    /// Idle HTTP/2 connections whose kept HPACK state was forgotten (over
+    /// `max_parked_http2`): their later streams are skipped.
+    pub http2_states_dropped: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +140,10 @@ impl Connection {
 pub struct ConnectionTracker {
     config: ConnectionConfig,
     conns: HashMap<ConnectionId, Connection>,
+    /// HTTP/2 state of connections evicted while idle (no stream open), oldest first in
+    /// `parked_order`.
+    parked_h2: HashMap<ConnectionId, Box<H2Connection>>,
+    parked_order: VecDeque<ConnectionId>,
     stats: ConnectionStats,
 }
 
@@ -137,6 +152,8 @@ impl ConnectionTracker {
         ConnectionTracker {
             config,
             conns: HashMap::new(),
+            parked_h2: HashMap::new(),
+            parked_order: VecDeque::new(),
             stats: ConnectionStats::default(),
         }
     }
@@ -159,6 +176,9 @@ impl ConnectionTracker {
                 ts_ns,
             } => self.on_gap(conn, direction, len, ts_ns, out),
             StreamEvent::Closed { conn, ts_ns } => {
+                if self.parked_h2.remove(&conn).is_some() {
+                    self.parked_order.retain(|id| *id != conn);
+                }
                 if let Some(c) = self.conns.remove(&conn) {
                     close(conn, c, ts_ns, AbortReason::ConnectionClosed, out);
                 }
@@ -177,9 +197,33 @@ impl ConnectionTracker {
             .collect();
         for id in idle {
             if let Some(c) = self.conns.remove(&id) {
-                self.stats.evicted_connections += 1;
-                close(id, c, now_ns, AbortReason::IdleTimeout, out);
+                self.evict(id, c, now_ns, out);
             }
+        }
+    }
+
+    /// Ends an evicted connection's exchanges; an HTTP/2 client connection's HPACK state is
+    /// parked so that its later streams can still be decoded.
+    fn evict(&mut self, id: ConnectionId, mut c: Connection, now: u64, out: &mut Vec<HttpEvent>) {
+        self.stats.evicted_connections += 1;
+        let Some(mut h2) = c.h2.take().filter(|_| c.mode == Mode::Http2) else {
+            close(id, c, now, AbortReason::IdleTimeout, out);
+            return;
+        };
+        h2.close(now, AbortReason::IdleTimeout, out);
+        if self.parked_h2.len() >= self.config.max_parked_http2
+            && let Some(oldest) = self.parked_order.pop_front()
+            && self.parked_h2.remove(&oldest).is_some()
+        {
+            self.stats.http2_states_dropped += 1;
+            log::warn!(
+                "{oldest}: HPACK state of an idle HTTP/2 connection forgotten (more than {} \
+                 idle connections kept); its later calls will not be reported",
+                self.config.max_parked_http2
+            );
+        }
+        if self.config.max_parked_http2 > 0 && self.parked_h2.insert(id, h2).is_none() {
+            self.parked_order.push_back(id);
         }
     }
 
@@ -200,16 +244,25 @@ impl ConnectionTracker {
                 .iter()
                 .min_by_key(|(_, c)| c.last_seen_ns)
                 .map(|(k, _)| *k);
-            if let Some(old) = oldest.and_then(|k| self.conns.remove_entry(&k)) {
-                self.stats.evicted_connections += 1;
-                close(old.0, old.1, now, AbortReason::IdleTimeout, out);
+            if let Some((old_id, old)) = oldest.and_then(|k| self.conns.remove_entry(&k)) {
+                self.evict(old_id, old, now, out);
             }
         }
-        let stats = &mut self.stats;
-        let c = self.conns.entry(id).or_insert_with(|| {
-            stats.connections_tracked += 1;
-            Connection::new(now)
-        });
+        let c = match self.conns.entry(id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let mut c = Connection::new(now);
+                if let Some(h2) = self.parked_h2.remove(&id) {
+                    // An idle HTTP/2 connection in use again: its HPACK state carries on.
+                    self.parked_order.retain(|p| *p != id);
+                    c.mode = Mode::Http2;
+                    c.h2 = Some(h2);
+                } else {
+                    self.stats.connections_tracked += 1;
+                }
+                e.insert(c)
+            }
+        };
         c.last_seen_ns = c.last_seen_ns.max(now);
     }
 
@@ -246,6 +299,10 @@ impl ConnectionTracker {
         ts_ns: u64,
         out: &mut Vec<HttpEvent>,
     ) {
+        if self.parked_h2.contains_key(&id) {
+            // Bytes lost on a parked connection: its HPACK state must hear of it.
+            self.ensure_connection(id, ts_ns, out);
+        }
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };

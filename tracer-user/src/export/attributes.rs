@@ -55,6 +55,8 @@ pub mod keys {
     pub const LLMTAP_STREAM_CHUNKS: &str = "llmtap.stream.chunks";
     pub const LLMTAP_TOOL_CALLS: &str = "llmtap.tool_calls";
     pub const LLMTAP_USAGE_COST_USD: &str = "llmtap.usage.cost_usd";
+    /// Content attributes cut to `--max-content-bytes` (whole parts kept, the rest left out).
+    pub const LLMTAP_CONTENT_TRUNCATED: &str = "llmtap.content.truncated";
 
     // Resource attributes.
     pub const SERVICE_NAME: &str = "service.name";

@@ -15,7 +15,7 @@ use super::{
     attributes::{AttrValue, Attributes, keys, to_key_values},
     span::{has_output_tokens, is_openai_provider},
 };
-use crate::genai::CallRecord;
+use crate::genai::{CallRecord, is_known_provider};
 
 /// `gen_ai.client.token.usage` buckets.
 pub const TOKEN_USAGE_BUCKETS: [f64; 14] = [
@@ -81,13 +81,30 @@ pub struct CallMeasurements {
     pub time_per_output_chunk_s: Vec<f64>,
 }
 
+/// `gen_ai.provider.name` on metrics: a provider llmtap names, else `_OTHER`. A provider not
+/// recognised is named after the request's host, one metric series per host name: that stays
+/// on the span only (with `server.address`).
+pub fn metric_provider_name(provider: &str) -> &str {
+    if is_known_provider(provider) {
+        provider
+    } else {
+        OTHER_PROVIDER
+    }
+}
+
+/// The metric value of every provider llmtap does not recognise.
+pub const OTHER_PROVIDER: &str = "_OTHER";
+
 /// Measurements of a call. Metric attributes are the spec's: operation, provider, request and
 /// response model, server address/port, and the OpenAI response service tier/fingerprint.
 pub fn call_measurements(record: &CallRecord) -> CallMeasurements {
     let s = |v: &str| AttrValue::Str(v.to_string());
     let mut attributes: Attributes = vec![
         (keys::OPERATION_NAME, s(record.operation.as_str())),
-        (keys::PROVIDER_NAME, s(&record.provider)),
+        (
+            keys::PROVIDER_NAME,
+            s(metric_provider_name(&record.provider)),
+        ),
     ];
     if let Some(m) = record.request.model.as_deref().filter(|m| !m.is_empty()) {
         attributes.push((keys::REQUEST_MODEL, s(m)));
@@ -272,7 +289,10 @@ impl GenAiMetrics {
         }
         self.calls.add(
             1,
-            &[KeyValue::new(keys::PROVIDER_NAME, record.provider.clone())],
+            &[KeyValue::new(
+                keys::PROVIDER_NAME,
+                metric_provider_name(&record.provider).to_string(),
+            )],
         );
     }
 
@@ -312,6 +332,47 @@ mod tests {
                 keys::OPENAI_RESPONSE_SERVICE_TIER,
                 keys::OPENAI_RESPONSE_SYSTEM_FINGERPRINT,
             ]
+        );
+    }
+
+    /// A provider not recognised falls back to the request's Host on the span; on metrics
+    /// that would be one series per host name: bounded to the known values, else `_OTHER`.
+    #[test]
+    fn metric_provider_names_are_bounded() {
+        let mut record = streamed_chat();
+        let provider_of = |r: &CallRecord| {
+            call_measurements(r)
+                .attributes
+                .iter()
+                .find(|(k, _)| *k == keys::PROVIDER_NAME)
+                .map(|(_, v)| v.clone())
+        };
+        for known in [
+            "openai",
+            "anthropic",
+            "aws.bedrock",
+            "gcp.vertex_ai",
+            "ollama",
+        ] {
+            record.provider = known.into();
+            assert_eq!(provider_of(&record), Some(AttrValue::Str(known.into())));
+        }
+        for host in ["llm-7f3a.internal.example.com", "10.0.0.12", "localhost"] {
+            record.provider = host.into();
+            assert_eq!(provider_of(&record), Some(AttrValue::Str("_OTHER".into())));
+        }
+        // The span keeps what was seen.
+        let attrs = crate::export::span::call_attributes(
+            &record,
+            crate::export::span::ContentCapture {
+                enabled: false,
+                max_bytes: 0,
+            },
+            None,
+        );
+        assert_eq!(
+            crate::export::attributes::find(&attrs, keys::PROVIDER_NAME),
+            Some(&AttrValue::Str("localhost".into()))
         );
     }
 

@@ -8,6 +8,7 @@
 pub mod attributes;
 pub mod clock;
 pub mod console;
+pub mod content;
 pub mod cost;
 pub mod jsonl;
 pub mod metrics;
@@ -108,6 +109,11 @@ pub struct ExportArgs {
     #[arg(long)]
     pub capture_content: bool,
 
+    /// Export each traced process's command line as `process.command_line` (credentials it
+    /// is known to hold are redacted; others may not be).
+    #[arg(long)]
+    pub export_command_line: bool,
+
     /// Cut each content attribute to this many bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_CONTENT_BYTES)]
     pub max_content_bytes: usize,
@@ -146,6 +152,7 @@ impl Default for ExportArgs {
             outputs: Vec::new(),
             service_name: None,
             capture_content: false,
+            export_command_line: false,
             max_content_bytes: DEFAULT_MAX_CONTENT_BYTES,
             otlp_endpoint: None,
             otlp_protocol: None,
@@ -376,6 +383,7 @@ impl Exporters {
         );
         Ok(Self {
             resources: ProcessResources::new(proc_root, args.service_name.clone())
+                .with_command_line(args.export_command_line)
                 .with_kubernetes(kubernetes),
             spans: SpanBuilder::new(clock, content),
             prices,

@@ -2,7 +2,11 @@
 //!
 //! Command lines and free text (error messages, captured content) can carry API keys. Keys are
 //! recognised by shape (`sk-…`, `Bearer …`, AWS/Google/Groq prefixes) and by position (the value
-//! after a flag whose name says key/token/secret/password). Redaction errs on the side of hiding.
+//! after a flag whose name says key/token/secret/password, a credential header's value, the
+//! password of `-u user:pass` or of a URL's `user:pass@`, mysql's `-pSECRET`). Redaction errs on
+//! the side of hiding.
+
+use crate::credentials::is_credential_header;
 
 /// What replaces a secret.
 pub const REDACTED: &str = "[REDACTED]";
@@ -75,34 +79,125 @@ fn name_is_secret(name: &str) -> bool {
     SECRET_NAME_PARTS.iter().any(|part| name.contains(part))
 }
 
+/// Flags whose value is `user:password` (curl, wget and friends).
+const USER_PASSWORD_FLAGS: &[&str] = &["-u", "--user", "-U", "--proxy-user"];
+
+/// `user:password` → `user:[REDACTED]`; a value without a password is kept.
+fn redact_user_password(value: &str) -> String {
+    match value.split_once(':') {
+        Some((user, _)) => format!("{user}:{REDACTED}"),
+        None => value.to_string(),
+    }
+}
+
+/// `Name: value` (a header as curl's `-H` takes it) whose name is a credential header or says
+/// key/token/secret: `Name: [REDACTED]`.
+fn redact_header_arg(arg: &str) -> Option<String> {
+    let (name, _value) = arg.split_once(':')?;
+    let is_header_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+    (is_header_name && (is_credential_header(name) || name_is_secret(name)))
+        .then(|| format!("{name}: {REDACTED}"))
+}
+
+/// The password of every `scheme://user:password@host` in `arg` redacted.
+fn redact_url_credentials(arg: &str) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        rest = match authority.rfind('@') {
+            Some(at) => {
+                out.push_str(&redact_user_password(&authority[..at]));
+                &tail[at..]
+            }
+            None => tail,
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What the previous argument says of the next one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NextArg {
+    Plain,
+    Secret,
+    UserPassword,
+}
+
 /// Redacts a command line given as its arguments; returns the arguments joined by spaces.
 ///
-/// `--api-key=X`, `API_KEY=X` → value redacted; `--token X` → `X` redacted; any argument that
-/// looks like a key or holds `Bearer X` is scrubbed too.
+/// `--api-key=X`, `API_KEY=X` → value redacted; `--token X` → `X` redacted; `-H "x-api-key: X"`
+/// → header value redacted; `-u user:X`, `-uuser:X`, `--user=user:X` and `proto://user:X@host`
+/// → password redacted; `-pX` → `X` redacted; any argument that looks like a key or holds
+/// `Bearer X` is scrubbed too.
 pub fn redact_command_line<S: AsRef<str>>(args: &[S]) -> String {
     let mut out: Vec<String> = Vec::with_capacity(args.len());
-    let mut redact_next = false;
+    let mut next = NextArg::Plain;
     for arg in args {
         let arg = arg.as_ref();
-        if redact_next {
-            out.push(REDACTED.to_string());
-            redact_next = false;
+        match std::mem::replace(&mut next, NextArg::Plain) {
+            NextArg::Secret => {
+                out.push(REDACTED.to_string());
+                continue;
+            }
+            NextArg::UserPassword => {
+                out.push(redact_user_password(arg));
+                continue;
+            }
+            NextArg::Plain => {}
+        }
+        if USER_PASSWORD_FLAGS.contains(&arg) {
+            out.push(arg.to_string());
+            next = NextArg::UserPassword;
             continue;
         }
-        if let Some((name, _value)) = arg.split_once('=')
+        if let Some((name, value)) = arg.split_once('=')
             && !name.is_empty()
             && !name.contains(char::is_whitespace)
-            && name_is_secret(name)
         {
-            out.push(format!("{name}={REDACTED}"));
-            continue;
+            if name_is_secret(name) {
+                out.push(format!("{name}={REDACTED}"));
+                continue;
+            }
+            if USER_PASSWORD_FLAGS.contains(&name) {
+                out.push(format!("{name}={}", redact_user_password(value)));
+                continue;
+            }
+        }
+        if !arg.starts_with("--") && arg.len() > 2 {
+            // Values joined to short options: `-uuser:pass`, mysql's `-pPASSWORD`.
+            if let Some(value) = arg.strip_prefix("-u").or_else(|| arg.strip_prefix("-U")) {
+                out.push(format!("{}{}", &arg[..2], redact_user_password(value)));
+                continue;
+            }
+            if arg.starts_with("-p") {
+                out.push(format!("-p{REDACTED}"));
+                // `-password X` (one-dash long option) hides its value in the next argument.
+                if name_is_secret(arg) {
+                    next = NextArg::Secret;
+                }
+                continue;
+            }
         }
         if arg.starts_with('-') && arg.len() > 1 && name_is_secret(arg) {
             out.push(arg.to_string());
-            redact_next = true;
+            next = NextArg::Secret;
             continue;
         }
-        out.push(scrub_text(arg));
+        if let Some(header) = redact_header_arg(arg) {
+            out.push(header);
+            continue;
+        }
+        out.push(scrub_text(&redact_url_credentials(arg)));
     }
     out.join(" ")
 }
@@ -153,7 +248,69 @@ mod tests {
         assert_eq!(
             line,
             "python3 agent.py --api-key [REDACTED] --token=[REDACTED] --password [REDACTED] \
-             OPENAI_API_KEY=[REDACTED] --model gpt-4o -H Authorization: Bearer [REDACTED]"
+             OPENAI_API_KEY=[REDACTED] --model gpt-4o -H Authorization: [REDACTED]"
+        );
+    }
+
+    #[test]
+    fn redacts_url_credentials_header_values_and_joined_passwords() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["psql", "postgres://app:s3cret@db.internal:5432/prod"],
+                "psql postgres://app:[REDACTED]@db.internal:5432/prod",
+            ),
+            (
+                &["worker", "--broker=amqp://guest:guestpw@mq/vhost"],
+                "worker --broker=amqp://guest:[REDACTED]@mq/vhost",
+            ),
+            (
+                &[
+                    "curl",
+                    "-H",
+                    "x-api-key: abc123",
+                    "https://api.anthropic.com",
+                ],
+                "curl -H x-api-key: [REDACTED] https://api.anthropic.com",
+            ),
+            (
+                &["curl", "-H", "Authorization: token123"],
+                "curl -H Authorization: [REDACTED]",
+            ),
+            (
+                &["curl", "--header", "X-Auth-Token:tok456"],
+                "curl --header X-Auth-Token: [REDACTED]",
+            ),
+            (
+                &["curl", "-u", "alice:pa55", "https://h"],
+                "curl -u alice:[REDACTED] https://h",
+            ),
+            (
+                &["curl", "-ualice:pa55", "--user=bob:pw2"],
+                "curl -ualice:[REDACTED] --user=bob:[REDACTED]",
+            ),
+            (
+                &["mysql", "-h", "db", "-uroot", "-pHunter2x", "app"],
+                "mysql -h db -uroot -p[REDACTED] app",
+            ),
+            (
+                &["java", "-jar", "t.jar", "-password", "hunter3"],
+                "java -jar t.jar -p[REDACTED] [REDACTED]",
+            ),
+        ];
+        for (args, expected) in cases {
+            let line = redact_command_line(args);
+            assert_eq!(&line, expected, "{args:?}");
+            for secret in [
+                "s3cret", "guestpw", "abc123", "token123", "tok456", "pa55", "pw2", "Hunter2x",
+                "hunter3",
+            ] {
+                assert!(!line.contains(secret), "{secret} in {line}");
+            }
+        }
+        // Not secrets: a URL without credentials, a port option, a plain header.
+        assert_eq!(
+            redact_command_line(&["curl", "-p", "https://h:8443/x", "-H", "accept: json"]),
+            "curl -p https://h:8443/x -H accept: json"
         );
     }
 

@@ -123,6 +123,8 @@ pub struct ProcessResources {
     /// cache generation at the last lookup). Looked up again once the cache changed.
     pending_pods: HashMap<u32, (Option<String>, u64)>,
     insertion_order: VecDeque<u32>,
+    /// Export `process.command_line` (opt-in: arguments can hold secrets no redaction knows).
+    command_line: bool,
 }
 
 /// Default number of processes whose resources are kept.
@@ -139,7 +141,14 @@ impl ProcessResources {
             insertion_order: VecDeque::new(),
             kubernetes: None,
             pending_pods: HashMap::new(),
+            command_line: false,
         }
+    }
+
+    /// Exports each process's command line (redacted) as `process.command_line`.
+    pub fn with_command_line(mut self, export: bool) -> Self {
+        self.command_line = export;
+        self
     }
 
     /// Adds `k8s.*` attributes from this pod cache.
@@ -231,7 +240,11 @@ impl ProcessResources {
             .map(|p| p.to_string_lossy().into_owned())
             // A deleted binary reads as "/path (deleted)".
             .map(|p| p.trim_end_matches(" (deleted)").to_string());
-        let command_line = read_cmdline(&dir);
+        let command_line = if self.command_line {
+            read_cmdline(&dir)
+        } else {
+            None
+        };
         let executable_name = executable_path
             .as_deref()
             .and_then(|p| Path::new(p).file_name())
@@ -379,7 +392,7 @@ pub(crate) mod tests {
             Some("/usr/bin/python3.12"),
             &format!("0::/system.slice/docker-{ID}.scope\n"),
         );
-        let mut resources = ProcessResources::new(&root, None);
+        let mut resources = ProcessResources::new(&root, None).with_command_line(true);
         let r = resources.get(&process(4242, "python3.12"));
         assert_eq!(r.executable_name, "python3.12");
         assert_eq!(r.service_name, "python3.12");
@@ -394,6 +407,25 @@ pub(crate) mod tests {
             super::super::attributes::find(&attrs, keys::TELEMETRY_SDK_NAME),
             Some(&AttrValue::Str("llmtap".into()))
         );
+    }
+
+    /// The command line can carry secrets no redaction recognises: it is exported only when
+    /// asked for (`--export-command-line`).
+    #[test]
+    fn command_line_is_not_exported_by_default() {
+        let root = fake_proc(
+            "default-off",
+            4343,
+            &["/usr/bin/python3.12", "agent.py", "--db", "opaque"],
+            Some("/usr/bin/python3.12"),
+            "0::/\n",
+        );
+        let r = ProcessResources::new(&root, None).get(&process(4343, "python3.12"));
+        assert_eq!(r.command_line, None);
+        assert!(
+            super::super::attributes::find(&r.attributes(), keys::PROCESS_COMMAND_LINE).is_none()
+        );
+        assert_eq!(r.executable_path.as_deref(), Some("/usr/bin/python3.12"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use super::{
     attributes::{AttrValue, Attributes, keys},
     clock::ClockOffset,
-    redact,
+    content, redact,
     resource::ProcessResource,
 };
 use crate::genai::{CallRecord, Operation};
@@ -42,7 +42,8 @@ pub struct CallSpan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ContentCapture {
     pub enabled: bool,
-    /// Each content attribute is cut to at most this many bytes (on a UTF-8 boundary).
+    /// Each content attribute is fitted to at most this many bytes (valid JSON, cut at
+    /// message and part boundaries).
     pub max_bytes: usize,
 }
 
@@ -74,18 +75,6 @@ pub fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId)> {
     let trace_id = TraceId::from_hex(trace).ok()?;
     let span_id = SpanId::from_hex(parent).ok()?;
     (trace_id != TraceId::INVALID && span_id != SpanId::INVALID).then_some((trace_id, span_id))
-}
-
-/// Cuts `text` to at most `max_bytes`, on a character boundary.
-pub fn truncate_utf8(text: &str, max_bytes: usize) -> &str {
-    if text.len() <= max_bytes {
-        return text;
-    }
-    let mut end = max_bytes;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// APIs whose calls get the `openai.*` attributes.
@@ -290,11 +279,24 @@ pub fn call_attributes(
             (keys::SYSTEM_INSTRUCTIONS, &c.system_instructions),
             (keys::TOOL_DEFINITIONS, &c.tool_definitions),
         ];
+        let mut cut = Vec::new();
         for (key, value) in fields {
-            if let Some(value) = value {
-                let json = redact::scrub_text(&value.to_string());
-                a.push((key, str_(truncate_utf8(&json, content.max_bytes))));
+            let Some(value) = value else {
+                continue;
+            };
+            // Scrubbed before fitting, so the limit holds for what is exported.
+            match content::fit_json(&content::scrubbed(value), content.max_bytes) {
+                Some(fitted) => {
+                    if fitted.cut {
+                        cut.push(key.to_string());
+                    }
+                    a.push((key, AttrValue::Str(fitted.json)));
+                }
+                None => cut.push(key.to_string()),
             }
+        }
+        if !cut.is_empty() {
+            a.push((keys::LLMTAP_CONTENT_TRUNCATED, AttrValue::StrArray(cut)));
         }
     }
     a
@@ -574,19 +576,22 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn content_is_json_truncated_on_char_boundaries() {
-        let on = ContentCapture {
-            enabled: true,
-            max_bytes: 55,
-        };
-        let attrs = call_attributes(&streamed_chat(), on, None);
-        let Some(AttrValue::Str(json)) = find(&attrs, keys::INPUT_MESSAGES) else {
-            panic!("no input messages in {attrs:?}");
-        };
-        assert!(json.len() <= 55);
-        assert!(json.starts_with(r#"[{"parts":[{"content":"h"#), "{json}");
-        assert_eq!(truncate_utf8("aé", 2), "a");
-        assert_eq!(truncate_utf8("aé", 3), "aé");
+    fn content_is_cut_on_char_boundaries() {
+        // Budgets that cut "héllo wörld" at every byte, inside é and ö too.
+        for max_bytes in 58..70 {
+            let on = ContentCapture {
+                enabled: true,
+                max_bytes,
+            };
+            let attrs = call_attributes(&streamed_chat(), on, None);
+            let Some(AttrValue::Str(json)) = find(&attrs, keys::INPUT_MESSAGES) else {
+                panic!("no input messages in {attrs:?}");
+            };
+            assert!(json.len() <= max_bytes);
+            let parsed: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+            let text = parsed[0]["parts"][0]["content"].as_str().unwrap_or("-");
+            assert!("héllo wörld".starts_with(text), "{max_bytes}: {json}");
+        }
         let full = call_attributes(
             &streamed_chat(),
             ContentCapture {
@@ -600,6 +605,68 @@ pub(crate) mod tests {
         };
         let parsed: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
         assert_eq!(parsed[0]["parts"][0]["content"], "héllo wörld");
+    }
+
+    /// Every content attribute cut to the size limit is still a JSON document of the semconv
+    /// shape: whole messages and parts are kept while they fit, the part that does not fit has
+    /// its text cut, later parts are left out, and the cut attributes are named.
+    #[test]
+    fn content_cut_at_the_limit_stays_valid_json_and_is_marked() {
+        let mut record = streamed_chat();
+        let long = "ünïcode \"quoted\" text\n".repeat(40);
+        let input = serde_json::json!([
+            {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+            {"role": "user", "parts": [
+                {"type": "text", "content": "first question"},
+                {"type": "text", "content": long},
+                {"type": "text", "content": "never reached"}
+            ]},
+            {"role": "user", "parts": [{"type": "text", "content": "last"}]}
+        ]);
+        let tools = serde_json::json!([{"type": "function", "name": "lookup"}]);
+        if let Some(c) = record.content.as_mut() {
+            c.input_messages = Some(input.clone());
+            c.tool_definitions = Some(tools.clone());
+        }
+        let full_len = input.to_string().len();
+        for max_bytes in [20, 90, 140, 300, 555, full_len - 1] {
+            let on = ContentCapture {
+                enabled: true,
+                max_bytes,
+            };
+            let attrs = call_attributes(&record, on, None);
+            let Some(AttrValue::Str(json)) = find(&attrs, keys::INPUT_MESSAGES) else {
+                // Too small for even the outline of the first message: left out.
+                assert!(max_bytes < 60, "{max_bytes}: {attrs:?}");
+                continue;
+            };
+            assert!(json.len() <= max_bytes, "{max_bytes}: {json}");
+            let parsed: serde_json::Value = match serde_json::from_str(json) {
+                Ok(v) => v,
+                Err(e) => panic!("{max_bytes}: not JSON ({e}): {json}"),
+            };
+            assert_eq!(parsed[0]["role"], "system", "{json}");
+            if max_bytes >= 140 {
+                assert_eq!(parsed[1]["role"], "user", "{json}");
+                assert_eq!(parsed[1]["parts"][0]["content"], "first question");
+                let cut = parsed[1]["parts"][1]["content"].as_str().unwrap_or("");
+                assert!(long.starts_with(cut), "{json}");
+            }
+            assert_ne!(parsed, input);
+            assert_eq!(
+                find(&attrs, keys::LLMTAP_CONTENT_TRUNCATED),
+                Some(&AttrValue::StrArray(vec![keys::INPUT_MESSAGES.to_string()]))
+            );
+        }
+        let whole = call_attributes(
+            &record,
+            ContentCapture {
+                enabled: true,
+                max_bytes: full_len,
+            },
+            None,
+        );
+        assert_eq!(find(&whole, keys::LLMTAP_CONTENT_TRUNCATED), None);
     }
 
     #[test]

@@ -74,7 +74,8 @@ pub struct CallBuilder {
     timing: CallTiming,
     request_ended: bool,
     req_body: Vec<u8>,
-    /// Top-level request fields, kept even when the body passes the cap.
+    /// Top-level request fields, kept even when the body passes the cap or loses bytes (then
+    /// those of the prefix before the first loss).
     req_scan: TopLevelScanner,
     req_lost: bool,
     params: RequestParams,
@@ -195,8 +196,9 @@ impl CallBuilder {
                 self.input_text = input_text(v, cfg.output_text_cap);
             }
         }
-        if parsed.is_none() && self.truncated && !self.req_lost {
-            // Too large to keep: the top-level scalars were still all seen on the wire.
+        if parsed.is_none() && (self.truncated || self.req_lost) {
+            // Too large to keep, or past the kernel's per-call capture cap: the top-level
+            // scalars seen on the wire (all of them, or the captured prefix's) are still real.
             read_params(self.target.api, &self.req_scan.fields(), &mut self.params);
         }
         if let Some(m) = &self.target.path_model {
@@ -374,7 +376,12 @@ impl CallBuilder {
     /// Bytes of this exchange were lost (framing intact): what they carried stays unknown.
     pub fn lost(&mut self, direction: Direction) {
         match direction {
-            Direction::Write => self.req_lost = true,
+            Direction::Write => {
+                self.req_lost = true;
+                // What follows the hole has no known place in the JSON: the scan keeps only
+                // what the captured prefix held.
+                self.req_scan.stop();
+            }
             Direction::Read => {
                 self.resp_lost = true;
                 if self.acc.first_chunk_ns.is_none() {

@@ -14,5 +14,5 @@ pub mod response;
 pub mod scan;
 
 pub use call::{CallBuilder, CallConfig};
-pub use provider::{Api, ApiTarget, identify};
+pub use provider::{Api, ApiTarget, identify, is_known_provider};
 pub use record::*;

@@ -102,6 +102,37 @@ pub fn split_host(host: &str) -> (String, u16) {
     }
 }
 
+/// Every `gen_ai.provider.name` llmtap names itself: the semantic conventions' well-known
+/// values and the providers its host table knows. Any other value is the request's host.
+pub const KNOWN_PROVIDERS: &[&str] = &[
+    // Semconv well-known values.
+    "anthropic",
+    "aws.bedrock",
+    "azure.ai.inference",
+    "azure.ai.openai",
+    "cohere",
+    "deepseek",
+    "gcp.gemini",
+    "gcp.gen_ai",
+    "gcp.vertex_ai",
+    "groq",
+    "ibm.watsonx.ai",
+    "mistral_ai",
+    "openai",
+    "perplexity",
+    "x_ai",
+    // Recognised by llmtap's host table.
+    "moonshot_ai",
+    "ollama",
+    "openrouter",
+    "together_ai",
+];
+
+/// Whether `provider` is one of [`KNOWN_PROVIDERS`] (not a host name fallback).
+pub fn is_known_provider(provider: &str) -> bool {
+    KNOWN_PROVIDERS.contains(&provider)
+}
+
 fn host_provider(host: &str, port: u16) -> Option<&'static str> {
     let table: [(&str, &str); 14] = [
         ("api.openai.com", "openai"),
@@ -275,6 +306,34 @@ pub fn identify(head: &RequestHead) -> Option<ApiTarget> {
 mod tests {
     use super::*;
     use crate::http::{Header, Headers};
+
+    #[test]
+    fn every_provider_of_the_host_table_is_known() {
+        for host in [
+            "api.openai.com",
+            "api.anthropic.com",
+            "api.groq.com",
+            "api.mistral.ai",
+            "api.deepseek.com",
+            "api.x.ai",
+            "api.perplexity.ai",
+            "openrouter.ai",
+            "api.together.xyz",
+            "api.cohere.com",
+            "generativelanguage.googleapis.com",
+            "api.moonshot.ai",
+            "x.openai.azure.com",
+            "us-aiplatform.googleapis.com",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+        ] {
+            let p = host_provider(host, 443).unwrap_or("none");
+            assert!(is_known_provider(p), "{host}: {p}");
+        }
+        assert!(is_known_provider(
+            host_provider("h", 11434).unwrap_or("none")
+        ));
+        assert!(!is_known_provider("llm.internal.example.com"));
+    }
 
     fn head(method: &str, target: &str, host: &str) -> RequestHead {
         RequestHead {

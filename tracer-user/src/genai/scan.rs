@@ -31,6 +31,8 @@ pub struct TopLevelScanner {
     key: Option<String>,
     fields: Map<String, Value>,
     broken: bool,
+    /// Bytes were lost: later bytes are not scanned (their place in the JSON is unknown).
+    stopped: bool,
 }
 
 impl Default for TopLevelScanner {
@@ -46,6 +48,7 @@ impl Default for TopLevelScanner {
             key: None,
             fields: Map::new(),
             broken: false,
+            stopped: false,
         }
     }
 }
@@ -53,11 +56,19 @@ impl Default for TopLevelScanner {
 impl TopLevelScanner {
     pub fn feed(&mut self, data: &[u8]) {
         for &b in data {
-            if self.broken {
+            if self.broken || self.stopped {
                 return;
             }
             self.step(b);
         }
+    }
+
+    /// Bytes of the body were lost: keep the fields seen so far, scan nothing more (a value
+    /// cut by the loss is dropped with its unfinished token).
+    pub fn stop(&mut self) {
+        self.stopped = true;
+        self.token.clear();
+        self.key = None;
     }
 
     /// The scalar fields seen so far, as a JSON object.
@@ -173,6 +184,20 @@ mod tests {
                 "split {split}"
             );
         }
+    }
+
+    #[test]
+    fn stops_at_a_loss_keeping_the_prefix() {
+        let mut s = TopLevelScanner::default();
+        s.feed(br#"{"model": "gpt-4o", "stream": true, "messages": [{"content": "ab"#);
+        s.stop();
+        s.feed(br#"c"}], "model": "decoy", "temperature": 2}"#);
+        assert_eq!(s.fields(), json!({"model": "gpt-4o", "stream": true}));
+        // A value cut by the loss is not kept half-read.
+        let mut s = TopLevelScanner::default();
+        s.feed(br#"{"model": "gpt-4o-mi"#);
+        s.stop();
+        assert_eq!(s.fields(), json!({}));
     }
 
     #[test]

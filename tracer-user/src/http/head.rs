@@ -1,19 +1,7 @@
 //! Message heads: accumulate bytes up to the blank line (bounded), then parse with `httparse`.
 
 /// Headers whose values are credentials: never stored, so they can never reach a record.
-pub fn is_credential_header(name: &str) -> bool {
-    const CREDENTIALS: [&str; 8] = [
-        "authorization",
-        "proxy-authorization",
-        "x-api-key",
-        "api-key",
-        "x-goog-api-key",
-        "cookie",
-        "set-cookie",
-        "x-amz-security-token",
-    ];
-    CREDENTIALS.iter().any(|c| name.eq_ignore_ascii_case(c))
-}
+pub use crate::credentials::is_credential_header;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HeadError {
@@ -271,6 +259,25 @@ pub fn find_message_start(data: &[u8], at_line_start: bool, want: Sniff) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The headers dropped from parsed heads are the ones masked in raw output, and the ones
+    /// redacted from command lines: one list.
+    #[test]
+    fn every_credential_header_is_dropped() {
+        for name in [
+            "Authorization",
+            "x-api-key",
+            "X-Auth-Token",
+            "x-goog-api-key",
+            "cookie",
+        ] {
+            assert!(is_credential_header(name), "{name}");
+        }
+        for name in crate::credentials::CREDENTIAL_HEADERS {
+            assert!(is_credential_header(name), "{name}");
+        }
+        assert!(!is_credential_header("content-type"));
+    }
 
     #[test]
     fn request_head_in_pieces_drops_credentials() {

@@ -120,7 +120,13 @@ impl Side {
 #[derive(Debug)]
 enum Response {
     AwaitingHead,
-    Body { decoder: Option<ContentDecoder> },
+    Body {
+        decoder: Option<ContentDecoder>,
+        /// DATA payload bytes still due by the response's `Content-Length`: the body is
+        /// complete when they arrived, even if END_STREAM (which may follow on a separate
+        /// empty DATA frame) is never read by the client.
+        content_left: Option<u64>,
+    },
     Ended,
 }
 
@@ -128,6 +134,8 @@ enum Response {
 #[derive(Debug)]
 struct Stream {
     seq: u64,
+    /// A HEAD request: its response's `Content-Length` announces no body.
+    head_request: bool,
     request_open: bool,
     req_decoder: Option<ContentDecoder>,
     response: Response,
@@ -600,6 +608,7 @@ impl H2Connection {
         self.next_seq += 1;
         let key = self.key(seq);
         let encoding = head.headers.get("content-encoding").map(str::to_string);
+        let head_request = head.method.eq_ignore_ascii_case("HEAD");
         out.push(HttpEvent::Request {
             key,
             head,
@@ -627,6 +636,7 @@ impl H2Connection {
             stream,
             Stream {
                 seq,
+                head_request,
                 request_open: !end_stream,
                 req_decoder,
                 response: Response::AwaitingHead,
@@ -671,6 +681,15 @@ impl H2Connection {
             }
             let decoder = ContentDecoder::new(head.headers.get("content-encoding"), max);
             let undecodable = decoder.is_none();
+            // RFC 9113 §8.1.1: Content-Length equals the DATA payload of the response
+            // (none after HEAD, 204 or 304).
+            let content_left = if st.head_request || head.status == 204 || head.status == 304 {
+                None
+            } else {
+                head.headers
+                    .get("content-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
             out.push(HttpEvent::Response {
                 key,
                 head,
@@ -682,10 +701,20 @@ impl H2Connection {
                     direction: Direction::Read,
                 });
             }
-            st.response = Response::Body { decoder };
+            st.response = Response::Body {
+                decoder,
+                content_left,
+            };
         }
         // Otherwise: trailers.
-        if end_stream {
+        let body_done = matches!(
+            st.response,
+            Response::Body {
+                content_left: Some(0),
+                ..
+            }
+        );
+        if end_stream || body_done {
             self.response_end(stream, chunk.ts_ns, out);
         }
     }
@@ -711,7 +740,11 @@ impl H2Connection {
                     out,
                 );
             }
-        } else if let Response::Body { decoder } = &mut st.response {
+        } else if let Response::Body {
+            decoder,
+            content_left,
+        } = &mut st.response
+        {
             emit_decoded(
                 key,
                 Direction::Read,
@@ -721,6 +754,12 @@ impl H2Connection {
                 Some(ts_ns),
                 out,
             );
+            if let Some(left) = content_left {
+                *left = left.saturating_sub(bytes.len() as u64);
+                if *left == 0 {
+                    self.response_end(stream, ts_ns, out);
+                }
+            }
         }
     }
 
@@ -780,7 +819,7 @@ impl H2Connection {
             seq: st.seq,
         };
         match std::mem::replace(&mut st.response, Response::Ended) {
-            Response::Body { mut decoder } => {
+            Response::Body { mut decoder, .. } => {
                 emit_decoded(
                     key,
                     Direction::Read,

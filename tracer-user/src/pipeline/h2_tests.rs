@@ -199,6 +199,102 @@ fn server_reading_the_preface_yields_no_calls() {
     assert_eq!(stats.server_connections, 1);
 }
 
+/// The response head of a `Content-Length` body, the body in DATA frames without END_STREAM:
+/// the way Python h2 servers answer (END_STREAM follows on a separate empty DATA frame).
+fn content_length_response_without_end_stream(s: &mut H2Session, stream: u32, c: &Cassette) {
+    let fields = c.h2_response_fields();
+    assert!(
+        fields.iter().any(|(k, _)| k == "content-length"),
+        "{} must have a Content-Length body",
+        c.name
+    );
+    let head = s.server.headers(stream, &fields, false);
+    s.read(&head);
+    let body = s.server.data(stream, &c.response_body, false);
+    s.read(&body);
+}
+
+fn assert_complete(r: &CallRecord, c: &Cassette) {
+    assert!(r.error.is_none() && !r.incomplete, "{:?}", r.error);
+    assert_eq!(r.response.id.as_deref(), c.expected["response_id"].as_str());
+    assert_eq!(r.usage.output_tokens, c.expected["output_tokens"].as_u64());
+}
+
+#[test]
+fn end_stream_on_a_separate_empty_data_frame_completes_the_call() {
+    let c = cassette("cohere__chat_v2");
+    let mut s = H2Session::new(ReplayOptions::default());
+    let stream = s.open_stream();
+    let req = s.request_bytes(stream, &c);
+    s.write(&req);
+    content_length_response_without_end_stream(&mut s, stream, &c);
+    let end = s.server.data(stream, &[], true);
+    s.read(&end);
+    s.close();
+    let (calls, stats) = run(s.events);
+    assert_eq!(calls.len(), 1, "{stats:?}");
+    assert_complete(&calls[0], &c);
+}
+
+/// A client that stops reading once `Content-Length` bytes arrived (curl) never reads the
+/// empty END_STREAM frame: the call is complete all the same, whether the client then closes
+/// the connection or cancels the stream.
+#[test]
+fn content_length_body_completes_without_its_end_stream_frame() {
+    let c = cassette("cohere__chat_v2");
+    for cancel in [false, true] {
+        let mut s = H2Session::new(ReplayOptions::default());
+        let stream = s.open_stream();
+        let req = s.request_bytes(stream, &c);
+        s.write(&req);
+        content_length_response_without_end_stream(&mut s, stream, &c);
+        if cancel {
+            s.write(&rst_stream(stream, 8));
+        }
+        s.close();
+        let (calls, stats) = run(s.events);
+        assert_eq!(calls.len(), 1, "{stats:?}");
+        assert_complete(&calls[0], &c);
+    }
+}
+
+/// An HTTP/2 connection idle past the timeout is evicted, and its client keeps using it later
+/// (pooled connections of long-lived agents): the HPACK state survives the eviction, so the
+/// later streams are decoded, not skipped.
+#[test]
+fn streams_after_an_idle_eviction_are_still_decoded() {
+    let a = cassette("openai__chat_prompt_cache_read");
+    let b = cassette("anthropic__messages_tool_use");
+    let mut s = H2Session::new(ReplayOptions::default());
+    s.exchange(&a);
+    s.exchange(&b);
+    let before_idle = std::mem::take(&mut s.events);
+    let idle_ns = PipelineConfig::default().idle_timeout_ns;
+    s.wait(idle_ns * 2);
+    let evicted_at = s.now;
+    s.exchange(&a);
+    s.exchange(&b);
+    let mut p = Pipeline::new(PipelineConfig::default());
+    let mut calls = Vec::new();
+    for ev in before_idle {
+        p.push(ev, &mut calls);
+    }
+    p.tick(evicted_at, &mut calls);
+    assert_eq!(p.stats().evicted_connections, 1, "{:?}", p.stats());
+    for ev in std::mem::take(&mut s.events) {
+        p.push(ev, &mut calls);
+    }
+    p.finish(&mut calls);
+    let stats = p.stats();
+    assert_eq!(stats.http2_streams_skipped, 0, "{stats:?}");
+    assert_eq!(calls.len(), 4, "{stats:?}");
+    for (r, c) in calls.iter().zip([&a, &b, &a, &b]) {
+        assert_eq!(r.provider, c.provider);
+        assert_eq!(r.response.id.as_deref(), c.expected["response_id"].as_str());
+        assert!(r.error.is_none(), "{:?}", r.error);
+    }
+}
+
 mod malformed {
     use super::*;
     use bytes::Bytes;

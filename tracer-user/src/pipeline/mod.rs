@@ -126,6 +126,8 @@ pub struct PipelineStats {
     /// HTTP/2 streams skipped because their headers could not be decoded reliably
     /// (connection start not captured, bytes lost outside DATA payloads).
     pub http2_streams_skipped: u64,
+    /// Idle HTTP/2 connections whose kept HPACK state was forgotten (too many idle ones).
+    pub http2_states_dropped: u64,
     /// Connections and calls currently held.
     pub open_connections: u64,
     pub calls_in_flight: u64,
@@ -208,6 +210,7 @@ impl Pipeline {
             connections_tracked: t.connections_tracked,
             http2_connections: t.http2_connections,
             http2_streams_skipped: t.http2_streams_skipped,
+            http2_states_dropped: t.http2_states_dropped,
             open_connections: self.tracker.connections() as u64,
             calls_in_flight: self.calls.len() as u64,
             ..self.stats.clone()

@@ -994,3 +994,83 @@ fn pipeline_can_move_to_another_thread() {
     assert_send::<Pipeline>();
     assert_send::<CallRecord>();
 }
+
+/// A prompt larger than the kernel's per-call capture cap: one `SSL_write` whose tail was not
+/// copied (a gap), then a later write (of the same body) captured whole. The parameters the
+/// captured prefix holds are real bytes of the wire and are reported; bytes after the gap
+/// (mid-JSON, their context unknown) are never scanned for parameters.
+#[test]
+fn long_prompt_over_the_capture_cap_keeps_the_parameters_of_its_prefix() {
+    let mut c = cassette("anthropic__messages_stream");
+    let filler = "lorem ipsum ".repeat(40_000);
+    // Text after the gap that looks like top-level fields to a scanner that lost its place.
+    let decoy = r#"x", "model": "decoy-model", "temperature": 9.9, "y": "#;
+    let body = json!({
+        "model": "claude-3-haiku-20240307",
+        "max_tokens": 1024,
+        "stream": true,
+        "temperature": 0.3,
+        "messages": [
+            {"role": "user", "content": format!("{filler}{decoy}{filler}")}
+        ],
+    });
+    // Keys in the order the client wrote them (serde_json sorts maps).
+    let body = format!(
+        r#"{{"model": {}, "max_tokens": 1024, "stream": true, "temperature": 0.3, "messages": {}}}"#,
+        body["model"], body["messages"]
+    );
+    c.request_body = body.into_bytes();
+    let request = c.request_bytes();
+    let cap = 256 * 1024;
+    let decoy_at = request
+        .windows(12)
+        .position(|w| w == br#""decoy-model"#)
+        .unwrap_or(0);
+    assert!(decoy_at > cap, "the decoy sits after the gap");
+    let opts = ReplayOptions::default();
+    let mut events = Vec::new();
+    let mut now = opts.start_ns;
+    // First write: the head and body up to the cap copied, the rest of the call lost.
+    let first_call = cap + 100_000;
+    chunk_events(
+        &request[..cap],
+        Direction::Write,
+        cap,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    events.push(StreamEvent::Gap {
+        conn: opts.conn,
+        direction: Direction::Write,
+        len: (first_call - cap) as u64,
+        ts_ns: now,
+    });
+    // The rest of the body in later writes, captured whole (the decoy among them).
+    chunk_events(
+        &request[first_call..],
+        Direction::Write,
+        16 * 1024,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    now += opts.server_latency_ns;
+    chunk_events(
+        &c.response_bytes(opts.transfer_chunk_size),
+        Direction::Read,
+        opts.read_size,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    let (records, stats) = run(events);
+    assert_eq!(records.len(), 1, "{stats:?}");
+    let r = &records[0];
+    assert!(r.incomplete, "bytes were lost: the call says so");
+    assert_eq!(r.request.model.as_deref(), Some("claude-3-haiku-20240307"));
+    assert!(r.request.stream);
+    assert_eq!(r.request.temperature, Some(0.3));
+    assert_eq!(r.request.max_tokens, Some(1024));
+    assert_eq!(r.usage.output_tokens, c.expected["output_tokens"].as_u64());
+}
