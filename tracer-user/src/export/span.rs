@@ -362,7 +362,10 @@ impl SpanBuilder {
             },
             None => SpanStatus::Unset,
         };
-        let (start, end) = self.times(record.timing.request_start_ns, record.timing.response_end_ns);
+        let (start, end) = self.times(
+            record.timing.request_start_ns,
+            record.timing.response_end_ns,
+        );
         CallSpan {
             name: span_name(record),
             kind: Kind::Client,
@@ -386,7 +389,11 @@ impl SpanBuilder {
     /// The trace of an agent session: the application's when its first call carried a
     /// `traceparent` (with that span as the remote parent of the session's roots), else one
     /// derived from the session key.
-    fn session_trace(&self, session: u64, traceparent: &Option<String>) -> (TraceId, Option<SpanId>) {
+    fn session_trace(
+        &self,
+        session: u64,
+        traceparent: &Option<String>,
+    ) -> (TraceId, Option<SpanId>) {
         match traceparent.as_deref().and_then(parse_traceparent) {
             Some((trace, parent)) => (trace, Some(parent)),
             None => {
@@ -422,7 +429,10 @@ impl SpanBuilder {
                 if let Some(e) = &turn.error_type {
                     a.push((keys::ERROR_TYPE, str_(&redact::scrub_text(e))));
                 }
-                a.push((keys::LLMTAP_AGENT_CALLS, AttrValue::count(u64::from(turn.calls))));
+                a.push((
+                    keys::LLMTAP_AGENT_CALLS,
+                    AttrValue::count(u64::from(turn.calls)),
+                ));
                 a.push((
                     keys::LLMTAP_AGENT_TOOL_EXECUTIONS,
                     AttrValue::count(u64::from(turn.tool_executions)),
@@ -583,6 +593,7 @@ pub(crate) mod tests {
                 system_instructions: None,
                 tool_definitions: None,
             }),
+            agent: None,
         }
     }
 

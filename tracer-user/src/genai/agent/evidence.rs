@@ -83,7 +83,11 @@ pub fn read_agent_evidence(api: Api, body: &Value, with_content: bool, params: &
                 for block in arr_at(m, &["content"]) {
                     // Anthropic `tool_result` blocks.
                     if str_at(block, &["type"]).as_deref() == Some("tool_result") {
-                        push(str_at(block, &["tool_use_id"]), None, at(block, &["content"]));
+                        push(
+                            str_at(block, &["tool_use_id"]),
+                            None,
+                            at(block, &["content"]),
+                        );
                     }
                     // Bedrock Converse `toolResult` blocks.
                     if let Some(tr) = at(block, &["toolResult"]) {
@@ -164,7 +168,10 @@ mod tests {
         );
         assert_eq!(responses.previous_response_id.as_deref(), Some("resp_1"));
         assert_eq!(responses.tool_results[0].id.as_deref(), Some("fc_1"));
-        assert_eq!(responses.tool_results[0].content, None, "content only when captured");
+        assert_eq!(
+            responses.tool_results[0].content, None,
+            "content only when captured"
+        );
 
         let anthropic = read(
             Api::AnthropicMessages,

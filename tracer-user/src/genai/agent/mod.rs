@@ -166,8 +166,7 @@ impl AgentTracker {
     /// turns it ends to `out`.
     pub fn observe(&mut self, record: &mut CallRecord, out: &mut Vec<AgentRecord>) {
         let pid = record.process.pid;
-        if !self.processes.contains_key(&pid) && self.processes.len() >= self.config.max_processes
-        {
+        if !self.processes.contains_key(&pid) && self.processes.len() >= self.config.max_processes {
             let oldest = self
                 .processes
                 .iter()
@@ -182,7 +181,10 @@ impl AgentTracker {
         let config = self.config.clone();
         let state = self.processes.entry(pid).or_default();
         state.process = record.process.clone();
-        let end_ns = record.timing.response_end_ns.max(record.timing.request_start_ns);
+        let end_ns = record
+            .timing
+            .response_end_ns
+            .max(record.timing.request_start_ns);
         state.last_ns = state.last_ns.max(end_ns);
 
         let index = match find_session(&state.sessions, record) {
@@ -394,7 +396,8 @@ fn find_session(sessions: &[Session], record: &CallRecord) -> Option<usize> {
         .enumerate()
         .filter_map(|(i, s)| {
             let (len, hash) = s.history?;
-            (len >= 1 && hashes.len() > len && hashes.get(len - 1) == Some(&hash)).then_some((i, len))
+            (len >= 1 && hashes.len() > len && hashes.get(len - 1) == Some(&hash))
+                .then_some((i, len))
         })
         .max_by_key(|(i, len)| (*len, *i))
         .map(|(i, _)| i)
