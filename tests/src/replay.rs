@@ -405,10 +405,22 @@ pub fn span_differences(span: &Value, cassette: &Value, protocol: &str) -> Vec<S
 }
 
 /// The spans of process `pid`.
+/// The call spans (one per LLM call, kind CLIENT) of a process: agent turns (`invoke_agent`)
+/// and tool executions (`execute_tool`) llmtap adds around them are left to [`agent_spans_of`].
 pub fn spans_of(spans: &[Value], pid: u32) -> Vec<&Value> {
     spans
         .iter()
         .filter(|s| s["resource"]["process.pid"].as_u64() == Some(u64::from(pid)))
+        .filter(|s| s["kind"] != "INTERNAL")
+        .collect()
+}
+
+/// The `invoke_agent` and `execute_tool` spans (kind INTERNAL) of a process.
+pub fn agent_spans_of(spans: &[Value], pid: u32) -> Vec<&Value> {
+    spans
+        .iter()
+        .filter(|s| s["resource"]["process.pid"].as_u64() == Some(u64::from(pid)))
+        .filter(|s| s["kind"] == "INTERNAL")
         .collect()
 }
 

@@ -11,12 +11,14 @@ use crate::capture::clock::monotonic_now_ns;
 use crate::capture::{
     CaptureCounters, CaptureEvent, CaptureSession, ConnectionId, StreamAssembler, StreamEvent,
 };
-use crate::genai::CallRecord;
+use crate::genai::{AgentConfig, AgentRecord, AgentTracker, CallRecord};
 use crate::pipeline::{Pipeline, PipelineStats};
 
 /// Where finished calls and health snapshots go (the exporters).
 pub trait CallSink {
     fn export(&mut self, record: &CallRecord);
+    /// An agent turn ended or a tool execution was found (after the calls it links).
+    fn export_agent(&mut self, record: &AgentRecord);
     /// Called about once a second with the running totals.
     fn health(&mut self, health: &DaemonHealth);
     /// A process produced its first traffic (a chance to read its details while it lives).
@@ -75,6 +77,8 @@ pub struct Daemon {
     peers: PeerTable,
     stream_scratch: Vec<StreamEvent>,
     records: Vec<CallRecord>,
+    agent: AgentTracker,
+    agent_records: Vec<AgentRecord>,
     calls_exported: u64,
     by_provider: HashMap<String, u64>,
     /// Processes whose traffic was seen (forgotten at exit; bounded).
@@ -91,6 +95,8 @@ impl Daemon {
             peers: PeerTable::default(),
             stream_scratch: Vec::new(),
             records: Vec::new(),
+            agent: AgentTracker::new(AgentConfig::default()),
+            agent_records: Vec::new(),
             calls_exported: 0,
             by_provider: HashMap::new(),
             seen_pids: std::collections::HashSet::new(),
@@ -120,11 +126,20 @@ impl Daemon {
             }
             // Closes must reach the pipeline before the peer entry is needed again: the
             // pipeline reads peers when calls complete, which is within this push.
+            let exited = match &event {
+                CaptureEvent::ProcessExit { pid, .. } => Some(*pid),
+                _ => None,
+            };
             self.assembler.push(event, &mut self.stream_scratch);
             for stream_event in self.stream_scratch.drain(..) {
                 self.pipeline.push(stream_event, &mut self.records);
             }
             self.flush(sink);
+            // After the process's last calls: its agent sessions end with it.
+            if let Some(pid) = exited {
+                self.agent.process_exit(pid, &mut self.agent_records);
+                self.flush(sink);
+            }
         }
     }
 
@@ -132,19 +147,27 @@ impl Daemon {
     pub fn tick(&mut self, now_ns: u64, sink: &mut impl CallSink) {
         self.pipeline.tick(now_ns, &mut self.records);
         self.flush(sink);
+        self.agent.tick(now_ns, &mut self.agent_records);
+        self.flush(sink);
     }
 
     /// Ends everything in flight (shutdown).
     pub fn finish(&mut self, sink: &mut impl CallSink) {
         self.pipeline.finish(&mut self.records);
         self.flush(sink);
+        self.agent.finish(&mut self.agent_records);
+        self.flush(sink);
     }
 
     fn flush(&mut self, sink: &mut impl CallSink) {
-        for record in self.records.drain(..) {
+        for mut record in self.records.drain(..) {
             self.calls_exported += 1;
             *self.by_provider.entry(record.provider.clone()).or_default() += 1;
+            self.agent.observe(&mut record, &mut self.agent_records);
             sink.export(&record);
+        }
+        for record in self.agent_records.drain(..) {
+            sink.export_agent(&record);
         }
     }
 
@@ -240,6 +263,8 @@ mod tests {
     struct Collect(Vec<CallRecord>, u32);
 
     impl CallSink for Collect {
+        fn export_agent(&mut self, _: &AgentRecord) {}
+
         fn export(&mut self, record: &CallRecord) {
             self.0.push(record.clone());
         }

@@ -110,6 +110,10 @@ impl CallSink for ExportSink<'_> {
         self.0.export(record);
     }
 
+    fn export_agent(&mut self, record: &llmtap::genai::AgentRecord) {
+        self.0.export_agent(record);
+    }
+
     fn process_seen(&mut self, pid: u32, comm: &str) {
         self.0.observe_process(pid, comm);
     }

@@ -54,6 +54,13 @@ pub mod keys {
     pub const LLMTAP_CALL_INCOMPLETE: &str = "llmtap.call.incomplete";
     pub const LLMTAP_STREAM_CHUNKS: &str = "llmtap.stream.chunks";
     pub const LLMTAP_TOOL_CALLS: &str = "llmtap.tool_calls";
+    pub const TOOL_NAME: &str = "gen_ai.tool.name";
+    pub const TOOL_CALL_ID: &str = "gen_ai.tool.call.id";
+    pub const TOOL_TYPE: &str = "gen_ai.tool.type";
+    pub const TOOL_CALL_ARGUMENTS: &str = "gen_ai.tool.call.arguments";
+    pub const TOOL_CALL_RESULT: &str = "gen_ai.tool.call.result";
+    pub const LLMTAP_AGENT_CALLS: &str = "llmtap.agent.calls";
+    pub const LLMTAP_AGENT_TOOL_EXECUTIONS: &str = "llmtap.agent.tool_executions";
     pub const LLMTAP_USAGE_COST_USD: &str = "llmtap.usage.cost_usd";
     /// Content attributes cut to `--max-content-bytes` (whole parts kept, the rest left out).
     pub const LLMTAP_CONTENT_TRUNCATED: &str = "llmtap.content.truncated";

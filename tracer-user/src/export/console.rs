@@ -126,6 +126,37 @@ impl Console {
         self.health = Some(health);
     }
 
+    /// Writes the row of an agent span: an `execute_tool` row under the call that asked for
+    /// it, an `invoke_agent` row closing the turn with its totals.
+    pub fn write_agent(&mut self, span: &CallSpan) -> std::io::Result<()> {
+        let duration_s = span.end_unix_nanos.saturating_sub(span.start_unix_nanos) as f64 / 1e9;
+        let process = format!("{}/{}", span.resource.pid, span.resource.executable_name);
+        let detail = if str_attr(span, keys::OPERATION_NAME) == Some("invoke_agent") {
+            format!(
+                "└ {} ({} calls, {} tools)",
+                span.name,
+                opt(int_attr(span, keys::LLMTAP_AGENT_CALLS)),
+                opt(int_attr(span, keys::LLMTAP_AGENT_TOOL_EXECUTIONS)),
+            )
+        } else {
+            format!(
+                "├ {} [{}]",
+                span.name,
+                str_attr(span, keys::TOOL_CALL_ID).unwrap_or("-")
+            )
+        };
+        writeln!(
+            self.out,
+            "{:<12} {:<22} {:<61} {:>8} {:>8}",
+            clock_time(span.end_unix_nanos),
+            fit(&process, 22),
+            fit(&detail, 61),
+            "",
+            format!("{duration_s:.3}s"),
+        )?;
+        self.out.flush()
+    }
+
     /// Writes the row of a finished call, then the summary when the interval has elapsed.
     pub fn write_call(&mut self, span: &CallSpan) -> std::io::Result<()> {
         if !self.header_written {

@@ -16,8 +16,10 @@
 //! ```
 //!
 //! - `trace_id` (32) and `span_id`/`parent_span_id` (16) are lower-case hex; `parent_span_id` is
-//!   the caller's span when the request carried a W3C `traceparent`, else `null`.
-//! - `kind` is always `"CLIENT"`.
+//!   the caller's span when the request carried a W3C `traceparent`, else the agent turn's
+//!   `invoke_agent` span for a call in a tool loop, else `null`.
+//! - `kind` is `"CLIENT"` for calls, `"INTERNAL"` for agent turns (`invoke_agent`) and tool
+//!   executions (`execute_tool`).
 //! - Times are UNIX nanoseconds as JSON integers (they exceed 2^53: parse them as 64-bit
 //!   integers, e.g. `jq` ≥ 1.7 keeps them exact).
 //! - `status.code` is `"UNSET"` or `"ERROR"`; `status.message` is the provider's error message
@@ -34,7 +36,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     attributes::Attributes,
-    span::{CallSpan, SpanStatus},
+    span::{CallSpan, Kind, SpanStatus},
 };
 
 fn attribute_map(attributes: &Attributes) -> Map<String, Value> {
@@ -52,7 +54,10 @@ pub fn span_to_json(span: &CallSpan) -> Value {
     };
     json!({
         "name": span.name,
-        "kind": "CLIENT",
+        "kind": match span.kind {
+            Kind::Client => "CLIENT",
+            Kind::Internal => "INTERNAL",
+        },
         "trace_id": span.trace_id.to_string(),
         "span_id": span.span_id.to_string(),
         "parent_span_id": span.parent_span_id.map(|id| id.to_string()),

@@ -25,7 +25,7 @@ pub use metrics::{HealthCounters, HealthSnapshot};
 pub use otlp::OtlpProtocol;
 pub use span::CallSpan;
 
-use crate::genai::{CallRecord, Operation};
+use crate::genai::{AgentRecord, CallRecord, Operation};
 use console::Console;
 use jsonl::JsonlWriter;
 use otlp::{OtlpPipeline, SignalSettings};
@@ -428,6 +428,29 @@ impl Exporters {
         }
         if let Some(otlp) = &self.otlp {
             otlp.export(span, record);
+        }
+    }
+
+    /// Sends an agent turn or tool execution span to every output (no metrics).
+    pub fn export_agent(&mut self, record: &AgentRecord) {
+        let process = match record {
+            AgentRecord::Turn(t) => &t.process,
+            AgentRecord::Tool(t) => &t.process,
+        };
+        let resource = self.resources.get(process);
+        let span = self.spans.build_agent(record, resource);
+        if let Some(console) = &mut self.console
+            && let Err(e) = console.write_agent(&span)
+        {
+            self.note_write_failure("console", &e);
+        }
+        if let Some(jsonl) = &mut self.jsonl
+            && let Err(e) = jsonl.write_span(&span)
+        {
+            self.note_write_failure("JSONL", &e);
+        }
+        if let Some(otlp) = &self.otlp {
+            otlp.export_span(span);
         }
     }
 

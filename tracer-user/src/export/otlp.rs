@@ -39,7 +39,7 @@ use super::{
     attributes::{from_strings, keys, to_key_values},
     metrics::{GenAiMetrics, HealthSnapshot},
     resource::{ProcessResource, SDK_NAME},
-    span::{CallSpan, SpanStatus},
+    span::{CallSpan, Kind, SpanStatus},
 };
 use crate::genai::CallRecord;
 
@@ -203,8 +203,11 @@ pub fn span_data(span: &CallSpan, scope: &InstrumentationScope) -> SpanData {
             TraceState::default(),
         ),
         parent_span_id: parent.unwrap_or(opentelemetry::trace::SpanId::INVALID),
-        parent_span_is_remote: parent.is_some(),
-        span_kind: SpanKind::Client,
+        parent_span_is_remote: span.parent_is_remote,
+        span_kind: match span.kind {
+            Kind::Client => SpanKind::Client,
+            Kind::Internal => SpanKind::Internal,
+        },
         name: Cow::Owned(span.name.clone()),
         start_time: unix_time(span.start_unix_nanos),
         end_time: unix_time(span.end_unix_nanos),
@@ -347,6 +350,16 @@ impl OtlpPipeline {
         })
     }
 
+    /// Queues an agent span (`invoke_agent`, `execute_tool`); never waits.
+    pub fn export_span(&self, span: CallSpan) {
+        if self.queue.try_send(span).is_err() {
+            let dropped = self.dropped_spans.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                log::warn!("OTLP span queue full or closed: {dropped} spans dropped so far");
+            }
+        }
+    }
+
     /// Queues the span and records the call's metrics; never waits.
     pub fn export(&self, span: CallSpan, record: &CallRecord) {
         let workload = span
@@ -356,12 +369,7 @@ impl OtlpPipeline {
             .map(|pod| from_strings(pod.metric_attributes()))
             .unwrap_or_default();
         self.metrics.record_call(record, &workload);
-        if self.queue.try_send(span).is_err() {
-            let dropped = self.dropped_spans.fetch_add(1, Ordering::Relaxed) + 1;
-            if dropped.is_power_of_two() {
-                log::warn!("OTLP span queue full or closed: {dropped} spans dropped so far");
-            }
-        }
+        self.export_span(span);
     }
 
     pub fn record_health(&self, snapshot: &HealthSnapshot) {

@@ -14,7 +14,7 @@ use super::{
     content, redact,
     resource::ProcessResource,
 };
-use crate::genai::{CallRecord, Operation};
+use crate::genai::{AgentRecord, CallRecord, Operation};
 
 /// Span status (success stays `Unset`, as the conventions ask of instrumentations).
 #[derive(Clone, Debug, PartialEq)]
@@ -23,14 +23,25 @@ pub enum SpanStatus {
     Error { message: String },
 }
 
-/// One finished call as a span.
+/// Span kind: calls go to a server, agent turns and tool executions happen in the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Client,
+    Internal,
+}
+
+/// One finished call (or agent turn, or tool execution) as a span.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CallSpan {
     pub name: String,
+    pub kind: Kind,
     pub trace_id: TraceId,
     pub span_id: SpanId,
-    /// The caller's span when the request carried a valid W3C `traceparent`.
+    /// The caller's span when the request carried a valid W3C `traceparent`, else the agent
+    /// turn (`invoke_agent`) the call belongs to.
     pub parent_span_id: Option<SpanId>,
+    /// The parent comes from the application (`traceparent`), not from llmtap.
+    pub parent_is_remote: bool,
     pub start_unix_nanos: u64,
     pub end_unix_nanos: u64,
     pub status: SpanStatus,
@@ -308,14 +319,19 @@ pub struct SpanBuilder {
     clock: ClockOffset,
     content: ContentCapture,
     ids: RandomIdGenerator,
+    /// Random per run: agent trace and turn span ids are derived from session and turn keys.
+    salt: u64,
 }
 
 impl SpanBuilder {
     pub fn new(clock: ClockOffset, content: ContentCapture) -> Self {
+        let ids = RandomIdGenerator::default();
+        let salt = u64::from_be_bytes(ids.new_span_id().to_bytes());
         Self {
             clock,
             content,
-            ids: RandomIdGenerator::default(),
+            ids,
+            salt,
         }
     }
 
@@ -325,14 +341,22 @@ impl SpanBuilder {
         resource: Arc<ProcessResource>,
         cost_usd: Option<f64>,
     ) -> CallSpan {
-        let (trace_id, parent_span_id) = match record
+        let own = record
             .request
             .traceparent
             .as_deref()
-            .and_then(parse_traceparent)
-        {
-            Some((trace, parent)) => (trace, Some(parent)),
-            None => (self.ids.new_trace_id(), None),
+            .and_then(parse_traceparent);
+        // The application's traceparent wins; else the agent session's trace and turn.
+        let (trace_id, parent_span_id, parent_is_remote) = match (own, &record.agent) {
+            (Some((trace, parent)), _) => (trace, Some(parent), true),
+            (None, Some(link)) => {
+                let (trace, remote_parent) = self.session_trace(link.session, &link.traceparent);
+                match link.turn {
+                    Some(turn) => (trace, Some(self.turn_span_id(turn)), false),
+                    None => (trace, remote_parent, remote_parent.is_some()),
+                }
+            }
+            (None, None) => (self.ids.new_trace_id(), None, false),
         };
         let status = match &record.error {
             Some(error) => SpanStatus::Error {
@@ -340,16 +364,17 @@ impl SpanBuilder {
             },
             None => SpanStatus::Unset,
         };
-        let start = self.clock.to_unix_nanos(record.timing.request_start_ns);
-        let end = self
-            .clock
-            .to_unix_nanos(record.timing.response_end_ns)
-            .max(start);
+        let (start, end) = self.times(
+            record.timing.request_start_ns,
+            record.timing.response_end_ns,
+        );
         CallSpan {
             name: span_name(record),
+            kind: Kind::Client,
             trace_id,
             span_id: self.ids.new_span_id(),
             parent_span_id,
+            parent_is_remote,
             start_unix_nanos: start,
             end_unix_nanos: end,
             status,
@@ -357,6 +382,142 @@ impl SpanBuilder {
             resource,
         }
     }
+
+    fn times(&self, start_ns: u64, end_ns: u64) -> (u64, u64) {
+        let start = self.clock.to_unix_nanos(start_ns);
+        (start, self.clock.to_unix_nanos(end_ns).max(start))
+    }
+
+    /// The trace of an agent session: the application's when its first call carried a
+    /// `traceparent` (with that span as the remote parent of the session's roots), else one
+    /// derived from the session key.
+    fn session_trace(
+        &self,
+        session: u64,
+        traceparent: &Option<String>,
+    ) -> (TraceId, Option<SpanId>) {
+        match traceparent.as_deref().and_then(parse_traceparent) {
+            Some((trace, parent)) => (trace, Some(parent)),
+            None => {
+                let hi = u128::from(mix(self.salt ^ session));
+                let lo = u128::from(mix(self.salt.rotate_left(32) ^ session) | 1);
+                (TraceId::from((hi << 64) | lo), None)
+            }
+        }
+    }
+
+    /// The `invoke_agent` span id of a turn: derived from its key, so the calls of the turn
+    /// can name their parent before the turn (and its span) ends.
+    fn turn_span_id(&self, turn: u64) -> SpanId {
+        SpanId::from(mix(self.salt.rotate_left(17) ^ turn) | 1)
+    }
+
+    /// An `invoke_agent` or `execute_tool` span.
+    pub fn build_agent(&self, record: &AgentRecord, resource: Arc<ProcessResource>) -> CallSpan {
+        let str_ = |s: &str| AttrValue::Str(s.to_string());
+        match record {
+            AgentRecord::Turn(turn) => {
+                let (trace_id, remote_parent) = self.session_trace(turn.session, &turn.traceparent);
+                let mut a: Attributes = vec![
+                    (keys::OPERATION_NAME, str_("invoke_agent")),
+                    (keys::PROVIDER_NAME, str_(&turn.provider)),
+                ];
+                if let Some(model) = turn.model.as_deref().filter(|m| !m.is_empty()) {
+                    a.push((keys::REQUEST_MODEL, str_(model)));
+                }
+                if let Some(id) = &turn.conversation_id {
+                    a.push((keys::CONVERSATION_ID, str_(id)));
+                }
+                if let Some(e) = &turn.error_type {
+                    a.push((keys::ERROR_TYPE, str_(&redact::scrub_text(e))));
+                }
+                a.push((
+                    keys::LLMTAP_AGENT_CALLS,
+                    AttrValue::count(u64::from(turn.calls)),
+                ));
+                a.push((
+                    keys::LLMTAP_AGENT_TOOL_EXECUTIONS,
+                    AttrValue::count(u64::from(turn.tool_executions)),
+                ));
+                let (start, end) = self.times(turn.start_ns, turn.end_ns);
+                CallSpan {
+                    name: "invoke_agent".to_string(),
+                    kind: Kind::Internal,
+                    trace_id,
+                    span_id: self.turn_span_id(turn.turn),
+                    parent_span_id: remote_parent,
+                    parent_is_remote: remote_parent.is_some(),
+                    start_unix_nanos: start,
+                    end_unix_nanos: end,
+                    status: match &turn.error_type {
+                        Some(e) => SpanStatus::Error {
+                            message: redact::scrub_text(e),
+                        },
+                        None => SpanStatus::Unset,
+                    },
+                    attributes: a,
+                    resource,
+                }
+            }
+            AgentRecord::Tool(tool) => {
+                let (trace_id, remote_parent) =
+                    self.session_trace(tool.link.session, &tool.link.traceparent);
+                let (parent_span_id, parent_is_remote) = match tool.link.turn {
+                    Some(turn) => (Some(self.turn_span_id(turn)), false),
+                    None => (remote_parent, remote_parent.is_some()),
+                };
+                let name = tool.call.name.as_deref().filter(|n| !n.is_empty());
+                let mut a: Attributes = vec![
+                    (keys::OPERATION_NAME, str_("execute_tool")),
+                    (keys::PROVIDER_NAME, str_(&tool.provider)),
+                ];
+                if let Some(n) = name {
+                    a.push((keys::TOOL_NAME, str_(n)));
+                }
+                if let Some(id) = &tool.call.id {
+                    a.push((keys::TOOL_CALL_ID, str_(id)));
+                }
+                a.push((keys::TOOL_TYPE, str_("function")));
+                if self.content.enabled {
+                    let values = [
+                        (keys::TOOL_CALL_ARGUMENTS, &tool.call.content),
+                        (keys::TOOL_CALL_RESULT, &tool.result),
+                    ];
+                    for (key, value) in values {
+                        if let Some(v) = value {
+                            let v = redact::scrub_text(v);
+                            a.push((key, str_(truncate_utf8(&v, self.content.max_bytes))));
+                        }
+                    }
+                }
+                let (start, end) = self.times(tool.start_ns, tool.end_ns);
+                CallSpan {
+                    name: match name {
+                        Some(n) => format!("execute_tool {n}"),
+                        None => "execute_tool".to_string(),
+                    },
+                    kind: Kind::Internal,
+                    trace_id,
+                    span_id: self.ids.new_span_id(),
+                    parent_span_id,
+                    parent_is_remote,
+                    start_unix_nanos: start,
+                    end_unix_nanos: end,
+                    status: SpanStatus::Unset,
+                    attributes: a,
+                    resource,
+                }
+            }
+        }
+    }
+}
+
+/// splitmix64: spreads keys over the id space.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Whether an operation has output tokens at all (embeddings do not).
@@ -434,6 +595,7 @@ pub(crate) mod tests {
                 system_instructions: None,
                 tool_definitions: None,
             }),
+            agent: None,
         }
     }
 

@@ -9,6 +9,7 @@ use crate::sse::{
     EventStreamDecoder, EventStreamMessage, JsonArraySplitter, LineSplitter, SseEvent, SseParser,
 };
 
+use super::agent::read_agent_evidence;
 use super::estimate::count_tokens;
 use super::json::str_at;
 use super::provider::{Api, ApiTarget, StreamHint};
@@ -183,6 +184,7 @@ impl CallBuilder {
         };
         if let Some(v) = &parsed {
             read_params(self.target.api, v, &mut self.params);
+            read_agent_evidence(self.target.api, v, cfg.capture_content, &mut self.params);
             if cfg.capture_content {
                 let (input, system, tools) = read_content(self.target.api, v);
                 self.content = Some(CallContent {
@@ -548,6 +550,7 @@ impl CallBuilder {
                 system_fingerprint: acc.system_fingerprint.clone(),
                 embeddings_dimension: acc.embeddings_dimension,
                 tool_calls: acc.tool_names.clone(),
+                tool_requests: acc.tool_requests(cfg.capture_content),
                 request_id: self.request_id.clone(),
             }
         } else {
@@ -612,6 +615,7 @@ impl CallBuilder {
             truncated: self.truncated,
             incomplete,
             content,
+            agent: None,
         })
     }
 }

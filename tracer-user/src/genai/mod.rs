@@ -2,8 +2,10 @@
 //!
 //! `provider` recognises the API from the request head, `request` reads request bodies,
 //! `response` applies bodies and stream events of each API, `call` assembles one call and
-//! `estimate` counts tokens when a response carries none (opt-in).
+//! `estimate` counts tokens when a response carries none (opt-in); `agent` links finished calls
+//! into agent sessions and finds tool executions.
 
+pub mod agent;
 pub mod call;
 pub mod estimate;
 pub mod json;
@@ -13,6 +15,7 @@ pub mod request;
 pub mod response;
 pub mod scan;
 
+pub use agent::{AgentConfig, AgentRecord, AgentTracker, AgentTurn, ToolExecution};
 pub use call::{CallBuilder, CallConfig};
 pub use provider::{Api, ApiTarget, identify, is_known_provider};
 pub use record::*;

@@ -64,6 +64,33 @@ pub struct RequestParams {
     pub traceparent: Option<String>,
     /// `gen_ai.conversation.id` when the API carries one.
     pub conversation_id: Option<String>,
+    /// The response this request continues (OpenAI Responses `previous_response_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_response_id: Option<String>,
+    /// Tool results the request carries (the answers to earlier tool calls), at most
+    /// [`MAX_TOOL_REFS`]; `content` only with content capture.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_results: Vec<ToolCallRef>,
+    /// Hash of every prefix of the input messages (`hashes[i]` covers messages `0..=i`), at
+    /// most [`MAX_MESSAGE_HASHES`]: a later request whose history extends this one continues
+    /// the same conversation. Empty when the body was not read or has more messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub message_hashes: Vec<u64>,
+}
+
+/// Most tool calls (or tool results) kept per call.
+pub const MAX_TOOL_REFS: usize = 256;
+/// Most input messages whose prefix hashes are kept per call.
+pub const MAX_MESSAGE_HASHES: usize = 4096;
+
+/// One tool call the model asked for, or one tool result sent back: matched by `id` (or, for
+/// APIs without ids such as Gemini, by `name`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCallRef {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    /// Arguments (tool call) or result (tool result), only with content capture, capped.
+    pub content: Option<String>,
 }
 
 /// Response values (`gen_ai.response.*`).
@@ -81,6 +108,10 @@ pub struct ResponseInfo {
     pub embeddings_dimension: Option<u64>,
     /// Names of the tools the model asked to call.
     pub tool_calls: Vec<String>,
+    /// The tool calls the model asked for, with their ids (arguments only with content
+    /// capture), at most [`MAX_TOOL_REFS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_requests: Vec<ToolCallRef>,
     /// Provider request id from the response headers (`x-request-id`, `request-id`, ...).
     pub request_id: Option<String>,
 }
@@ -190,4 +221,21 @@ pub struct CallRecord {
     /// values derived from the missing part are absent, never guessed.
     pub incomplete: bool,
     pub content: Option<CallContent>,
+    /// The agent session (and turn) the call belongs to, set by [`super::agent::AgentTracker`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentLink>,
+}
+
+/// Where a call sits in its process's agent activity. Keys are unique within one run of the
+/// tracer; the exporter derives trace and span ids from them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentLink {
+    /// The conversation: calls continuing one another share it (and one trace).
+    pub session: u64,
+    /// The agent turn (an `invoke_agent` span) the call is a child of, when the call is part
+    /// of a tool loop.
+    pub turn: Option<u64>,
+    /// `traceparent` of the session's first call: the session lives in the application's
+    /// trace when it sent one (a call's own `traceparent` still wins for that call).
+    pub traceparent: Option<String>,
 }

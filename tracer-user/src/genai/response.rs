@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::json::{arr_at, at, scalar_string, str_at, u64_at};
 use super::provider::Api;
-use super::record::Usage;
+use super::record::{MAX_TOOL_REFS, ToolCallRef, Usage};
 use super::request::tool_call_part;
 
 /// Most choices (candidates) tracked per call.
@@ -147,15 +147,21 @@ impl ResponseAcc {
         name: Option<String>,
         args: &str,
     ) {
-        if !self.keep_output {
-            return;
-        }
+        // Ids and names are always kept (tool executions are matched by them); arguments
+        // only when output is kept.
         let room = self.output_cap.saturating_sub(self.output_len);
-        let args = if args.len() <= room { args } else { "" };
+        let args = if self.keep_output && args.len() <= room {
+            args
+        } else {
+            ""
+        };
         self.output_len += args.len();
         let calls = &mut self.choice(index).tool_calls;
+        if calls.len() >= MAX_TOOL_REFS && slot.is_none_or(|s| s >= calls.len()) {
+            return;
+        }
         let pos = match slot {
-            Some(s) if s < 1024 => {
+            Some(s) if s < MAX_TOOL_REFS => {
                 while calls.len() <= s {
                     calls.push(ToolCallAcc::default());
                 }
@@ -935,6 +941,30 @@ impl ResponseAcc {
             })
             .collect();
         Value::Array(messages)
+    }
+
+    /// The tool calls the model asked for, each id once (a streamed Responses call reports
+    /// its calls twice: item done and completed); arguments only when `with_arguments`.
+    pub fn tool_requests(&self, with_arguments: bool) -> Vec<ToolCallRef> {
+        let mut out: Vec<ToolCallRef> = Vec::new();
+        for call in self.choices.values().flat_map(|c| &c.tool_calls) {
+            if call.id.is_none() && call.name.is_none() {
+                continue;
+            }
+            if call.id.is_some() && out.iter().any(|o| o.id == call.id) {
+                continue;
+            }
+            if out.len() >= MAX_TOOL_REFS {
+                break;
+            }
+            out.push(ToolCallRef {
+                id: call.id.clone(),
+                name: call.name.clone(),
+                content: (with_arguments && !call.arguments.is_empty())
+                    .then(|| call.arguments.clone()),
+            });
+        }
+        out
     }
 
     /// Concatenated generated text (usage estimation).

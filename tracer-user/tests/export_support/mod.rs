@@ -356,6 +356,7 @@ fn base(pid: u32, comm: &str) -> CallRecord {
         truncated: false,
         incomplete: false,
         content: None,
+        agent: None,
     }
 }
 
