@@ -28,6 +28,19 @@ pub fn scrubbed(value: &Value) -> Value {
     }
 }
 
+/// Free text (a tool's arguments or result) cut to at most `max_bytes` on a UTF-8 character
+/// boundary; `true` when something was cut.
+pub fn fit_text(text: &str, max_bytes: usize) -> (&str, bool) {
+    if text.len() <= max_bytes {
+        return (text, false);
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&text[..end], true)
+}
+
 /// A content document serialized within a byte budget.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FittedJson {
@@ -179,6 +192,15 @@ fn cut_string(s: &str, budget: usize) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn free_text_is_cut_on_a_character_boundary() {
+        assert_eq!(super::fit_text("héllo", 10), ("héllo", false));
+        // "é" is two bytes: a cut inside it moves back to the character's start.
+        assert_eq!(super::fit_text("héllo", 2), ("h", true));
+        assert_eq!(super::fit_text("héllo", 3), ("hé", true));
+        assert_eq!(super::fit_text("", 0), ("", false));
+    }
+
     use super::*;
     use serde_json::json;
 

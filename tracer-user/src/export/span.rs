@@ -483,11 +483,20 @@ impl SpanBuilder {
                         (keys::TOOL_CALL_ARGUMENTS, &tool.call.content),
                         (keys::TOOL_CALL_RESULT, &tool.result),
                     ];
+                    let mut cut = Vec::new();
                     for (key, value) in values {
                         if let Some(v) = value {
+                            // Scrubbed before fitting, so the limit holds for what is exported.
                             let v = redact::scrub_text(v);
-                            a.push((key, str_(truncate_utf8(&v, self.content.max_bytes))));
+                            let (text, was_cut) = content::fit_text(&v, self.content.max_bytes);
+                            if was_cut {
+                                cut.push(key.to_string());
+                            }
+                            a.push((key, str_(text)));
                         }
+                    }
+                    if !cut.is_empty() {
+                        a.push((keys::LLMTAP_CONTENT_TRUNCATED, AttrValue::StrArray(cut)));
                     }
                 }
                 let (start, end) = self.times(tool.start_ns, tool.end_ns);
