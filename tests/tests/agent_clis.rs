@@ -1,6 +1,7 @@
 //! Agent CLIs and the runtimes they are built on, traced unmodified with real eBPF: Bun (its
-//! BoringSSL has no symbols) through `fetch` and `node:https`, and Claude Code (a Bun
-//! executable) in print mode. Each runs against the replay server answering as the provider's
+//! BoringSSL has no symbols) through `fetch` and `node:https`, Claude Code (a Bun executable)
+//! in print mode, and Deno (stripped Rust: rustls over aws-lc) through `fetch` over h2. The
+//! Codex CLI has its own file (`codex.rs`). Each runs against the replay server answering as the provider's
 //! real host name, with the planted API key, and must yield exactly one span per LLM call
 //! with the recorded values, no span for its other calls, and no trace of the key.
 
@@ -32,6 +33,8 @@ fn installed(relative: &str) -> Option<PathBuf> {
 
 const BUN: &str = "@oven/bun-linux-x64/bin/bun";
 const CLAUDE: &str = ".bin/claude";
+/// Deno's native executable, from its platform package (no install script needed).
+const DENO: &str = "@deno/linux-x64-glibc/deno";
 
 fn assert_key_never_leaks(jsonl: &str, log: &str) {
     assert!(!jsonl.contains(PLANTED_API_KEY), "API key in spans");
@@ -103,6 +106,64 @@ fn bun_fetch_and_node_https_yield_the_recorded_spans() {
             ours[0]
         );
     }
+    assert_key_never_leaks(&jsonl, &log);
+}
+
+#[test]
+fn deno_fetch_over_h2_yields_the_recorded_spans() {
+    if !require_ebpf("deno_fetch_over_h2_yields_the_recorded_spans") {
+        return;
+    }
+    let Some(deno) = installed(DENO) else { return };
+    let cases = [
+        "openai__chat_stream_include_usage",
+        "anthropic__messages_stream",
+        "openai__chat_prompt_cache_read",
+    ];
+    let recordings: Vec<PathBuf> = cases.iter().map(|c| cassette_path(c)).collect();
+    let server = ReplayServer::start(&recordings).expect("replay server");
+    let cache = TempDir::new("deno-dir").expect("temp dir");
+    let client = |cassette: &str| {
+        let mut cmd = server.client_command(&deno);
+        cmd.args(["run", "--allow-net", "--allow-read", "--allow-env"])
+            .arg(repo_root().join("tests/clients/deno_client.ts"))
+            .arg(cassette_path(cassette))
+            .env("DENO_CERT", server.ca_pem_path())
+            .env("DENO_DIR", cache.path())
+            .env("NO_COLOR", "1");
+        cmd
+    };
+    let baseline: Vec<_> = cases
+        .iter()
+        .map(|c| run_client(&mut client(c)).expect("deno runs"))
+        .collect();
+    let llmtap = LlmtapRun::start(&[]).expect("llmtap starts");
+    let mut runs = Vec::new();
+    for (cassette, before) in cases.iter().zip(&baseline) {
+        let outcome = run_client(&mut client(cassette)).expect("deno runs");
+        assert_eq!(outcome.code, Some(0), "{cassette}: {}", outcome.stderr);
+        assert_eq!(
+            outcome.visible(),
+            before.visible(),
+            "{cassette}: output changed under llmtap"
+        );
+        runs.push((cassette, outcome.pid));
+    }
+    let pids: Vec<u32> = runs.iter().map(|(_, pid)| *pid).collect();
+    llmtap.wait_for(|spans| pids.iter().all(|pid| !spans_of(spans, *pid).is_empty()));
+    let (spans, jsonl, log) = llmtap.stop();
+    for (cassette, pid) in runs {
+        let ours = spans_of(&spans, pid);
+        assert_eq!(ours.len(), 1, "{cassette}: one span: {ours:#?}\n{log}");
+        let recording = load_json(&cassette_path(cassette)).expect("cassette");
+        // Deno offers h2 and the replay server takes it.
+        let diffs = span_differences(ours[0], &recording, "2");
+        assert!(diffs.is_empty(), "{cassette}: {diffs:#?}\n{:#}", ours[0]);
+    }
+    assert!(
+        log.contains("EVP_AEAD_CTX_seal"),
+        "deno was hooked through aws-lc:\n{log}"
+    );
     assert_key_never_leaks(&jsonl, &log);
 }
 

@@ -29,6 +29,9 @@ fn main() {
                 ),
                 Some(Err(why)) => why.clone(),
                 None if info.exports_openssl => "OpenSSL symbols".to_string(),
+                None if matches!(info.aead, Some(Ok(_))) => {
+                    "aws-lc AEAD by error sites (stripped rustls)".to_string()
+                }
                 None if !info.rustls_hooks.is_empty() => "rustls symbols".to_string(),
                 None => info
                     .rustls_unhookable

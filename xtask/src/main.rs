@@ -452,6 +452,7 @@ const NODE_PACKAGE_FILES: &[&str] = &[
     "@oven/bun-linux-x64/bin/bun",
     "@anthropic-ai/claude-code-linux-x64/claude",
     "@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex",
+    "@deno/linux-x64-glibc/deno",
 ];
 
 fn node_sdk_ok() -> bool {
@@ -468,7 +469,7 @@ fn ensure_sdk_clients() -> anyhow::Result<()> {
     }
     if !node_sdk_ok() {
         eprintln!(
-            "xtask setup: installing the npm openai SDK, Bun, Claude Code and Codex into tests/node_modules"
+            "xtask setup: installing the npm openai SDK, Bun, Claude Code, Codex and Deno into tests/node_modules"
         );
         run(Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
