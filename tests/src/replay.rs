@@ -556,6 +556,37 @@ impl LlmtapRun {
 }
 
 impl LlmtapRun {
+    /// Runs `warm_up` (a short command of the program under test) and waits (bounded, 30 s)
+    /// until llmtap says it hooked a file whose path contains `hooked_path`. A program llmtap
+    /// has never seen is analysed and hooked within a few hundred milliseconds of its exec; a
+    /// client that makes its call sooner misses it (README, *What gets hooked, and when*).
+    /// Tests of what is captured start once the hooks are in place.
+    pub fn warm_up(&self, warm_up: &mut Command, hooked_path: &str) -> anyhow::Result<()> {
+        let _ = warm_up
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .with_context(|| format!("running {warm_up:?}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self
+                .log_text()
+                .lines()
+                .any(|l| l.contains(" hooked ") && l.contains(hooked_path))
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "llmtap did not hook {hooked_path} after {warm_up:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits (bounded) until `n` spans were written, then stops llmtap; returns every span and
     /// its log.
     pub fn stop_after(self, n: usize) -> (Vec<Value>, String) {

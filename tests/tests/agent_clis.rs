@@ -72,6 +72,9 @@ fn bun_fetch_and_node_https_yield_the_recorded_spans() {
         .map(|(c, mode)| run_client(&mut bun_client(&server, &bun, c, mode)).expect("bun runs"))
         .collect();
     let llmtap = LlmtapRun::start(&[]).expect("llmtap starts");
+    llmtap
+        .warm_up(Command::new(&bun).args(["-e", "0"]), BUN)
+        .expect("bun hooked");
     let mut runs = Vec::new();
     for ((cassette, mode), before) in cases.iter().zip(&baseline) {
         let outcome = run_client(&mut bun_client(&server, &bun, cassette, mode)).expect("bun runs");
@@ -138,6 +141,9 @@ fn deno_fetch_over_h2_yields_the_recorded_spans() {
         .map(|c| run_client(&mut client(c)).expect("deno runs"))
         .collect();
     let llmtap = LlmtapRun::start(&[]).expect("llmtap starts");
+    llmtap
+        .warm_up(Command::new(&deno).arg("--version"), DENO)
+        .expect("deno hooked");
     let mut runs = Vec::new();
     for (cassette, before) in cases.iter().zip(&baseline) {
         let outcome = run_client(&mut client(cassette)).expect("deno runs");
@@ -233,6 +239,42 @@ fn claude_code_print_mode_yields_one_span_per_messages_call() {
         assert!(diffs.is_empty(), "{diffs:#?}\n{span:#}");
     }
     assert_key_never_leaks(&jsonl, &log);
+}
+
+/// `--comm bun` follows the bun process on every thread: its `fetch` runs on a thread named
+/// `HTTP Client`, whose name the kernel sees at the TLS call (issue 19, item 14). Another
+/// program (curl) stays out.
+#[test]
+fn comm_filter_matches_the_process_not_the_calling_thread() {
+    if !require_ebpf("comm_filter_matches_the_process_not_the_calling_thread") {
+        return;
+    }
+    let Some(bun) = installed(BUN) else { return };
+    let cassette = "openai__chat_stream_include_usage";
+    let server = ReplayServer::start(&[cassette_path(cassette)]).expect("replay server");
+    let llmtap = LlmtapRun::start(&["--comm", "bun"]).expect("llmtap starts");
+    llmtap
+        .warm_up(Command::new(&bun).args(["-e", "0"]), BUN)
+        .expect("bun hooked");
+    let traced = run_client(&mut bun_client(&server, &bun, cassette, "fetch")).expect("bun runs");
+    assert_eq!(traced.code, Some(0), "{}", traced.stderr);
+    let recording = load_json(&cassette_path(cassette)).expect("cassette");
+    let other = run_client(&mut llmtap_tests::replay::curl_command(
+        &server, &recording, false,
+    ))
+    .expect("curl runs");
+    assert_eq!(other.code, Some(0), "{}", other.stderr);
+    llmtap.wait_for(|spans| !spans_of(spans, traced.pid).is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (spans, _, log) = llmtap.stop();
+    let ours = spans_of(&spans, traced.pid);
+    assert_eq!(ours.len(), 1, "bun's call traced under --comm bun:\n{log}");
+    let diffs = span_differences(ours[0], &recording, "1.1");
+    assert!(diffs.is_empty(), "{diffs:#?}");
+    assert!(
+        spans_of(&spans, other.pid).is_empty(),
+        "curl is not `bun`: {spans:#?}"
+    );
 }
 
 #[test]

@@ -85,6 +85,12 @@ static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 #[map]
 static COMM_FILTER: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(1024, 0);
 
+/// Processes whose own name (their main thread's, at exec) is in `COMM_FILTER`: their other
+/// threads are traced whatever their names (tokio's `tokio-runtime-w`, Bun's `HTTP Client`).
+/// Filled by user space from exec events and /proc.
+#[map]
+static COMM_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct InflightCall {
@@ -151,10 +157,13 @@ fn wanted(pid: u32) -> bool {
         }
     }
     if flags & FILTER_COMM != 0 {
-        let comm = current_comm();
         // SAFETY: as above.
-        if unsafe { COMM_FILTER.get(&comm) }.is_none() {
-            return false;
+        if unsafe { COMM_PIDS.get(&pid) }.is_none() {
+            let comm = current_comm();
+            // SAFETY: as above.
+            if unsafe { COMM_FILTER.get(&comm) }.is_none() {
+                return false;
+            }
         }
     }
     true

@@ -107,6 +107,10 @@ impl CaptureSession {
     /// Files no process uses any more are unhooked.
     pub fn rescan(&mut self) -> usize {
         let reports = self.discovery.scan(&self.pids);
+        for report in &reports {
+            self.tracer
+                .note_process_name(report.pid, &report.comm, false);
+        }
         let in_use: HashSet<FileId> = reports
             .iter()
             .flat_map(|r| r.targets.iter().chain(&r.loaders).map(|t| t.file))
@@ -277,7 +281,13 @@ impl CaptureSession {
                     let mut loads = Vec::new();
                     for event in out.iter() {
                         match event {
-                            CaptureEvent::ProcessExec { pid, .. } => execs.push(*pid),
+                            CaptureEvent::ProcessExec { pid, comm, .. } => {
+                                self.tracer.note_process_name(*pid, &comm.as_str(), true);
+                                execs.push(*pid);
+                            }
+                            CaptureEvent::ProcessExit { pid, .. } => {
+                                self.tracer.forget_process(*pid);
+                            }
                             CaptureEvent::LibraryLoaded { pid, .. } => loads.push(*pid),
                             _ => {}
                         }

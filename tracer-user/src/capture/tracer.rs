@@ -209,6 +209,8 @@ pub struct Tracer {
     decode_errors: u64,
     /// Gives rustls reads the identity of their connection's writes.
     rustls_pairing: super::rustls::ConnectionPairing,
+    /// `--comm` names (empty: no name filter).
+    comms: Vec<String>,
 }
 
 impl Tracer {
@@ -341,6 +343,7 @@ impl Tracer {
             bytes: 0,
             decode_errors: 0,
             rustls_pairing: super::rustls::ConnectionPairing::new(),
+            comms: config.comms.clone(),
         })
     }
 
@@ -606,6 +609,54 @@ impl Tracer {
     }
 
     /// Current counters (kernel counters summed over CPUs).
+    /// With `--comm`: a process whose own name is one of the names is traced on all its
+    /// threads (the kernel only sees the calling thread's name, which tokio, Bun and most
+    /// runtimes change); `name` is the process's name from its exec (`at_exec`: a process
+    /// that execs another program stops matching) or from /proc.
+    pub fn note_process_name(&mut self, pid: u32, name: &str, at_exec: bool) {
+        if self.comms.is_empty() {
+            return;
+        }
+        let wanted = self.comms.iter().any(|c| c == name);
+        if !wanted && !at_exec {
+            return;
+        }
+        let Some(map) = self.ebpf.map_mut("COMM_PIDS") else {
+            log::warn!("--comm: no COMM_PIDS map");
+            return;
+        };
+        let mut pids = match aya::maps::HashMap::<_, u32, u8>::try_from(map) {
+            Ok(pids) => pids,
+            Err(err) => {
+                log::warn!("--comm: COMM_PIDS: {err}");
+                return;
+            }
+        };
+        log::debug!("--comm: pid {pid} is {name:?}: followed {wanted}");
+        let result = if wanted {
+            pids.insert(pid, 1, 0)
+        } else {
+            pids.remove(&pid)
+        };
+        if let Err(err) = result
+            && wanted
+        {
+            log::warn!("--comm: cannot follow pid {pid} ({name}): {err}");
+        }
+    }
+
+    /// A process ended: it no longer matches `--comm` (its pid may be reused).
+    pub fn forget_process(&mut self, pid: u32) {
+        if self.comms.is_empty() {
+            return;
+        }
+        if let Some(map) = self.ebpf.map_mut("COMM_PIDS")
+            && let Ok(mut pids) = aya::maps::HashMap::<_, u32, u8>::try_from(map)
+        {
+            let _ = pids.remove(&pid);
+        }
+    }
+
     pub fn counters(&self) -> CaptureCounters {
         let read = |index: u32| -> u64 {
             match self.counters.get(&index, 0) {
