@@ -130,19 +130,17 @@ fn stripped_rustls_binary_is_refused_with_one_log_line_and_a_targets_reason() {
     let mut second = ChildGuard(spawn());
     assert!(second.0.wait().expect("wait").success());
     let (spans, log) = llmtap.stop_after(0);
+    // Only this test's binary counts: other stripped Rust programs may run on the host and
+    // get their own line (issue 19, item 18).
+    let ours = stripped.display().to_string();
     let lines: Vec<_> = log
         .lines()
-        .filter(|l| l.contains("stripped of its symbol table"))
+        .filter(|l| l.contains("stripped of its symbol table") && l.contains(&ours))
         .collect();
     assert_eq!(
         lines.len(),
         1,
         "one clear line for the stripped binary:\n{log}"
-    );
-    assert!(
-        lines[0].contains(&stripped.display().to_string()),
-        "{}",
-        lines[0]
     );
     assert!(
         !spans
