@@ -320,6 +320,7 @@ impl CallBuilder {
 
     fn on_stream_event(&mut self, _event: Option<&str>, payload: &[u8], ts_ns: u64) {
         if payload == b"[DONE]" {
+            self.acc.stream_finished = true;
             return;
         }
         let Ok(v) = serde_json::from_slice::<Value>(payload) else {
@@ -477,6 +478,15 @@ impl CallBuilder {
         }
         let http_error = self.status.filter(|&s| s >= 400);
         let is_stream = self.is_stream_body();
+        if is_stream
+            && self.acc.stream_finished
+            && matches!(abort, Some((AbortReason::StreamReset, _)))
+        {
+            // A stream reset after the API's own end marker is the client dropping a
+            // response it has read to the end (hyper does when the body is dropped before
+            // END_STREAM arrives), not a failed call.
+            self.response_ended = true;
+        }
         let acc = &self.acc;
         if matches!(self.target.api, Api::OllamaChat | Api::OllamaGenerate)
             && self.params.model.is_none()

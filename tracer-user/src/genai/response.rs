@@ -69,6 +69,10 @@ pub struct ResponseAcc {
     raw_anthropic_input: Option<u64>,
     /// Stream events that were not valid JSON.
     pub bad_events: u64,
+    /// The stream's own end marker arrived (`[DONE]`, `response.completed`/`incomplete`/
+    /// `failed`, `message_stop`): the response is complete whatever happens to the transport
+    /// afterwards (an h2 client resets a stream it has read to the end).
+    pub stream_finished: bool,
 }
 
 impl ResponseAcc {
@@ -394,6 +398,7 @@ impl ResponseAcc {
                 }
             }
             "response.completed" | "response.incomplete" | "response.failed" => {
+                self.stream_finished = true;
                 if let Some(r) = at(v, &["response"]) {
                     self.responses_object(r);
                 }
@@ -561,6 +566,7 @@ impl ResponseAcc {
                     self.content_chunk(ts_ns);
                 }
             }
+            Some("message_stop") => self.stream_finished = true,
             Some("message_delta") => {
                 if let Some(r) = str_at(v, &["delta", "stop_reason"]) {
                     self.set_finish(0, r);

@@ -258,6 +258,41 @@ fn content_length_body_completes_without_its_end_stream_frame() {
     }
 }
 
+/// A streaming client that has read the API's end marker (`response.completed`,
+/// `message_stop`, `[DONE]`) and then drops the response before the server's END_STREAM
+/// arrives resets the stream (hyper does: the Codex CLI): the call is complete. A reset
+/// before the end marker stays an error (`rst_stream_and_goaway_end_calls_with_error_type`).
+#[test]
+fn stream_reset_after_the_end_marker_completes_the_call() {
+    for name in [
+        "openai__responses_stream_1",
+        "anthropic__messages_stream",
+        "openai__chat_stream_include_usage",
+    ] {
+        let c = cassette(name);
+        let mut s = H2Session::new(ReplayOptions::default());
+        let stream = s.open_stream();
+        let req = s.request_bytes(stream, &c);
+        s.write(&req);
+        // The whole stream, but END_STREAM (an empty DATA frame after it) is never read.
+        let head = s.server.headers(stream, &c.h2_response_fields(), false);
+        s.read(&head);
+        let body = s.server.data(stream, &c.response_body, false);
+        s.read(&body);
+        s.write(&rst_stream(stream, 8));
+        s.close();
+        let (calls, stats) = run(s.events);
+        assert_eq!(calls.len(), 1, "{name}: {stats:?}");
+        assert_complete(&calls[0], &c);
+        assert_eq!(
+            calls[0].response.finish_reasons.len(),
+            1,
+            "{name}: {:?}",
+            calls[0].response
+        );
+    }
+}
+
 /// An HTTP/2 connection idle past the timeout is evicted, and its client keeps using it later
 /// (pooled connections of long-lived agents): the HPACK state survives the eviction, so the
 /// later streams are decoded, not skipped.
