@@ -615,3 +615,31 @@ pub fn assert_cli_connection_matches(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Builds the Go test client (tests/clients/go-client) as `dir/go-client/NAME` with these
+/// `-ldflags`: offline (no module downloads, caches under `dir`), pure Go, as a user would.
+pub fn go_client(dir: &Path, name: &str, ldflags: &str) -> PathBuf {
+    let out = dir.join("go-client");
+    let exe = out.join(name);
+    let result = Command::new("go")
+        .current_dir(repo_root().join("tests/clients/go-client"))
+        .args(["build", "-trimpath", "-ldflags", ldflags, "-o"])
+        .arg(&exe)
+        .arg(".")
+        // Offline and self-contained: no module downloads, caches in the target dir, pure Go
+        // (cgo would bring in libc's resolver, not OpenSSL, but keep it out).
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", out.join("cache"))
+        .env("GOPATH", out.join("gopath"))
+        .output()
+        .expect("running `go build` (Debian golang-go, installed by `cargo xtask setup`)");
+    assert!(
+        result.status.success(),
+        "go build {name}: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    exe
+}

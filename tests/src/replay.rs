@@ -458,7 +458,11 @@ impl LlmtapRun {
             .arg("--output")
             .arg(format!("jsonl={}", jsonl.display()))
             .args(extra_args)
-            .env("RUST_LOG", "info")
+            // LLMTAP_TEST_LOG: a more verbose log when debugging a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("LLMTAP_TEST_LOG").unwrap_or_else(|_| "info".to_string()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -12,7 +12,7 @@ use llmtap::capture::go_tls::SymbolSource;
 use llmtap_tests::replay::{
     self, LlmtapRun, ReplayOptions, ReplayServer, span_differences, spans_of,
 };
-use llmtap_tests::{ChildGuard, llmtap_bin, repo_root, require_ebpf};
+use llmtap_tests::{ChildGuard, go_client, llmtap_bin, repo_root, require_ebpf};
 
 /// Two streaming and two non-streaming recorded calls to api.openai.com (the host the test
 /// certificate names), each with its own response id.
@@ -35,34 +35,10 @@ struct GoClients {
 fn go_clients() -> &'static GoClients {
     static BUILT: OnceLock<GoClients> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-client");
-        let build = |name: &str, ldflags: &str| -> PathBuf {
-            let exe = out.join(name);
-            let result = Command::new("go")
-                .current_dir(repo_root().join("tests/clients/go-client"))
-                .args(["build", "-trimpath", "-ldflags", ldflags, "-o"])
-                .arg(&exe)
-                .arg(".")
-                // Offline and self-contained: no module downloads, caches in the target dir,
-                // pure Go (cgo would bring in libc's resolver, not OpenSSL, but keep it out).
-                .env("GOFLAGS", "-mod=mod")
-                .env("GOPROXY", "off")
-                .env("GOTOOLCHAIN", "local")
-                .env("CGO_ENABLED", "0")
-                .env("GOCACHE", out.join("cache"))
-                .env("GOPATH", out.join("gopath"))
-                .output()
-                .expect("running `go build` (Debian golang-go, installed by `cargo xtask setup`)");
-            assert!(
-                result.status.success(),
-                "go build {name}: {}",
-                String::from_utf8_lossy(&result.stderr)
-            );
-            exe
-        };
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR"));
         GoClients {
-            plain: build("go-client", ""),
-            stripped: build("go-client-stripped", "-s -w"),
+            plain: go_client(out, "go-client", ""),
+            stripped: go_client(out, "go-client-stripped", "-s -w"),
         }
     })
 }

@@ -43,6 +43,33 @@ pub mod event_kind {
     /// The socket under a TLS connection, seen when the SSL call itself sent or received on
     /// TCP; the payload is a [`SocketInfo`](crate::SocketInfo).
     pub const CONN_INFO: u8 = 6;
+    /// A process was stopped (SIGSTOP) at its first `connect` because user space had not
+    /// finished hooking its program: user space continues it once the hooks are in place.
+    pub const PROCESS_HELD: u8 = 7;
+}
+
+/// A `HOLD` map value: the process's hold state and which of its execs it is about (a pid
+/// may exec several programs in a row: `sh -c` then the client), so that user space ends the
+/// hold of the program it hooked and not of one exec'd since.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HoldEntry {
+    /// One of [`hold_state`].
+    pub state: u32,
+    /// Counts the process's execs seen by the kernel.
+    pub generation: u32,
+}
+
+/// [`HoldEntry::state`] values. The `HOLD` map is keyed by the pid of a process that has just
+/// exec'd.
+pub mod hold_state {
+    /// Just exec'd; whether the process may be held is for user space to say (the kernel
+    /// could not tell whether it has a controlling terminal).
+    pub const UNDECIDED: u32 = 0;
+    /// User space is hooking the program: a `connect` now stops the process.
+    pub const HOLDABLE: u32 = 1;
+    /// Stopped at a `connect`; user space sends SIGCONT.
+    pub const HELD: u32 = 2;
 }
 
 /// Tags in the high bits of [`EventHeader::conn_id`] for rustls records (user-space
@@ -186,6 +213,8 @@ pub struct StreamKey {
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers and arrays, no padding-dependent invariants.
     unsafe impl aya::Pod for super::StreamKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HoldEntry {}
 }
 
 #[cfg(test)]

@@ -19,7 +19,10 @@ mod rustls;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::{bpf_get_current_comm, bpf_loop, bpf_probe_read_user},
+        generated::{
+            bpf_get_current_comm, bpf_get_current_task, bpf_loop, bpf_probe_read_user,
+            bpf_send_signal,
+        },
     },
     macros::{fentry, map, raw_tracepoint, uprobe, uretprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -27,8 +30,8 @@ use aya_ebpf::{
 };
 use tracer_common::{
     CHUNK_DATA_MAX, COMM_LEN, ConnInfoRecord, DEFAULT_MAX_CAPTURE_BYTES, EVENT_HEADER_LEN,
-    EventBuffer, EventHeader, SocketInfo, StreamKey, counter, direction, event_flags, event_kind,
-    sock_common,
+    EventBuffer, EventHeader, HoldEntry, SocketInfo, StreamKey, counter, direction, event_flags,
+    event_kind, hold_state, sock_common,
 };
 
 // ---- configuration, written by the loader before the program is loaded ----
@@ -46,6 +49,18 @@ static SELF_PID: u32 = 0;
 /// timer. A wakeup per record (the default) costs more than the rest of the probe.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u32 = 1 << 20;
+
+/// 1: stop a just-exec'd process at its first `connect` while user space hooks its program
+/// (`--hold-new-processes`).
+#[unsafe(no_mangle)]
+static HOLD_NEW_PROCESSES: u32 = 0;
+
+/// Byte offsets of `task_struct::signal` and `signal_struct::tty` in the running kernel
+/// (from its BTF; 0 = unknown): whether a new process has a controlling terminal.
+#[unsafe(no_mangle)]
+static TASK_SIGNAL_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static SIGNAL_TTY_OFFSET: u32 = 0;
 
 const FILTER_PID: u32 = 1;
 const FILTER_COMM: u32 = 2;
@@ -90,6 +105,11 @@ static COMM_FILTER: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(1024
 /// Filled by user space from exec events and /proc.
 #[map]
 static COMM_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// Processes exec'd and not yet hooked by user space, by pid: a [`hold_state`] value.
+/// Written here at exec and at a hold, by user space while it hooks the program.
+#[map]
+static HOLD: LruHashMap<u32, HoldEntry> = LruHashMap::with_max_entries(16384, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -472,7 +492,14 @@ fn emit_process_event(kind: u8) {
         comm: current_comm(),
         ..EventHeader::default()
     };
-    if EVENTS.output::<EventHeader>(&header, 0).is_err() {
+    // A new program or library is inspected and hooked by user space, racing the program's
+    // first TLS write: wake the reader now rather than at its next poll.
+    let flags = if kind == event_kind::EXIT {
+        0
+    } else {
+        aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
+    };
+    if EVENTS.output::<EventHeader>(&header, flags).is_err() {
         count(counter::RINGBUF_DROPPED_PROCESS, 1);
     }
 }
@@ -481,16 +508,113 @@ fn emit_process_event(kind: u8) {
 /// load its own libssl; user space inspects it right away.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn process_exec(_ctx: RawTracePointContext) -> i32 {
+    if config(&HOLD_NEW_PROCESSES) != 0 {
+        file_for_hold((bpf_get_current_pid_tgid() >> 32) as u32);
+    }
     emit_process_event(event_kind::EXEC);
     0
+}
+
+/// Files a just-exec'd process in `HOLD`. A process with a controlling terminal is never held:
+/// a job-control shell waiting for it would see it stop.
+#[inline(always)]
+fn file_for_hold(pid: u32) {
+    if !wanted(pid) {
+        return;
+    }
+    // SAFETY: a plain copy of the value.
+    let generation = unsafe { HOLD.get(&pid) }.map_or(1, |e| e.generation.wrapping_add(1));
+    let state = match has_controlling_tty() {
+        Some(true) => {
+            let _ = HOLD.remove(&pid);
+            return;
+        }
+        Some(false) => hold_state::HOLDABLE,
+        None => hold_state::UNDECIDED,
+    };
+    // A failed insert (cannot happen in an LRU map) only means no hold.
+    let _ = HOLD.insert(&pid, &HoldEntry { state, generation }, 0);
+}
+
+/// Whether the current process has a controlling terminal, if the offsets are known.
+#[inline(always)]
+fn has_controlling_tty() -> Option<bool> {
+    let (signal_at, tty_at) = (config(&TASK_SIGNAL_OFFSET), config(&SIGNAL_TTY_OFFSET));
+    if signal_at == 0 || tty_at == 0 {
+        return None;
+    }
+    // SAFETY: helper without side effects.
+    let task = unsafe { bpf_get_current_task() };
+    let signal: u64 = read_kernel(task + u64::from(signal_at));
+    if signal == 0 {
+        return None;
+    }
+    let tty: u64 = read_kernel(signal + u64::from(tty_at));
+    Some(tty != 0)
 }
 
 /// `sched_process_exit`: drop the process's connection state.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn process_exit(_ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if config(&HOLD_NEW_PROCESSES) != 0 && (pid_tgid >> 32) as u32 == pid_tgid as u32 {
+        let _ = HOLD.remove(&((pid_tgid >> 32) as u32));
+    }
     emit_process_event(event_kind::EXIT);
     0
 }
+
+/// `inet_sock_set_state` (attached with `--hold-new-processes` only). A TCP socket entering
+/// SYN_SENT is a `connect` by the current process: if user space is still hooking it, it is
+/// about to talk to a server, possibly over TLS llmtap would not see yet. Stop it (SIGSTOP
+/// takes effect on the way back to user space; a blocking connect is restarted transparently)
+/// and tell user space, which continues it once its hooks are in place.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn tcp_connect_hold(ctx: RawTracePointContext) -> i32 {
+    // (const struct sock *sk, int oldstate, int newstate)
+    let new_state: u64 = ctx.arg(2);
+    if new_state as i32 != TCP_SYN_SENT {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    let Some(state) = HOLD.get_ptr_mut(&pid) else {
+        return 0;
+    };
+    // SAFETY: a map value pointer, valid for this program run.
+    unsafe {
+        if (*state).state != hold_state::HOLDABLE {
+            return 0;
+        }
+        (*state).state = hold_state::HELD;
+        bpf_send_signal(SIGSTOP);
+    }
+    let header = EventHeader {
+        kind: event_kind::PROCESS_HELD,
+        pid,
+        tid: pid_tgid as u32,
+        // SAFETY: helper without side effects.
+        ts_entry_ns: unsafe { bpf_ktime_get_ns() },
+        comm: current_comm(),
+        ..EventHeader::default()
+    };
+    let flags = aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64;
+    if EVENTS.output::<EventHeader>(&header, flags).is_err() {
+        // Nobody would continue it: SIGCONT discards the pending stop.
+        count(counter::RINGBUF_DROPPED_PROCESS, 1);
+        // SAFETY: signals the current process only.
+        unsafe { bpf_send_signal(SIGCONT) };
+        if let Some(state) = HOLD.get_ptr_mut(&pid) {
+            // SAFETY: as above.
+            unsafe { (*state).state = hold_state::UNDECIDED };
+        }
+    }
+    0
+}
+
+const SIGCONT: u32 = 18;
+const SIGSTOP: u32 = 19;
+const TCP_SYN_SENT: i32 = 2;
 
 /// `StreamKey::direction` value marking a connection's socket report.
 const PEER_KEY_DIRECTION: u32 = 2;

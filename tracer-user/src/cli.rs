@@ -37,6 +37,12 @@ pub struct CaptureArgs {
     /// Seconds between scans of /proc for libssl copies not hooked yet (0 = scan once).
     #[arg(long, value_name = "SECONDS", default_value_t = 2)]
     pub rescan_interval: u64,
+
+    /// Stop a program llmtap is still hooking at its first connect, until its hooks are in
+    /// place (milliseconds; a never-seen large binary: about a second), so that its first call
+    /// is not missed. Processes with a terminal are never held.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    pub hold_new_processes: bool,
 }
 
 impl CaptureArgs {
@@ -47,6 +53,7 @@ impl CaptureArgs {
                 max_capture_bytes: self.max_capture_bytes,
                 pids: self.pids.clone(),
                 comms: self.comms.clone(),
+                hold_new_processes: self.hold_new_processes,
             },
             ssl_libs: self.ssl_libs.clone(),
             rescan_interval: Duration::from_secs(self.rescan_interval),
@@ -122,6 +129,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 fn parse_size_u32(text: &str) -> Result<u32, String> {
     u32::try_from(parse_size(text)?).map_err(|_| format!("{text:?} is too large (max 4G-1)"))
+}
+
+fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("expected on or off, got {other:?}")),
+    }
 }
 
 #[cfg(test)]

@@ -164,12 +164,13 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     // Flush every exporter (OTLP batches included) before exiting.
     exporters.shutdown().await;
     log::info!(
-        "{} calls exported; captured {} records ({} bytes), lost records: {}, HTTP parse errors: {}",
+        "{} calls exported; captured {} records ({} bytes), lost records: {}, HTTP parse errors: {}, new processes held until hooked: {}",
         health.calls_exported,
         health.capture.records,
         health.capture.bytes,
         health.capture.lost_records(),
-        health.pipeline.http_parse_errors
+        health.pipeline.http_parse_errors,
+        health.capture.held_processes
     );
     Ok(())
 }

@@ -62,6 +62,13 @@ pub enum CaptureEvent {
         comm: Comm,
         ts_ns: u64,
     },
+    /// The kernel stopped a just-exec'd process at its first `connect` while its program was
+    /// being hooked (`--hold-new-processes`): the session continues it.
+    ProcessHeld {
+        pid: u32,
+        comm: Comm,
+        ts_ns: u64,
+    },
     /// The TCP socket under a TLS connection (reported once per connection).
     ConnectionInfo {
         conn: ConnectionId,
@@ -79,7 +86,8 @@ impl CaptureEvent {
             CaptureEvent::Closed { conn, .. } | CaptureEvent::ConnectionInfo { conn, .. } => *conn,
             CaptureEvent::ProcessExec { pid, .. }
             | CaptureEvent::ProcessExit { pid, .. }
-            | CaptureEvent::LibraryLoaded { pid, .. } => ConnectionId { pid: *pid, conn: 0 },
+            | CaptureEvent::LibraryLoaded { pid, .. }
+            | CaptureEvent::ProcessHeld { pid, .. } => ConnectionId { pid: *pid, conn: 0 },
         }
     }
 }
@@ -228,6 +236,11 @@ pub fn decode_record(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
             comm: Comm(header.comm),
             ts_ns: header.ts_entry_ns,
         }),
+        event_kind::PROCESS_HELD => Ok(CaptureEvent::ProcessHeld {
+            pid: header.pid,
+            comm: Comm(header.comm),
+            ts_ns: header.ts_entry_ns,
+        }),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -277,11 +290,13 @@ pub fn encode_record(event: &CaptureEvent) -> Vec<u8> {
         CaptureEvent::ConnectionInfo { .. } => (EventHeader::default(), &[][..]),
         CaptureEvent::ProcessExec { pid, comm, ts_ns }
         | CaptureEvent::ProcessExit { pid, comm, ts_ns }
-        | CaptureEvent::LibraryLoaded { pid, comm, ts_ns } => (
+        | CaptureEvent::LibraryLoaded { pid, comm, ts_ns }
+        | CaptureEvent::ProcessHeld { pid, comm, ts_ns } => (
             EventHeader {
                 kind: match event {
                     CaptureEvent::ProcessExec { .. } => event_kind::EXEC,
                     CaptureEvent::ProcessExit { .. } => event_kind::EXIT,
+                    CaptureEvent::ProcessHeld { .. } => event_kind::PROCESS_HELD,
                     _ => event_kind::LIBRARY_LOADED,
                 },
                 pid: *pid,

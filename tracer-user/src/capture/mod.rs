@@ -9,6 +9,7 @@ pub mod boringssl;
 pub mod elf;
 pub mod event;
 pub mod go_tls;
+pub mod hold;
 pub mod stream;
 
 pub use event::{

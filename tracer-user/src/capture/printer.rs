@@ -91,7 +91,8 @@ impl CapturePrinter {
             // Lifecycle events are not traffic; `llmtap capture` shows traffic only.
             CaptureEvent::ProcessExec { .. }
             | CaptureEvent::ProcessExit { .. }
-            | CaptureEvent::LibraryLoaded { .. } => Ok(()),
+            | CaptureEvent::LibraryLoaded { .. }
+            | CaptureEvent::ProcessHeld { .. } => Ok(()),
             CaptureEvent::ConnectionInfo {
                 conn,
                 peer,

@@ -3,14 +3,20 @@
 //! as processes start (exec events), with periodic rescans as a safety net.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::{Instant, Interval};
 
+use tracer_common::hold_state;
+
 use super::event::CaptureEvent;
+use super::hold;
 use super::targets::{self, Discovery, FileId};
 use super::tracer::{AttachOutcome, Tracer, TracerConfig, TracerError};
 
@@ -25,9 +31,15 @@ const EXEC_RESCANS: &[Duration] = &[
     Duration::from_millis(2500),
 ];
 
-/// Full rescans a hooked file must go unused before it is unhooked: short gaps between users
-/// (a CLI run in a loop) should not churn attachments.
-const UNHOOK_AFTER_IDLE_RESCANS: u32 = 5;
+/// Hooked files no process uses are kept hooked while they exist, so that the next run of a
+/// program started now and then (a cron job, a CLI called from a script) is traced from its
+/// first call instead of racing a new attachment. Past this many unused files, the ones
+/// unused longest are unhooked (each costs kernel memory, not time: uprobes cost only when hit).
+const MAX_UNUSED_HOOKED_FILES: usize = 256;
+
+/// A file unused and without a handle to tell whether it still exists (it was hooked by a
+/// path) is unhooked after this many full rescans.
+const UNHOOK_UNKNOWN_AFTER_IDLE_RESCANS: u32 = 5;
 
 /// Upper bound on pending per-process rescans (a fork bomb must not grow memory).
 const MAX_PENDING_RESCANS: usize = 65536;
@@ -54,7 +66,12 @@ pub struct CaptureSession {
     /// process uses them right now.
     pinned: HashSet<FileId>,
     /// Consecutive full rescans in which each hooked file had no user.
-    idle: std::collections::HashMap<FileId, u32>,
+    idle: HashMap<FileId, u32>,
+    /// An open handle on each discovered hooked file: says whether the file still exists
+    /// (its link count) wherever it lives, in a container or not.
+    handles: HashMap<FileId, Arc<File>>,
+    /// `--hold-new-processes`.
+    hold_new_processes: bool,
     /// Files already reported as using rustls without hookable symbols (one log line each).
     unhookable_reported: HashSet<FileId>,
 }
@@ -90,7 +107,9 @@ impl CaptureSession {
             rescan_timer,
             skipped_rescans: 0,
             pinned,
-            idle: std::collections::HashMap::new(),
+            idle: HashMap::new(),
+            handles: HashMap::new(),
+            hold_new_processes: config.tracer.hold_new_processes,
             unhookable_reported: HashSet::new(),
         };
         // Our own loader is the host's: hooking it covers every host process's dlopen.
@@ -116,20 +135,48 @@ impl CaptureSession {
             .flat_map(|r| r.targets.iter().chain(&r.loaders).map(|t| t.file))
             .collect();
         let new = reports.into_iter().map(|r| self.attach_report(r)).sum();
+        let mut unused = Vec::new();
         for file in self.tracer.attached_files() {
             if in_use.contains(&file) || self.pinned.contains(&file) {
                 self.idle.remove(&file);
                 continue;
             }
             let idle = self.idle.entry(file).or_insert(0);
-            *idle += 1;
-            if *idle >= UNHOOK_AFTER_IDLE_RESCANS {
-                self.idle.remove(&file);
-                self.tracer.detach_file(file);
-                self.discovery.forget(file);
+            *idle = idle.saturating_add(1);
+            let gone = match self.handles.get(&file) {
+                // Deleted or replaced (a new build renamed over it): no process can map it again.
+                Some(handle) => handle.metadata().map_or(true, |m| m.nlink() == 0),
+                None => *idle >= UNHOOK_UNKNOWN_AFTER_IDLE_RESCANS,
+            };
+            if gone {
+                self.unhook(file);
+            } else {
+                unused.push((*idle, file));
+            }
+        }
+        if unused.len() > MAX_UNUSED_HOOKED_FILES {
+            unused.sort_unstable_by_key(|(idle, _)| Reverse(*idle));
+            let excess = unused.len() - MAX_UNUSED_HOOKED_FILES;
+            for (_, file) in unused.into_iter().take(excess) {
+                self.unhook(file);
             }
         }
         new
+    }
+
+    fn keep_handle(&mut self, target: &targets::ProcessTarget) {
+        if let Some(handle) = &target.handle {
+            self.handles
+                .entry(target.file)
+                .or_insert_with(|| handle.clone());
+        }
+    }
+
+    fn unhook(&mut self, file: FileId) {
+        self.idle.remove(&file);
+        self.handles.remove(&file);
+        self.tracer.detach_file(file);
+        self.discovery.forget(file);
     }
 
     fn scan_pid(&mut self, pid: u32) -> usize {
@@ -142,11 +189,12 @@ impl CaptureSession {
     fn attach_report(&mut self, report: targets::ProcessReport) -> usize {
         let mut new = 0;
         for loader in &report.loaders {
-            if let Err(err) = self
+            match self
                 .tracer
                 .attach_loader(&loader.io_path(), &loader.attach_path)
             {
-                log::debug!("loader {} (pid {}): {err}", loader.path, report.pid);
+                Ok(_) => self.keep_handle(loader),
+                Err(err) => log::debug!("loader {} (pid {}): {err}", loader.path, report.pid),
             }
         }
         let unhookable = report
@@ -199,9 +247,10 @@ impl CaptureSession {
             match attached {
                 Ok(AttachOutcome::Attached(_)) => {
                     new += 1;
+                    self.keep_handle(&target);
                     log::debug!("new target found in pid {} ({})", report.pid, report.comm);
                 }
-                Ok(AttachOutcome::AlreadyAttached) => {}
+                Ok(AttachOutcome::AlreadyAttached) => self.keep_handle(&target),
                 // The process may have exited between the scan and the attach.
                 Err(err) => log::debug!(
                     "{} (pid {}, via {}): {err}",
@@ -214,9 +263,25 @@ impl CaptureSession {
         new
     }
 
-    /// A new program: inspected at once, then a few more times as it loads libraries.
+    /// A new program: inspected at once, then a few more times as it loads libraries. With
+    /// holds on, a `connect` while it is being hooked stops it until then (`capture::hold`).
     fn on_exec(&mut self, pid: u32) {
+        // Read before the scan: the scan hooks the program the process runs now, which may be
+        // a later exec than this event's; that exec's entry is the one to end.
+        let hold = self
+            .hold_new_processes
+            .then(|| self.tracer.hold_entry(pid))
+            .flatten();
+        if let Some(entry) = hold
+            && entry.state == hold_state::UNDECIDED
+            && hold::may_hold(pid)
+        {
+            self.tracer.allow_hold(pid, entry.generation);
+        }
         self.scan_pid(pid);
+        if let Some(entry) = hold {
+            self.tracer.end_hold(pid, entry.generation);
+        }
         if self.pending.len() < MAX_PENDING_RESCANS {
             self.pending
                 .push(Reverse((Instant::now() + EXEC_RESCANS[0], pid, 0)));
@@ -279,6 +344,7 @@ impl CaptureSession {
                     result?;
                     let mut execs = Vec::new();
                     let mut loads = Vec::new();
+                    let mut held = Vec::new();
                     for event in out.iter() {
                         match event {
                             CaptureEvent::ProcessExec { pid, comm, .. } => {
@@ -289,11 +355,18 @@ impl CaptureSession {
                                 self.tracer.forget_process(*pid);
                             }
                             CaptureEvent::LibraryLoaded { pid, .. } => loads.push(*pid),
+                            CaptureEvent::ProcessHeld { pid, .. } => held.push(*pid),
                             _ => {}
                         }
                     }
                     for pid in execs {
                         self.on_exec(pid);
+                    }
+                    // Stopped while its exec (earlier in the ring) was being handled, which is
+                    // done now: its hooks are in place.
+                    for pid in held {
+                        log::debug!("pid {pid} held at connect until hooked: continuing it");
+                        self.tracer.resume_held(pid);
                     }
                     loads.sort_unstable();
                     loads.dedup();

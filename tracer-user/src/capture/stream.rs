@@ -58,6 +58,7 @@ impl StreamAssembler {
             // an exited process's streams are forgotten here.
             CaptureEvent::ProcessExec { .. }
             | CaptureEvent::LibraryLoaded { .. }
+            | CaptureEvent::ProcessHeld { .. }
             | CaptureEvent::ConnectionInfo { .. } => {}
             // A process that exits without freeing its connections (killed, or exiting without
             // cleanup) closes them all: downstream calls in flight end here, not at idle timeout.

@@ -11,7 +11,9 @@ use aya::programs::{FEntry, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tracer_common::{COMM_LEN, DEFAULT_MAX_CAPTURE_BYTES, MAX_CAPTURE_BYTES_LIMIT, counter};
+use tracer_common::{
+    COMM_LEN, DEFAULT_MAX_CAPTURE_BYTES, HoldEntry, MAX_CAPTURE_BYTES_LIMIT, counter, hold_state,
+};
 
 use super::event::{CaptureEvent, decode_record};
 use super::targets::FileId;
@@ -65,6 +67,8 @@ pub struct TracerConfig {
     pub pids: Vec<u32>,
     /// Only trace these command names (all when empty).
     pub comms: Vec<String>,
+    /// Stop a new program at its first `connect` until it is hooked (`capture::hold`).
+    pub hold_new_processes: bool,
 }
 
 impl Default for TracerConfig {
@@ -74,6 +78,7 @@ impl Default for TracerConfig {
             max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
             pids: Vec::new(),
             comms: Vec::new(),
+            hold_new_processes: true,
         }
     }
 }
@@ -170,6 +175,8 @@ pub struct CaptureCounters {
     pub bytes: u64,
     /// Records that did not decode.
     pub decode_errors: u64,
+    /// New processes stopped at their first `connect` until their program was hooked.
+    pub held_processes: u64,
 }
 
 impl CaptureCounters {
@@ -211,6 +218,7 @@ pub struct Tracer {
     rustls_pairing: super::rustls::ConnectionPairing,
     /// `--comm` names (empty: no name filter).
     comms: Vec<String>,
+    held_processes: u64,
 }
 
 impl Tracer {
@@ -224,12 +232,29 @@ impl Tracer {
             u32::from(!config.pids.is_empty()) | (u32::from(!config.comms.is_empty()) << 1);
         // Wake the reader when a quarter of the ring is used; otherwise it polls.
         let wakeup_bytes = config.ring_buffer_bytes / 4;
+        // Without the offsets, user space judges each new process from /proc (a window in
+        // which a fast process is not held).
+        let tty_offsets = if config.hold_new_processes {
+            super::hold::TtyOffsets::from_kernel_btf().unwrap_or_else(|err| {
+                log::info!("--hold-new-processes: {err}; deciding from /proc instead");
+                super::hold::TtyOffsets::default()
+            })
+        } else {
+            super::hold::TtyOffsets::default()
+        };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", config.ring_buffer_bytes)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .override_global("MAX_CAPTURE_BYTES", &config.max_capture_bytes, true)
             .override_global("FILTER_FLAGS", &filter_flags, true)
             .override_global("SELF_PID", &self_pid, true)
+            .override_global(
+                "HOLD_NEW_PROCESSES",
+                &u32::from(config.hold_new_processes),
+                true,
+            )
+            .override_global("TASK_SIGNAL_OFFSET", &tty_offsets.task_signal, true)
+            .override_global("SIGNAL_TTY_OFFSET", &tty_offsets.signal_tty, true)
             .load(EBPF_OBJECT)
             .map_err(TracerError::Load)?;
 
@@ -308,6 +333,15 @@ impl Tracer {
                 .map_err(|source| TracerError::Program { name, source })?;
         }
 
+        if config.hold_new_processes
+            && let Err(reason) = attach_hold(&mut ebpf)
+        {
+            log::warn!(
+                "--hold-new-processes unavailable ({reason}): a program's first call may be \
+                 missed while it is being hooked"
+            );
+        }
+
         // Socket identity (enrichment only): without it, capture still works.
         if let Err(reason) = attach_socket_hooks(&mut ebpf) {
             log::warn!("socket addresses unavailable: {reason}");
@@ -343,6 +377,7 @@ impl Tracer {
             bytes: 0,
             decode_errors: 0,
             rustls_pairing: super::rustls::ConnectionPairing::new(),
+            held_processes: 0,
             comms: config.comms.clone(),
         })
     }
@@ -645,6 +680,64 @@ impl Tracer {
         }
     }
 
+    /// The `HOLD` map's entry of a just-exec'd process (`capture::hold`).
+    pub fn hold_entry(&self, pid: u32) -> Option<HoldEntry> {
+        let map = self.ebpf.map("HOLD")?;
+        let hold = aya::maps::HashMap::<_, u32, HoldEntry>::try_from(map).ok()?;
+        hold.get(&pid, 0).ok()
+    }
+
+    /// Marks the process holdable, if its entry is still the one of `generation` and the
+    /// kernel left the decision to user space.
+    pub fn allow_hold(&mut self, pid: u32, generation: u32) {
+        if let Some(map) = self.ebpf.map_mut("HOLD")
+            && let Ok(mut hold) = aya::maps::HashMap::<_, u32, HoldEntry>::try_from(map)
+            && hold
+                .get(&pid, 0)
+                .is_ok_and(|e| e.generation == generation && e.state == hold_state::UNDECIDED)
+        {
+            let entry = HoldEntry {
+                state: hold_state::HOLDABLE,
+                generation,
+            };
+            if let Err(err) = hold.insert(pid, entry, 0) {
+                log::debug!("hold state of pid {pid}: {err}");
+            }
+        }
+    }
+
+    /// The program of the process's exec number `generation` is hooked: a `connect` no longer
+    /// stops it. A later exec's entry is left for that exec's turn.
+    pub fn end_hold(&mut self, pid: u32, generation: u32) {
+        if let Some(map) = self.ebpf.map_mut("HOLD")
+            && let Ok(mut hold) = aya::maps::HashMap::<_, u32, HoldEntry>::try_from(map)
+            && hold.get(&pid, 0).is_ok_and(|e| e.generation == generation)
+        {
+            let _ = hold.remove(&pid);
+        }
+    }
+
+    /// Continues a process the kernel stopped at a `connect` (its `PROCESS_HELD` record).
+    pub fn resume_held(&mut self, pid: u32) {
+        self.held_processes += 1;
+        super::hold::resume(pid);
+    }
+
+    /// Processes the kernel has stopped and not yet seen continued (for a shutdown).
+    fn held_pids(&self) -> Vec<u32> {
+        let Some(map) = self.ebpf.map("HOLD") else {
+            return Vec::new();
+        };
+        let Ok(hold) = aya::maps::HashMap::<_, u32, HoldEntry>::try_from(map) else {
+            return Vec::new();
+        };
+        hold.iter()
+            .filter_map(Result::ok)
+            .filter(|(_, entry)| entry.state == hold_state::HELD)
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
     /// A process ended: it no longer matches `--comm` (its pid may be reused).
     pub fn forget_process(&mut self, pid: u32) {
         if self.comms.is_empty() {
@@ -679,6 +772,7 @@ impl Tracer {
             records: self.records,
             bytes: self.bytes,
             decode_errors: self.decode_errors,
+            held_processes: self.held_processes,
         }
     }
 }
@@ -738,6 +832,40 @@ fn raise_memlock_limit() {
             "setrlimit(RLIMIT_MEMLOCK) failed: {}",
             io::Error::last_os_error()
         );
+    }
+}
+
+/// The hold's program, on TCP sockets entering SYN_SENT (a raw tracepoint: no tracefs, no
+/// kprobe support needed).
+fn attach_hold(ebpf: &mut Ebpf) -> Result<(), String> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(HOLD_PROGRAM)
+        .ok_or("no hold program")?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    program.load().map_err(|e| e.to_string())?;
+    program
+        .attach("inet_sock_set_state")
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+const HOLD_PROGRAM: &str = "tcp_connect_hold";
+
+impl Drop for Tracer {
+    /// A process stopped by a hold must not stay stopped when llmtap exits: stop holding
+    /// first (so no new hold starts), then continue every process still held.
+    fn drop(&mut self) {
+        if let Some(program) = self.ebpf.program_mut(HOLD_PROGRAM)
+            && let Ok(program) = <&mut RawTracePoint>::try_from(program)
+            && let Err(err) = program.unload()
+        {
+            log::debug!("unloading the hold program: {err}");
+        }
+        for pid in self.held_pids() {
+            log::debug!("continuing held pid {pid} on exit");
+            super::hold::resume(pid);
+        }
     }
 }
 
