@@ -147,9 +147,9 @@ fn process_in_its_own_mount_namespace_is_traced_through_proc_root() {
 }
 
 #[test]
-fn replaced_library_is_hooked_again_and_unused_files_are_unhooked() {
+fn replaced_library_is_hooked_again_and_gone_files_are_unhooked() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !require_ebpf("replaced_library_is_hooked_again_and_unused_files_are_unhooked") {
+    if !require_ebpf("replaced_library_is_hooked_again_and_gone_files_are_unhooked") {
         return;
     }
     let server = LoggingTlsServer::start().expect("server");
@@ -190,11 +190,26 @@ fn replaced_library_is_hooked_again_and_unused_files_are_unhooked() {
         capture.log_text()
     );
 
-    // Nobody maps either file any more: after a few idle rescans both are unhooked.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while lib_lines("unhooked") < 2 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let wait_for_unhooks = |n: usize, secs: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while lib_lines("unhooked") < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    // The replaced inode can never be mapped again: unhooked at a rescan. The file at the path
+    // stays hooked although nobody uses it now, ready for the program's next run.
+    wait_for_unhooks(1, 20);
+    assert_eq!(lib_lines("unhooked"), 1, "{}", capture.log_text());
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(
+        lib_lines("unhooked"),
+        1,
+        "an unused file that exists stays hooked:\n{}",
+        capture.log_text()
+    );
+    // Deleted: unhooked too.
+    std::fs::remove_file(&lib).expect("delete");
+    wait_for_unhooks(2, 20);
     assert_eq!(lib_lines("unhooked"), 2, "{}", capture.log_text());
     assert!(capture.stop());
 }
