@@ -67,7 +67,9 @@ pub struct TracerConfig {
     pub pids: Vec<u32>,
     /// Only trace these command names (all when empty).
     pub comms: Vec<String>,
-    /// Stop a new program at its first `connect` until it is hooked (`capture::hold`).
+    /// Stop a new program at its first `connect` until it is hooked (`capture::hold`). Off by
+    /// default: whoever turns it on must continue each `ProcessHeld` process (the `Session`
+    /// does; a bare `Tracer` reader that ignores the event would leave it stopped).
     pub hold_new_processes: bool,
 }
 
@@ -78,7 +80,7 @@ impl Default for TracerConfig {
             max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
             pids: Vec::new(),
             comms: Vec::new(),
-            hold_new_processes: true,
+            hold_new_processes: false,
         }
     }
 }
