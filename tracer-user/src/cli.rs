@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::capture::tracer::DEFAULT_RING_BUFFER_BYTES;
-use crate::capture::{SessionConfig, TracerConfig};
+use crate::capture::{PlainHttp, SessionConfig, TracerConfig};
 use tracer_common::DEFAULT_MAX_CAPTURE_BYTES;
 
 /// What to hook and how much to copy.
@@ -37,6 +37,12 @@ pub struct CaptureArgs {
     /// Seconds between scans of /proc for libssl copies not hooked yet (0 = scan once).
     #[arg(long, value_name = "SECONDS", default_value_t = 2)]
     pub rescan_interval: u64,
+
+    /// Capture LLM calls over plain HTTP (no TLS: local model servers, in-cluster gateways):
+    /// `on` (any port), `off`, or a comma-separated list of server ports (e.g. 11434,8000).
+    /// Only TCP connections whose first request goes to an LLM API path are copied.
+    #[arg(long, value_name = "on|off|PORTS", default_value = "on")]
+    pub plain_http: PlainHttp,
 }
 
 impl CaptureArgs {
@@ -47,6 +53,7 @@ impl CaptureArgs {
                 max_capture_bytes: self.max_capture_bytes,
                 pids: self.pids.clone(),
                 comms: self.comms.clone(),
+                plain_http: self.plain_http.clone(),
             },
             ssl_libs: self.ssl_libs.clone(),
             rescan_interval: Duration::from_secs(self.rescan_interval),

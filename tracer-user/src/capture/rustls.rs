@@ -298,8 +298,8 @@ impl ConnectionPairing {
         match event {
             CaptureEvent::Data(data) => {
                 let tag = data.conn.conn & rustls_conn::TAG_MASK;
-                if tag == 0 {
-                    return;
+                if tag == 0 || tracer_common::plain::is_socket_conn(data.conn.conn) {
+                    return; // not rustls (a plain TCP socket is a kernel address)
                 }
                 let address = data.conn.conn & !rustls_conn::TAG_MASK;
                 data.conn.conn = if tag == rustls_conn::WRITER_TAG {
