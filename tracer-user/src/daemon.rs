@@ -68,6 +68,24 @@ impl PeerTable {
     pub fn peer(&self, conn: ConnectionId) -> Option<SocketAddr> {
         self.peers.get(&conn).copied()
     }
+
+    /// `network.peer.*` from the call's socket, and `server.*` too when the request named no
+    /// host (HTTP/1.0, a bare h2c request).
+    pub fn enrich(&self, record: &mut CallRecord) {
+        let conn = ConnectionId {
+            pid: record.process.pid,
+            conn: record.connection_id,
+        };
+        let Some(peer) = self.peer(conn) else {
+            return;
+        };
+        record.network_peer_address = Some(peer.ip().to_string());
+        record.network_peer_port = Some(peer.port());
+        if record.server_address.as_deref().is_none_or(str::is_empty) {
+            record.server_address = Some(peer.ip().to_string());
+            record.server_port = Some(peer.port());
+        }
+    }
 }
 
 /// Capture-to-sink state machine, separated from the async loop for testing.
@@ -83,6 +101,8 @@ pub struct Daemon {
     by_provider: HashMap<String, u64>,
     /// Processes whose traffic was seen (forgotten at exit; bounded).
     seen_pids: std::collections::HashSet<u32>,
+    /// Plain-HTTP connections found not to carry LLM calls, for capture to stop copying.
+    not_llm: Vec<ConnectionId>,
 }
 
 const SEEN_PIDS_MAX: usize = 65536;
@@ -100,7 +120,13 @@ impl Daemon {
             calls_exported: 0,
             by_provider: HashMap::new(),
             seen_pids: std::collections::HashSet::new(),
+            not_llm: Vec::new(),
         }
+    }
+
+    /// Plain-HTTP connections whose first request was not an LLM call, since the last call.
+    pub fn take_not_llm_connections(&mut self) -> Vec<ConnectionId> {
+        std::mem::take(&mut self.not_llm)
     }
 
     /// Feeds capture events; finished calls go to the sink.
@@ -110,7 +136,16 @@ impl Daemon {
         sink: &mut impl CallSink,
     ) {
         for event in events {
-            self.peers.observe(&event);
+            // A connection's socket is known before its data; it is forgotten only after its
+            // close has ended its calls (which read it when they are flushed).
+            let ends = matches!(
+                event,
+                CaptureEvent::Closed { .. } | CaptureEvent::ProcessExit { .. }
+            );
+            let ending = ends.then(|| event.clone());
+            if !ends {
+                self.peers.observe(&event);
+            }
             match &event {
                 CaptureEvent::Data(d) if !self.seen_pids.contains(&d.conn.pid) => {
                     if self.seen_pids.len() >= SEEN_PIDS_MAX {
@@ -124,8 +159,6 @@ impl Daemon {
                 }
                 _ => {}
             }
-            // Closes must reach the pipeline before the peer entry is needed again: the
-            // pipeline reads peers when calls complete, which is within this push.
             let exited = match &event {
                 CaptureEvent::ProcessExit { pid, .. } => Some(*pid),
                 _ => None,
@@ -135,6 +168,9 @@ impl Daemon {
                 self.pipeline.push(stream_event, &mut self.records);
             }
             self.flush(sink);
+            if let Some(ending) = &ending {
+                self.peers.observe(ending);
+            }
             // After the process's last calls: its agent sessions end with it.
             if let Some(pid) = exited {
                 self.agent.process_exit(pid, &mut self.agent_records);
@@ -160,7 +196,12 @@ impl Daemon {
     }
 
     fn flush(&mut self, sink: &mut impl CallSink) {
+        let not_llm = self.pipeline.take_not_llm_connections();
+        if self.not_llm.len() < 4096 {
+            self.not_llm.extend(not_llm);
+        }
         for mut record in self.records.drain(..) {
+            self.peers.enrich(&mut record);
             self.calls_exported += 1;
             *self.by_provider.entry(record.provider.clone()).or_default() += 1;
             self.agent.observe(&mut record, &mut self.agent_records);
@@ -208,6 +249,9 @@ pub async fn run(
             result = session.next_events(&mut events) => {
                 result?;
                 daemon.handle(events.drain(..), sink);
+                for conn in daemon.take_not_llm_connections() {
+                    session.tracer.ignore_plain_connection(conn);
+                }
             }
             _ = tick.tick() => {
                 daemon.tick(monotonic_now_ns(), sink);

@@ -309,6 +309,12 @@ impl ConnectionPairing {
                     self.pair_reader(data.conn.pid, address)
                 };
             }
+            // A socket tied to a rustls writer (its first TLS send followed a write).
+            CaptureEvent::ConnectionInfo { conn, .. }
+                if conn.conn & rustls_conn::TAG_MASK == rustls_conn::WRITER_TAG =>
+            {
+                conn.conn &= !rustls_conn::TAG_MASK;
+            }
             CaptureEvent::ProcessExit { pid, .. } => {
                 self.processes.remove(pid);
             }

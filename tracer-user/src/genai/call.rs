@@ -237,6 +237,12 @@ impl CallBuilder {
             header_num("x-amzn-bedrock-input-token-count"),
             header_num("x-amzn-bedrock-output-token-count"),
         );
+        if self.target.provider_from_shape
+            && let Some(provider) = super::provider::provider_from_response_headers(&head.headers)
+        {
+            self.target.provider = provider.to_string();
+            self.target.provider_from_shape = false;
+        }
         let ctype = head
             .headers
             .get("content-type")
@@ -327,6 +333,7 @@ impl CallBuilder {
             self.bad_events += 1;
             return;
         };
+        self.provider_from_body(&v);
         let acc = &mut self.acc;
         match self.target.api {
             Api::ChatCompletions | Api::Completions | Api::Embeddings => {
@@ -428,6 +435,16 @@ impl CallBuilder {
         }
     }
 
+    /// An OpenAI-compatible server on an unknown host named by its response's shape.
+    fn provider_from_body(&mut self, v: &Value) {
+        if self.target.provider_from_shape
+            && let Some(provider) = super::provider::provider_from_response_body(v)
+        {
+            self.target.provider = provider.to_string();
+            self.target.provider_from_shape = false;
+        }
+    }
+
     fn apply_buffered(&mut self, buf: &[u8]) {
         if self.resp_lost || self.truncated || buf.is_empty() {
             return;
@@ -443,6 +460,7 @@ impl CallBuilder {
             });
             return;
         }
+        self.provider_from_body(&v);
         let acc = &mut self.acc;
         let items: Vec<&Value> = match &v {
             Value::Array(a) => a.iter().collect(),
@@ -606,11 +624,19 @@ impl CallBuilder {
             provider: self.target.provider.clone(),
             api: self.target.api.as_str().to_string(),
             server_address: self.target.server_address.clone(),
-            server_port: self.target.server_port.or(self
+            // The scheme's default port when the Host header names none.
+            server_port: self
                 .target
-                .server_address
-                .as_ref()
-                .map(|_| 443)),
+                .server_port
+                .or(self.target.server_address.as_ref().map(|_| {
+                    if crate::flow::is_plain_tcp(self.connection_id) {
+                        80
+                    } else {
+                        443
+                    }
+                })),
+            network_peer_address: None,
+            network_peer_port: None,
             http_method: self.method.clone(),
             url_path: self.url_path.clone(),
             http_status: self.status,
