@@ -68,6 +68,9 @@ pub struct ReplayOptions {
     /// Give every response its own id (`<recorded id>-rN`).
     pub unique_ids: bool,
     pub chunk_delay_ms: u64,
+    /// Plain HTTP on `127.0.0.1` and a free port, every recording served (see
+    /// [`ReplayServer::plain_url`]).
+    pub plain: bool,
 }
 
 impl Default for ReplayOptions {
@@ -76,6 +79,7 @@ impl Default for ReplayOptions {
             http1_only: false,
             unique_ids: false,
             chunk_delay_ms: 10,
+            plain: false,
         }
     }
 }
@@ -109,6 +113,9 @@ impl ReplayServer {
         if opts.unique_ids {
             cmd.arg("--unique-ids");
         }
+        if opts.plain {
+            cmd.arg("--plain");
+        }
         let child = ChildGuard(
             cmd.spawn()
                 .with_context(|| format!("starting {}", replay_bin().display()))?,
@@ -139,6 +146,18 @@ impl ReplayServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A recording's URL on this (plain HTTP) server: its path and query under `http://ADDR`.
+    pub fn plain_url(&self, cassette: &Value) -> String {
+        let url = cassette["request"]["url"].as_str().unwrap_or_default();
+        let url = url.split('#').next().unwrap_or(url);
+        let target = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+            .unwrap_or("/");
+        format!("http://{}{target}", self.addr)
     }
 
     pub fn pid(&self) -> u32 {
@@ -239,7 +258,19 @@ pub fn run_client(cmd: &mut Command) -> anyhow::Result<ClientOutcome> {
 /// curl sending the recorded request byte for byte (method, headers, body), with the planted
 /// key in place of the recording's redacted credential headers.
 pub fn curl_command(server: &ReplayServer, cassette: &Value, http2: bool) -> Command {
-    let mut cmd = server.client_command("curl");
+    let url = cassette["request"]["url"].as_str().unwrap_or_default();
+    let url = url.split('#').next().unwrap_or(url).to_string();
+    curl_request(server.client_command("curl"), cassette, http2, &url)
+}
+
+/// [`curl_command`] against a plain-HTTP replay server (HTTP/1.1).
+pub fn curl_plain_command(server: &ReplayServer, cassette: &Value) -> Command {
+    let mut cmd = Command::new("curl");
+    cmd.env("LLMTAP_TEST_API_KEY", PLANTED_API_KEY);
+    curl_request(cmd, cassette, false, &server.plain_url(cassette))
+}
+
+fn curl_request(mut cmd: Command, cassette: &Value, http2: bool, url: &str) -> Command {
     cmd.args(["-sS", "--no-progress-meter"]);
     cmd.arg(if http2 { "--http2" } else { "--http1.1" });
     let req = &cassette["request"];
@@ -275,8 +306,7 @@ pub fn curl_command(server: &ReplayServer, cassette: &Value, http2: bool) -> Com
     if !body.is_empty() {
         cmd.arg("--data-binary").arg(body);
     }
-    let url = req["url"].as_str().unwrap_or_default();
-    cmd.arg(url.split('#').next().unwrap_or(url));
+    cmd.arg(url);
     cmd
 }
 
@@ -286,6 +316,28 @@ pub fn python_sdk_command(server: &ReplayServer, cassette: &Path, extra: &[&str]
     cmd.arg(repo_root().join("tests/clients/sdk_client.py"))
         .arg(cassette)
         .args(extra);
+    cmd
+}
+
+/// The Python `openai` SDK client against a plain-HTTP replay server, as an application calls
+/// an OpenAI-compatible model server (`base_url="http://HOST:PORT/v1"`).
+pub fn python_sdk_plain_command(server: &ReplayServer, cassette: &Path) -> Command {
+    let mut cmd = Command::new(repo_root().join("tests/.venv/bin/python3"));
+    cmd.arg(repo_root().join("tests/clients/sdk_client.py"))
+        .arg(cassette)
+        .arg("--base-url")
+        .arg(format!("http://{}", server.addr()))
+        .env("LLMTAP_TEST_API_KEY", PLANTED_API_KEY);
+    cmd
+}
+
+/// The official `ollama` Python SDK (tests/clients/ollama_client.py) against a plain-HTTP
+/// replay server.
+pub fn ollama_sdk_command(server: &ReplayServer, cassette: &Path) -> Command {
+    let mut cmd = Command::new(repo_root().join("tests/.venv/bin/python3"));
+    cmd.arg(repo_root().join("tests/clients/ollama_client.py"))
+        .arg(cassette)
+        .arg(format!("http://{}", server.addr()));
     cmd
 }
 
@@ -321,6 +373,23 @@ pub fn sdk_clients_missing() -> Option<String> {
 /// as `server.address`, the protocol version, no incomplete/truncated flags, and for streams
 /// `0 < time to first chunk < duration`.
 pub fn span_differences(span: &Value, cassette: &Value, protocol: &str) -> Vec<String> {
+    let url = cassette["request"]["url"].as_str().unwrap_or_default();
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default();
+    span_differences_at(span, cassette, protocol, host)
+}
+
+/// [`span_differences`] for a call that reached the recording at `server_address` (the plain
+/// replay server's IP).
+pub fn span_differences_at(
+    span: &Value,
+    cassette: &Value,
+    protocol: &str,
+    server_address: &str,
+) -> Vec<String> {
     let attrs = &span["attributes"];
     let expected = &cassette["expected"];
     let mut diffs = Vec::new();
@@ -370,13 +439,11 @@ pub fn span_differences(span: &Value, cassette: &Value, protocol: &str) -> Vec<S
             );
         }
     }
-    let url = cassette["request"]["url"].as_str().unwrap_or_default();
-    let host = url
-        .split("://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_default();
-    check("server.address", attr("server.address"), &Value::from(host));
+    check(
+        "server.address",
+        attr("server.address"),
+        &Value::from(server_address),
+    );
     check(
         "network.protocol.version",
         attr("network.protocol.version"),

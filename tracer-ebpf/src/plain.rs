@@ -504,8 +504,7 @@ fn on_socket_io(sk: u64, ret: i64, flags: u64, dir: u8) {
             let class = if family != AF_INET && family != AF_INET6 {
                 state::IGNORED
             } else if !wanted(pid) {
-                count(counter::PLAIN_IGNORED_CONNECTIONS, 1);
-                state::IGNORED
+                state::IGNORED // not counted: the counters describe traced processes only
             } else {
                 let class = classify(sk, &syscall_buffers(dir), ret as u64);
                 match class {

@@ -427,6 +427,7 @@ const PYTHON_SDKS: &[&str] = &[
     "openai==3.57.0",
     "anthropic==2.16.0",
     "httpx[http2]==0.29.0",
+    "ollama==0.6.3",
 ];
 
 fn python_sdks_dir() -> PathBuf {
@@ -439,7 +440,7 @@ fn python_sdks_ok() -> bool {
         && Command::new(&python)
             .args([
                 "-c",
-                "import openai, anthropic, h2; assert openai.__version__ == '3.57.0'",
+                "import openai, anthropic, h2, ollama; assert openai.__version__ == '3.57.0'",
             ])
             .output()
             .is_ok_and(|o| o.status.success())
