@@ -337,6 +337,60 @@ mod tests {
     }
 
     #[test]
+    fn calls_carry_their_socket_peer_until_the_close_that_ends_them() {
+        use crate::capture::DataEvent;
+        let conn = ConnectionId {
+            pid: 9,
+            conn: 0xffff_8881_0000_1000,
+        };
+        let data = |direction, stream_pos: u64, ts: u64, bytes: &'static [u8]| {
+            CaptureEvent::Data(DataEvent {
+                conn,
+                tid: 9,
+                comm: Comm::default(),
+                direction,
+                ts_entry_ns: ts,
+                ts_return_ns: ts,
+                call_len: bytes.len() as u64,
+                offset: 0,
+                stream_pos,
+                uncaptured_len: 0,
+                last_chunk: true,
+                data: bytes::Bytes::from_static(bytes),
+            })
+        };
+        let request: &[u8] = b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}";
+        // HTTP/1.0 without a Host header or a length: the close ends the response.
+        let response: &[u8] =
+            b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"model\":\"m\"}";
+        let events = vec![
+            CaptureEvent::ConnectionInfo {
+                conn,
+                peer: "10.1.2.3:8000".parse().unwrap(),
+                local: "10.0.0.1:40000".parse().unwrap(),
+                ts_ns: 1,
+            },
+            data(crate::capture::Direction::Write, 0, 2, request),
+            data(crate::capture::Direction::Read, 0, 3, response),
+            CaptureEvent::Closed {
+                conn,
+                comm: Comm::default(),
+                ts_ns: 4,
+            },
+        ];
+        let mut daemon = Daemon::new(Pipeline::new(PipelineConfig::default()));
+        let mut sink = Collect::default();
+        daemon.handle(events, &mut sink);
+        assert_eq!(sink.0.len(), 1, "{:?}", sink.0);
+        let call = &sink.0[0];
+        assert_eq!(call.network_peer_address.as_deref(), Some("10.1.2.3"));
+        assert_eq!(call.network_peer_port, Some(8000));
+        assert_eq!(call.server_address.as_deref(), Some("10.1.2.3"), "no Host");
+        assert_eq!(call.server_port, Some(8000));
+        assert_eq!(daemon.peers().peer(conn), None, "forgotten after the close");
+    }
+
+    #[test]
     fn recorded_exchange_flows_to_the_sink() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/data/cassettes/openai__chat_stream_include_usage.json");

@@ -1074,3 +1074,54 @@ fn long_prompt_over_the_capture_cap_keeps_the_parameters_of_its_prefix() {
     assert_eq!(r.request.max_tokens, Some(1024));
     assert_eq!(r.usage.output_tokens, c.expected["output_tokens"].as_u64());
 }
+
+/// A plain-TCP connection id (a socket's kernel address).
+const PLAIN_CONN: ConnectionId = ConnectionId {
+    pid: 77,
+    conn: 0xffff_8881_2345_6780,
+};
+
+#[test]
+fn plain_http_calls_default_to_port_80_and_non_llm_connections_are_reported() {
+    let llm = raw_exchange(
+        b"POST /api/chat HTTP/1.1\r\nHost: 10.0.0.5\r\nContent-Length: 47\r\n\r\n{\"model\":\"llama3\",\"messages\":[],\"stream\":false}",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 45\r\n\r\n{\"model\":\"llama3\",\"done\":true,\"eval_count\":1}",
+        &ReplayOptions {
+            conn: PLAIN_CONN,
+            ..ReplayOptions::default()
+        },
+    );
+    let other = ConnectionId {
+        conn: PLAIN_CONN.conn + 0x100,
+        ..PLAIN_CONN
+    };
+    let page = raw_exchange(
+        b"GET /api/users HTTP/1.1\r\nHost: 10.0.0.5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]",
+        &ReplayOptions {
+            conn: other,
+            ..ReplayOptions::default()
+        },
+    );
+    let tls_page = raw_exchange(
+        b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]",
+        &ReplayOptions::default(),
+    );
+    let mut p = Pipeline::new(PipelineConfig::default());
+    let mut out = Vec::new();
+    for ev in llm.into_iter().chain(page).chain(tls_page) {
+        p.push(ev, &mut out);
+    }
+    p.finish(&mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].provider, "ollama");
+    assert_eq!(out[0].server_address.as_deref(), Some("10.0.0.5"));
+    assert_eq!(out[0].server_port, Some(80), "plain HTTP's default port");
+    assert_eq!(
+        p.take_not_llm_connections(),
+        [other],
+        "only the plain connection whose first request is not an LLM call"
+    );
+    assert!(p.take_not_llm_connections().is_empty());
+}
