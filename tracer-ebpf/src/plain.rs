@@ -499,12 +499,15 @@ fn on_socket_io(sk: u64, ret: i64, flags: u64, dir: u8) {
             if dir == direction::READ || ret <= 0 {
                 return; // a socket that receives first is not an HTTP client
             }
+            if !wanted(pid) {
+                // Not classified yet: a process becomes wanted when user space learns its name
+                // (`--comm`), and its sockets must then be classified like any other.
+                return;
+            }
             let owner = (pid as u64) << 32;
             let family: u16 = read_kernel(sk + sock_common::SKC_FAMILY);
             let class = if family != AF_INET && family != AF_INET6 {
                 state::IGNORED
-            } else if !wanted(pid) {
-                state::IGNORED // not counted: the counters describe traced processes only
             } else {
                 let class = classify(sk, &syscall_buffers(dir), ret as u64);
                 match class {
