@@ -343,6 +343,7 @@ impl CallBuilder {
             Api::AnthropicMessages => acc.anthropic_event(&v, ts_ns),
             Api::GeminiGenerateContent => acc.gemini(&v, Some(ts_ns)),
             Api::CohereChatV2 => acc.cohere_event(&v, ts_ns),
+            Api::LlamaCppCompletion => acc.llama_cpp(&v, Some(ts_ns)),
             Api::OllamaChat => acc.ollama(&v, true, Some(ts_ns)),
             Api::OllamaGenerate => acc.ollama(&v, false, Some(ts_ns)),
             Api::BedrockInvokeModel => acc.bedrock_invoke(&v, Some(ts_ns)),
@@ -477,6 +478,7 @@ impl CallBuilder {
                 Api::OllamaChat => acc.ollama(item, true, None),
                 Api::OllamaGenerate => acc.ollama(item, false, None),
                 Api::CohereChatV2 => acc.cohere_body(item),
+                Api::LlamaCppCompletion => acc.llama_cpp(item, None),
             }
         }
     }
@@ -511,6 +513,14 @@ impl CallBuilder {
             && acc.model.is_none()
         {
             // `/api/chat` on a server that is not Ollama: not an LLM call.
+            return None;
+        }
+        if self.target.api == Api::LlamaCppCompletion
+            && acc.model.is_none()
+            && acc.usage.output_tokens.is_none()
+            && http_error.is_none()
+        {
+            // `/completion` answered by something other than llama.cpp: not an LLM call.
             return None;
         }
         let error = if let Some(status) = http_error {

@@ -18,6 +18,8 @@ pub enum Api {
     OllamaChat,
     OllamaGenerate,
     CohereChatV2,
+    /// llama.cpp server's native `/completion`.
+    LlamaCppCompletion,
 }
 
 impl Api {
@@ -35,12 +37,15 @@ impl Api {
             Api::OllamaChat => "ollama_chat",
             Api::OllamaGenerate => "ollama_generate",
             Api::CohereChatV2 => "cohere_chat_v2",
+            Api::LlamaCppCompletion => "llama_cpp_completion",
         }
     }
 
     pub fn operation(self) -> Operation {
         match self {
-            Api::Completions | Api::OllamaGenerate => Operation::TextCompletion,
+            Api::Completions | Api::OllamaGenerate | Api::LlamaCppCompletion => {
+                Operation::TextCompletion
+            }
             Api::Embeddings => Operation::Embeddings,
             Api::GeminiGenerateContent => Operation::GenerateContent,
             _ => Operation::Chat,
@@ -325,6 +330,11 @@ pub fn identify(head: &RequestHead) -> Option<ApiTarget> {
         };
         target.provider = "ollama".to_string();
         return Some(target);
+    } else if path == "/completion" {
+        // llama.cpp's native endpoint (its OpenAI-compatible ones are `/v1/...`).
+        target.api = Api::LlamaCppCompletion;
+        target.provider = "llama_cpp".to_string();
+        return Some(target);
     } else if path == "/v2/chat" {
         target.api = Api::CohereChatV2;
         target.provider = known.unwrap_or("cohere").to_string();
@@ -450,6 +460,12 @@ mod tests {
                 Api::OllamaGenerate,
             ),
             ("/v2/chat", "api.cohere.com", "cohere", Api::CohereChatV2),
+            (
+                "/completion",
+                "10.0.0.9:8080",
+                "llama_cpp",
+                Api::LlamaCppCompletion,
+            ),
             (
                 "/api/v1/chat/completions",
                 "openrouter.ai",

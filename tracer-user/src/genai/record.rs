@@ -194,12 +194,13 @@ pub struct CallRecord {
     /// the socket (`flow::is_plain_tcp`).
     pub connection_id: u64,
     pub operation: Operation,
-    /// `gen_ai.provider.name` (`openai`, `anthropic`, `aws.bedrock`, ... or the host for an
-    /// unknown OpenAI-compatible server).
+    /// `gen_ai.provider.name` (`openai`, `anthropic`, `aws.bedrock`, `ollama`, `vllm`, ...; an
+    /// OpenAI-compatible server llmtap cannot tell apart is `openai`, the API shape).
     pub provider: String,
     /// API shape: `chat_completions`, `responses`, `completions`, `embeddings`,
     /// `anthropic_messages`, `gemini_generate_content`, `bedrock_converse`,
-    /// `bedrock_invoke_model`, `ollama_chat`, `ollama_generate`, `cohere_chat_v2`.
+    /// `bedrock_invoke_model`, `ollama_chat`, `ollama_generate`, `cohere_chat_v2`,
+    /// `llama_cpp_completion`.
     pub api: String,
     pub server_address: Option<String>,
     pub server_port: Option<u16>,
