@@ -58,8 +58,8 @@ pub mod rustls_conn {
     pub const TAG_MASK: u64 = WRITER_TAG | READER_TAG;
 }
 
-/// Plain (non-TLS) TCP capture: hooks on `tcp_sendmsg`/`tcp_recvmsg` classify each
-/// connection on the first bytes it sends and copy only those that speak HTTP to an LLM path.
+/// Plain (non-TLS) TCP capture: the socket send/receive tracepoints classify each connection on
+/// the first bytes it sends and copy only those that speak HTTP to an LLM path.
 pub mod plain {
     /// `conn_id` of a plain TCP connection is the address of its `struct sock`: a kernel
     /// address, whose top 16 bits are all ones. User-space pointers (`SSL*`, Go `tls.Conn`)
