@@ -263,11 +263,17 @@ pub fn curl_command(server: &ReplayServer, cassette: &Value, http2: bool) -> Com
     curl_request(server.client_command("curl"), cassette, http2, &url)
 }
 
-/// [`curl_command`] against a plain-HTTP replay server (HTTP/1.1).
-pub fn curl_plain_command(server: &ReplayServer, cassette: &Value) -> Command {
+/// [`curl_command`] against a plain-HTTP replay server: HTTP/1.1, or with `h2c` HTTP/2 with
+/// prior knowledge (the connection opens with the h2 preface).
+pub fn curl_plain_command(server: &ReplayServer, cassette: &Value, h2c: bool) -> Command {
     let mut cmd = Command::new("curl");
     cmd.env("LLMTAP_TEST_API_KEY", PLANTED_API_KEY);
-    curl_request(cmd, cassette, false, &server.plain_url(cassette))
+    let mut cmd = curl_request(cmd, cassette, false, &server.plain_url(cassette));
+    if h2c {
+        // After curl_request's `--http1.1`: the last protocol option wins.
+        cmd.arg("--http2-prior-knowledge");
+    }
+    cmd
 }
 
 fn curl_request(mut cmd: Command, cassette: &Value, http2: bool, url: &str) -> Command {

@@ -2,7 +2,8 @@
 //!
 //! - Real clients against the replay server in plain mode (`llmtap-replay --plain`, a free
 //!   port on 127.0.0.1): the official `ollama` Python SDK and curl for the Ollama recordings,
-//!   the `openai` Python SDK (`base_url="http://127.0.0.1:PORT/v1"`) and curl for OpenAI ones.
+//!   the `openai` Python SDK (`base_url="http://127.0.0.1:PORT/v1"`) and curl for OpenAI ones,
+//!   curl also over h2 with prior knowledge (h2c).
 //!   Each call yields exactly one span equal to the recording's `expected` values, with
 //!   `server.*` and `network.peer.*` naming the server; the clients behave the same with and
 //!   without llmtap; the server's own sockets yield nothing; the planted key appears nowhere.
@@ -76,12 +77,15 @@ fn run_one(client: Client, case: &Case) -> anyhow::Result<Run> {
     })
 }
 
-/// Every (label, client, case) run without llmtap, then with it; returns the failures.
-fn run_matrix(runs: &[(&str, Client, Case)]) -> Vec<String> {
+/// What one run is: a label, its client, its recording and the HTTP version it speaks.
+type MatrixRun = (&'static str, Client, Case, &'static str);
+
+/// Every run without llmtap, then with it; returns the failures.
+fn run_matrix(runs: &[MatrixRun]) -> Vec<String> {
     let mut failures = Vec::new();
     let baseline: Vec<Option<ClientOutcome>> = runs
         .iter()
-        .map(|(label, client, case)| match run_one(*client, case) {
+        .map(|(label, client, case, _)| match run_one(*client, case) {
             Ok(run) => Some(run.outcome),
             Err(e) => {
                 failures.push(format!("{label} {}: baseline run: {e:#}", case.name));
@@ -92,7 +96,7 @@ fn run_matrix(runs: &[(&str, Client, Case)]) -> Vec<String> {
     let llmtap = LlmtapRun::start(&[]).expect("llmtap starts");
     let traced: Vec<Option<Run>> = runs
         .iter()
-        .map(|(label, client, case)| match run_one(*client, case) {
+        .map(|(label, client, case, _)| match run_one(*client, case) {
             Ok(run) => Some(run),
             Err(e) => {
                 failures.push(format!("{label} {}: traced run: {e:#}", case.name));
@@ -104,7 +108,7 @@ fn run_matrix(runs: &[(&str, Client, Case)]) -> Vec<String> {
     llmtap.wait_for(|spans| pids.iter().all(|pid| !spans_of(spans, *pid).is_empty()));
     let (spans, jsonl, log) = llmtap.stop();
 
-    for (((label, _, case), before), after) in runs.iter().zip(&baseline).zip(&traced) {
+    for (((label, _, case, protocol), before), after) in runs.iter().zip(&baseline).zip(&traced) {
         let (Some(before), Some(after)) = (before, after) else {
             continue;
         };
@@ -138,7 +142,7 @@ fn run_matrix(runs: &[(&str, Client, Case)]) -> Vec<String> {
             continue;
         }
         let span = ours[0];
-        let mut diffs = span_differences_at(span, &case.json, "1.1", "127.0.0.1");
+        let mut diffs = span_differences_at(span, &case.json, protocol, "127.0.0.1");
         let attrs = &span["attributes"];
         let port = Value::from(after.server_port);
         for (key, want) in [
@@ -187,22 +191,45 @@ fn ollama_and_openai_compatible_servers_over_plain_http() {
     if !python_sdks_ready("ollama_and_openai_compatible_servers_over_plain_http") {
         return;
     }
-    let mut runs: Vec<(&str, Client, Case)> = Vec::new();
+    let mut runs: Vec<MatrixRun> = Vec::new();
     for name in OLLAMA {
         runs.push((
             "ollama SDK",
             |s, c| ollama_sdk_command(s, &c.path),
             case(name),
+            "1.1",
         ));
-        runs.push(("curl", |s, c| curl_plain_command(s, &c.json), case(name)));
+        runs.push((
+            "curl",
+            |s, c| curl_plain_command(s, &c.json, false),
+            case(name),
+            "1.1",
+        ));
     }
     for name in OPENAI {
         runs.push((
             "openai SDK",
             |s, c| python_sdk_plain_command(s, &c.path),
             case(name),
+            "1.1",
         ));
-        runs.push(("curl", |s, c| curl_plain_command(s, &c.json), case(name)));
+        runs.push((
+            "curl",
+            |s, c| curl_plain_command(s, &c.json, false),
+            case(name),
+            "1.1",
+        ));
+    }
+    for name in [
+        "ollama__chat_stream_ndjson",
+        "openai__chat_stream_include_usage",
+    ] {
+        runs.push((
+            "curl h2c",
+            |s, c| curl_plain_command(s, &c.json, true),
+            case(name),
+            "2",
+        ));
     }
     assert_no_failures(run_matrix(&runs));
 }
