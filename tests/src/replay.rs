@@ -522,6 +522,11 @@ pub struct LlmtapRun {
 
 impl LlmtapRun {
     pub fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_logging(extra_args, "info")
+    }
+
+    /// [`LlmtapRun::start`] with `RUST_LOG` set to `log_filter`.
+    pub fn start_logging(extra_args: &[&str], log_filter: &str) -> anyhow::Result<Self> {
         use std::io::BufRead as _;
         let lock = LLMTAP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let dir = TempDir::new("llmtap-run")?;
@@ -531,7 +536,7 @@ impl LlmtapRun {
             .arg("--output")
             .arg(format!("jsonl={}", jsonl.display()))
             .args(extra_args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

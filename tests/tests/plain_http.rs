@@ -406,3 +406,132 @@ fn non_llm_tcp_traffic_is_classified_and_never_copied() {
         "classification of the process's three connections: {counters:?}"
     );
 }
+
+/// Serves an Ollama-shaped API on two keep-alive connections: `/api/tags` (a small list),
+/// `/api/blob` (1 MiB), `/api/chat` (a chat response).
+fn ollama_shaped_server() -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let handle = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let mut pending = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let head_end = loop {
+                    if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break 0,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                };
+                if head_end == 0 {
+                    break;
+                }
+                let head = String::from_utf8_lossy(&pending[..head_end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while pending.len() < head_end + length {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                }
+                pending.drain(..head_end + length);
+                let body: Vec<u8> = if head.starts_with("get /api/tags") {
+                    br#"{"models":[]}"#.to_vec()
+                } else if head.starts_with("get /api/blob") {
+                    vec![b'b'; 1 << 20]
+                } else {
+                    br#"{"model":"llama3","created_at":"2024-05-24T20:01:31Z","message":{"role":"assistant","content":"hi"},"done_reason":"stop","done":true,"prompt_eval_count":5,"eval_count":2}"#.to_vec()
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                if conn.write_all(head.as_bytes()).is_err() || conn.write_all(&body).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (port, handle)
+}
+
+/// A plain connection whose first request goes to an LLM-looking path but is not an LLM call
+/// (`GET /api/tags`) is copied until user space has parsed that request, then marked ignored
+/// in the kernel: the 1 MiB response of its next request is never copied, while the process's
+/// LLM call on another connection still is.
+#[test]
+fn connection_whose_first_request_is_not_an_llm_call_stops_being_copied() {
+    use std::io::BufRead as _;
+    if !require_ebpf("connection_whose_first_request_is_not_an_llm_call_stops_being_copied") {
+        return;
+    }
+    let (port, server) = ollama_shaped_server();
+    let mut client = Command::new("python3")
+        .arg(repo_root().join("tests/clients/plain_keepalive_client.py"))
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let pid = client.id();
+    let mut stdin = client.stdin.take().expect("stdin");
+    let mut lines = std::io::BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let llmtap = LlmtapRun::start_logging(
+        &["--pid", &pid.to_string()],
+        "info,llmtap::capture::tracer=debug",
+    )
+    .expect("llmtap");
+    stdin.write_all(b"\n").expect("step 1");
+    let tags = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(tags, "tags 13");
+    // An event, not a delay: llmtap says when it has marked the connection.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !llmtap.log_text().contains("no longer copied") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        llmtap.log_text().contains("no longer copied"),
+        "the connection was not marked:\n{}",
+        llmtap.log_text()
+    );
+    stdin.write_all(b"\n").expect("step 2");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(rest, ["blob 1048576", "chat 170"], "the client's view");
+    let _ = client.wait();
+    let _ = server.join();
+    let spans = llmtap.wait_for(|spans| !spans_of(spans, pid).is_empty());
+    let (_, _, log) = llmtap.stop();
+    let ours = spans_of(&spans, pid);
+    assert_eq!(ours.len(), 1, "the one LLM call: {ours:#?}\n{log}");
+    assert_eq!(ours[0]["attributes"]["gen_ai.provider.name"], "ollama");
+    assert_eq!(ours[0]["attributes"]["gen_ai.usage.output_tokens"], 2);
+    let summary = log
+        .lines()
+        .find(|l| l.contains("calls exported; captured"))
+        .unwrap_or_default();
+    let bytes: u64 = summary
+        .split("records (")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(
+        bytes < 64 * 1024,
+        "{bytes} bytes captured: the 1 MiB response was copied ({summary})"
+    );
+    assert!(
+        log.contains("2 plain HTTP copied (1 of them ignored after a first request"),
+        "{log}"
+    );
+}

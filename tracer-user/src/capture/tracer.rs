@@ -693,18 +693,31 @@ impl Tracer {
         let Some(map) = self.ebpf.map_mut("SOCK_STATE") else {
             return;
         };
-        match aya::maps::HashMap::<_, u64, u32>::try_from(map) {
+        match aya::maps::HashMap::<_, u64, u64>::try_from(map) {
             Ok(mut states) => {
                 // Only a socket still classified as plain HTTP: its address may have been
-                // reused by a connection classified since.
-                if states.get(&conn.conn, 0).ok() == Some(u32::from(state::PLAIN_HTTP)) {
-                    match states.insert(conn.conn, u32::from(state::IGNORED), 0) {
-                        Ok(()) => self.plain_ignored_later += 1,
-                        Err(err) => log::debug!("ignoring {conn}: {err}"),
+                // reused by a connection classified since. The value's low byte is the state;
+                // the rest (its owner) stays.
+                let Ok(value) = states.get(&conn.conn, 0) else {
+                    return;
+                };
+                if value & 0xff != u64::from(state::PLAIN_HTTP)
+                    || value >> 32 != u64::from(conn.pid)
+                {
+                    return;
+                }
+                match states.insert(conn.conn, (value & !0xff) | u64::from(state::IGNORED), 0) {
+                    Ok(()) => {
+                        self.plain_ignored_later += 1;
+                        log::debug!(
+                            "{conn}: plain HTTP whose first request is not an LLM call: \
+                             no longer copied"
+                        );
                     }
+                    Err(err) => log::debug!("ignoring {conn}: {err}"),
                 }
             }
-            Err(err) => log::debug!("SOCK_STATE: {err}"),
+            Err(err) => log::warn!("plain HTTP: SOCK_STATE map unusable: {err}"),
         }
     }
 
