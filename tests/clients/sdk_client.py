@@ -12,6 +12,8 @@ can be compared byte for byte. Exits 3 on an API error (after printing it), like
 that reports the failure.
 
 --http2: an httpx client with HTTP/2 enabled (ALPN h2).
+--base-url URL: call URL (e.g. http://127.0.0.1:8000, a local OpenAI-compatible server) instead
+of the recording's scheme and host; the path prefix (/v1) is kept.
 --concurrent N: N copies of the call at once on one client (with --http2: N streams multiplexed
 on one connection); prints `id <response id>` per call instead of the events.
 """
@@ -81,9 +83,10 @@ def make_client(cassette, args, asynchronous):
     if not path.endswith(suffix):
         raise SystemExit(f"unexpected path {path} for {api}")
     cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+    origin = args.base_url or f"{url.scheme}://{url.netloc}"
     client = cls(
         api_key=key,
-        base_url=f"{url.scheme}://{url.netloc}{path[: -len(suffix)]}",
+        base_url=f"{origin}{path[: -len(suffix)]}",
         max_retries=0,
         http_client=http,
     )
@@ -172,6 +175,7 @@ def main():
     parser.add_argument("cassette")
     parser.add_argument("--http2", action="store_true")
     parser.add_argument("--concurrent", type=int, default=0)
+    parser.add_argument("--base-url")
     args = parser.parse_args()
     with open(args.cassette) as f:
         cassette = json.load(f)

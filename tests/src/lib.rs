@@ -206,6 +206,12 @@ impl CapturedStream {
         self.pieces.iter().map(|(_, b)| b.len() as u64).sum()
     }
 
+    /// The captured pieces in order, as text (lossy), holes left out.
+    pub fn text(&self) -> String {
+        let bytes: Vec<u8> = self.pieces.iter().flat_map(|(_, b)| b.clone()).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// Checks this stream against the bytes the peer really saw: every captured byte equal at
     /// its position, holes only where declared, same total length.
     pub fn check_against(&self, truth: &[u8]) -> Result<(), String> {

@@ -68,6 +68,9 @@ pub struct ReplayOptions {
     /// Give every response its own id (`<recorded id>-rN`).
     pub unique_ids: bool,
     pub chunk_delay_ms: u64,
+    /// Plain HTTP on `127.0.0.1` and a free port, every recording served (see
+    /// [`ReplayServer::plain_url`]).
+    pub plain: bool,
 }
 
 impl Default for ReplayOptions {
@@ -76,6 +79,7 @@ impl Default for ReplayOptions {
             http1_only: false,
             unique_ids: false,
             chunk_delay_ms: 10,
+            plain: false,
         }
     }
 }
@@ -109,6 +113,9 @@ impl ReplayServer {
         if opts.unique_ids {
             cmd.arg("--unique-ids");
         }
+        if opts.plain {
+            cmd.arg("--plain");
+        }
         let child = ChildGuard(
             cmd.spawn()
                 .with_context(|| format!("starting {}", replay_bin().display()))?,
@@ -139,6 +146,18 @@ impl ReplayServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A recording's URL on this (plain HTTP) server: its path and query under `http://ADDR`.
+    pub fn plain_url(&self, cassette: &Value) -> String {
+        let url = cassette["request"]["url"].as_str().unwrap_or_default();
+        let url = url.split('#').next().unwrap_or(url);
+        let target = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+            .unwrap_or("/");
+        format!("http://{}{target}", self.addr)
     }
 
     pub fn pid(&self) -> u32 {
@@ -239,7 +258,25 @@ pub fn run_client(cmd: &mut Command) -> anyhow::Result<ClientOutcome> {
 /// curl sending the recorded request byte for byte (method, headers, body), with the planted
 /// key in place of the recording's redacted credential headers.
 pub fn curl_command(server: &ReplayServer, cassette: &Value, http2: bool) -> Command {
-    let mut cmd = server.client_command("curl");
+    let url = cassette["request"]["url"].as_str().unwrap_or_default();
+    let url = url.split('#').next().unwrap_or(url).to_string();
+    curl_request(server.client_command("curl"), cassette, http2, &url)
+}
+
+/// [`curl_command`] against a plain-HTTP replay server: HTTP/1.1, or with `h2c` HTTP/2 with
+/// prior knowledge (the connection opens with the h2 preface).
+pub fn curl_plain_command(server: &ReplayServer, cassette: &Value, h2c: bool) -> Command {
+    let mut cmd = Command::new("curl");
+    cmd.env("LLMTAP_TEST_API_KEY", PLANTED_API_KEY);
+    let mut cmd = curl_request(cmd, cassette, false, &server.plain_url(cassette));
+    if h2c {
+        // After curl_request's `--http1.1`: the last protocol option wins.
+        cmd.arg("--http2-prior-knowledge");
+    }
+    cmd
+}
+
+fn curl_request(mut cmd: Command, cassette: &Value, http2: bool, url: &str) -> Command {
     cmd.args(["-sS", "--no-progress-meter"]);
     cmd.arg(if http2 { "--http2" } else { "--http1.1" });
     let req = &cassette["request"];
@@ -275,8 +312,7 @@ pub fn curl_command(server: &ReplayServer, cassette: &Value, http2: bool) -> Com
     if !body.is_empty() {
         cmd.arg("--data-binary").arg(body);
     }
-    let url = req["url"].as_str().unwrap_or_default();
-    cmd.arg(url.split('#').next().unwrap_or(url));
+    cmd.arg(url);
     cmd
 }
 
@@ -286,6 +322,28 @@ pub fn python_sdk_command(server: &ReplayServer, cassette: &Path, extra: &[&str]
     cmd.arg(repo_root().join("tests/clients/sdk_client.py"))
         .arg(cassette)
         .args(extra);
+    cmd
+}
+
+/// The Python `openai` SDK client against a plain-HTTP replay server, as an application calls
+/// an OpenAI-compatible model server (`base_url="http://HOST:PORT/v1"`).
+pub fn python_sdk_plain_command(server: &ReplayServer, cassette: &Path) -> Command {
+    let mut cmd = Command::new(repo_root().join("tests/.venv/bin/python3"));
+    cmd.arg(repo_root().join("tests/clients/sdk_client.py"))
+        .arg(cassette)
+        .arg("--base-url")
+        .arg(format!("http://{}", server.addr()))
+        .env("LLMTAP_TEST_API_KEY", PLANTED_API_KEY);
+    cmd
+}
+
+/// The official `ollama` Python SDK (tests/clients/ollama_client.py) against a plain-HTTP
+/// replay server.
+pub fn ollama_sdk_command(server: &ReplayServer, cassette: &Path) -> Command {
+    let mut cmd = Command::new(repo_root().join("tests/.venv/bin/python3"));
+    cmd.arg(repo_root().join("tests/clients/ollama_client.py"))
+        .arg(cassette)
+        .arg(format!("http://{}", server.addr()));
     cmd
 }
 
@@ -321,6 +379,23 @@ pub fn sdk_clients_missing() -> Option<String> {
 /// as `server.address`, the protocol version, no incomplete/truncated flags, and for streams
 /// `0 < time to first chunk < duration`.
 pub fn span_differences(span: &Value, cassette: &Value, protocol: &str) -> Vec<String> {
+    let url = cassette["request"]["url"].as_str().unwrap_or_default();
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default();
+    span_differences_at(span, cassette, protocol, host)
+}
+
+/// [`span_differences`] for a call that reached the recording at `server_address` (the plain
+/// replay server's IP).
+pub fn span_differences_at(
+    span: &Value,
+    cassette: &Value,
+    protocol: &str,
+    server_address: &str,
+) -> Vec<String> {
     let attrs = &span["attributes"];
     let expected = &cassette["expected"];
     let mut diffs = Vec::new();
@@ -370,13 +445,11 @@ pub fn span_differences(span: &Value, cassette: &Value, protocol: &str) -> Vec<S
             );
         }
     }
-    let url = cassette["request"]["url"].as_str().unwrap_or_default();
-    let host = url
-        .split("://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_default();
-    check("server.address", attr("server.address"), &Value::from(host));
+    check(
+        "server.address",
+        attr("server.address"),
+        &Value::from(server_address),
+    );
     check(
         "network.protocol.version",
         attr("network.protocol.version"),
@@ -449,6 +522,11 @@ pub struct LlmtapRun {
 
 impl LlmtapRun {
     pub fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_logging(extra_args, "info")
+    }
+
+    /// [`LlmtapRun::start`] with `RUST_LOG` set to `log_filter`.
+    pub fn start_logging(extra_args: &[&str], log_filter: &str) -> anyhow::Result<Self> {
         use std::io::BufRead as _;
         let lock = LLMTAP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let dir = TempDir::new("llmtap-run")?;
@@ -461,7 +539,7 @@ impl LlmtapRun {
             // LLMTAP_TEST_LOG: a more verbose log when debugging a test.
             .env(
                 "RUST_LOG",
-                std::env::var("LLMTAP_TEST_LOG").unwrap_or_else(|_| "info".to_string()),
+                std::env::var("LLMTAP_TEST_LOG").unwrap_or_else(|_| log_filter.to_string()),
             )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

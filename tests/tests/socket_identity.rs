@@ -1,6 +1,6 @@
 //! Socket identity of TLS connections (real eBPF): the peer and local addresses of the socket
 //! under each `SSL*`, reported once per connection, and reported again when a freed `SSL*`
-//! is reused for a new connection.
+//! is reused for a new connection; and the peer on the call spans (`network.peer.*`).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -105,4 +105,35 @@ fn each_connection_reports_its_peer_even_when_the_ssl_pointer_is_reused() {
         );
     }
     assert!(capture.stop());
+}
+
+/// Issue 19 item 17: the socket identity reaches the spans. A TLS call's span names the socket's
+/// peer (`network.peer.*`) besides the `Host` header's `server.*`.
+#[test]
+fn tls_spans_carry_their_socket_peer() {
+    use llmtap_tests::replay::{
+        LlmtapRun, ReplayServer, cassette_path, curl_command, load_json, spans_of,
+    };
+    if !require_ebpf("tls_spans_carry_their_socket_peer") {
+        return;
+    }
+    let path = cassette_path("openai__chat_stream_include_usage");
+    let cassette = load_json(&path).expect("recording");
+    let server = ReplayServer::start(std::slice::from_ref(&path)).expect("replay server");
+    let llmtap = LlmtapRun::start(&[]).expect("llmtap");
+    let outcome = llmtap_tests::replay::run_client(&mut curl_command(&server, &cassette, false))
+        .expect("curl");
+    let spans = llmtap.wait_for(|spans| !spans_of(spans, outcome.pid).is_empty());
+    let (_, _, log) = llmtap.stop();
+    let ours = spans_of(&spans, outcome.pid);
+    assert_eq!(ours.len(), 1, "{ours:#?}\n{log}");
+    let attrs = &ours[0]["attributes"];
+    assert_eq!(attrs["server.address"], "api.openai.com");
+    assert_eq!(attrs["server.port"], 443);
+    assert_eq!(
+        attrs["network.peer.address"],
+        server.addr().ip().to_string(),
+        "{attrs:#}"
+    );
+    assert_eq!(attrs["network.peer.port"], 443);
 }

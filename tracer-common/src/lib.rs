@@ -85,6 +85,42 @@ pub mod rustls_conn {
     pub const TAG_MASK: u64 = WRITER_TAG | READER_TAG;
 }
 
+/// Plain (non-TLS) TCP capture: the socket send/receive tracepoints classify each connection on
+/// the first bytes it sends and copy only those that speak HTTP to an LLM path.
+pub mod plain {
+    /// `conn_id` of a plain TCP connection is the address of its `struct sock`: a kernel
+    /// address, whose top 16 bits are all ones. User-space pointers (`SSL*`, Go `tls.Conn`)
+    /// and the rustls tags (bits 62/63 on a user pointer) never have them.
+    pub const fn is_socket_conn(conn_id: u64) -> bool {
+        conn_id >> 48 == 0xffff
+    }
+
+    /// `PLAIN_MODE` values.
+    pub mod mode {
+        /// No plain-HTTP capture (TLS socket identity still works).
+        pub const OFF: u32 = 0;
+        /// Every TCP peer port.
+        pub const ALL_PORTS: u32 = 1;
+        /// Only peer ports in the `PLAIN_PORTS` map.
+        pub const LISTED_PORTS: u32 = 2;
+    }
+
+    /// What a socket was classified as (`SOCK_STATE` values, low byte).
+    pub mod state {
+        /// Plain HTTP client: its sends and receives are copied.
+        pub const PLAIN_HTTP: u8 = 1;
+        /// Nothing to do (not HTTP, not an LLM path, excluded port, or ignored by user space).
+        pub const IGNORED: u8 = 2;
+        /// TLS whose connection has not been tied to its socket yet.
+        pub const TLS: u8 = 3;
+        /// TLS whose connection was tied to its socket (or given up on).
+        pub const TLS_DONE: u8 = 4;
+    }
+
+    /// Bytes of a request path matched against the LLM path prefixes.
+    pub const PATH_PREFIX_LEN: usize = 32;
+}
+
 /// Bits of [`EventHeader::flags`].
 pub mod event_flags {
     /// This record holds the last captured bytes of its call.
@@ -109,8 +145,16 @@ pub mod counter {
     pub const CALLS: u32 = 6;
     /// Exec/exit records dropped because the ring buffer was full.
     pub const RINGBUF_DROPPED_PROCESS: u32 = 7;
+    /// TCP connections whose first bytes were an HTTP request to an LLM-looking path (or the
+    /// h2 preface): their plaintext is copied.
+    pub const PLAIN_HTTP_CONNECTIONS: u32 = 8;
+    /// TCP connections whose first bytes were neither TLS nor such a request (or that
+    /// `--plain-http` excludes): nothing of them is copied.
+    pub const PLAIN_IGNORED_CONNECTIONS: u32 = 9;
+    /// TCP connections whose first bytes were a TLS record.
+    pub const TLS_CONNECTIONS: u32 = 10;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 11;
 }
 
 /// Header of every ring-buffer record; `data_len` payload bytes follow it directly.

@@ -14,6 +14,7 @@ use core::ffi::c_void;
 
 mod aead;
 mod go_tls;
+mod plain;
 mod rustls;
 
 use aya_ebpf::{
@@ -24,14 +25,15 @@ use aya_ebpf::{
             bpf_send_signal,
         },
     },
-    macros::{fentry, map, raw_tracepoint, uprobe, uretprobe},
+    macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{FEntryContext, ProbeContext, RawTracePointContext, RetProbeContext},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
+use plain::read_kernel;
 use tracer_common::{
-    CHUNK_DATA_MAX, COMM_LEN, ConnInfoRecord, DEFAULT_MAX_CAPTURE_BYTES, EVENT_HEADER_LEN,
-    EventBuffer, EventHeader, HoldEntry, SocketInfo, StreamKey, counter, direction, event_flags,
-    event_kind, hold_state, sock_common,
+    CHUNK_DATA_MAX, COMM_LEN, DEFAULT_MAX_CAPTURE_BYTES, EVENT_HEADER_LEN, EventBuffer,
+    EventHeader, HoldEntry, StreamKey, counter, direction, event_flags, event_kind, hold_state,
+    plain::is_socket_conn,
 };
 
 // ---- configuration, written by the loader before the program is loaded ----
@@ -69,12 +71,12 @@ const FILTER_COMM: u32 = 2;
 
 /// Records for user space. Its size is set by the loader (`--ring-buffer-size`).
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 /// Calls between entry and return, keyed by `pid_tgid` (one call in flight per thread). LRU so
 /// that entries of threads killed mid-call age out instead of filling the table.
 #[map]
-static INFLIGHT: LruHashMap<u64, InflightCall> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static INFLIGHT: LruHashMap<u64, InflightCall> = LruHashMap::with_max_entries(16384, 0);
 
 /// Byte position reached by each (process, connection, direction) stream.
 #[map]
@@ -82,7 +84,7 @@ static STREAM_POS: LruHashMap<StreamKey, u64> = LruHashMap::with_max_entries(655
 
 /// Connections whose socket was already reported (value unused).
 #[map]
-static PEER_REPORTED: LruHashMap<StreamKey, u8> = LruHashMap::with_max_entries(65536, 0);
+pub(crate) static PEER_REPORTED: LruHashMap<StreamKey, u8> = LruHashMap::with_max_entries(65536, 0);
 
 /// Scratch space to assemble one variable-length record per CPU.
 #[map]
@@ -131,7 +133,7 @@ struct EmitLoop {
 }
 
 #[inline(always)]
-fn count(index: u32, by: u64) {
+pub(crate) fn count(index: u32, by: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
         unsafe { *slot += by };
@@ -139,7 +141,7 @@ fn count(index: u32, by: u64) {
 }
 
 #[inline(always)]
-fn config(value: &'static u32) -> u32 {
+pub(crate) fn config(value: &'static u32) -> u32 {
     // SAFETY: a global in .rodata patched by the loader; volatile so it is not constant-folded.
     unsafe { core::ptr::read_volatile(value) }
 }
@@ -156,7 +158,7 @@ fn wakeup_flag() -> u64 {
 }
 
 #[inline(always)]
-fn current_comm() -> [u8; COMM_LEN] {
+pub(crate) fn current_comm() -> [u8; COMM_LEN] {
     let mut comm = [0u8; COMM_LEN];
     // SAFETY: the helper writes at most COMM_LEN bytes into `comm`.
     unsafe { bpf_get_current_comm(comm.as_mut_ptr().cast(), COMM_LEN as u32) };
@@ -277,6 +279,19 @@ pub(crate) fn begin_call(
         }
     };
 
+    if dir == direction::WRITE && !is_socket_conn(conn_id) {
+        // A TLS write: its ciphertext goes out on this thread next, which ties the connection
+        // to its socket (plain::tie_tls_socket), until the connection's socket is known.
+        let peer_key = StreamKey {
+            conn_id,
+            pid,
+            direction: PEER_KEY_DIRECTION,
+        };
+        // SAFETY: presence test only.
+        if unsafe { PEER_REPORTED.get(&peer_key) }.is_none() {
+            let _ = plain::LAST_TLS_WRITE.insert(&pid_tgid, &conn_id, 0);
+        }
+    }
     let cap = config(&MAX_CAPTURE_BYTES) as u64;
     let captured = if len > cap { cap } else { len };
     if captured < len {
@@ -432,11 +447,16 @@ pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
 /// be reused from now on). Shared by every TLS stack's close hook.
 #[inline(always)]
 pub(crate) fn close_connection(conn_id: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let pid = (pid_tgid >> 32) as u32;
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !wanted(pid) {
         return;
     }
+    close_connection_of(pid, conn_id);
+}
+
+/// As [`close_connection`], for a connection of process `pid` (not necessarily the caller).
+#[inline(always)]
+pub(crate) fn close_connection_of(pid: u32, conn_id: u64) {
     let mut key = StreamKey {
         conn_id,
         pid,
@@ -454,7 +474,7 @@ pub(crate) fn close_connection(conn_id: u64) {
     let header = EventHeader {
         kind: event_kind::CLOSE,
         pid,
-        tid: pid_tgid as u32,
+        tid: pid,
         conn_id,
         // SAFETY: helper without side effects.
         ts_entry_ns: unsafe { bpf_ktime_get_ns() },
@@ -617,108 +637,7 @@ const SIGSTOP: u32 = 19;
 const TCP_SYN_SENT: i32 = 2;
 
 /// `StreamKey::direction` value marking a connection's socket report.
-const PEER_KEY_DIRECTION: u32 = 2;
-
-#[inline(always)]
-fn read_kernel<T: Copy + Default>(addr: u64) -> T {
-    // SAFETY: the helper checks the address; a failed read yields the default value.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const T) }.unwrap_or_default()
-}
-
-/// The "nested syscall" method: a TCP send or receive made by a thread that is inside an
-/// `SSL_*` call belongs to that call's connection, so the socket's addresses are reported once
-/// per connection. Version-independent (no OpenSSL struct offsets); misses connections whose
-/// TLS library does its socket I/O outside the SSL call (Node's memory BIOs).
-#[inline(always)]
-fn on_tcp_io(sk: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: value copied out of the map.
-    let Some(call) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
-        return;
-    };
-    let pid = (pid_tgid >> 32) as u32;
-    let key = StreamKey {
-        conn_id: call.conn_id,
-        pid,
-        direction: PEER_KEY_DIRECTION,
-    };
-    // SAFETY: presence test only.
-    if unsafe { PEER_REPORTED.get(&key) }.is_some() {
-        return;
-    }
-    let family: u16 = read_kernel(sk + sock_common::SKC_FAMILY);
-    let mut info = SocketInfo {
-        family,
-        peer_port: u16::from_be(read_kernel(sk + sock_common::SKC_DPORT)),
-        local_port: read_kernel(sk + sock_common::SKC_NUM),
-        ..SocketInfo::default()
-    };
-    const AF_INET: u16 = 2;
-    const AF_INET6: u16 = 10;
-    match family {
-        AF_INET => {
-            let peer: [u8; 4] = read_kernel(sk + sock_common::SKC_DADDR);
-            let local: [u8; 4] = read_kernel(sk + sock_common::SKC_RCV_SADDR);
-            info.peer_addr[..4].copy_from_slice(&peer);
-            info.local_addr[..4].copy_from_slice(&local);
-        }
-        AF_INET6 => {
-            info.peer_addr = read_kernel(sk + sock_common::SKC_V6_DADDR);
-            info.local_addr = read_kernel(sk + sock_common::SKC_V6_RCV_SADDR);
-        }
-        _ => return,
-    }
-    let _ = PEER_REPORTED.insert(&key, &1, 0);
-    let record = ConnInfoRecord {
-        header: EventHeader {
-            kind: event_kind::CONN_INFO,
-            pid,
-            tid: pid_tgid as u32,
-            conn_id: call.conn_id,
-            // SAFETY: helper without side effects.
-            ts_entry_ns: unsafe { bpf_ktime_get_ns() },
-            data_len: core::mem::size_of::<SocketInfo>() as u32,
-            comm: current_comm(),
-            ..EventHeader::default()
-        },
-        info,
-    };
-    if EVENTS.output::<ConnInfoRecord>(&record, 0).is_err() {
-        count(counter::RINGBUF_DROPPED_PROCESS, 1);
-    }
-}
-
-// `sock:sock_send_length` / `sock:sock_recv_length` (Linux >= 6.3) pass the `struct sock *`
-// of every socket send/receive; the loader falls back to fentry on tcp_sendmsg/tcp_recvmsg.
-#[raw_tracepoint(tracepoint = "sock_send_length")]
-pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
-    on_tcp_io(ctx.arg::<u64>(0));
-    aead::on_tcp_send(ctx.arg::<u64>(0));
-    0
-}
-
-#[raw_tracepoint(tracepoint = "sock_recv_length")]
-pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
-    on_tcp_io(ctx.arg::<u64>(0));
-    aead::on_tcp_recv(ctx.arg::<u64>(0));
-    0
-}
-
-// fentry (BPF trampolines through BTF) rather than kprobes: it needs no kprobe PMU and is
-// cheaper per call.
-#[fentry(function = "tcp_sendmsg")]
-pub fn tcp_sendmsg_entry(ctx: FEntryContext) -> i32 {
-    on_tcp_io(ctx.arg::<u64>(0));
-    aead::on_tcp_send(ctx.arg::<u64>(0));
-    0
-}
-
-#[fentry(function = "tcp_recvmsg")]
-pub fn tcp_recvmsg_entry(ctx: FEntryContext) -> i32 {
-    on_tcp_io(ctx.arg::<u64>(0));
-    aead::on_tcp_recv(ctx.arg::<u64>(0));
-    0
-}
+pub(crate) const PEER_KEY_DIRECTION: u32 = 2;
 
 /// `_dl_debug_state` in the dynamic loader: glibc calls it after every change to the link
 /// map (dlopen/dlclose) so debuggers can look; llmtap looks for newly mapped TLS libraries.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::capture::tracer::DEFAULT_RING_BUFFER_BYTES;
-use crate::capture::{SessionConfig, TracerConfig};
+use crate::capture::{PlainHttp, SessionConfig, TracerConfig};
 use tracer_common::DEFAULT_MAX_CAPTURE_BYTES;
 
 /// What to hook and how much to copy.
@@ -43,6 +43,12 @@ pub struct CaptureArgs {
     /// is not missed. Processes with a terminal are never held.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
     pub hold_new_processes: bool,
+
+    /// Capture LLM calls over plain HTTP (no TLS: local model servers, in-cluster gateways):
+    /// `on` (any port), `off`, or a comma-separated list of server ports (e.g. 11434,8000).
+    /// Only TCP connections whose first request goes to an LLM API path are copied.
+    #[arg(long, value_name = "on|off|PORTS", default_value = "on")]
+    pub plain_http: PlainHttp,
 }
 
 impl CaptureArgs {
@@ -54,6 +60,7 @@ impl CaptureArgs {
                 pids: self.pids.clone(),
                 comms: self.comms.clone(),
                 hold_new_processes: self.hold_new_processes,
+                plain_http: self.plain_http.clone(),
             },
             ssl_libs: self.ssl_libs.clone(),
             rescan_interval: Duration::from_secs(self.rescan_interval),

@@ -68,6 +68,24 @@ impl PeerTable {
     pub fn peer(&self, conn: ConnectionId) -> Option<SocketAddr> {
         self.peers.get(&conn).copied()
     }
+
+    /// `network.peer.*` from the call's socket, and `server.*` too when the request named no
+    /// host (HTTP/1.0, a bare h2c request).
+    pub fn enrich(&self, record: &mut CallRecord) {
+        let conn = ConnectionId {
+            pid: record.process.pid,
+            conn: record.connection_id,
+        };
+        let Some(peer) = self.peer(conn) else {
+            return;
+        };
+        record.network_peer_address = Some(peer.ip().to_string());
+        record.network_peer_port = Some(peer.port());
+        if record.server_address.as_deref().is_none_or(str::is_empty) {
+            record.server_address = Some(peer.ip().to_string());
+            record.server_port = Some(peer.port());
+        }
+    }
 }
 
 /// Capture-to-sink state machine, separated from the async loop for testing.
@@ -83,6 +101,8 @@ pub struct Daemon {
     by_provider: HashMap<String, u64>,
     /// Processes whose traffic was seen (forgotten at exit; bounded).
     seen_pids: std::collections::HashSet<u32>,
+    /// Plain-HTTP connections found not to carry LLM calls, for capture to stop copying.
+    not_llm: Vec<ConnectionId>,
 }
 
 const SEEN_PIDS_MAX: usize = 65536;
@@ -100,7 +120,13 @@ impl Daemon {
             calls_exported: 0,
             by_provider: HashMap::new(),
             seen_pids: std::collections::HashSet::new(),
+            not_llm: Vec::new(),
         }
+    }
+
+    /// Plain-HTTP connections whose first request was not an LLM call, since the last call.
+    pub fn take_not_llm_connections(&mut self) -> Vec<ConnectionId> {
+        std::mem::take(&mut self.not_llm)
     }
 
     /// Feeds capture events; finished calls go to the sink.
@@ -110,7 +136,16 @@ impl Daemon {
         sink: &mut impl CallSink,
     ) {
         for event in events {
-            self.peers.observe(&event);
+            // A connection's socket is known before its data; it is forgotten only after its
+            // close has ended its calls (which read it when they are flushed).
+            let ends = matches!(
+                event,
+                CaptureEvent::Closed { .. } | CaptureEvent::ProcessExit { .. }
+            );
+            let ending = ends.then(|| event.clone());
+            if !ends {
+                self.peers.observe(&event);
+            }
             match &event {
                 CaptureEvent::Data(d) if !self.seen_pids.contains(&d.conn.pid) => {
                     if self.seen_pids.len() >= SEEN_PIDS_MAX {
@@ -124,8 +159,6 @@ impl Daemon {
                 }
                 _ => {}
             }
-            // Closes must reach the pipeline before the peer entry is needed again: the
-            // pipeline reads peers when calls complete, which is within this push.
             let exited = match &event {
                 CaptureEvent::ProcessExit { pid, .. } => Some(*pid),
                 _ => None,
@@ -135,6 +168,9 @@ impl Daemon {
                 self.pipeline.push(stream_event, &mut self.records);
             }
             self.flush(sink);
+            if let Some(ending) = &ending {
+                self.peers.observe(ending);
+            }
             // After the process's last calls: its agent sessions end with it.
             if let Some(pid) = exited {
                 self.agent.process_exit(pid, &mut self.agent_records);
@@ -160,7 +196,12 @@ impl Daemon {
     }
 
     fn flush(&mut self, sink: &mut impl CallSink) {
+        let not_llm = self.pipeline.take_not_llm_connections();
+        if self.not_llm.len() < 4096 {
+            self.not_llm.extend(not_llm);
+        }
         for mut record in self.records.drain(..) {
+            self.peers.enrich(&mut record);
             self.calls_exported += 1;
             *self.by_provider.entry(record.provider.clone()).or_default() += 1;
             self.agent.observe(&mut record, &mut self.agent_records);
@@ -208,6 +249,9 @@ pub async fn run(
             result = session.next_events(&mut events) => {
                 result?;
                 daemon.handle(events.drain(..), sink);
+                for conn in daemon.take_not_llm_connections() {
+                    session.tracer.ignore_plain_connection(conn);
+                }
             }
             _ = tick.tick() => {
                 daemon.tick(monotonic_now_ns(), sink);
@@ -290,6 +334,60 @@ mod tests {
             ts_ns: 1,
         });
         assert_eq!(peers.peer(conn), None);
+    }
+
+    #[test]
+    fn calls_carry_their_socket_peer_until_the_close_that_ends_them() {
+        use crate::capture::DataEvent;
+        let conn = ConnectionId {
+            pid: 9,
+            conn: 0xffff_8881_0000_1000,
+        };
+        let data = |direction, stream_pos: u64, ts: u64, bytes: &'static [u8]| {
+            CaptureEvent::Data(DataEvent {
+                conn,
+                tid: 9,
+                comm: Comm::default(),
+                direction,
+                ts_entry_ns: ts,
+                ts_return_ns: ts,
+                call_len: bytes.len() as u64,
+                offset: 0,
+                stream_pos,
+                uncaptured_len: 0,
+                last_chunk: true,
+                data: bytes::Bytes::from_static(bytes),
+            })
+        };
+        let request: &[u8] = b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}";
+        // HTTP/1.0 without a Host header or a length: the close ends the response.
+        let response: &[u8] =
+            b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"model\":\"m\"}";
+        let events = vec![
+            CaptureEvent::ConnectionInfo {
+                conn,
+                peer: "10.1.2.3:8000".parse().unwrap(),
+                local: "10.0.0.1:40000".parse().unwrap(),
+                ts_ns: 1,
+            },
+            data(crate::capture::Direction::Write, 0, 2, request),
+            data(crate::capture::Direction::Read, 0, 3, response),
+            CaptureEvent::Closed {
+                conn,
+                comm: Comm::default(),
+                ts_ns: 4,
+            },
+        ];
+        let mut daemon = Daemon::new(Pipeline::new(PipelineConfig::default()));
+        let mut sink = Collect::default();
+        daemon.handle(events, &mut sink);
+        assert_eq!(sink.0.len(), 1, "{:?}", sink.0);
+        let call = &sink.0[0];
+        assert_eq!(call.network_peer_address.as_deref(), Some("10.1.2.3"));
+        assert_eq!(call.network_peer_port, Some(8000));
+        assert_eq!(call.server_address.as_deref(), Some("10.1.2.3"), "no Host");
+        assert_eq!(call.server_port, Some(8000));
+        assert_eq!(daemon.peers().peer(conn), None, "forgotten after the close");
     }
 
     #[test]

@@ -85,6 +85,23 @@ pub fn run_checks() -> Vec<Check> {
             .fix("run on Linux ≥ 5.17 with BTF"),
     });
 
+    // The socket tracepoints behind plain-HTTP capture and socket identity.
+    checks.push(match parse_kernel_version(&release) {
+        Some(v) if v >= (6, 3) => Check::new(
+            "plain-http",
+            Status::Ok,
+            "sock:sock_send_length/sock_recv_length available (plain HTTP, socket addresses)",
+        ),
+        _ => Check::new(
+            "plain-http",
+            Status::Warn,
+            format!(
+                "{release}: no sock_*_length tracepoints (Linux 6.3): TLS only, no socket addresses"
+            ),
+        )
+        .fix("run on Linux ≥ 6.3 to capture plain-HTTP calls"),
+    });
+
     checks.push(if Path::new("/sys/kernel/btf/vmlinux").exists() {
         Check::new("btf", Status::Ok, "/sys/kernel/btf/vmlinux present")
     } else {

@@ -23,11 +23,24 @@ impl Direction {
     }
 }
 
-/// A TLS connection: the `SSL*` pointer is unique within its process while the connection lives.
+/// A connection: the TLS library's connection object (`SSL*`, …), unique within its process
+/// while the connection lives, or a plain TCP socket (see [`is_plain_tcp`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId {
     pub pid: u32,
     pub conn: u64,
+}
+
+impl ConnectionId {
+    /// A plain (non-TLS) TCP connection, whose id is its socket's kernel address.
+    pub fn is_plain_tcp(&self) -> bool {
+        is_plain_tcp(self.conn)
+    }
+}
+
+/// Whether a connection id names a plain (non-TLS) TCP socket rather than a TLS connection.
+pub fn is_plain_tcp(conn: u64) -> bool {
+    tracer_common::plain::is_socket_conn(conn)
 }
 
 impl std::fmt::Display for ConnectionId {

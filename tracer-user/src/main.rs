@@ -172,6 +172,7 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         health.pipeline.http_parse_errors,
         health.capture.held_processes
     );
+    log_socket_classes(&health.capture);
     Ok(())
 }
 
@@ -225,7 +226,20 @@ async fn run_capture(
         counters.lost_records(),
         counters.truncated_calls
     );
+    log_socket_classes(&counters);
     Ok(())
+}
+
+/// How the kernel classified the TCP connections it saw (traced processes only).
+fn log_socket_classes(c: &CaptureCounters) {
+    log::info!(
+        "TCP connections: {} plain HTTP copied ({} of them ignored after a first request that \
+         was not an LLM call), {} ignored at their first bytes, {} TLS",
+        c.plain_http_connections,
+        c.plain_ignored_later,
+        c.plain_ignored_connections,
+        c.tls_connections
+    );
 }
 
 fn print_targets(pids: &[u32], all: bool) -> anyhow::Result<()> {

@@ -46,8 +46,14 @@ enum Task {
     },
     /// Check formatting and clippy (warnings are errors).
     Lint,
-    /// Overhead benchmarks; writes target/bench/report.{md,json}.
-    Bench,
+    /// Overhead benchmarks; writes target/bench/report.{md,json} (with `--section`, only that
+    /// section, to target/bench/section.{md,json}).
+    Bench {
+        /// Run only this section (traced_overhead, per_hook_cost, plain_http_cost,
+        /// pipeline_throughput, load, binary_analysis).
+        #[arg(long)]
+        section: Option<String>,
+    },
     /// Live demo (as root): llmtap's console view while real SDK clients call a local replay
     /// of recorded OpenAI, Anthropic, Gemini and Groq responses; exits when done.
     Demo,
@@ -111,10 +117,10 @@ fn main() -> anyhow::Result<()> {
             ensure_setup()?;
             test(&root, &args)
         }
-        Task::Bench => {
+        Task::Bench { section } => {
             ensure_setup()?;
             cargo(&root, &["build", "--release", "-p", "tracer-user"])?;
-            bench::run(&root)
+            bench::run(&root, section.as_deref())
         }
         Task::Demo => {
             ensure_setup()?;
@@ -427,6 +433,7 @@ const PYTHON_SDKS: &[&str] = &[
     "openai==3.57.0",
     "anthropic==2.16.0",
     "httpx[http2]==0.29.0",
+    "ollama==0.6.3",
 ];
 
 fn python_sdks_dir() -> PathBuf {
@@ -439,7 +446,7 @@ fn python_sdks_ok() -> bool {
         && Command::new(&python)
             .args([
                 "-c",
-                "import openai, anthropic, h2; assert openai.__version__ == '3.57.0'",
+                "import openai, anthropic, h2, ollama; assert openai.__version__ == '3.57.0'",
             ])
             .output()
             .is_ok_and(|o| o.status.success())

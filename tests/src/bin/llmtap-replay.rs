@@ -15,6 +15,9 @@
 //!   apart, so time to first chunk and chunk timings are real.
 //! - `--unique-ids`: each response's id gets a `-rN` suffix (N counts requests), so concurrent
 //!   clients replaying one recording can each be told apart by the id they received.
+//! - `--plain`: plain HTTP instead (HTTP/1.1, or h2 with prior knowledge) on `127.0.0.1` and a
+//!   free port (`--listen auto`), serving every recording, `http://` ones (Ollama) included,
+//!   as a local model server or gateway would: clients are pointed at `http://ADDR`.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -63,6 +66,9 @@ struct Args {
     /// Give every response a distinct id (`<recorded id>-rN`).
     #[arg(long)]
     unique_ids: bool,
+    /// Serve plain HTTP (no TLS) on 127.0.0.1, every recording included.
+    #[arg(long)]
+    plain: bool,
 }
 
 /// One recording ready to serve.
@@ -95,7 +101,7 @@ fn split_target(target: &str) -> (String, String) {
     (percent_decoded(path), query.to_string())
 }
 
-fn load_recordings(inputs: &[PathBuf]) -> anyhow::Result<Vec<Recording>> {
+fn load_recordings(inputs: &[PathBuf], plain: bool) -> anyhow::Result<Vec<Recording>> {
     let mut files = Vec::new();
     for input in inputs {
         if input.is_dir() {
@@ -113,8 +119,9 @@ fn load_recordings(inputs: &[PathBuf]) -> anyhow::Result<Vec<Recording>> {
     let mut recordings = Vec::new();
     for file in files {
         let cassette = load_cassette(&file).with_context(|| format!("{}", file.display()))?;
-        // Only HTTPS recordings: llmtap traces TLS, and the clients must reach port 443.
-        if !cassette.url.starts_with("https://") {
+        // Over TLS only HTTPS recordings: the clients reach them on port 443 under their
+        // providers' names. Plain HTTP serves any recording on its own port.
+        if !plain && !cassette.url.starts_with("https://") {
             log::info!("skipping {} (not an HTTPS recording)", cassette.name);
             continue;
         }
@@ -136,7 +143,7 @@ fn load_recordings(inputs: &[PathBuf]) -> anyhow::Result<Vec<Recording>> {
         });
     }
     if recordings.is_empty() {
-        bail!("no HTTPS recordings among {inputs:?}");
+        bail!("no recordings to serve among {inputs:?}");
     }
     Ok(recordings)
 }
@@ -448,8 +455,14 @@ fn make_pki(hosts: &[String], ip: IpAddr) -> anyhow::Result<Pki> {
     })
 }
 
-/// Binds the requested address, or the first free `127.a.b.c:443` derived from our pid.
-async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+/// Binds the requested address, or the first free `127.a.b.c:443` derived from our pid (plain
+/// HTTP: a free port on 127.0.0.1).
+async fn bind(listen: &str, plain: bool) -> anyhow::Result<TcpListener> {
+    if listen == "auto" && plain {
+        return TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .context("binding 127.0.0.1");
+    }
     if listen != "auto" {
         let addr: SocketAddr = listen
             .parse()
@@ -488,7 +501,7 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    let recordings = load_recordings(&args.cassettes)?;
+    let recordings = load_recordings(&args.cassettes, args.plain)?;
     let hosts: Vec<String> = recordings
         .iter()
         .map(|r| r.host.clone())
@@ -496,8 +509,23 @@ async fn main() -> anyhow::Result<()> {
         .into_iter()
         .collect();
 
-    let listener = bind(&args.listen).await?;
+    let listener = bind(&args.listen, args.plain).await?;
     let addr = listener.local_addr()?;
+    let replay = Arc::new(Replay {
+        recordings,
+        chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+        unique_ids: args.unique_ids,
+        requests: AtomicU64::new(0),
+    });
+    if args.plain {
+        std::fs::create_dir_all(&args.state_dir)?;
+        log::info!(
+            "serving {} recordings on http://{addr}",
+            replay.recordings.len()
+        );
+        write_file(&args.state_dir.join("ready"), &format!("{addr}\n"))?;
+        return serve_plain(listener, replay).await;
+    }
     let pki = make_pki(&hosts, addr.ip())?;
     std::fs::create_dir_all(&args.state_dir)?;
     write_file(&args.state_dir.join("ca.pem"), &pki.ca_pem)?;
@@ -518,12 +546,6 @@ async fn main() -> anyhow::Result<()> {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     };
     let acceptor = TlsAcceptor::from(Arc::new(tls));
-    let replay = Arc::new(Replay {
-        recordings,
-        chunk_delay: Duration::from_millis(args.chunk_delay_ms),
-        unique_ids: args.unique_ids,
-        requests: AtomicU64::new(0),
-    });
     log::info!(
         "serving {} recordings for {} hosts on https://{addr}",
         replay.recordings.len(),
@@ -562,6 +584,32 @@ async fn main() -> anyhow::Result<()> {
             });
             if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                log::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+/// Serves plain HTTP until SIGTERM or Ctrl-C (HTTP/1.1, or h2 with prior knowledge).
+async fn serve_plain(listener: TcpListener, replay: Arc<Replay>) -> anyhow::Result<()> {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = sigterm.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let replay = replay.clone();
+        tokio::spawn(async move {
+            log::info!("connection from {peer}: plain HTTP");
+            let service = hyper::service::service_fn(move |req| {
+                let replay = replay.clone();
+                async move { Ok::<_, Infallible>(replay.handle(req).await) }
+            });
+            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
                 .await
             {
                 log::debug!("connection from {peer}: {e}");

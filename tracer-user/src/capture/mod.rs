@@ -18,6 +18,7 @@ pub use event::{
 };
 pub use stream::{StreamAssembler, StreamChunk, StreamEvent};
 pub mod clock;
+pub mod plain;
 pub mod printer;
 pub mod redact;
 pub mod rustls;
@@ -25,5 +26,6 @@ pub mod session;
 pub mod targets;
 pub mod tracer;
 
+pub use plain::PlainHttp;
 pub use session::{CaptureSession, SessionConfig};
 pub use tracer::{AttachOutcome, CaptureCounters, Tracer, TracerConfig, TracerError};

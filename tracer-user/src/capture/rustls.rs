@@ -298,8 +298,8 @@ impl ConnectionPairing {
         match event {
             CaptureEvent::Data(data) => {
                 let tag = data.conn.conn & rustls_conn::TAG_MASK;
-                if tag == 0 {
-                    return;
+                if tag == 0 || tracer_common::plain::is_socket_conn(data.conn.conn) {
+                    return; // not rustls (a plain TCP socket is a kernel address)
                 }
                 let address = data.conn.conn & !rustls_conn::TAG_MASK;
                 data.conn.conn = if tag == rustls_conn::WRITER_TAG {
@@ -308,6 +308,12 @@ impl ConnectionPairing {
                 } else {
                     self.pair_reader(data.conn.pid, address)
                 };
+            }
+            // A socket tied to a rustls writer (its first TLS send followed a write).
+            CaptureEvent::ConnectionInfo { conn, .. }
+                if conn.conn & rustls_conn::TAG_MASK == rustls_conn::WRITER_TAG =>
+            {
+                conn.conn &= !rustls_conn::TAG_MASK;
             }
             CaptureEvent::ProcessExit { pid, .. } => {
                 self.processes.remove(pid);

@@ -5,15 +5,19 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
-use aya::programs::{FEntry, RawTracePoint, UProbe};
+use aya::programs::{RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tracer_common::plain::{PATH_PREFIX_LEN, is_socket_conn, mode, state};
 use tracer_common::{
     COMM_LEN, DEFAULT_MAX_CAPTURE_BYTES, HoldEntry, MAX_CAPTURE_BYTES_LIMIT, counter, hold_state,
 };
+
+use super::plain::{LLM_PATH_PREFIXES, PlainHttp};
 
 use super::event::{CaptureEvent, decode_record};
 use super::targets::FileId;
@@ -71,6 +75,8 @@ pub struct TracerConfig {
     /// default: whoever turns it on must continue each `ProcessHeld` process (the `Session`
     /// does; a bare `Tracer` reader that ignores the event would leave it stopped).
     pub hold_new_processes: bool,
+    /// Which plain (non-TLS) TCP connections to capture.
+    pub plain_http: PlainHttp,
 }
 
 impl Default for TracerConfig {
@@ -81,6 +87,7 @@ impl Default for TracerConfig {
             pids: Vec::new(),
             comms: Vec::new(),
             hold_new_processes: false,
+            plain_http: PlainHttp::default(),
         }
     }
 }
@@ -179,6 +186,15 @@ pub struct CaptureCounters {
     pub decode_errors: u64,
     /// New processes stopped at their first `connect` until their program was hooked.
     pub held_processes: u64,
+    /// TCP connections the kernel classified as plain HTTP to an LLM path (copied).
+    pub plain_http_connections: u64,
+    /// TCP connections classified as neither TLS nor that (never copied).
+    pub plain_ignored_connections: u64,
+    /// TCP connections classified as TLS (ciphertext never copied).
+    pub tls_connections: u64,
+    /// Plain-HTTP connections user space told the kernel to stop copying (first request not
+    /// an LLM call).
+    pub plain_ignored_later: u64,
 }
 
 impl CaptureCounters {
@@ -221,6 +237,7 @@ pub struct Tracer {
     /// `--comm` names (empty: no name filter).
     comms: Vec<String>,
     held_processes: u64,
+    plain_ignored_later: u64,
 }
 
 impl Tracer {
@@ -244,6 +261,11 @@ impl Tracer {
         } else {
             super::hold::TtyOffsets::default()
         };
+        let plain_mode = match &config.plain_http {
+            PlainHttp::Off => mode::OFF,
+            PlainHttp::AllPorts => mode::ALL_PORTS,
+            PlainHttp::Ports(_) => mode::LISTED_PORTS,
+        };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", config.ring_buffer_bytes)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
@@ -257,8 +279,10 @@ impl Tracer {
             )
             .override_global("TASK_SIGNAL_OFFSET", &tty_offsets.task_signal, true)
             .override_global("SIGNAL_TTY_OFFSET", &tty_offsets.signal_tty, true)
+            .override_global("PLAIN_MODE", &plain_mode, true)
             .load(EBPF_OBJECT)
             .map_err(TracerError::Load)?;
+        fill_plain_maps(&mut ebpf, &config.plain_http)?;
 
         if !config.pids.is_empty() {
             let map = ebpf
@@ -344,9 +368,11 @@ impl Tracer {
             );
         }
 
-        // Socket identity (enrichment only): without it, capture still works.
+        // Plain-HTTP capture and socket identity; without them, TLS capture still works.
         if let Err(reason) = attach_socket_hooks(&mut ebpf) {
-            log::warn!("socket addresses unavailable: {reason}");
+            log::warn!("plain-HTTP capture and socket addresses unavailable: {reason}");
+        } else if plain_mode == mode::OFF {
+            log::info!("plain-HTTP capture off (--plain-http off)");
         }
 
         let ring = RingBuf::try_from(
@@ -381,6 +407,7 @@ impl Tracer {
             rustls_pairing: super::rustls::ConnectionPairing::new(),
             held_processes: 0,
             comms: config.comms.clone(),
+            plain_ignored_later: 0,
         })
     }
 
@@ -752,6 +779,43 @@ impl Tracer {
         }
     }
 
+    /// Stops copying a plain-HTTP connection (its first request was not an LLM call): the
+    /// kernel treats its socket as ignored from its next send or receive on.
+    pub fn ignore_plain_connection(&mut self, conn: super::ConnectionId) {
+        if !is_socket_conn(conn.conn) {
+            return;
+        }
+        let Some(map) = self.ebpf.map_mut("SOCK_STATE") else {
+            return;
+        };
+        match aya::maps::HashMap::<_, u64, u64>::try_from(map) {
+            Ok(mut states) => {
+                // Only a socket still classified as plain HTTP: its address may have been
+                // reused by a connection classified since. The value's low byte is the state;
+                // the rest (its owner) stays.
+                let Ok(value) = states.get(&conn.conn, 0) else {
+                    return;
+                };
+                if value & 0xff != u64::from(state::PLAIN_HTTP)
+                    || value >> 32 != u64::from(conn.pid)
+                {
+                    return;
+                }
+                match states.insert(conn.conn, (value & !0xff) | u64::from(state::IGNORED), 0) {
+                    Ok(()) => {
+                        self.plain_ignored_later += 1;
+                        log::debug!(
+                            "{conn}: plain HTTP whose first request is not an LLM call: \
+                             no longer copied"
+                        );
+                    }
+                    Err(err) => log::debug!("ignoring {conn}: {err}"),
+                }
+            }
+            Err(err) => log::warn!("plain HTTP: SOCK_STATE map unusable: {err}"),
+        }
+    }
+
     pub fn counters(&self) -> CaptureCounters {
         let read = |index: u32| -> u64 {
             match self.counters.get(&index, 0) {
@@ -775,49 +839,59 @@ impl Tracer {
             bytes: self.bytes,
             decode_errors: self.decode_errors,
             held_processes: self.held_processes,
+            plain_http_connections: read(counter::PLAIN_HTTP_CONNECTIONS),
+            plain_ignored_connections: read(counter::PLAIN_IGNORED_CONNECTIONS),
+            tls_connections: read(counter::TLS_CONNECTIONS),
+            plain_ignored_later: self.plain_ignored_later,
         }
     }
 }
 
-/// Hooks socket sends and receives, preferring the `sock_*_length` tracepoints (no kprobe or
-/// ftrace support needed) and falling back to fentry on the TCP functions.
+/// The LLM path prefixes and `--plain-http` ports the kernel classifies with.
+fn fill_plain_maps(ebpf: &mut Ebpf, plain: &PlainHttp) -> Result<(), TracerError> {
+    let map_err = |name| move |source| TracerError::Map { name, source };
+    let map = ebpf
+        .map_mut("LLM_PATHS")
+        .ok_or(TracerError::MissingMap("LLM_PATHS"))?;
+    let mut paths: LpmTrie<_, [u8; PATH_PREFIX_LEN], u8> =
+        LpmTrie::try_from(map).map_err(map_err("LLM_PATHS"))?;
+    for prefix in LLM_PATH_PREFIXES {
+        let mut data = [0u8; PATH_PREFIX_LEN];
+        data[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        let key = LpmKey::new((prefix.len() * 8) as u32, data);
+        paths.insert(&key, 1, 0).map_err(map_err("LLM_PATHS"))?;
+    }
+    if let PlainHttp::Ports(list) = plain {
+        let map = ebpf
+            .map_mut("PLAIN_PORTS")
+            .ok_or(TracerError::MissingMap("PLAIN_PORTS"))?;
+        let mut ports: aya::maps::HashMap<_, u16, u8> =
+            aya::maps::HashMap::try_from(map).map_err(map_err("PLAIN_PORTS"))?;
+        for port in list {
+            ports.insert(port, 1, 0).map_err(map_err("PLAIN_PORTS"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Hooks socket sends and receives (`sock_*_length`, Linux >= 6.3) and TCP state changes
+/// (closes) through raw tracepoints: no kprobe or ftrace support needed.
 fn attach_socket_hooks(ebpf: &mut Ebpf) -> Result<(), String> {
-    let raw = (|| -> Result<(), aya::programs::ProgramError> {
-        for (name, tracepoint) in [
-            ("sock_send_length", "sock_send_length"),
-            ("sock_recv_length", "sock_recv_length"),
-        ] {
+    for name in [
+        "inet_sock_set_state",
+        "sock_send_length",
+        "sock_recv_length",
+    ] {
+        (|| -> Result<(), aya::programs::ProgramError> {
             let program: &mut RawTracePoint = ebpf
                 .program_mut(name)
                 .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
                 .try_into()?;
             program.load()?;
-            program.attach(tracepoint)?;
-        }
-        Ok(())
-    })();
-    let Err(raw_err) = raw else {
-        return Ok(());
-    };
-    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
-    for (name, function) in [
-        ("tcp_sendmsg_entry", "tcp_sendmsg"),
-        ("tcp_recvmsg_entry", "tcp_recvmsg"),
-    ] {
-        let result = (|| -> Result<(), aya::programs::ProgramError> {
-            let program: &mut FEntry = ebpf
-                .program_mut(name)
-                .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
-                .try_into()?;
-            program.load(function, &btf)?;
-            program.attach()?;
+            program.attach(name)?;
             Ok(())
-        })();
-        result.map_err(|e| {
-            format!(
-                "sock_*_length tracepoints ({raw_err}) and fentry on {function} ({e}) both failed"
-            )
-        })?;
+        })()
+        .map_err(|e| format!("tracepoint {name}: {e}"))?;
     }
     Ok(())
 }

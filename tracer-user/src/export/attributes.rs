@@ -43,6 +43,8 @@ pub mod keys {
     pub const OPENAI_RESPONSE_SERVICE_TIER: &str = "openai.response.service_tier";
     pub const OPENAI_RESPONSE_SYSTEM_FINGERPRINT: &str = "openai.response.system_fingerprint";
     pub const SERVER_ADDRESS: &str = "server.address";
+    pub const NETWORK_PEER_ADDRESS: &str = "network.peer.address";
+    pub const NETWORK_PEER_PORT: &str = "network.peer.port";
     pub const SERVER_PORT: &str = "server.port";
     pub const ERROR_TYPE: &str = "error.type";
     pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";

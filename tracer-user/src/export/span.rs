@@ -142,6 +142,12 @@ pub fn call_attributes(
             a.push((keys::SERVER_PORT, AttrValue::Int(i64::from(port))));
         }
     }
+    if let Some(address) = &record.network_peer_address {
+        a.push((keys::NETWORK_PEER_ADDRESS, str_(address)));
+        if let Some(port) = record.network_peer_port {
+            a.push((keys::NETWORK_PEER_PORT, AttrValue::Int(i64::from(port))));
+        }
+    }
     if req.stream {
         a.push((keys::REQUEST_STREAM, AttrValue::Bool(true)));
     }
@@ -557,6 +563,8 @@ pub(crate) mod tests {
             api: "chat_completions".into(),
             server_address: Some("api.openai.com".into()),
             server_port: Some(443),
+            network_peer_address: None,
+            network_peer_port: None,
             http_method: "POST".into(),
             url_path: "/v1/chat/completions".into(),
             http_status: Some(200),

@@ -237,6 +237,12 @@ impl CallBuilder {
             header_num("x-amzn-bedrock-input-token-count"),
             header_num("x-amzn-bedrock-output-token-count"),
         );
+        if self.target.provider_from_shape
+            && let Some(provider) = super::provider::provider_from_response_headers(&head.headers)
+        {
+            self.target.provider = provider.to_string();
+            self.target.provider_from_shape = false;
+        }
         let ctype = head
             .headers
             .get("content-type")
@@ -327,6 +333,7 @@ impl CallBuilder {
             self.bad_events += 1;
             return;
         };
+        self.provider_from_body(&v);
         let acc = &mut self.acc;
         match self.target.api {
             Api::ChatCompletions | Api::Completions | Api::Embeddings => {
@@ -336,6 +343,7 @@ impl CallBuilder {
             Api::AnthropicMessages => acc.anthropic_event(&v, ts_ns),
             Api::GeminiGenerateContent => acc.gemini(&v, Some(ts_ns)),
             Api::CohereChatV2 => acc.cohere_event(&v, ts_ns),
+            Api::LlamaCppCompletion => acc.llama_cpp(&v, Some(ts_ns)),
             Api::OllamaChat => acc.ollama(&v, true, Some(ts_ns)),
             Api::OllamaGenerate => acc.ollama(&v, false, Some(ts_ns)),
             Api::BedrockInvokeModel => acc.bedrock_invoke(&v, Some(ts_ns)),
@@ -428,6 +436,16 @@ impl CallBuilder {
         }
     }
 
+    /// An OpenAI-compatible server on an unknown host named by its response's shape.
+    fn provider_from_body(&mut self, v: &Value) {
+        if self.target.provider_from_shape
+            && let Some(provider) = super::provider::provider_from_response_body(v)
+        {
+            self.target.provider = provider.to_string();
+            self.target.provider_from_shape = false;
+        }
+    }
+
     fn apply_buffered(&mut self, buf: &[u8]) {
         if self.resp_lost || self.truncated || buf.is_empty() {
             return;
@@ -443,6 +461,7 @@ impl CallBuilder {
             });
             return;
         }
+        self.provider_from_body(&v);
         let acc = &mut self.acc;
         let items: Vec<&Value> = match &v {
             Value::Array(a) => a.iter().collect(),
@@ -459,6 +478,7 @@ impl CallBuilder {
                 Api::OllamaChat => acc.ollama(item, true, None),
                 Api::OllamaGenerate => acc.ollama(item, false, None),
                 Api::CohereChatV2 => acc.cohere_body(item),
+                Api::LlamaCppCompletion => acc.llama_cpp(item, None),
             }
         }
     }
@@ -493,6 +513,14 @@ impl CallBuilder {
             && acc.model.is_none()
         {
             // `/api/chat` on a server that is not Ollama: not an LLM call.
+            return None;
+        }
+        if self.target.api == Api::LlamaCppCompletion
+            && acc.model.is_none()
+            && acc.usage.output_tokens.is_none()
+            && http_error.is_none()
+        {
+            // `/completion` answered by something other than llama.cpp: not an LLM call.
             return None;
         }
         let error = if let Some(status) = http_error {
@@ -606,11 +634,19 @@ impl CallBuilder {
             provider: self.target.provider.clone(),
             api: self.target.api.as_str().to_string(),
             server_address: self.target.server_address.clone(),
-            server_port: self.target.server_port.or(self
+            // The scheme's default port when the Host header names none.
+            server_port: self
                 .target
-                .server_address
-                .as_ref()
-                .map(|_| 443)),
+                .server_port
+                .or(self.target.server_address.as_ref().map(|_| {
+                    if crate::flow::is_plain_tcp(self.connection_id) {
+                        80
+                    } else {
+                        443
+                    }
+                })),
+            network_peer_address: None,
+            network_peer_port: None,
             http_method: self.method.clone(),
             url_path: self.url_path.clone(),
             http_status: self.status,

@@ -18,6 +18,8 @@ pub enum Api {
     OllamaChat,
     OllamaGenerate,
     CohereChatV2,
+    /// llama.cpp server's native `/completion`.
+    LlamaCppCompletion,
 }
 
 impl Api {
@@ -35,12 +37,15 @@ impl Api {
             Api::OllamaChat => "ollama_chat",
             Api::OllamaGenerate => "ollama_generate",
             Api::CohereChatV2 => "cohere_chat_v2",
+            Api::LlamaCppCompletion => "llama_cpp_completion",
         }
     }
 
     pub fn operation(self) -> Operation {
         match self {
-            Api::Completions | Api::OllamaGenerate => Operation::TextCompletion,
+            Api::Completions | Api::OllamaGenerate | Api::LlamaCppCompletion => {
+                Operation::TextCompletion
+            }
             Api::Embeddings => Operation::Embeddings,
             Api::GeminiGenerateContent => Operation::GenerateContent,
             _ => Operation::Chat,
@@ -80,30 +85,69 @@ pub struct ApiTarget {
     /// Model named by the URL (Gemini, Bedrock).
     pub path_model: Option<String>,
     pub stream: StreamHint,
+    /// The provider was named after the API shape alone (an OpenAI-compatible path on a host
+    /// llmtap does not know): the response's headers and body may tell the server apart.
+    pub provider_from_shape: bool,
 }
 
-/// Host and port of the `Host` header (port defaults to 443: captured traffic is TLS).
-pub fn split_host(host: &str) -> (String, u16) {
+/// Host and port of the `Host` header; the port only when the header names one (the default
+/// depends on the transport: 443 over TLS, 80 over plain TCP).
+pub fn split_host(host: &str) -> (String, Option<u16>) {
     let host = host.trim();
     if let Some(rest) = host.strip_prefix('[') {
         // IPv6 literal.
         let (addr, tail) = rest.split_once(']').unwrap_or((rest, ""));
-        let port = tail
-            .strip_prefix(':')
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(443);
+        let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
         return (addr.to_ascii_lowercase(), port);
     }
     match host.rsplit_once(':') {
         Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() => {
-            (h.to_ascii_lowercase(), p.parse().unwrap_or(443))
+            (h.to_ascii_lowercase(), p.parse().ok())
         }
-        _ => (host.to_ascii_lowercase(), 443),
+        _ => (host.to_ascii_lowercase(), None),
     }
 }
 
+/// Providers told apart by the response of an OpenAI-compatible server on an unknown host:
+/// a LiteLLM proxy (`x-litellm-*` headers), llama.cpp's server (`Server: llama.cpp`).
+pub fn provider_from_response_headers(headers: &crate::http::Headers) -> Option<&'static str> {
+    if headers.0.iter().any(|h| {
+        h.name
+            .get(..10)
+            .is_some_and(|p| p.eq_ignore_ascii_case("x-litellm-"))
+    }) {
+        return Some("litellm");
+    }
+    if headers
+        .get("server")
+        .is_some_and(|s| s.to_ascii_lowercase().starts_with("llama.cpp"))
+    {
+        return Some("llama_cpp");
+    }
+    None
+}
+
+/// Providers told apart by an OpenAI-shaped response body (top-level JSON object of a whole
+/// response or of a stream chunk): Ollama's OpenAI endpoint (`system_fingerprint` `fp_ollama`),
+/// llama.cpp (`timings`), vLLM (`prompt_logprobs` / `kv_transfer_params`, which only it sends).
+pub fn provider_from_response_body(body: &serde_json::Value) -> Option<&'static str> {
+    let object = body.as_object()?;
+    if object.get("system_fingerprint").and_then(|v| v.as_str()) == Some("fp_ollama") {
+        return Some("ollama");
+    }
+    if object.contains_key("timings") {
+        return Some("llama_cpp");
+    }
+    if object.contains_key("prompt_logprobs") || object.contains_key("kv_transfer_params") {
+        return Some("vllm");
+    }
+    None
+}
+
 /// Every `gen_ai.provider.name` llmtap names itself: the semantic conventions' well-known
-/// values and the providers its host table knows. Any other value is the request's host.
+/// values and the providers its host table or a server's responses name. An OpenAI-compatible
+/// call to another server is `openai` (the API shape, as the conventions advise), with
+/// `server.address` telling servers apart.
 pub const KNOWN_PROVIDERS: &[&str] = &[
     // Semconv well-known values.
     "anthropic",
@@ -121,11 +165,14 @@ pub const KNOWN_PROVIDERS: &[&str] = &[
     "openai",
     "perplexity",
     "x_ai",
-    // Recognised by llmtap's host table.
+    // Recognised by llmtap's host table, or by an OpenAI-compatible server's responses.
+    "litellm",
+    "llama_cpp",
     "moonshot_ai",
     "ollama",
     "openrouter",
     "together_ai",
+    "vllm",
 ];
 
 /// Whether `provider` is one of [`KNOWN_PROVIDERS`] (not a host name fallback).
@@ -200,15 +247,10 @@ pub fn identify(head: &RequestHead) -> Option<ApiTarget> {
         .headers
         .get("host")
         .map(split_host)
-        .map(|(h, p)| (Some(h), Some(p)))
+        .map(|(h, p)| (Some(h), p))
         .unwrap_or((None, None));
     let host_str = host.as_deref().unwrap_or("");
     let known = host_provider(host_str, port.unwrap_or(443));
-    let fallback = || {
-        known
-            .map(str::to_string)
-            .unwrap_or_else(|| host_str.to_string())
-    };
     let path = head.path().trim_end_matches('/');
     let query = head.query().unwrap_or("");
 
@@ -219,6 +261,7 @@ pub fn identify(head: &RequestHead) -> Option<ApiTarget> {
         server_port: port,
         path_model: None,
         stream: StreamHint::FromBody,
+        provider_from_shape: false,
     };
 
     // Gemini / Vertex: `.../models/{model}:generateContent` or `:streamGenerateContent`.
@@ -287,6 +330,11 @@ pub fn identify(head: &RequestHead) -> Option<ApiTarget> {
         };
         target.provider = "ollama".to_string();
         return Some(target);
+    } else if path == "/completion" {
+        // llama.cpp's native endpoint (its OpenAI-compatible ones are `/v1/...`).
+        target.api = Api::LlamaCppCompletion;
+        target.provider = "llama_cpp".to_string();
+        return Some(target);
     } else if path == "/v2/chat" {
         target.api = Api::CohereChatV2;
         target.provider = known.unwrap_or("cohere").to_string();
@@ -295,10 +343,8 @@ pub fn identify(head: &RequestHead) -> Option<ApiTarget> {
         return None;
     };
     target.api = api;
-    target.provider = fallback();
-    if target.provider.is_empty() {
-        target.provider = "openai".to_string();
-    }
+    target.provider = known.unwrap_or("openai").to_string();
+    target.provider_from_shape = known.is_none();
     Some(target)
 }
 
@@ -391,7 +437,13 @@ mod tests {
             (
                 "/v1/chat/completions",
                 "llm.internal:8000",
-                "llm.internal",
+                "openai",
+                Api::ChatCompletions,
+            ),
+            (
+                "/v1/chat/completions",
+                "10.0.3.7:8000",
+                "openai",
                 Api::ChatCompletions,
             ),
             (
@@ -408,6 +460,12 @@ mod tests {
                 Api::OllamaGenerate,
             ),
             ("/v2/chat", "api.cohere.com", "cohere", Api::CohereChatV2),
+            (
+                "/completion",
+                "10.0.0.9:8080",
+                "llama_cpp",
+                Api::LlamaCppCompletion,
+            ),
             (
                 "/api/v1/chat/completions",
                 "openrouter.ai",
@@ -453,7 +511,55 @@ mod tests {
             t.path_model.as_deref(),
             Some("us.anthropic.claude-3-haiku:0")
         );
-        assert_eq!(t.server_port, Some(443));
+        assert_eq!(t.server_port, None, "no port in the Host header");
+        let t = identify(&head("POST", "/api/chat", "ollama.ai-system:11434")).unwrap();
+        assert_eq!(t.server_port, Some(11434));
+        assert!(!t.provider_from_shape);
+        let t = identify(&head("POST", "/v1/chat/completions", "vllm.models.svc")).unwrap();
+        assert!(t.provider_from_shape);
+    }
+
+    #[test]
+    fn openai_compatible_servers_from_their_responses() {
+        use crate::http::{Header, Headers};
+        let headers = |name: &str, value: &str| {
+            Headers(vec![Header {
+                name: name.into(),
+                value: value.into(),
+            }])
+        };
+        assert_eq!(
+            provider_from_response_headers(&headers("x-litellm-call-id", "abc")),
+            Some("litellm")
+        );
+        assert_eq!(
+            provider_from_response_headers(&headers("Server", "llama.cpp")),
+            Some("llama_cpp")
+        );
+        assert_eq!(
+            provider_from_response_headers(&headers("server", "uvicorn")),
+            None
+        );
+        let body = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        assert_eq!(
+            provider_from_response_body(&body(r#"{"system_fingerprint":"fp_ollama"}"#)),
+            Some("ollama")
+        );
+        assert_eq!(
+            provider_from_response_body(&body(r#"{"timings":{"predicted_n":3}}"#)),
+            Some("llama_cpp")
+        );
+        assert_eq!(
+            provider_from_response_body(&body(r#"{"id":"x","prompt_logprobs":null}"#)),
+            Some("vllm")
+        );
+        assert_eq!(
+            provider_from_response_body(&body(r#"{"system_fingerprint":"fp_1"}"#)),
+            None
+        );
+        for p in ["litellm", "llama_cpp", "vllm", "ollama"] {
+            assert!(is_known_provider(p), "{p}");
+        }
     }
 
     #[test]

@@ -190,18 +190,25 @@ pub struct CallContent {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallRecord {
     pub process: ProcessRef,
-    /// The TLS connection (`SSL*`) within the process.
+    /// The connection within the process: the TLS connection (`SSL*`, …), or for plain HTTP
+    /// the socket (`flow::is_plain_tcp`).
     pub connection_id: u64,
     pub operation: Operation,
-    /// `gen_ai.provider.name` (`openai`, `anthropic`, `aws.bedrock`, ... or the host for an
-    /// unknown OpenAI-compatible server).
+    /// `gen_ai.provider.name` (`openai`, `anthropic`, `aws.bedrock`, `ollama`, `vllm`, ...; an
+    /// OpenAI-compatible server llmtap cannot tell apart is `openai`, the API shape).
     pub provider: String,
     /// API shape: `chat_completions`, `responses`, `completions`, `embeddings`,
     /// `anthropic_messages`, `gemini_generate_content`, `bedrock_converse`,
-    /// `bedrock_invoke_model`, `ollama_chat`, `ollama_generate`, `cohere_chat_v2`.
+    /// `bedrock_invoke_model`, `ollama_chat`, `ollama_generate`, `cohere_chat_v2`,
+    /// `llama_cpp_completion`.
     pub api: String,
     pub server_address: Option<String>,
     pub server_port: Option<u16>,
+    /// `network.peer.address` / `network.peer.port`: the socket's peer, when capture saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_peer_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_peer_port: Option<u16>,
     pub http_method: String,
     /// Request target without the query string (which may carry keys).
     pub url_path: String,

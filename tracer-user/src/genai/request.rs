@@ -55,6 +55,21 @@ pub fn read_params(api: Api, body: &Value, params: &mut RequestParams) {
                 params.output_type = Some("json".into());
             }
         }
+        Api::LlamaCppCompletion => {
+            params.model = str_at(body, &["model"]);
+            params.temperature = g(&["temperature"]);
+            params.top_p = g(&["top_p"]);
+            params.top_k = g(&["top_k"]);
+            // -1 (the default) means no limit.
+            params.max_tokens = u64_at(body, &["n_predict"]);
+            params.stop_sequences = strings_at(body, &["stop"]);
+            params.seed = i64_at(body, &["seed"]).filter(|&s| s >= 0);
+            params.frequency_penalty = g(&["frequency_penalty"]);
+            params.presence_penalty = g(&["presence_penalty"]);
+            params.stream = at(body, &["stream"])
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        }
         _ => {
             // OpenAI-shaped, Anthropic, Cohere, Bedrock InvokeModel (provider-native bodies).
             params.model = str_at(body, &["model"]);
@@ -104,7 +119,7 @@ pub fn read_content(api: Api, body: &Value) -> (Option<Value>, Option<Value>, Op
             None,
             openai_tools(arr_at(body, &["tools"])),
         ),
-        Api::Completions | Api::OllamaGenerate => {
+        Api::Completions | Api::OllamaGenerate | Api::LlamaCppCompletion => {
             let prompt = strings_at(body, &["prompt"]).join("\n");
             (
                 Some(json!([{"role": "user", "parts": [{"type": "text", "content": prompt}]}])),

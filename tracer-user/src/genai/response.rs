@@ -813,6 +813,49 @@ impl ResponseAcc {
         }
     }
 
+    // ---- llama.cpp `/completion` ----
+
+    /// A whole response, or one streamed chunk (`content` piece; the last one has `stop: true`
+    /// with the token counts and `stop_type`).
+    pub fn llama_cpp(&mut self, v: &Value, stream_ts: Option<u64>) {
+        if let Some(e) = at(v, &["error"]) {
+            self.error = Some(BodyError {
+                error_type: str_at(e, &["type"]),
+                message: str_at(e, &["message"]).or_else(|| scalar_string(e)),
+            });
+            return;
+        }
+        Self::set_first(&mut self.model, str_at(v, &["model"]));
+        if let Some(t) = at(v, &["content"])
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            self.push_text(0, t, false);
+            if let Some(ts) = stream_ts {
+                self.content_chunk(ts);
+            }
+        }
+        if at(v, &["stop"]).and_then(Value::as_bool) == Some(true) {
+            // `eos` (end of sequence) and `word` (a stop string) end normally; `limit` is
+            // n_predict reached.
+            match str_at(v, &["stop_type"]).as_deref() {
+                Some("eos" | "word") => self.set_finish(0, "stop".to_string()),
+                Some("limit") => self.set_finish(0, "length".to_string()),
+                _ => {}
+            }
+        }
+        if let Some(n) =
+            u64_at(v, &["tokens_evaluated"]).or_else(|| u64_at(v, &["timings", "prompt_n"]))
+        {
+            self.usage.input_tokens = Some(n);
+        }
+        if let Some(n) =
+            u64_at(v, &["tokens_predicted"]).or_else(|| u64_at(v, &["timings", "predicted_n"]))
+        {
+            self.usage.output_tokens = Some(n);
+        }
+    }
+
     // ---- Cohere v2 ----
 
     pub fn cohere_body(&mut self, v: &Value) {

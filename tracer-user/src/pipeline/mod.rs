@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 
 use crate::connection::{ConnectionConfig, ConnectionTracker};
-use crate::flow::StreamEvent;
+use crate::flow::{ConnectionId, StreamEvent};
 use crate::genai::{CallBuilder, CallConfig, CallRecord, ProcessRef, identify};
 use crate::http::{AbortReason, ExchangeKey, HttpEvent};
 
@@ -141,7 +141,13 @@ pub struct Pipeline {
     idle_timeout_ns: u64,
     stats: PipelineStats,
     scratch: Vec<HttpEvent>,
+    /// Plain-HTTP connections whose first request was not an LLM call, for capture to stop
+    /// copying (bounded: the rest are copied and parsed as before).
+    not_llm: Vec<ConnectionId>,
 }
+
+/// Most not-LLM plain connections remembered between two [`Pipeline::take_not_llm_connections`].
+const NOT_LLM_MAX: usize = 4096;
 
 impl Pipeline {
     pub fn new(config: PipelineConfig) -> Self {
@@ -152,7 +158,14 @@ impl Pipeline {
             idle_timeout_ns: config.idle_timeout_ns,
             stats: PipelineStats::default(),
             scratch: Vec::new(),
+            not_llm: Vec::new(),
         }
+    }
+
+    /// Plain-HTTP connections whose first request was not an LLM API call since the last
+    /// call: capture can stop copying them (see `capture::Tracer::ignore_plain_connection`).
+    pub fn take_not_llm_connections(&mut self) -> Vec<ConnectionId> {
+        std::mem::take(&mut self.not_llm)
     }
 
     /// Feeds one captured event; completed calls are appended to `out`.
@@ -262,7 +275,15 @@ impl Pipeline {
                         );
                         self.calls.insert(key, call);
                     }
-                    None => self.stats.non_llm_requests += 1,
+                    None => {
+                        self.stats.non_llm_requests += 1;
+                        if key.seq == 0
+                            && key.conn.is_plain_tcp()
+                            && self.not_llm.len() < NOT_LLM_MAX
+                        {
+                            self.not_llm.push(key.conn);
+                        }
+                    }
                 },
                 HttpEvent::RequestBody { key, data } => {
                     if let Some(c) = self.calls.get_mut(&key) {

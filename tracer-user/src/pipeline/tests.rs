@@ -1074,3 +1074,121 @@ fn long_prompt_over_the_capture_cap_keeps_the_parameters_of_its_prefix() {
     assert_eq!(r.request.max_tokens, Some(1024));
     assert_eq!(r.usage.output_tokens, c.expected["output_tokens"].as_u64());
 }
+
+/// A plain-TCP connection id (a socket's kernel address).
+const PLAIN_CONN: ConnectionId = ConnectionId {
+    pid: 77,
+    conn: 0xffff_8881_2345_6780,
+};
+
+#[test]
+fn plain_http_calls_default_to_port_80_and_non_llm_connections_are_reported() {
+    let llm = raw_exchange(
+        b"POST /api/chat HTTP/1.1\r\nHost: 10.0.0.5\r\nContent-Length: 47\r\n\r\n{\"model\":\"llama3\",\"messages\":[],\"stream\":false}",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 45\r\n\r\n{\"model\":\"llama3\",\"done\":true,\"eval_count\":1}",
+        &ReplayOptions {
+            conn: PLAIN_CONN,
+            ..ReplayOptions::default()
+        },
+    );
+    let other = ConnectionId {
+        conn: PLAIN_CONN.conn + 0x100,
+        ..PLAIN_CONN
+    };
+    let page = raw_exchange(
+        b"GET /api/users HTTP/1.1\r\nHost: 10.0.0.5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]",
+        &ReplayOptions {
+            conn: other,
+            ..ReplayOptions::default()
+        },
+    );
+    let tls_page = raw_exchange(
+        b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]",
+        &ReplayOptions::default(),
+    );
+    let mut p = Pipeline::new(PipelineConfig::default());
+    let mut out = Vec::new();
+    for ev in llm.into_iter().chain(page).chain(tls_page) {
+        p.push(ev, &mut out);
+    }
+    p.finish(&mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].provider, "ollama");
+    assert_eq!(out[0].server_address.as_deref(), Some("10.0.0.5"));
+    assert_eq!(out[0].server_port, Some(80), "plain HTTP's default port");
+    assert_eq!(
+        p.take_not_llm_connections(),
+        [other],
+        "only the plain connection whose first request is not an LLM call"
+    );
+    assert!(p.take_not_llm_connections().is_empty());
+}
+
+/// llama.cpp server's native `/completion` (response shapes of its server README), whole and
+/// streamed (SSE: `content` pieces, then a last chunk with `stop`, `stop_type` and the counts).
+#[test]
+fn llama_cpp_completion_whole_and_streamed() {
+    fn exchange(body: &str, response_head: &str, response: &str, at: u64) -> Vec<StreamEvent> {
+        raw_exchange(
+            format!(
+                "POST /completion HTTP/1.1\r\nHost: 10.0.0.9:8080\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+            format!("{response_head}{response}").as_bytes(),
+            &ReplayOptions {
+                conn: ConnectionId {
+                    conn: PLAIN_CONN.conn + at,
+                    ..PLAIN_CONN
+                },
+                start_ns: at * 1_000_000_000,
+                ..ReplayOptions::default()
+            },
+        )
+    }
+    let whole = r#"{"content":" Paris.","id_slot":0,"stop":true,"model":"qwen2.5-0.5b","tokens_predicted":3,"tokens_evaluated":6,"stop_type":"eos","stopping_word":"","timings":{"prompt_n":6,"predicted_n":3}}"#;
+    let mut events = exchange(
+        r#"{"prompt":"The capital of France is","n_predict":16,"temperature":0.2}"#,
+        &format!(
+            "HTTP/1.1 200 OK\r\nServer: llama.cpp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            whole.len()
+        ),
+        whole,
+        1,
+    );
+    let stream = concat!(
+        "data: {\"index\":0,\"content\":\" Paris\",\"stop\":false,\"tokens_predicted\":1,\"tokens_evaluated\":6}\n\n",
+        "data: {\"index\":0,\"content\":\".\",\"stop\":false,\"tokens_predicted\":2,\"tokens_evaluated\":6}\n\n",
+        "data: {\"index\":0,\"content\":\"\",\"stop\":true,\"model\":\"qwen2.5-0.5b\",\"tokens_predicted\":2,\"tokens_evaluated\":6,\"stop_type\":\"limit\",\"timings\":{\"prompt_n\":6,\"predicted_n\":2}}\n\n",
+    );
+    events.extend(exchange(
+        r#"{"prompt":"The capital of France is","n_predict":2,"stream":true}"#,
+        &format!(
+            "HTTP/1.1 200 OK\r\nServer: llama.cpp\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n",
+            stream.len()
+        ),
+        stream,
+        2,
+    ));
+    let (records, _) = run(events);
+    assert_eq!(records.len(), 2, "{records:#?}");
+    for r in &records {
+        assert_eq!(r.provider, "llama_cpp");
+        assert_eq!(r.api, "llama_cpp_completion");
+        assert_eq!(r.operation.as_str(), "text_completion");
+        assert_eq!(r.response.model.as_deref(), Some("qwen2.5-0.5b"));
+        assert_eq!(r.usage.input_tokens, Some(6));
+        assert_eq!(r.server_port, Some(8080));
+    }
+    let (whole, streamed) = (&records[0], &records[1]);
+    assert_eq!(whole.usage.output_tokens, Some(3));
+    assert_eq!(whole.response.finish_reasons, ["stop"]);
+    assert_eq!(whole.request.max_tokens, Some(16));
+    assert_eq!(whole.request.temperature, Some(0.2));
+    assert!(streamed.request.stream);
+    assert_eq!(streamed.usage.output_tokens, Some(2));
+    assert_eq!(streamed.response.finish_reasons, ["length"]);
+    assert_eq!(streamed.stream_chunks, Some(2), "two content pieces");
+}

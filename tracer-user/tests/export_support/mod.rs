@@ -343,6 +343,8 @@ fn base(pid: u32, comm: &str) -> CallRecord {
         api: String::new(),
         server_address: None,
         server_port: Some(443),
+        network_peer_address: None,
+        network_peer_port: None,
         http_method: "POST".into(),
         url_path: String::new(),
         http_status: Some(200),

@@ -14,6 +14,8 @@ fn call(pid: u32, start: u64, end: u64) -> CallRecord {
         api: "anthropic_messages".into(),
         server_address: None,
         server_port: None,
+        network_peer_address: None,
+        network_peer_port: None,
         http_method: "POST".into(),
         url_path: "/v1/messages".into(),
         http_status: Some(200),
