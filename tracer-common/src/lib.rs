@@ -58,6 +58,9 @@ pub struct HoldEntry {
     pub state: u32,
     /// Counts the process's execs seen by the kernel.
     pub generation: u32,
+    /// CLOCK_MONOTONIC ns at which the kernel stopped the process (state `HELD`): the hold
+    /// guard continues a process held longer than its bound.
+    pub held_at_ns: u64,
 }
 
 /// [`HoldEntry::state`] values. The `HOLD` map is keyed by the pid of a process that has just
@@ -68,7 +71,8 @@ pub mod hold_state {
     pub const UNDECIDED: u32 = 0;
     /// User space is hooking the program: a `connect` now stops the process.
     pub const HOLDABLE: u32 = 1;
-    /// Stopped at a `connect`; user space sends SIGCONT.
+    /// Stopped at a `connect`; user space sends SIGCONT (or the hold guard, past its bound or
+    /// when llmtap is gone).
     pub const HELD: u32 = 2;
 }
 

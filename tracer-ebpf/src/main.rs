@@ -553,7 +553,12 @@ fn file_for_hold(pid: u32) {
         None => hold_state::UNDECIDED,
     };
     // A failed insert (cannot happen in an LRU map) only means no hold.
-    let _ = HOLD.insert(&pid, &HoldEntry { state, generation }, 0);
+    let entry = HoldEntry {
+        state,
+        generation,
+        held_at_ns: 0,
+    };
+    let _ = HOLD.insert(&pid, &entry, 0);
 }
 
 /// Whether the current process has a controlling terminal, if the offsets are known.
@@ -607,6 +612,7 @@ pub fn tcp_connect_hold(ctx: RawTracePointContext) -> i32 {
             return 0;
         }
         (*state).state = hold_state::HELD;
+        (*state).held_at_ns = bpf_ktime_get_ns();
         bpf_send_signal(SIGSTOP);
     }
     let header = EventHeader {

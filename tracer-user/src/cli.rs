@@ -41,7 +41,7 @@ pub struct CaptureArgs {
     /// Stop a program llmtap is still hooking at its first connect, until its hooks are in
     /// place (milliseconds; a never-seen large binary: about a second), so that its first call
     /// is not missed. Processes with a terminal are never held.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub hold_new_processes: bool,
 
     /// Capture LLM calls over plain HTTP (no TLS: local model servers, in-cluster gateways):
@@ -148,6 +148,27 @@ fn parse_on_off(value: &str) -> Result<bool, String> {
 
 #[cfg(test)]
 mod tests {
+
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct CaptureCli {
+        #[command(flatten)]
+        capture: CaptureArgs,
+    }
+
+    #[test]
+    fn hold_new_processes_takes_on_or_off() {
+        let parse = |args: &[&str]| {
+            CaptureCli::try_parse_from(std::iter::once("llmtap").chain(args.iter().copied()))
+                .map(|cli| cli.capture.hold_new_processes)
+        };
+        assert!(parse(&[]).expect("default"));
+        assert!(!parse(&["--hold-new-processes", "off"]).expect("off"));
+        assert!(parse(&["--hold-new-processes", "on"]).expect("on"));
+        assert!(parse(&["--hold-new-processes"]).is_err());
+        assert!(parse(&["--hold-new-processes", "maybe"]).is_err());
+    }
     use super::*;
 
     #[test]

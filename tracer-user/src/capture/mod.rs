@@ -10,6 +10,7 @@ pub mod elf;
 pub mod event;
 pub mod go_tls;
 pub mod hold;
+pub mod hold_guard;
 pub mod stream;
 
 pub use event::{

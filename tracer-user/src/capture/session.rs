@@ -266,6 +266,9 @@ impl CaptureSession {
     /// A new program: inspected at once, then a few more times as it loads libraries. With
     /// holds on, a `connect` while it is being hooked stops it until then (`capture::hold`).
     fn on_exec(&mut self, pid: u32) {
+        if self.tracer.hold_guard_pid() == Some(pid) {
+            return;
+        }
         // Read before the scan: the scan hooks the program the process runs now, which may be
         // a later exec than this event's; that exec's entry is the one to end.
         let hold = self

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
@@ -20,6 +21,7 @@ use tracer_common::{
 use super::plain::{LLM_PATH_PREFIXES, PlainHttp};
 
 use super::event::{CaptureEvent, decode_record};
+use super::hold_guard::HoldGuard;
 use super::targets::FileId;
 
 /// The eBPF object built by `build.rs` (aya-build) from `tracer-ebpf`.
@@ -238,6 +240,9 @@ pub struct Tracer {
     comms: Vec<String>,
     held_processes: u64,
     plain_ignored_later: u64,
+    /// Continues held processes if llmtap cannot (`capture::hold_guard`); dropped after the
+    /// tracer's own `Drop` has continued what it could.
+    hold_guard: Option<HoldGuard>,
 }
 
 impl Tracer {
@@ -359,14 +364,21 @@ impl Tracer {
                 .map_err(|source| TracerError::Program { name, source })?;
         }
 
-        if config.hold_new_processes
-            && let Err(reason) = attach_hold(&mut ebpf)
-        {
-            log::warn!(
-                "--hold-new-processes unavailable ({reason}): a program's first call may be \
-                 missed while it is being hooked"
-            );
-        }
+        // Never a hold without the guard that ends it if llmtap cannot.
+        let hold_guard = if config.hold_new_processes {
+            match start_hold(&mut ebpf) {
+                Ok(guard) => Some(guard),
+                Err(reason) => {
+                    log::warn!(
+                        "--hold-new-processes unavailable ({reason}): a program's first call \
+                         may be missed while it is being hooked"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
 
         // Plain-HTTP capture and socket identity; without them, TLS capture still works.
         if let Err(reason) = attach_socket_hooks(&mut ebpf) {
@@ -408,6 +420,7 @@ impl Tracer {
             held_processes: 0,
             comms: config.comms.clone(),
             plain_ignored_later: 0,
+            hold_guard,
         })
     }
 
@@ -728,6 +741,7 @@ impl Tracer {
             let entry = HoldEntry {
                 state: hold_state::HOLDABLE,
                 generation,
+                held_at_ns: 0,
             };
             if let Err(err) = hold.insert(pid, entry, 0) {
                 log::debug!("hold state of pid {pid}: {err}");
@@ -736,20 +750,44 @@ impl Tracer {
     }
 
     /// The program of the process's exec number `generation` is hooked: a `connect` no longer
-    /// stops it. A later exec's entry is left for that exec's turn.
+    /// stops it, and if one already did, it is continued now. A later exec's entry is left for
+    /// that exec's turn.
     pub fn end_hold(&mut self, pid: u32, generation: u32) {
-        if let Some(map) = self.ebpf.map_mut("HOLD")
-            && let Ok(mut hold) = aya::maps::HashMap::<_, u32, HoldEntry>::try_from(map)
-            && hold.get(&pid, 0).is_ok_and(|e| e.generation == generation)
-        {
-            let _ = hold.remove(&pid);
+        let entry = self.hold_entry(pid);
+        if entry.is_some_and(|e| e.generation == generation) {
+            self.release(pid, entry);
         }
     }
 
     /// Continues a process the kernel stopped at a `connect` (its `PROCESS_HELD` record).
+    /// Without an entry it may have been stopped while `end_hold` removed it: SIGCONT to a
+    /// running process changes nothing, a stopped one must not be left. An entry in another
+    /// state belongs to a later exec, so the process runs.
     pub fn resume_held(&mut self, pid: u32) {
-        self.held_processes += 1;
-        super::hold::resume(pid);
+        match self.hold_entry(pid) {
+            Some(entry) if entry.state == hold_state::HELD => self.release(pid, Some(entry)),
+            Some(_) => {}
+            None => super::hold::resume(pid),
+        }
+    }
+
+    /// Drops the entry, then continues the process if it was stopped. The entry stays until
+    /// the process is continued, so that a shutdown in between still finds it.
+    fn release(&mut self, pid: u32, entry: Option<HoldEntry>) {
+        if let Some(map) = self.ebpf.map_mut("HOLD")
+            && let Ok(mut hold) = aya::maps::HashMap::<_, u32, HoldEntry>::try_from(map)
+        {
+            let _ = hold.remove(&pid);
+        }
+        if entry.is_some_and(|e| e.state == hold_state::HELD) {
+            self.held_processes += 1;
+            super::hold::resume(pid);
+        }
+    }
+
+    /// The hold guard's pid: llmtap's own companion, not a program to hook.
+    pub fn hold_guard_pid(&self) -> Option<u32> {
+        self.hold_guard.as_ref().map(HoldGuard::pid)
     }
 
     /// Processes the kernel has stopped and not yet seen continued (for a shutdown).
@@ -909,6 +947,18 @@ fn raise_memlock_limit() {
             io::Error::last_os_error()
         );
     }
+}
+
+/// Starts the hold guard on the `HOLD` map, then the hold's program.
+fn start_hold(ebpf: &mut Ebpf) -> Result<HoldGuard, String> {
+    let Some(aya::maps::Map::LruHashMap(map)) = ebpf.map("HOLD") else {
+        return Err("no HOLD map".to_string());
+    };
+    let guard = HoldGuard::spawn(map.fd().as_fd())
+        .map_err(|err| format!("cannot start the hold guard: {err}"))?;
+    attach_hold(ebpf)?;
+    log::debug!("hold guard running as pid {}", guard.pid());
+    Ok(guard)
 }
 
 /// The hold's program, on TCP sockets entering SYN_SENT (a raw tracepoint: no tracefs, no
