@@ -65,6 +65,9 @@ fn run_one(client: Client, case: &Case) -> anyhow::Result<Run> {
         std::slice::from_ref(&case.path),
         &ReplayOptions {
             plain: true,
+            // Over plain TCP a client that reads late gets a whole stream in one recv (and then
+            // rightly a first chunk at the end): pace events far enough apart for a loaded host.
+            chunk_delay_ms: 40,
             ..ReplayOptions::default()
         },
     )?;
