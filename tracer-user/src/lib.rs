@@ -25,6 +25,7 @@ pub mod sse;
 /// the `test-support` feature.
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod websocket;
 
 pub use pipeline::{Pipeline, PipelineConfig, PipelineStats};
 
