@@ -68,6 +68,8 @@ pub struct ReplayOptions {
     /// Give every response its own id (`<recorded id>-rN`).
     pub unique_ids: bool,
     pub chunk_delay_ms: u64,
+    /// Answer WebSocket upgrades of `/v1/responses` (`--websocket`).
+    pub websocket: crate::websocket::WsMode,
 }
 
 impl Default for ReplayOptions {
@@ -76,6 +78,7 @@ impl Default for ReplayOptions {
             http1_only: false,
             unique_ids: false,
             chunk_delay_ms: 10,
+            websocket: crate::websocket::WsMode::Off,
         }
     }
 }
@@ -109,6 +112,13 @@ impl ReplayServer {
         if opts.unique_ids {
             cmd.arg("--unique-ids");
         }
+        let websocket = match opts.websocket {
+            crate::websocket::WsMode::Off => "off",
+            crate::websocket::WsMode::Plain => "plain",
+            crate::websocket::WsMode::Deflate => "deflate",
+            crate::websocket::WsMode::DeflateNoContextTakeover => "deflate-no-context-takeover",
+        };
+        cmd.args(["--websocket", websocket]);
         let child = ChildGuard(
             cmd.spawn()
                 .with_context(|| format!("starting {}", replay_bin().display()))?,
