@@ -453,13 +453,12 @@ impl ResponseAcc {
                     self.push_text(0, d, false);
                 }
             }
-            "response.function_call_arguments.delta" => {
+            "response.function_call_arguments.delta"
                 if at(v, &["delta"])
                     .and_then(Value::as_str)
-                    .is_some_and(|d| !d.is_empty())
-                {
-                    self.content_chunk(ts_ns);
-                }
+                    .is_some_and(|d| !d.is_empty()) =>
+            {
+                self.content_chunk(ts_ns);
             }
             "response.created" => {
                 Self::set_first(&mut self.id, str_at(v, &["response", "id"]));

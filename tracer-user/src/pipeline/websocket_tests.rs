@@ -19,6 +19,9 @@ const MODES: [WsCompression; 3] = [
     WsCompression::DeflateNoContextTakeover,
 ];
 
+/// Messages the client sends, then the messages the server answers with.
+type Round = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 fn cassette(name: &str) -> Cassette {
     load_cassette(&cassette_dir().join(format!("{name}.json"))).expect("cassette")
 }
@@ -88,7 +91,7 @@ fn every_recorded_stream_gives_the_same_record_as_over_sse() {
 fn socket_events(
     target: &str,
     mode: WsCompression,
-    rounds: &[(Vec<Vec<u8>>, Vec<Vec<u8>>)],
+    rounds: &[Round],
     max_frame: usize,
     close: bool,
 ) -> Vec<StreamEvent> {
@@ -129,7 +132,7 @@ fn socket_events(
     out
 }
 
-fn recorded_round(name: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+fn recorded_round(name: &str) -> Round {
     let c = cassette(name);
     (
         vec![response_create(&c.request_body)],
@@ -289,7 +292,7 @@ fn an_upgrade_that_fails_is_plain_http() {
     assert_eq!(stats.non_llm_requests, 1);
 }
 
-fn realtime_rounds() -> Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+fn realtime_rounds() -> Vec<Round> {
     let j = |v: Value| serde_json::to_vec(&v).expect("json");
     let audio = "QUJD".repeat(20_000);
     vec![

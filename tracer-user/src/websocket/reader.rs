@@ -329,15 +329,11 @@ impl FrameReader {
                 Control::Ping | Control::Pong => self.control_frames += 1,
                 Control::Reserved(_) => return Err(WsError::BadControlFrame),
             },
+            // An empty final frame delivered nothing yet: the message still ends.
             State::Payload {
                 kind: PayloadKind::Data { last: true },
                 ..
-            } => {
-                // An empty final frame delivered nothing yet: the message still ends.
-                if self.message.is_some() {
-                    self.deliver(&[], true, out)?;
-                }
-            }
+            } if self.message.is_some() => self.deliver(&[], true, out)?,
             _ => {}
         }
         Ok(())

@@ -25,17 +25,15 @@ fn negotiated(extensions: Option<&str>) -> Negotiated {
     })
 }
 
-/// Whole messages (text flag, bytes, truncated) and close codes read from `bytes` fed in
-/// pieces of `split`.
-fn read(
-    reader: &mut FrameReader,
-    bytes: &[u8],
-    split: usize,
-) -> (
+/// Whole messages (text flag, bytes, truncated), close codes and the last error read from
+/// `bytes` fed in pieces of `split`.
+type Read = (
     Vec<(bool, Vec<u8>, bool)>,
     Vec<Option<u16>>,
     Result<(), WsError>,
-) {
+);
+
+fn read(reader: &mut FrameReader, bytes: &[u8], split: usize) -> Read {
     let mut messages = Vec::new();
     let mut closes = Vec::new();
     let mut current: Option<(bool, Vec<u8>)> = None;
