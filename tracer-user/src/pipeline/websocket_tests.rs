@@ -395,3 +395,67 @@ fn realtime_gives_one_record_per_response() {
         assert_eq!(stats.body_parse_errors, 0);
     }
 }
+
+#[test]
+fn frames_in_the_same_read_as_the_101_answer_are_read() {
+    // A Realtime server greets with `session.created` at once: often in the same read as
+    // the `101` head.
+    let opts = ReplayOptions::default();
+    let mode = WsCompression::Deflate;
+    let (request, response) = handshake("api.openai.com", "/v1/realtime?model=gpt-realtime", mode);
+    let mut client = MessageWriter::new(true, mode);
+    let mut server = MessageWriter::new(false, mode);
+    let j = |v: Value| serde_json::to_vec(&v).expect("json");
+    let mut read = response;
+    read.extend(server.text(&j(
+        json!({"type": "session.created", "session": {"model": "gpt-realtime-2025-08-28"}}),
+    )));
+    let events = vec![
+        data_event(&opts, Direction::Write, 1_000_000, &request),
+        data_event(&opts, Direction::Read, 2_000_000, &read),
+        data_event(
+            &opts,
+            Direction::Write,
+            3_000_000,
+            &client.text(&j(json!({"type": "response.create"}))),
+        ),
+        data_event(
+            &opts,
+            Direction::Read,
+            4_000_000,
+            &[
+                server.text(&j(json!({"type": "response.created", "response": {"id": "resp_1"}}))),
+                server.text(&j(json!({"type": "response.done", "response": {"id": "resp_1", "status": "completed", "usage": {"input_tokens": 3, "output_tokens": 4}}}))),
+            ]
+            .concat(),
+        ),
+    ];
+    let (records, stats) = run(events);
+    assert_eq!(records.len(), 1, "{stats:?}");
+    let r = &records[0];
+    assert_eq!(r.response.model.as_deref(), Some("gpt-realtime-2025-08-28"));
+    assert_eq!(
+        r.request.model.as_deref(),
+        Some("gpt-realtime"),
+        "from the URL"
+    );
+    assert_eq!(
+        (r.usage.input_tokens, r.usage.output_tokens),
+        (Some(3), Some(4))
+    );
+    assert!(r.error.is_none());
+}
+
+#[test]
+fn a_101_without_a_websocket_request_is_not_read_as_websocket() {
+    let opts = ReplayOptions::default();
+    let request = b"GET /v1/responses HTTP/1.1\r\nHost: api.openai.com\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
+    let response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02{}";
+    let events = vec![
+        data_event(&opts, Direction::Write, 1_000, request),
+        data_event(&opts, Direction::Read, 2_000, response),
+    ];
+    let (records, stats) = run(events);
+    assert!(records.is_empty());
+    assert_eq!(stats.websocket_connections, 0);
+}

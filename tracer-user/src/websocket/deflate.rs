@@ -84,8 +84,16 @@ impl Inflater {
                 self.stream_ended = true;
                 continue;
             }
+            if used == 0 && produced == 0 {
+                // Input left that the inflater cannot take: never dropped silently.
+                return if rest.is_empty() {
+                    Ok(())
+                } else {
+                    Err(WsError::Inflate("inflater made no progress".into()))
+                };
+            }
             // More output may be pending only when the buffer was filled.
-            if (rest.is_empty() && produced < self.out.len()) || (used == 0 && produced == 0) {
+            if rest.is_empty() && produced < self.out.len() {
                 return Ok(());
             }
         }
