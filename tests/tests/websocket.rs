@@ -2,8 +2,9 @@
 //! (its own TLS through CPython's libssl) opens `wss://api.openai.com/v1/responses` on the
 //! replay server and sends `response.create` for each recorded stream on one socket, without
 //! compression and with `permessage-deflate` (with and without context takeover). Each
-//! exchange yields the span the same recording yields over SSE, in order; the planted API key
-//! appears in no llmtap output.
+//! exchange yields the span the same recording yields over SSE, in order; the client prints the
+//! same events and exits the same way with and without llmtap; the planted API key appears in
+//! no llmtap output.
 
 use std::path::PathBuf;
 
@@ -49,13 +50,12 @@ fn python_websockets_responses_give_the_sse_spans() {
         .iter()
         .map(|p| load_json(p).expect("cassette"))
         .collect();
-    let llmtap = LlmtapRun::start(&[]).expect("llmtap starts");
-    let mut runs = Vec::new();
-    for (mode, deflate) in [
+    let modes = [
         (WsMode::Plain, false),
         (WsMode::Deflate, true),
         (WsMode::DeflateNoContextTakeover, true),
-    ] {
+    ];
+    let run = |mode: WsMode, deflate: bool| {
         let opts = ReplayOptions {
             http1_only: true,
             websocket: mode,
@@ -69,6 +69,18 @@ fn python_websockets_responses_give_the_sse_spans() {
             cmd.arg("--deflate");
         }
         let out = run_client(&mut cmd).expect("ws client");
+        (out, server)
+    };
+    let baseline: Vec<_> = modes.iter().map(|&(m, d)| run(m, d).0).collect();
+    let llmtap = LlmtapRun::start(&[]).expect("llmtap starts");
+    let mut runs = Vec::new();
+    for (&(mode, deflate), before) in modes.iter().zip(&baseline) {
+        let (out, server) = run(mode, deflate);
+        assert_eq!(
+            out.visible(),
+            before.visible(),
+            "{mode:?}: the client behaved differently under llmtap"
+        );
         assert_eq!(
             out.code,
             Some(0),
