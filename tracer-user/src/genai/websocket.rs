@@ -140,6 +140,11 @@ impl WsSession {
         }
     }
 
+    /// Calls asked for and not finished.
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
     /// Feeds a piece of a message; calls that end are appended to `done`.
     pub fn message(&mut self, p: MessagePiece, cfg: &CallConfig, done: &mut Vec<FinishedCall>) {
         self.last_ns = self.last_ns.max(p.ts_ns);
@@ -233,6 +238,16 @@ impl WsSession {
 
     /// The socket ended: calls still in flight end with it (`reason` `None`: a close frame).
     pub fn close(mut self, reason: Option<AbortReason>, ts_ns: u64, done: &mut Vec<FinishedCall>) {
+        if self.unmatched_events + self.truncated_messages + self.bad_messages > 0 {
+            log::debug!(
+                "WebSocket of connection {:#x}: {} events without a call, {} messages over the \
+                 size cap, {} not JSON",
+                self.connection_id,
+                self.unmatched_events,
+                self.truncated_messages,
+                self.bad_messages
+            );
+        }
         let reason = reason.unwrap_or(AbortReason::ConnectionClosed);
         for call in self.calls.drain(..) {
             done.push((call.builder, Some((reason, ts_ns))));

@@ -231,7 +231,12 @@ impl Pipeline {
             websocket_gaps: t.websocket_gaps,
             websocket_messages_truncated: t.websocket_messages_truncated,
             open_connections: self.tracker.connections() as u64,
-            calls_in_flight: self.calls.len() as u64,
+            calls_in_flight: (self.calls.len()
+                + self
+                    .sockets
+                    .values()
+                    .map(WsSession::calls_in_flight)
+                    .sum::<usize>()) as u64,
             ..self.stats.clone()
         }
     }
