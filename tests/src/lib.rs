@@ -3,6 +3,7 @@
 //! them with a clear message when eBPF is unavailable, unless `LLMTAP_REQUIRE_EBPF=1`.
 
 pub mod replay;
+pub mod websocket;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};

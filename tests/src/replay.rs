@@ -71,6 +71,8 @@ pub struct ReplayOptions {
     /// Plain HTTP on `127.0.0.1` and a free port, every recording served (see
     /// [`ReplayServer::plain_url`]).
     pub plain: bool,
+    /// Answer WebSocket upgrades of `/v1/responses` (`--websocket`).
+    pub websocket: crate::websocket::WsMode,
 }
 
 impl Default for ReplayOptions {
@@ -80,6 +82,7 @@ impl Default for ReplayOptions {
             unique_ids: false,
             chunk_delay_ms: 10,
             plain: false,
+            websocket: crate::websocket::WsMode::Off,
         }
     }
 }
@@ -116,6 +119,13 @@ impl ReplayServer {
         if opts.plain {
             cmd.arg("--plain");
         }
+        let websocket = match opts.websocket {
+            crate::websocket::WsMode::Off => "off",
+            crate::websocket::WsMode::Plain => "plain",
+            crate::websocket::WsMode::Deflate => "deflate",
+            crate::websocket::WsMode::DeflateNoContextTakeover => "deflate-no-context-takeover",
+        };
+        cmd.args(["--websocket", websocket]);
         let child = ChildGuard(
             cmd.spawn()
                 .with_context(|| format!("starting {}", replay_bin().display()))?,

@@ -1,14 +1,19 @@
 //! The Codex CLI (`@openai/codex`, a stripped static-pie musl Rust binary: rustls over aws-lc,
 //! no symbols) is traced unmodified through aws-lc's AEAD functions, found by content
 //! (`capture::awslc`). `codex exec` runs against the replay server answering as
-//! `api.openai.com`: its WebSocket attempts fail (the server has no WebSocket), it falls back
-//! to a streaming `POST /v1/responses`, and that call yields exactly one span with the
-//! recording's values. The planted API key appears in no llmtap output. Real eBPF.
+//! `api.openai.com`, in both of its transports: over its default WebSocket
+//! (`GET /v1/responses` upgraded, `response.create`, the recorded events as messages), and,
+//! when the server refuses the upgrade, over the streaming `POST /v1/responses` (SSE) it falls
+//! back to. Either way the call yields exactly one span with the recording's values. The
+//! planted API key appears in no llmtap output. Real eBPF.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use llmtap_tests::replay::{LlmtapRun, PLANTED_API_KEY, ReplayServer, span_differences, spans_of};
+use llmtap_tests::replay::{
+    LlmtapRun, PLANTED_API_KEY, ReplayOptions, ReplayServer, span_differences, spans_of,
+};
+use llmtap_tests::websocket::WsMode;
 use llmtap_tests::{
     ChildGuard, TempDir, ebpf_required, llmtap_bin, repo_root, require_ebpf, run_client,
 };
@@ -42,18 +47,47 @@ fn codex_or_skip(test: &str) -> Option<PathBuf> {
 }
 
 #[test]
-fn codex_exec_yields_the_responses_span() {
-    if !require_ebpf("codex_exec_yields_the_responses_span") {
+fn codex_exec_falling_back_to_sse_yields_the_responses_span() {
+    codex_exec_yields_the_responses_span(
+        "codex_exec_falling_back_to_sse_yields_the_responses_span",
+        WsMode::Off,
+    );
+}
+
+#[test]
+fn codex_exec_over_websocket_yields_the_responses_span() {
+    codex_exec_yields_the_responses_span(
+        "codex_exec_over_websocket_yields_the_responses_span",
+        WsMode::Deflate,
+    );
+}
+
+/// `codex exec` against a server answering WebSocket upgrades as `websocket` says (`Off`: not
+/// at all, Codex falls back to SSE).
+fn codex_exec_yields_the_responses_span(test: &str, websocket: WsMode) {
+    if !require_ebpf(test) {
         return;
     }
-    let Some(codex) = codex_or_skip("codex_exec_yields_the_responses_span") else {
+    let Some(codex) = codex_or_skip(test) else {
         return;
     };
     let cassette_path = repo_root().join(CASSETTE);
     let cassette: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&cassette_path).expect("cassette")).expect("json");
-    let server = ReplayServer::start(std::slice::from_ref(&cassette_path)).expect("server");
+    let opts = ReplayOptions {
+        websocket,
+        ..ReplayOptions::default()
+    };
+    let server =
+        ReplayServer::start_with(std::slice::from_ref(&cassette_path), &opts).expect("server");
     let llmtap = LlmtapRun::start(&[]).expect("llmtap");
+    // Codex opens its WebSocket as it starts: the call is traced once the executable is hooked.
+    llmtap
+        .warm_up(
+            std::process::Command::new(&codex).arg("--version"),
+            "codex-linux-x64",
+        )
+        .expect("codex hooked");
     let home = TempDir::new("codex-home").expect("tmp");
     let work = TempDir::new("codex-work").expect("tmp");
     let model = cassette["request"]["body"]
@@ -77,12 +111,18 @@ fn codex_exec_yields_the_responses_span() {
             .env_remove("OPENAI_BASE_URL"),
     )
     .expect("codex exec");
-    let posts = server
-        .served()
+    let served = server.served();
+    let calls: Vec<&String> = served
         .iter()
         .filter(|(c, _)| c.contains("responses_stream_1"))
-        .count();
-    assert_eq!(posts, 1, "one POST /v1/responses served:\n{}", server.log());
+        .map(|(_, version)| version)
+        .collect();
+    let over_websocket = websocket != WsMode::Off;
+    assert!(
+        calls.len() == 1 && (calls[0] == "websocket") == over_websocket,
+        "one call served (over WebSocket: {over_websocket}): {served:?}\n{}",
+        server.log()
+    );
     // Let the tail of the stream reach llmtap before it stops.
     std::thread::sleep(Duration::from_millis(500));
     let (spans, jsonl, log) = llmtap.stop();
@@ -91,20 +131,46 @@ fn codex_exec_yields_the_responses_span() {
         .iter()
         .filter(|s| s["attributes"]["gen_ai.operation.name"].is_string())
         .collect();
+    // Over WebSocket, Codex first warms the socket up with a `response.create` that asks for
+    // no generation (`"generate": false`): a call of its own, answered with an empty response.
+    let (warm_ups, calls): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) =
+        llm.iter().copied().partition(|s| {
+            s["attributes"]["gen_ai.response.id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("resp_replay_warmup_"))
+        });
     assert_eq!(
-        llm.len(),
-        1,
-        "exactly one GenAI span for codex (pid {pid}); codex said:\n{out}\nspans: {spans:#?}\n{log}"
+        (calls.len(), warm_ups.len()),
+        (1, usize::from(over_websocket)),
+        "exactly one GenAI span for codex's call (pid {pid}), and its warm-up over WebSocket; \
+         codex said:\n{out}\nspans: {spans:#?}\n{log}"
     );
-    let span = llm[0];
+    let span = calls[0];
     let protocol = span["attributes"]["network.protocol.version"]
         .as_str()
         .unwrap_or("1.1")
         .to_string();
     let diffs = span_differences(span, &cassette, &protocol);
     assert!(diffs.is_empty(), "{diffs:#?}\n{span:#}");
+    if over_websocket {
+        assert_eq!(
+            span["attributes"]["http.response.status_code"], 101,
+            "{span:#}"
+        );
+        let warm_up = warm_ups[0];
+        assert!(
+            warm_up["attributes"]["error.type"].is_null()
+                && warm_up["attributes"]["llmtap.stream.chunks"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    == 0,
+            "{warm_up:#}"
+        );
+    }
+    // The path llmtap names is the executable's real one (tests/node_modules may be a link).
+    let real_path = codex.canonicalize().unwrap_or(codex.clone());
     assert!(
-        log.contains("EVP_AEAD_CTX_seal") && log.contains(&codex.display().to_string()),
+        log.contains("EVP_AEAD_CTX_seal") && log.contains(&real_path.display().to_string()),
         "codex was hooked through aws-lc:\n{log}"
     );
     for (what, text) in [("log", &log), ("spans", &jsonl)] {

@@ -2,7 +2,8 @@
 //!
 //! The data path is one-way, one module per stage:
 //! `capture` (kernel records → ordered plaintext per connection) →
-//! `connection`/`http` (HTTP exchanges) → `sse` (stream framings) → `genai` (call records) →
+//! `connection`/`http`/`http2`/`websocket` (HTTP exchanges, WebSocket messages) → `sse`
+//! (stream framings) → `genai` (call records) →
 //! `export` (spans, metrics). [`pipeline::Pipeline`] runs the stages after capture.
 //! Everything after `capture`'s kernel interface is plain Rust that runs on recorded events.
 
@@ -25,6 +26,7 @@ pub mod sse;
 /// the `test-support` feature.
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod websocket;
 
 pub use pipeline::{Pipeline, PipelineConfig, PipelineStats};
 

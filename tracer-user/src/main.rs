@@ -125,7 +125,10 @@ impl CallSink for ExportSink<'_> {
             capture_events: health.capture.records,
             capture_bytes: health.capture.bytes,
             ring_buffer_drops: health.capture.lost_records(),
-            parse_errors: p.http_parse_errors + p.body_parse_errors + health.capture.decode_errors,
+            parse_errors: p.http_parse_errors
+                + p.body_parse_errors
+                + p.websocket_errors
+                + health.capture.decode_errors,
         });
     }
 }

@@ -18,11 +18,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Protocol parsers: bytes → HTTP exchanges and stream framings, capture unknown to them.
     ("http", &["flow", "credentials"]),
     ("http2", &["flow", "http"]),
+    ("websocket", &["http", "testing"]),
     ("sse", &[]),
     // Test support (compiled for tests only): recordings replayed as capture output.
-    ("testing", &["flow", "http", "http2"]),
-    // Stage 2: per connection, dispatches bytes to the HTTP/1 or HTTP/2 parser.
-    ("connection", &["flow", "http", "http2", "testing"]),
+    ("testing", &["flow", "http", "http2", "sse"]),
+    // Stage 2: per connection, dispatches bytes to the HTTP/1, HTTP/2 or WebSocket parser.
+    (
+        "connection",
+        &["flow", "http", "http2", "websocket", "testing"],
+    ),
     // Stage 3: HTTP exchanges → LLM call records.
     ("genai", &["flow", "http", "sse"]),
     // A metadata source, knowing nothing of the exporters that use it.

@@ -434,6 +434,8 @@ const PYTHON_SDKS: &[&str] = &[
     "anthropic==2.16.0",
     "httpx[http2]==0.29.0",
     "ollama==0.6.3",
+    // The WebSocket client of the Responses-over-WebSocket tests (tests/clients/ws_client.py).
+    "websockets==17.4",
 ];
 
 fn python_sdks_dir() -> PathBuf {
@@ -446,7 +448,8 @@ fn python_sdks_ok() -> bool {
         && Command::new(&python)
             .args([
                 "-c",
-                "import openai, anthropic, h2, ollama; assert openai.__version__ == '3.57.0'",
+                "import openai, anthropic, h2, ollama, websockets; \
+                 assert openai.__version__ == '3.57.0'; assert websockets.__version__ == '17.4'",
             ])
             .output()
             .is_ok_and(|o| o.status.success())

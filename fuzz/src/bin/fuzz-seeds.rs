@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use llmtap::capture::{Direction, StreamEvent};
 use llmtap::http::ContentDecoder;
+use llmtap::testing::websocket::{WsCompression, cassette_events_websocket};
 use llmtap::testing::{Cassette, ReplayOptions, cassette_events, h2::cassette_events_h2, load_all};
 use llmtap_fuzz::{CONTENT_TYPES, ENCODINGS, ENDPOINTS, Exchange, ProviderInput};
 
@@ -87,6 +88,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &format!("{n}-{seed:x}"),
                 &Exchange::encode(seed, &w, &r),
             )?;
+        }
+        // Responses streams over WebSocket (upgrade, frames, permessage-deflate) go through
+        // the same HTTP/1.1 pipeline target.
+        if c.api == "responses" && c.streaming {
+            for (mode, tag) in [
+                (WsCompression::None, "ws"),
+                (WsCompression::Deflate, "ws-deflate"),
+                (WsCompression::DeflateNoContextTakeover, "ws-deflate-nct"),
+            ] {
+                let (w, r) = directions(&cassette_events_websocket(c, &opts, mode));
+                for seed in [0u64, 3] {
+                    write(
+                        &corpus.join("http1_pipeline"),
+                        &format!("{n}-{tag}-{seed:x}"),
+                        &Exchange::encode(seed, &w, &r),
+                    )?;
+                }
+            }
         }
         let (w, r) = directions(&cassette_events_h2(c, &opts));
         for seed in [0u64, 5, 0x9e37_79b9_7f4a_7c15] {

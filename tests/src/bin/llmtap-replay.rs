@@ -18,6 +18,13 @@
 //! - `--plain`: plain HTTP instead (HTTP/1.1, or h2 with prior knowledge) on `127.0.0.1` and a
 //!   free port (`--listen auto`), serving every recording, `http://` ones (Ollama) included,
 //!   as a local model server or gateway would: clients are pointed at `http://ADDR`.
+//! - `--websocket plain|deflate|deflate-no-context-takeover`: `GET /v1/responses` with
+//!   `Upgrade: websocket` is accepted (HTTP/1.1), with `permessage-deflate` (with or without
+//!   context takeover) when the client offers it; each client `response.create` is matched
+//!   like a `POST /v1/responses` with its fields as the body, and the recorded stream's events
+//!   go out as text messages, one per write, `--chunk-delay-ms` apart (a warm-up,
+//!   `"generate": false`, gets an empty response instead). Off by default: the
+//!   upgrade then finds no recording (404) and clients such as the Codex CLI fall back to SSE.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -32,11 +39,13 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use llmtap::testing::websocket::sse_payloads;
 use llmtap::testing::{Cassette, load_cassette};
+use llmtap_tests::websocket::{Incoming, ServerSocket, WsMode, accept_key, negotiate};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -69,6 +78,10 @@ struct Args {
     /// Serve plain HTTP (no TLS) on 127.0.0.1, every recording included.
     #[arg(long)]
     plain: bool,
+    /// Answer WebSocket upgrades of `/v1/responses`: off, plain, deflate,
+    /// deflate-no-context-takeover.
+    #[arg(long, default_value = "off")]
+    websocket: WsMode,
 }
 
 /// One recording ready to serve.
@@ -85,6 +98,7 @@ struct Replay {
     recordings: Vec<Recording>,
     chunk_delay: Duration,
     unique_ids: bool,
+    websocket: WsMode,
     requests: AtomicU64,
 }
 
@@ -189,7 +203,15 @@ impl Replay {
             .map(|(_, r)| r)
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<ReplayBody> {
+    async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> Response<ReplayBody> {
+        let is_upgrade = req
+            .headers()
+            .get(hyper::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        if is_upgrade && self.websocket != WsMode::Off && req.method() == hyper::Method::GET {
+            return self.upgrade(req);
+        }
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let method = req.method().as_str().to_string();
         let version = format!("{:?}", req.version());
@@ -231,6 +253,141 @@ impl Replay {
             rec.cassette.name
         );
         self.respond(rec, n)
+    }
+
+    /// Accepts a WebSocket upgrade and serves `response.create` messages on it.
+    fn upgrade(self: Arc<Self>, mut req: Request<hyper::body::Incoming>) -> Response<ReplayBody> {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let Some(key) = header("sec-websocket-key") else {
+            return plain(StatusCode::BAD_REQUEST, "no Sec-WebSocket-Key");
+        };
+        let offer = header("sec-websocket-extensions");
+        let extensions = negotiate(self.websocket, offer.as_deref());
+        let host = header("host")
+            .map(|h| h.split(':').next().unwrap_or("").to_ascii_lowercase())
+            .unwrap_or_default();
+        let path = req.uri().path().to_string();
+        log::info!("WebSocket upgrade {host}{path}: offered {offer:?}, agreed {extensions:?}");
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let agreed = extensions.clone();
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let socket = ServerSocket::new(TokioIo::new(upgraded), agreed.as_deref());
+                    if let Err(e) = self.serve_socket(socket, &host, &path).await {
+                        log::debug!("WebSocket {host}{path}: {e}");
+                    }
+                }
+                Err(e) => log::warn!("WebSocket upgrade {host}{path} failed: {e}"),
+            }
+        });
+        let mut builder = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(hyper::header::UPGRADE, "websocket")
+            .header(hyper::header::CONNECTION, "Upgrade")
+            .header("sec-websocket-accept", accept_key(&key));
+        if let Some(e) = &extensions {
+            builder = builder.header("sec-websocket-extensions", e.as_str());
+        }
+        builder
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "bad upgrade"))
+    }
+
+    /// Answers each `response.create` with the best recording's events, in order.
+    async fn serve_socket<S>(
+        &self,
+        mut socket: ServerSocket<S>,
+        host: &str,
+        path: &str,
+    ) -> std::io::Result<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        while let Some(message) = socket.recv().await? {
+            let text = match message {
+                Incoming::Text(t) => t,
+                Incoming::Binary(_) => continue,
+                Incoming::Close => {
+                    socket.close().await?;
+                    return Ok(());
+                }
+            };
+            let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(&text) else {
+                log::warn!("WebSocket {host}{path}: a message that is not a JSON object");
+                continue;
+            };
+            if fields
+                .remove("type")
+                .and_then(|t| t.as_str().map(str::to_string))
+                .as_deref()
+                != Some("response.create")
+            {
+                continue;
+            }
+            let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+            if fields.get("generate") == Some(&Value::Bool(false)) {
+                // A warm-up (the Codex CLI sends one on a new socket): no generation, so no
+                // recording; the response opens and completes with no output.
+                log::info!("request {n}: WS response.create {host}{path} (websocket) -> warm-up");
+                let model = fields.get("model").cloned().unwrap_or(Value::Null);
+                let response = serde_json::json!({
+                    "id": format!("resp_replay_warmup_{n}"),
+                    "object": "response",
+                    "model": model,
+                    "output": [],
+                });
+                for (kind, status) in [
+                    ("response.created", "in_progress"),
+                    ("response.completed", "completed"),
+                ] {
+                    let mut r = response.clone();
+                    r["status"] = Value::from(status);
+                    let event = serde_json::json!({"type": kind, "response": r});
+                    socket.send_text(event.to_string().as_bytes()).await?;
+                }
+                continue;
+            }
+            // Over WebSocket the events always stream; the recordings asked for it.
+            fields.insert("stream".into(), Value::Bool(true));
+            let body = serde_json::to_vec(&Value::Object(fields)).unwrap_or_default();
+            let Some(rec) = self.find("POST", host, path, &body) else {
+                log::warn!("request {n}: no recording for WebSocket {host}{path}");
+                let error = r#"{"type":"error","status":404,"error":{"type":"replay_no_match","message":"no recording matches this request"}}"#;
+                socket.send_text(error.as_bytes()).await?;
+                continue;
+            };
+            rec.served.fetch_add(1, Ordering::Relaxed);
+            log::info!(
+                "request {n}: WS response.create {host}{path} (websocket) -> {}",
+                rec.cassette.name
+            );
+            let mut events = sse_payloads(&rec.cassette.response_body);
+            if self.unique_ids
+                && let Some(id) = rec.cassette.expected["response_id"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+            {
+                let new_id = format!("{id}-r{n}");
+                for e in &mut events {
+                    *e = replace_all(e, id.as_bytes(), new_id.as_bytes());
+                }
+            }
+            for event in events {
+                if self.chunk_delay.is_zero() {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(self.chunk_delay).await;
+                }
+                socket.send_text(&event).await?;
+            }
+        }
+        Ok(())
     }
 
     fn respond(&self, rec: &Recording, n: u64) -> Response<ReplayBody> {
@@ -515,6 +672,7 @@ async fn main() -> anyhow::Result<()> {
         recordings,
         chunk_delay: Duration::from_millis(args.chunk_delay_ms),
         unique_ids: args.unique_ids,
+        websocket: args.websocket,
         requests: AtomicU64::new(0),
     });
     if args.plain {
@@ -583,7 +741,7 @@ async fn main() -> anyhow::Result<()> {
                 async move { Ok::<_, Infallible>(replay.handle(req).await) }
             });
             if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
                 .await
             {
                 log::debug!("connection from {peer}: {e}");

@@ -11,7 +11,7 @@ use crate::http::{
     RequestHead, ResponseHead, emit_decoded,
 };
 
-use super::{Connection, ConnectionConfig, ConnectionStats, Mode, h2, ignore};
+use super::{Connection, ConnectionConfig, ConnectionStats, Mode, h2, ignore, websocket};
 
 /// A request waiting for its response.
 #[derive(Debug)]
@@ -20,6 +20,8 @@ pub(super) struct Pending {
     head_request: bool,
     /// No events are reported for it (its request was lost); its response is still consumed.
     silent: bool,
+    /// An `Upgrade: websocket` request: its head, for the WebSocket a `101` answer opens.
+    upgrade: Option<Box<RequestHead>>,
 }
 
 #[derive(Debug)]
@@ -225,6 +227,7 @@ fn start_request(
         seq,
         head_request: head.method.eq_ignore_ascii_case("HEAD"),
         silent: false,
+        upgrade: websocket::is_upgrade_request(&head).then(|| Box::new(head.clone())),
     };
     queue_request(
         &mut c.pending,
@@ -355,8 +358,31 @@ fn response_head<'a>(
             return Step::Next(data);
         }
     };
+    if websocket::is_upgrade_response(&head)
+        && c.pending
+            .front()
+            .is_some_and(|p| p.upgrade.is_some() && !p.silent)
+        && let Some(Pending {
+            seq,
+            upgrade: Some(request),
+            ..
+        }) = c.pending.pop_front()
+    {
+        // Requests written after the upgrade request were not HTTP after all.
+        abort_pending(
+            &mut c.pending,
+            id,
+            chunk.ts_ns,
+            AbortReason::ConnectionClosed,
+            out,
+        );
+        c.req_head.clear();
+        websocket::start(config, stats, id, c, chunk, seq, *request, head, data, out);
+        return Step::Stop;
+    }
     if head.status == 101 {
-        // Protocol switch (WebSocket, h2c): no longer HTTP/1.x.
+        // Another protocol switch (h2c, or a WebSocket whose request was not seen): no longer
+        // HTTP/1.x.
         abort_pending(
             &mut c.pending,
             id,
@@ -572,6 +598,7 @@ pub(super) fn request_gap(
                 seq,
                 head_request: false,
                 silent: true,
+                upgrade: None,
             };
             let reason = AbortReason::FramingLost;
             queue_request(

@@ -7,7 +7,8 @@
 //! exchange and the parser resynchronises on the next request/status line. Only the client
 //! side becomes exchanges: a process that reads requests (or the HTTP/2 preface) is a server
 //! (ignored). A connection that starts with the HTTP/2 client preface (or shows HTTP/2 frames
-//! mid-way) is handed to [`crate::http2`]; other protocols are ignored.
+//! mid-way) is handed to [`crate::http2`]; one upgraded to WebSocket (`101` answer to an
+//! `Upgrade: websocket` request) to [`crate::websocket`]; other protocols are ignored.
 //!
 //! An HTTP/2 connection evicted while idle keeps its HPACK state (parked, a bounded number of
 //! them): pooled connections are reused after long pauses, and header blocks can only be
@@ -15,10 +16,11 @@
 //!
 //! This file tracks connections and their lifetimes (creation, eviction, idle timeout,
 //! close); `http1.rs` pairs HTTP/1.x requests and responses; `h2.rs` recognises HTTP/2 and
-//! hands it its bytes.
+//! hands it its bytes; `websocket.rs` does the same for upgraded connections.
 
 mod h2;
 mod http1;
+mod websocket;
 
 use std::collections::{HashMap, VecDeque, hash_map::Entry};
 
@@ -83,6 +85,14 @@ pub struct ConnectionStats {
     /// Idle HTTP/2 connections whose kept HPACK state was forgotten (over
     /// `max_parked_http2`): their later streams are skipped.
     pub http2_states_dropped: u64,
+    /// Client connections upgraded to WebSocket.
+    pub websocket_connections: u64,
+    /// WebSocket connections given up on invalid frames.
+    pub websocket_errors: u64,
+    /// WebSocket connections given up because capture lost bytes of them.
+    pub websocket_gaps: u64,
+    /// WebSocket messages cut at the size cap.
+    pub websocket_messages_truncated: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +102,8 @@ enum Mode {
     Client,
     /// HTTP/2 client: `Connection::h2` holds the state.
     Http2,
+    /// Upgraded to WebSocket: `Connection::ws` holds the state.
+    WebSocket,
     /// Server side or not HTTP/1.x: ignored until closed.
     Ignored,
 }
@@ -113,6 +125,7 @@ struct Connection {
     /// The read direction carried bytes before the mode was known.
     read_seen: bool,
     h2: Option<Box<H2Connection>>,
+    ws: Option<Box<websocket::WsConnection>>,
 }
 
 impl Connection {
@@ -131,6 +144,7 @@ impl Connection {
             unsynced_bytes: 0,
             read_seen: false,
             h2: None,
+            ws: None,
         }
     }
 }
@@ -277,6 +291,10 @@ impl ConnectionTracker {
         }
         let config = &self.config;
         let stats = &mut self.stats;
+        if c.mode == Mode::WebSocket {
+            websocket::on_data(stats, id, c, &chunk, &chunk.data, out);
+            return;
+        }
         h2::detect_mid_connection(config, stats, id, c, &chunk);
         if c.mode == Mode::Http2 {
             h2::on_data(stats, id, c, &chunk, &chunk.data, out);
@@ -314,6 +332,9 @@ impl ConnectionTracker {
             return;
         }
         let stats = &mut self.stats;
+        if websocket::on_gap(stats, id, c, len, ts_ns, out) {
+            return;
+        }
         match direction {
             Direction::Write => {
                 let max_pending = self.config.max_pending_requests;
@@ -332,7 +353,7 @@ fn close(
     reason: AbortReason,
     out: &mut Vec<HttpEvent>,
 ) {
-    if !h2::close(&mut c, ts_ns, reason, out) {
+    if !h2::close(&mut c, ts_ns, reason, out) && !websocket::close(&mut c, ts_ns, reason, out) {
         http1::close(id, &mut c, ts_ns, reason, out);
     }
 }

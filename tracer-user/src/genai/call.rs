@@ -61,6 +61,8 @@ enum BodyMode {
     Ndjson(LineSplitter),
     JsonArray(JsonArraySplitter),
     EventStream(EventStreamDecoder),
+    /// WebSocket messages, each one whole event (framed and bounded by the socket layer).
+    Messages,
 }
 
 /// A call in flight.
@@ -207,7 +209,7 @@ impl CallBuilder {
             self.params.model = Some(m.clone());
         }
         match self.target.stream {
-            StreamHint::GeminiStream { .. } | StreamHint::BedrockStream => {
+            StreamHint::GeminiStream { .. } | StreamHint::BedrockStream | StreamHint::WebSocket => {
                 self.params.stream = true
             }
             StreamHint::NotStreamed => self.params.stream = false,
@@ -217,32 +219,9 @@ impl CallBuilder {
     }
 
     pub fn response_head(&mut self, head: &ResponseHead, ts_ns: u64, cfg: &CallConfig) {
-        self.status = Some(head.status);
         self.timing.response_start_ns = Some(ts_ns);
         self.last_ns = self.last_ns.max(ts_ns);
-        self.request_id = REQUEST_ID_HEADERS
-            .iter()
-            .find_map(|h| head.headers.get(h))
-            .map(str::to_string);
-        self.amzn_error_type = head
-            .headers
-            .get("x-amzn-errortype")
-            .map(|v| v.split(':').next().unwrap_or(v).to_string());
-        let header_num = |name: &str| {
-            head.headers
-                .get(name)
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        self.header_usage = (
-            header_num("x-amzn-bedrock-input-token-count"),
-            header_num("x-amzn-bedrock-output-token-count"),
-        );
-        if self.target.provider_from_shape
-            && let Some(provider) = super::provider::provider_from_response_headers(&head.headers)
-        {
-            self.target.provider = provider.to_string();
-            self.target.provider_from_shape = false;
-        }
+        self.read_response_headers(head);
         let ctype = head
             .headers
             .get("content-type")
@@ -268,6 +247,65 @@ impl CallBuilder {
         };
     }
 
+    /// A call carried by a WebSocket: `head` is the socket's `101` answer (status and request
+    /// id); the response's events come as messages ([`CallBuilder::response_message`]).
+    pub fn websocket_response(&mut self, head: &ResponseHead) {
+        self.read_response_headers(head);
+        self.body = BodyMode::Messages;
+    }
+
+    /// One server message of this call (a WebSocket event, already parsed).
+    pub fn response_message(&mut self, v: &Value, ts_ns: u64) {
+        self.message_arrived(ts_ns);
+        self.apply_stream_value(v, ts_ns);
+    }
+
+    /// A Realtime audio delta of this call, its payload skipped.
+    pub fn response_audio_delta(&mut self, ts_ns: u64) {
+        self.message_arrived(ts_ns);
+        self.acc.realtime_audio_delta(ts_ns);
+    }
+
+    /// The model the server named for the session the call belongs to (Realtime).
+    pub fn set_response_model(&mut self, model: Option<String>) {
+        if self.acc.model.is_none() {
+            self.acc.model = model;
+        }
+    }
+
+    fn message_arrived(&mut self, ts_ns: u64) {
+        self.last_ns = self.last_ns.max(ts_ns);
+        self.timing.response_start_ns.get_or_insert(ts_ns);
+        self.timing.response_end_ns = ts_ns;
+    }
+
+    fn read_response_headers(&mut self, head: &ResponseHead) {
+        self.status = Some(head.status);
+        self.request_id = REQUEST_ID_HEADERS
+            .iter()
+            .find_map(|h| head.headers.get(h))
+            .map(str::to_string);
+        self.amzn_error_type = head
+            .headers
+            .get("x-amzn-errortype")
+            .map(|v| v.split(':').next().unwrap_or(v).to_string());
+        let header_num = |name: &str| {
+            head.headers
+                .get(name)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        self.header_usage = (
+            header_num("x-amzn-bedrock-input-token-count"),
+            header_num("x-amzn-bedrock-output-token-count"),
+        );
+        if self.target.provider_from_shape
+            && let Some(provider) = super::provider::provider_from_response_headers(&head.headers)
+        {
+            self.target.provider = provider.to_string();
+            self.target.provider_from_shape = false;
+        }
+    }
+
     fn is_stream_body(&self) -> bool {
         !matches!(self.body, BodyMode::Buffered(_) | BodyMode::Pending)
     }
@@ -278,7 +316,8 @@ impl CallBuilder {
         let mut events: Vec<(Option<String>, Vec<u8>)> = Vec::new();
         let mut oversize = false;
         match &mut self.body {
-            BodyMode::Pending => {}
+            // A WebSocket has no HTTP body: its messages come through `response_message`.
+            BodyMode::Pending | BodyMode::Messages => {}
             BodyMode::Buffered(buf) => {
                 let room = cfg.response_body_cap.saturating_sub(buf.len());
                 if data.len() > room {
@@ -334,19 +373,22 @@ impl CallBuilder {
             return;
         };
         self.provider_from_body(&v);
+        self.apply_stream_value(&v, ts_ns);
+    }
+
+    fn apply_stream_value(&mut self, v: &Value, ts_ns: u64) {
         let acc = &mut self.acc;
         match self.target.api {
-            Api::ChatCompletions | Api::Completions | Api::Embeddings => {
-                acc.openai(&v, Some(ts_ns))
-            }
-            Api::Responses => acc.responses_event(&v, ts_ns),
-            Api::AnthropicMessages => acc.anthropic_event(&v, ts_ns),
-            Api::GeminiGenerateContent => acc.gemini(&v, Some(ts_ns)),
-            Api::CohereChatV2 => acc.cohere_event(&v, ts_ns),
-            Api::LlamaCppCompletion => acc.llama_cpp(&v, Some(ts_ns)),
-            Api::OllamaChat => acc.ollama(&v, true, Some(ts_ns)),
-            Api::OllamaGenerate => acc.ollama(&v, false, Some(ts_ns)),
-            Api::BedrockInvokeModel => acc.bedrock_invoke(&v, Some(ts_ns)),
+            Api::ChatCompletions | Api::Completions | Api::Embeddings => acc.openai(v, Some(ts_ns)),
+            Api::Responses => acc.responses_event(v, ts_ns),
+            Api::AnthropicMessages => acc.anthropic_event(v, ts_ns),
+            Api::GeminiGenerateContent => acc.gemini(v, Some(ts_ns)),
+            Api::CohereChatV2 => acc.cohere_event(v, ts_ns),
+            Api::LlamaCppCompletion => acc.llama_cpp(v, Some(ts_ns)),
+            Api::OllamaChat => acc.ollama(v, true, Some(ts_ns)),
+            Api::OllamaGenerate => acc.ollama(v, false, Some(ts_ns)),
+            Api::BedrockInvokeModel => acc.bedrock_invoke(v, Some(ts_ns)),
+            Api::Realtime => acc.realtime_event(v, ts_ns),
             // Converse streams come as event-stream frames; an SSE body here is unexpected.
             Api::BedrockConverse => self.bad_events += 1,
         }
@@ -403,7 +445,7 @@ impl CallBuilder {
                     BodyMode::Ndjson(l) => l.lost_bytes(),
                     BodyMode::JsonArray(s) => s.lost_bytes(),
                     BodyMode::EventStream(d) => d.lost_bytes(),
-                    BodyMode::Buffered(_) | BodyMode::Pending => {}
+                    BodyMode::Buffered(_) | BodyMode::Pending | BodyMode::Messages => {}
                 }
             }
         }
@@ -479,6 +521,8 @@ impl CallBuilder {
                 Api::OllamaGenerate => acc.ollama(item, false, None),
                 Api::CohereChatV2 => acc.cohere_body(item),
                 Api::LlamaCppCompletion => acc.llama_cpp(item, None),
+                // Realtime responses only come as WebSocket events.
+                Api::Realtime => self.bad_events += 1,
             }
         }
     }

@@ -14,8 +14,10 @@ pub mod record;
 pub mod request;
 pub mod response;
 pub mod scan;
+pub mod websocket;
 
 pub use agent::{AgentConfig, AgentRecord, AgentTracker, AgentTurn, ToolExecution};
 pub use call::{CallBuilder, CallConfig};
-pub use provider::{Api, ApiTarget, identify, is_known_provider};
+pub use provider::{Api, ApiTarget, identify, identify_websocket, is_known_provider};
 pub use record::*;
+pub use websocket::{FinishedCall, MessagePiece, WsSession};

@@ -20,6 +20,8 @@ pub enum Api {
     CohereChatV2,
     /// llama.cpp server's native `/completion`.
     LlamaCppCompletion,
+    /// OpenAI Realtime (WebSocket only): one call per response.
+    Realtime,
 }
 
 impl Api {
@@ -38,6 +40,7 @@ impl Api {
             Api::OllamaGenerate => "ollama_generate",
             Api::CohereChatV2 => "cohere_chat_v2",
             Api::LlamaCppCompletion => "llama_cpp_completion",
+            Api::Realtime => "realtime",
         }
     }
 
@@ -72,6 +75,8 @@ pub enum StreamHint {
     },
     /// Bedrock `converse-stream` / `invoke-with-response-stream`.
     BedrockStream,
+    /// Events over a WebSocket: always streamed.
+    WebSocket,
     NotStreamed,
 }
 
@@ -236,6 +241,54 @@ pub fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Recognises the LLM API of a WebSocket from its upgrade request (`GET` with `Upgrade:
+/// websocket`): the Responses API (`/v1/responses`, the Codex CLI's default transport) or
+/// Realtime (`/v1/realtime?model=…`; Azure names the deployment). `None` for other sockets.
+pub fn identify_websocket(head: &RequestHead) -> Option<ApiTarget> {
+    if !head.method.eq_ignore_ascii_case("GET") {
+        return None;
+    }
+    let (host, port) = head
+        .headers
+        .get("host")
+        .map(split_host)
+        .map(|(h, p)| (Some(h), p))
+        .unwrap_or((None, None));
+    let host_str = host.as_deref().unwrap_or("");
+    let path = head.path().trim_end_matches('/');
+    let query = head.query().unwrap_or("");
+    let query_value = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(percent_decode)
+            .filter(|v| !v.is_empty())
+    };
+    let (api, path_model) =
+        if path.ends_with("/v1/responses") || path.ends_with("/openai/responses") {
+            (Api::Responses, None)
+        } else if path.ends_with("/v1/realtime") || path.ends_with("/openai/realtime") {
+            (
+                Api::Realtime,
+                query_value("model").or_else(|| query_value("deployment")),
+            )
+        } else {
+            return None;
+        };
+    // As for HTTP calls: an unknown host is an OpenAI-compatible server, named by its answers.
+    let known = host_provider(host_str, port.unwrap_or(443));
+    let provider = known.unwrap_or("openai").to_string();
+    Some(ApiTarget {
+        api,
+        provider,
+        server_address: host,
+        server_port: port,
+        path_model,
+        stream: StreamHint::WebSocket,
+        provider_from_shape: known.is_none(),
+    })
 }
 
 /// Recognises an LLM API call from its request head; `None` for any other HTTP request.
@@ -560,6 +613,33 @@ mod tests {
         for p in ["litellm", "llama_cpp", "vllm", "ollama"] {
             assert!(is_known_provider(p), "{p}");
         }
+    }
+
+    #[test]
+    fn websocket_upgrades() {
+        let t = identify_websocket(&head("GET", "/v1/responses", "api.openai.com")).unwrap();
+        assert_eq!((t.api, t.provider.as_str()), (Api::Responses, "openai"));
+        assert_eq!(t.stream, StreamHint::WebSocket);
+        let t = identify_websocket(&head(
+            "GET",
+            "/v1/realtime?model=gpt-realtime%2D2025&x=1",
+            "api.openai.com",
+        ))
+        .unwrap();
+        assert_eq!(t.api, Api::Realtime);
+        assert_eq!(t.path_model.as_deref(), Some("gpt-realtime-2025"));
+        let t = identify_websocket(&head(
+            "GET",
+            "/openai/realtime?api-version=2025-04-01-preview&deployment=rt",
+            "res.openai.azure.com",
+        ))
+        .unwrap();
+        assert_eq!(
+            (t.provider.as_str(), t.path_model.as_deref()),
+            ("azure.ai.openai", Some("rt"))
+        );
+        assert!(identify_websocket(&head("POST", "/v1/responses", "api.openai.com")).is_none());
+        assert!(identify_websocket(&head("GET", "/socket", "api.openai.com")).is_none());
     }
 
     #[test]

@@ -128,6 +128,13 @@ pub fn read_content(api: Api, body: &Value) -> (Option<Value>, Option<Value>, Op
             )
         }
         Api::Embeddings => (None, None, None),
+        // The conversation lives on the server; a response's request is the session's
+        // configuration and the `response.create` overrides.
+        Api::Realtime => (
+            None,
+            str_at(body, &["instructions"]).map(|s| json!([{"type": "text", "content": s}])),
+            openai_tools(arr_at(body, &["tools"])),
+        ),
         Api::Responses => {
             let input = match at(body, &["input"]) {
                 Some(Value::String(s)) => {

@@ -420,14 +420,128 @@ impl ResponseAcc {
                 }
             }
             "error" => {
+                // SSE puts `code` and `message` at the top; the WebSocket form nests them in
+                // `error` (beside the HTTP-like `status`).
                 self.error = Some(BodyError {
                     error_type: at(v, &["code"])
                         .and_then(scalar_string)
+                        .or_else(|| at(v, &["error", "code"]).and_then(scalar_string))
                         .or_else(|| str_at(v, &["error", "type"])),
-                    message: str_at(v, &["message"]),
+                    message: str_at(v, &["message"]).or_else(|| str_at(v, &["error", "message"])),
                 });
             }
             _ => {}
+        }
+    }
+
+    // ---- OpenAI Realtime ----
+
+    /// A Realtime server event of this call's response (its audio deltas arrive through
+    /// [`ResponseAcc::realtime_audio_delta`], their payload never kept).
+    pub fn realtime_event(&mut self, v: &Value, ts_ns: u64) {
+        let kind = str_at(v, &["type"]).unwrap_or_default();
+        match kind.as_str() {
+            "response.text.delta"
+            | "response.output_text.delta"
+            | "response.audio_transcript.delta"
+            | "response.output_audio_transcript.delta" => {
+                if let Some(d) = at(v, &["delta"]).and_then(Value::as_str)
+                    && !d.is_empty()
+                {
+                    self.content_chunk(ts_ns);
+                    // The transcript of spoken output is the text of the output.
+                    self.push_text(0, d, false);
+                }
+            }
+            "response.function_call_arguments.delta"
+                if at(v, &["delta"])
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| !d.is_empty()) =>
+            {
+                self.content_chunk(ts_ns);
+            }
+            "response.created" => {
+                Self::set_first(&mut self.id, str_at(v, &["response", "id"]));
+            }
+            "response.output_item.done" => {
+                if let Some(item) = at(v, &["item"])
+                    && str_at(item, &["type"]).as_deref() == Some("function_call")
+                {
+                    let args = at(item, &["arguments"])
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    self.tool_call(
+                        0,
+                        None,
+                        str_at(item, &["call_id"]),
+                        str_at(item, &["name"]),
+                        args,
+                    );
+                }
+            }
+            "response.done" => {
+                self.stream_finished = true;
+                if let Some(r) = at(v, &["response"]) {
+                    self.realtime_response(r);
+                }
+            }
+            "error" => {
+                self.error = Some(BodyError {
+                    error_type: str_at(v, &["error", "code"])
+                        .or_else(|| str_at(v, &["error", "type"])),
+                    message: str_at(v, &["error", "message"]),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// An audio delta of the response: a content chunk whose payload was skipped.
+    pub fn realtime_audio_delta(&mut self, ts_ns: u64) {
+        self.content_chunk(ts_ns);
+    }
+
+    /// The `response` of `response.done`: status, usage, tool calls.
+    fn realtime_response(&mut self, r: &Value) {
+        if let Some(id) = str_at(r, &["id"]) {
+            self.id = Some(id);
+        }
+        let output = arr_at(r, &["output"]);
+        let mut has_function_call = false;
+        for item in output {
+            if str_at(item, &["type"]).as_deref() == Some("function_call") {
+                has_function_call = true;
+                self.tool_name(str_at(item, &["name"]));
+            }
+        }
+        let reason = str_at(r, &["status_details", "reason"]);
+        let finish = match str_at(r, &["status"]).as_deref() {
+            Some("completed") if has_function_call => Some("tool_call".to_string()),
+            Some("completed") => Some("stop".to_string()),
+            Some("incomplete") => Some(match reason {
+                Some(x) if x == "max_output_tokens" => "length".to_string(),
+                Some(x) => x,
+                None => "incomplete".to_string(),
+            }),
+            Some("cancelled") => Some("cancelled".to_string()),
+            Some("failed") => Some("error".to_string()),
+            _ => None,
+        };
+        if let Some(f) = finish {
+            self.set_finish(0, f);
+        }
+        if str_at(r, &["status"]).as_deref() == Some("failed") {
+            self.error = Some(BodyError {
+                error_type: str_at(r, &["status_details", "error", "code"])
+                    .or_else(|| str_at(r, &["status_details", "error", "type"])),
+                message: str_at(r, &["status_details", "error", "message"]),
+            });
+        }
+        if let Some(u) = at(r, &["usage"]).filter(|u| u.is_object()) {
+            self.usage.input_tokens = u64_at(u, &["input_tokens"]);
+            self.usage.output_tokens = u64_at(u, &["output_tokens"]);
+            self.usage.cache_read_input_tokens =
+                u64_at(u, &["input_token_details", "cached_tokens"]);
         }
     }
 

@@ -71,6 +71,11 @@ impl TopLevelScanner {
         self.key = None;
     }
 
+    /// A scalar field seen so far.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.fields.get(key)
+    }
+
     /// The scalar fields seen so far, as a JSON object.
     pub fn fields(&self) -> Value {
         Value::Object(self.fields.clone())

@@ -1,6 +1,6 @@
 //! HTTP exchanges, whatever the protocol version: the events an HTTP/1.x connection and an
 //! HTTP/2 stream both turn into, so body decoding, SSE and provider parsing downstream are
-//! shared.
+//! shared. A connection upgraded to WebSocket goes on as the messages of its upgrade exchange.
 
 use crate::flow::{ConnectionId, Direction};
 
@@ -98,6 +98,38 @@ pub enum HttpEvent {
         key: ExchangeKey,
         ts_ns: u64,
         reason: AbortReason,
+    },
+    /// The server answered the upgrade request `key` with `101 Switching Protocols` to
+    /// WebSocket: the connection now carries messages, reported under the same key.
+    WebSocketOpen {
+        key: ExchangeKey,
+        request: RequestHead,
+        response: ResponseHead,
+        /// When the `101` answer reached the app.
+        ts_ns: u64,
+        comm: String,
+    },
+    /// Payload bytes of a WebSocket data message (unmasked, inflated), in order: `first`
+    /// opens a message, `last` ends it (`truncated`: bytes past the size cap were dropped).
+    WebSocketMessage {
+        key: ExchangeKey,
+        direction: Direction,
+        text: bool,
+        data: Vec<u8>,
+        first: bool,
+        last: bool,
+        truncated: bool,
+        /// When the app called into TLS with these bytes (writes) and when the call returned.
+        ts_entry_ns: u64,
+        ts_ns: u64,
+        tid: u32,
+    },
+    /// The WebSocket ended: a close frame (`reason` `None`), or the connection closed, went
+    /// idle, lost bytes or carried invalid frames (`reason` says which).
+    WebSocketClosed {
+        key: ExchangeKey,
+        ts_ns: u64,
+        reason: Option<AbortReason>,
     },
 }
 

@@ -22,7 +22,10 @@ use std::collections::HashMap;
 
 use crate::connection::{ConnectionConfig, ConnectionTracker};
 use crate::flow::{ConnectionId, StreamEvent};
-use crate::genai::{CallBuilder, CallConfig, CallRecord, ProcessRef, identify};
+use crate::genai::{
+    CallBuilder, CallConfig, CallRecord, FinishedCall, MessagePiece, ProcessRef, WsSession,
+    identify, identify_websocket,
+};
 use crate::http::{AbortReason, ExchangeKey, HttpEvent};
 
 /// Every knob of the pipeline. Defaults suit a host tracer: content capture and token
@@ -128,6 +131,15 @@ pub struct PipelineStats {
     pub http2_streams_skipped: u64,
     /// Idle HTTP/2 connections whose kept HPACK state was forgotten (too many idle ones).
     pub http2_states_dropped: u64,
+    /// Client connections upgraded to WebSocket.
+    pub websocket_connections: u64,
+    /// WebSocket connections given up on invalid frames.
+    pub websocket_errors: u64,
+    /// WebSocket connections given up because capture lost bytes of them (their calls in
+    /// flight are dropped).
+    pub websocket_gaps: u64,
+    /// WebSocket messages dropped past the size cap (their calls are flagged truncated).
+    pub websocket_messages_truncated: u64,
     /// Connections and calls currently held.
     pub open_connections: u64,
     pub calls_in_flight: u64,
@@ -137,6 +149,8 @@ pub struct PipelineStats {
 pub struct Pipeline {
     tracker: ConnectionTracker,
     calls: HashMap<ExchangeKey, CallBuilder>,
+    /// LLM WebSockets (Responses, Realtime), by their upgrade exchange.
+    sockets: HashMap<ExchangeKey, WsSession>,
     call_config: CallConfig,
     idle_timeout_ns: u64,
     stats: PipelineStats,
@@ -154,6 +168,7 @@ impl Pipeline {
         Pipeline {
             tracker: ConnectionTracker::new(config.connection()),
             calls: HashMap::new(),
+            sockets: HashMap::new(),
             call_config: config.call(),
             idle_timeout_ns: config.idle_timeout_ns,
             stats: PipelineStats::default(),
@@ -224,8 +239,17 @@ impl Pipeline {
             http2_connections: t.http2_connections,
             http2_streams_skipped: t.http2_streams_skipped,
             http2_states_dropped: t.http2_states_dropped,
+            websocket_connections: t.websocket_connections,
+            websocket_errors: t.websocket_errors,
+            websocket_gaps: t.websocket_gaps,
+            websocket_messages_truncated: t.websocket_messages_truncated,
             open_connections: self.tracker.connections() as u64,
-            calls_in_flight: self.calls.len() as u64,
+            calls_in_flight: (self.calls.len()
+                + self
+                    .sockets
+                    .values()
+                    .map(WsSession::calls_in_flight)
+                    .sum::<usize>()) as u64,
             ..self.stats.clone()
         }
     }
@@ -246,6 +270,18 @@ impl Pipeline {
                 out.push(record);
             }
             None => self.stats.non_llm_requests += 1,
+        }
+    }
+
+    /// Calls a WebSocket session finished; those whose socket lost bytes yield no record.
+    fn emit_finished(&mut self, done: Vec<FinishedCall>, out: &mut Vec<CallRecord>) {
+        for (call, abort) in done {
+            if let Some((AbortReason::FramingLost, _)) = abort {
+                log::debug!("WebSocket call dropped, capture lost bytes of its socket");
+                self.stats.body_parse_errors += call.bad_events;
+            } else {
+                self.emit(call, abort, out);
+            }
         }
     }
 
@@ -330,6 +366,63 @@ impl Pipeline {
                         c.truncated();
                     }
                 }
+                HttpEvent::WebSocketOpen {
+                    key,
+                    request,
+                    response,
+                    ts_ns,
+                    comm,
+                } => {
+                    if let Some(target) = identify_websocket(&request) {
+                        let session = WsSession::new(
+                            target,
+                            request,
+                            response,
+                            key.conn.conn,
+                            key.conn.pid,
+                            comm,
+                            ts_ns,
+                        );
+                        self.sockets.insert(key, session);
+                    }
+                }
+                HttpEvent::WebSocketMessage {
+                    key,
+                    direction,
+                    text,
+                    data,
+                    first,
+                    last,
+                    truncated,
+                    ts_entry_ns,
+                    ts_ns,
+                    tid,
+                } => {
+                    if let Some(session) = self.sockets.get_mut(&key) {
+                        let piece = MessagePiece {
+                            direction,
+                            text,
+                            data: &data,
+                            first,
+                            last,
+                            truncated,
+                            ts_entry_ns,
+                            ts_ns,
+                            tid,
+                        };
+                        let mut done = Vec::new();
+                        session.message(piece, &cfg, &mut done);
+                        self.emit_finished(done, out);
+                    }
+                }
+                HttpEvent::WebSocketClosed { key, ts_ns, reason } => {
+                    if let Some(session) = self.sockets.remove(&key) {
+                        self.stats.body_parse_errors += session.bad_messages;
+                        let mut done = Vec::new();
+                        session.close(reason, ts_ns, &mut done);
+                        self.emit_finished(done, out);
+                    }
+                }
                 HttpEvent::Aborted { key, ts_ns, reason } => {
                     if let Some(c) = self.calls.remove(&key) {
                         if reason == AbortReason::FramingLost {
@@ -352,6 +445,10 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests;
+
+/// WebSocket connections through the whole pipeline (Responses over WebSocket, Realtime).
+#[cfg(test)]
+mod websocket_tests;
 
 /// HTTP/2 connections through the whole pipeline (many streams, resets, GOAWAY, lost HPACK).
 #[cfg(test)]

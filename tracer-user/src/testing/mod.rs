@@ -348,3 +348,6 @@ pub fn cassette_events(c: &Cassette, opts: &ReplayOptions) -> Vec<StreamEvent> {
 
 /// The same exchanges over HTTP/2 (test-only encoder).
 pub mod h2;
+
+/// Recorded Responses streams replayed over WebSocket (test-only encoder).
+pub mod websocket;
