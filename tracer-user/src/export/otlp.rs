@@ -223,25 +223,32 @@ struct ExportState {
 
 impl ExportState {
     async fn export(&self, request: ExportTraceServiceRequest, count: u64) {
+        // A collector down for hours fails every batch: warn when a total passes a power of
+        // two, not for each batch.
+        let passes_power_of_two = |before: u64, added: u64| {
+            added > 0 && (before == 0 || (before + added).ilog2() > before.ilog2())
+        };
         match self.client.export(request).await {
             ExportOutcome::Accepted { rejected, message } => {
-                if rejected > 0 {
-                    let total = self.losses.rejected.fetch_add(rejected, Ordering::Relaxed);
+                let before = self.losses.rejected.fetch_add(rejected, Ordering::Relaxed);
+                if passes_power_of_two(before, rejected) {
                     log::warn!(
                         "OTLP collector rejected {rejected} of {count} spans ({} so far): {message}",
-                        total + rejected
+                        before + rejected
                     );
                 }
             }
             ExportOutcome::Failed(error) => {
-                let total = self
+                let before = self
                     .losses
                     .export_failed
                     .fetch_add(count, Ordering::Relaxed);
-                log::warn!(
-                    "OTLP span export of {count} spans failed ({} spans lost so far): {error}",
-                    total + count
-                );
+                if passes_power_of_two(before, count) {
+                    log::warn!(
+                        "OTLP span export of {count} spans failed ({} spans lost so far): {error}",
+                        before + count
+                    );
+                }
             }
         }
         self.pending.fetch_sub(count, Ordering::Relaxed);
