@@ -449,6 +449,11 @@ pub struct LlmtapRun {
 
 impl LlmtapRun {
     pub fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(extra_args, &[])
+    }
+
+    /// Same, with these environment variables set for llmtap (`OTEL_*`, ...).
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         use std::io::BufRead as _;
         let lock = LLMTAP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let dir = TempDir::new("llmtap-run")?;
@@ -458,6 +463,7 @@ impl LlmtapRun {
             .arg("--output")
             .arg(format!("jsonl={}", jsonl.display()))
             .args(extra_args)
+            .envs(env.iter().copied())
             // LLMTAP_TEST_LOG: a more verbose log when debugging a test.
             .env(
                 "RUST_LOG",

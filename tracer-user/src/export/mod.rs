@@ -206,7 +206,7 @@ impl Default for ExporterOptions {
             clock: ClockOffset::from_system(),
             proc_root: PathBuf::from("/proc"),
             stdout: Box::new(std::io::stdout()),
-            env: std::env::vars().collect(),
+            env: otel_env::process_env(),
             metric_interval: None,
             kubernetes: None,
         }
@@ -218,7 +218,7 @@ impl ExportArgs {
     /// OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT in the process environment. The
     /// pipeline only extracts content when this is on.
     pub fn content_capture(&self) -> bool {
-        content_capture_enabled(self.capture_content, &std::env::vars().collect())
+        content_capture_enabled(self.capture_content, &otel_env::process_env())
     }
 }
 

@@ -27,13 +27,22 @@ pub fn otlp_var<'a>(env: &'a Env, signal: &str, suffix: &str) -> Option<(String,
     .find_map(|name| non_empty(env, &name).map(|value| (name, value)))
 }
 
+/// The process environment; variables whose name or value is not UTF-8 are left out (none of
+/// the ones llmtap reads may be such).
+pub fn process_env() -> Env {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
 /// A `key1=value1,key2=value2` list (W3C Baggage without properties), keys and values
 /// percent-decoded and trimmed. An entry without `=`, with an empty key or with a malformed
-/// escape is warned about (naming `var`) and skipped; the others are kept. A repeated key
-/// keeps its last value.
+/// escape is warned about (naming `var` and the entry's position, never its value: header
+/// lists hold credentials) and skipped; the others are kept. A repeated key keeps its last
+/// value.
 pub fn parse_key_value_list(var: &str, value: &str) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> = Vec::new();
-    for entry in value.split(',') {
+    for (index, entry) in value.split(',').enumerate() {
         if entry.trim().is_empty() {
             continue;
         }
@@ -42,7 +51,7 @@ pub fn parse_key_value_list(var: &str, value: &str) -> Vec<(String, String)> {
                 pairs.retain(|(k, _)| *k != key);
                 pairs.push((key, value));
             }
-            Err(reason) => log::warn!("{var}: entry {entry:?} ignored: {reason}"),
+            Err(reason) => log::warn!("{var}: entry {} ignored: {reason}", index + 1),
         }
     }
     pairs
