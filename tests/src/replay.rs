@@ -532,11 +532,24 @@ pub struct LlmtapRun {
 
 impl LlmtapRun {
     pub fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
-        Self::start_logging(extra_args, "info")
+        Self::start_configured(extra_args, "info", &[])
     }
 
     /// [`LlmtapRun::start`] with `RUST_LOG` set to `log_filter`.
     pub fn start_logging(extra_args: &[&str], log_filter: &str) -> anyhow::Result<Self> {
+        Self::start_configured(extra_args, log_filter, &[])
+    }
+
+    /// Same, with these environment variables set for llmtap (`OTEL_*`, ...).
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_configured(extra_args, "info", env)
+    }
+
+    fn start_configured(
+        extra_args: &[&str],
+        log_filter: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         use std::io::BufRead as _;
         let lock = LLMTAP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let dir = TempDir::new("llmtap-run")?;
@@ -546,6 +559,7 @@ impl LlmtapRun {
             .arg("--output")
             .arg(format!("jsonl={}", jsonl.display()))
             .args(extra_args)
+            .envs(env.iter().copied())
             // LLMTAP_TEST_LOG: a more verbose log when debugging a test.
             .env(
                 "RUST_LOG",

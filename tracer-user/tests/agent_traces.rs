@@ -68,6 +68,7 @@ fn resource() -> Arc<ProcessResource> {
         host_name: None,
         container_id: None,
         kubernetes: None,
+        configured_attributes: Default::default(),
     })
 }
 

@@ -105,7 +105,13 @@ async fn planted_credentials_never_leave_llmtap() {
             clock: ClockOffset::fixed(CLOCK_OFFSET_NS),
             proc_root: root,
             stdout: Box::new(console.clone()),
-            env: Default::default(),
+            // A malformed header entry (no '=') holding a credential: warned about, by
+            // position only.
+            env: [(
+                "OTEL_EXPORTER_OTLP_HEADERS".to_string(),
+                format!("x-ok=1,authorization Bearer {BEARER_TOKEN}"),
+            )]
+            .into(),
             metric_interval: Some(Duration::from_secs(3600)),
             kubernetes: None,
         },
@@ -151,6 +157,10 @@ async fn planted_credentials_never_leave_llmtap() {
     assert!(receiver.contains_bytes("agent.py"));
     assert!(receiver.contains_bytes("[REDACTED]"));
     assert!(logs.contains("export outputs"), "{logs}");
+    assert!(
+        logs.contains("OTEL_EXPORTER_OTLP_HEADERS: entry 2 ignored"),
+        "{logs}"
+    );
 
     for secret in [KEY, BEARER_TOKEN] {
         assert!(!console.contains(secret), "{secret} in console:\n{console}");

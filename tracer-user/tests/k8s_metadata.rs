@@ -200,7 +200,8 @@ async fn spans_carry_the_pod_of_a_fixture_cgroup() {
             clock: ClockOffset::fixed(CLOCK_OFFSET_NS),
             proc_root: root,
             stdout: Box::new(out.clone()),
-            env: Default::default(),
+            // As the DaemonSet sets it: names llmtap's own telemetry only.
+            env: [("OTEL_SERVICE_NAME".to_string(), "llmtap".to_string())].into(),
             metric_interval: Some(Duration::from_secs(3600)),
             kubernetes: Some(k8s.clone()),
         },
@@ -225,6 +226,18 @@ async fn spans_carry_the_pod_of_a_fixture_cgroup() {
             .map(|s| s["resource"].clone())
             .expect("span of pid")
     };
+    // service.name is the traced workload (semconv order: Deployment, ..., CronJob, Job), and
+    // the executable outside Kubernetes; OTEL_SERVICE_NAME (llmtap's own name) never.
+    for (pid, service) in [
+        (2001, "web"),
+        (2002, "nightly"),
+        (2003, "log-agent"),
+        (2004, "python3"),
+    ] {
+        assert_eq!(resource(pid)["service.name"], service, "pid {pid}");
+    }
+    assert_eq!(resource(2001)["service.namespace"], "shop");
+    assert!(resource(2004).get("service.namespace").is_none());
     let web = resource(2001);
     assert_eq!(web["container.id"], WEB_NEW);
     assert_eq!(web["k8s.pod.name"], "web-7d9f8c6b5-x2k4q");
@@ -267,7 +280,12 @@ async fn spans_carry_the_pod_of_a_fixture_cgroup() {
     assert!(otlp_spans.iter().any(|(res, _)| {
         str_attr(res, "k8s.deployment.name").as_deref() == Some("web")
             && str_attr(res, "k8s.pod.name").as_deref() == Some("web-7d9f8c6b5-x2k4q")
+            && str_attr(res, "service.name").as_deref() == Some("web")
     }));
+    assert_eq!(
+        str_attr(&receiver.metrics_resource(), "service.name").as_deref(),
+        Some("llmtap")
+    );
     assert_eq!(
         str_attr(&receiver.metrics_resource(), "k8s.node.name").as_deref(),
         Some("node-1")

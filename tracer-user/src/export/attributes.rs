@@ -69,6 +69,7 @@ pub mod keys {
 
     // Resource attributes.
     pub const SERVICE_NAME: &str = "service.name";
+    pub const SERVICE_NAMESPACE: &str = "service.namespace";
     pub const PROCESS_PID: &str = "process.pid";
     pub const PROCESS_EXECUTABLE_NAME: &str = "process.executable.name";
     pub const PROCESS_EXECUTABLE_PATH: &str = "process.executable.path";

@@ -65,8 +65,17 @@ pub fn span_to_json(span: &CallSpan) -> Value {
         "end_time_unix_nano": span.end_unix_nanos,
         "status": {"code": code, "message": message},
         "attributes": attribute_map(&span.attributes),
-        "resource": attribute_map(&span.resource.attributes()),
+        "resource": resource_map(span),
     })
+}
+
+/// The resource's attributes and the `OTEL_RESOURCE_ATTRIBUTES` entries added to them.
+fn resource_map(span: &CallSpan) -> Map<String, Value> {
+    let mut map = attribute_map(&span.resource.attributes());
+    for (key, value) in span.resource.extra_attributes() {
+        map.insert(key.to_string(), value.into());
+    }
+    map
 }
 
 /// Writes spans as JSON lines, flushing after each so a reader (`tail -f`) sees calls as they
@@ -130,6 +139,7 @@ mod tests {
             host_name: Some("box".into()),
             container_id: None,
             kubernetes: None,
+            configured_attributes: Default::default(),
         });
         let builder = SpanBuilder::new(
             ClockOffset::fixed(1_700_000_000_000_000_000),

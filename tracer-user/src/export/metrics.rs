@@ -67,6 +67,33 @@ impl HealthCounters {
     }
 }
 
+/// Spans the OTLP output lost, by cause; each is reported as `llmtap.export.dropped_spans`
+/// with its `error.type`.
+#[derive(Debug, Default)]
+pub struct SpanLosses {
+    /// The span queue was full (the collector could not keep up).
+    pub queue_full: AtomicU64,
+    /// The export request failed after its retries, or shutdown's deadline passed first.
+    pub export_failed: AtomicU64,
+    /// The collector accepted the request but refused these spans (partial success).
+    pub rejected: AtomicU64,
+}
+
+impl SpanLosses {
+    pub fn total(&self) -> u64 {
+        self.by_cause().iter().map(|(_, n)| n).sum()
+    }
+
+    /// `(error.type, count)` of each cause.
+    pub fn by_cause(&self) -> [(&'static str, u64); 3] {
+        [
+            ("queue_full", self.queue_full.load(Ordering::Relaxed)),
+            ("export_failed", self.export_failed.load(Ordering::Relaxed)),
+            ("rejected", self.rejected.load(Ordering::Relaxed)),
+        ]
+    }
+}
+
 /// What one call contributes to the GenAI metrics.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CallMeasurements {
@@ -160,14 +187,13 @@ pub struct GenAiMetrics {
     calls: Counter<u64>,
     health: Arc<Mutex<HealthSnapshot>>,
     // Kept alive: dropping an observable instrument does not unregister it, but holding them
-    // documents that their callbacks read `health`/`dropped_spans`.
+    // documents that their callbacks read `health`/`losses`.
     _observables: Vec<ObservableCounter<u64>>,
 }
 
 impl GenAiMetrics {
-    /// `dropped_spans` is the OTLP span queue's drop counter, reported as
-    /// `llmtap.export.dropped_spans`.
-    pub fn new(meter: &Meter, dropped_spans: Arc<AtomicU64>) -> Self {
+    /// `losses` are the OTLP output's lost spans, reported as `llmtap.export.dropped_spans`.
+    pub fn new(meter: &Meter, losses: Arc<SpanLosses>) -> Self {
         let health = Arc::new(Mutex::new(HealthSnapshot::default()));
         let observable = |name: &'static str,
                           unit: &'static str,
@@ -215,9 +241,13 @@ impl GenAiMetrics {
             meter
                 .u64_observable_counter("llmtap.export.dropped_spans")
                 .with_unit("{span}")
-                .with_description("Spans dropped because the OTLP export queue was full")
+                .with_description(
+                    "Spans not delivered by OTLP: queue full, export failed, or rejected",
+                )
                 .with_callback(move |observer| {
-                    observer.observe(dropped_spans.load(Ordering::Relaxed), &[]);
+                    for (cause, count) in losses.by_cause() {
+                        observer.observe(count, &[KeyValue::new(keys::ERROR_TYPE, cause)]);
+                    }
                 })
                 .build(),
         );

@@ -12,7 +12,10 @@ pub mod content;
 pub mod cost;
 pub mod jsonl;
 pub mod metrics;
+pub mod otel_env;
 pub mod otlp;
+pub mod otlp_client;
+pub mod otlp_config;
 pub mod redact;
 pub mod resource;
 pub mod span;
@@ -28,7 +31,7 @@ pub use span::CallSpan;
 use crate::genai::{AgentRecord, CallRecord, Operation};
 use console::Console;
 use jsonl::JsonlWriter;
-use otlp::{OtlpPipeline, SignalSettings};
+use otlp::OtlpPipeline;
 use resource::ProcessResources;
 use span::{ContentCapture, SpanBuilder};
 
@@ -95,13 +98,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(clap::Args, Clone, Debug, PartialEq)]
 pub struct ExportArgs {
     /// Where finished calls go: `console`, `otlp`, `jsonl=PATH` (`jsonl=-`: stdout). Repeat to
-    /// combine. Default: console; OTLP is added when --otlp-endpoint,
-    /// OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set.
+    /// combine. Default: console; OTLP is added when --otlp-endpoint or
+    /// OTEL_EXPORTER_OTLP_{,TRACES_,METRICS_}ENDPOINT is set.
     #[arg(long = "output", value_name = "OUTPUT")]
     pub outputs: Vec<OutputSpec>,
 
-    /// `service.name` of every span (default: the traced process's executable name).
-    #[arg(long, env = "OTEL_SERVICE_NAME", value_name = "NAME")]
+    /// `service.name` of every traced call's span (default: the Kubernetes workload, else the
+    /// traced process's executable name). OTEL_SERVICE_NAME names llmtap's own metrics, not
+    /// the traced processes.
+    #[arg(long, value_name = "NAME")]
     pub service_name: Option<String>,
 
     /// Record message content (gen_ai.input.messages, gen_ai.output.messages, ...). Also
@@ -133,7 +138,8 @@ pub struct ExportArgs {
     #[arg(long = "otlp-header", value_name = "KEY=VALUE", value_parser = parse_header)]
     pub otlp_headers: Vec<(String, String)>,
 
-    /// OTLP export timeout (e.g. `10s`; default: OTEL_EXPORTER_OTLP_TIMEOUT, else 10s).
+    /// OTLP export timeout (e.g. `10s`; default: OTEL_EXPORTER_OTLP_{TRACES_,METRICS_,}TIMEOUT
+    /// in milliseconds, else 10s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub otlp_timeout: Option<Duration>,
 
@@ -185,8 +191,8 @@ pub struct ExporterOptions {
     pub proc_root: PathBuf,
     /// Where console (and `jsonl=-`) output goes; default: stdout.
     pub stdout: Box<dyn Write + Send>,
-    /// Environment variables consulted (OTEL_*): default, the process environment. The OTLP
-    /// SDK also reads its own OTEL_EXPORTER_OTLP_* variables for values no flag set.
+    /// Environment variables consulted (OTEL_*): default, the process environment. Every
+    /// OTLP setting is resolved from these and the flags.
     pub env: HashMap<String, String>,
     /// Metric push interval (default: OTEL_METRIC_EXPORT_INTERVAL, else 60s).
     pub metric_interval: Option<Duration>,
@@ -200,7 +206,7 @@ impl Default for ExporterOptions {
             clock: ClockOffset::from_system(),
             proc_root: PathBuf::from("/proc"),
             stdout: Box::new(std::io::stdout()),
-            env: std::env::vars().collect(),
+            env: otel_env::process_env(),
             metric_interval: None,
             kubernetes: None,
         }
@@ -212,7 +218,7 @@ impl ExportArgs {
     /// OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT in the process environment. The
     /// pipeline only extracts content when this is on.
     pub fn content_capture(&self) -> bool {
-        content_capture_enabled(self.capture_content, &std::env::vars().collect())
+        content_capture_enabled(self.capture_content, &otel_env::process_env())
     }
 }
 
@@ -232,57 +238,10 @@ fn content_capture_enabled(flag: bool, env: &HashMap<String, String>) -> bool {
     }
 }
 
-fn non_empty<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    env.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
-}
-
-/// Per-signal settings: flags first, then the signal's and the generic protocol variables.
-fn signal_settings(
-    args: &ExportArgs,
-    env: &HashMap<String, String>,
-    signal: &str,
-) -> SignalSettings {
-    let from_env = |name: &str| {
-        let value = non_empty(env, name)?;
-        let protocol = OtlpProtocol::from_env_value(value);
-        if protocol.is_none() {
-            log::warn!("{name}={value} is not supported (grpc, http/protobuf): ignored");
-        }
-        protocol
-    };
-    let protocol = args
-        .otlp_protocol
-        .or_else(|| from_env(&format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")))
-        .or_else(|| from_env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .unwrap_or(OtlpProtocol::HttpProtobuf);
-    let endpoint = args.otlp_endpoint.as_deref().map(|base| match protocol {
-        OtlpProtocol::Grpc => base.to_string(),
-        OtlpProtocol::HttpProtobuf => {
-            format!(
-                "{}/v1/{}",
-                base.trim_end_matches('/'),
-                signal.to_ascii_lowercase()
-            )
-        }
-    });
-    let effective_endpoint = endpoint
-        .as_deref()
-        .or_else(|| non_empty(env, &format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")))
-        .or_else(|| non_empty(env, "OTEL_EXPORTER_OTLP_ENDPOINT"));
-    SignalSettings {
-        protocol,
-        https: effective_endpoint.is_some_and(|e| e.starts_with("https://")),
-        endpoint,
-        headers: args.otlp_headers.clone(),
-        timeout: args.otlp_timeout,
-    }
-}
-
 /// The resolved list of outputs.
 fn resolve_outputs(args: &ExportArgs, env: &HashMap<String, String>) -> Vec<OutputSpec> {
     let mut outputs = args.outputs.clone();
-    let otlp_configured =
-        args.otlp_endpoint.is_some() || non_empty(env, "OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+    let otlp_configured = otlp_config::endpoint_configured(args, env);
     if outputs.is_empty() {
         outputs.push(OutputSpec::Console);
     }
@@ -328,6 +287,7 @@ impl Exporters {
             None => PriceTable::builtin(),
         };
         let outputs = resolve_outputs(args, &env);
+        let configured_attributes = otel_env::resource_attributes(&env);
         let mut stdout = Some(stdout);
         let mut console = None;
         let mut jsonl = None;
@@ -358,18 +318,15 @@ impl Exporters {
                     jsonl = Some(JsonlWriter::new(Box::new(std::io::BufWriter::new(file))));
                 }
                 OutputSpec::Otlp => {
-                    let traces = signal_settings(args, &env, "TRACES");
-                    let metrics = signal_settings(args, &env, "METRICS");
-                    let agent_name = args.service_name.clone().unwrap_or_else(|| "llmtap".into());
-                    let resources = ProcessResources::new(&proc_root, None);
-                    otlp = Some(OtlpPipeline::start(
-                        &traces,
-                        &metrics,
-                        &agent_name,
-                        resources.host_name(),
+                    let settings =
+                        otlp_config::resolve(args, &env).map_err(otlp::OtlpError::from)?;
+                    let agent = resource::agent_resource(
+                        otel_env::agent_service_name(&env, &configured_attributes),
+                        crate::host::local_host_name().as_deref(),
                         kubernetes.as_ref().map(crate::k8s::K8sMetadata::node_name),
-                        metric_interval,
-                    )?);
+                        &configured_attributes,
+                    );
+                    otlp = Some(OtlpPipeline::start(&settings, agent, metric_interval)?);
                 }
             }
         }
@@ -384,7 +341,8 @@ impl Exporters {
         Ok(Self {
             resources: ProcessResources::new(proc_root, args.service_name.clone())
                 .with_command_line(args.export_command_line)
-                .with_kubernetes(kubernetes),
+                .with_kubernetes(kubernetes)
+                .with_configured_attributes(&configured_attributes),
             spans: SpanBuilder::new(clock, content),
             prices,
             console,
@@ -474,7 +432,7 @@ impl Exporters {
         }
     }
 
-    /// Spans dropped because the OTLP queue was full.
+    /// Spans the OTLP output lost: queue full, export failed, or rejected by the collector.
     pub fn dropped_spans(&self) -> u64 {
         self.otlp.as_ref().map_or(0, OtlpPipeline::dropped_spans)
     }
@@ -564,6 +522,19 @@ mod tests {
         assert!(Cli::try_parse_from(["llmtap", "--otlp-protocol", "http/json"]).is_err());
     }
 
+    /// OTEL_SERVICE_NAME (the DaemonSet sets it) names llmtap's own telemetry: it must not
+    /// feed `--service-name`, which renames every traced process.
+    #[test]
+    fn otel_service_name_is_not_the_service_name_flag() {
+        use clap::CommandFactory as _;
+        let command = Cli::command();
+        let flag = command
+            .get_arguments()
+            .find(|a| a.get_id() == "service_name")
+            .expect("--service-name");
+        assert_eq!(flag.get_env(), None);
+    }
+
     #[test]
     fn outputs_default_to_console_and_otlp_follows_the_endpoint_variable() {
         let args = ExportArgs::default();
@@ -575,6 +546,17 @@ mod tests {
             ),
             [OutputSpec::Console, OutputSpec::Otlp]
         );
+        // A signal's endpoint alone turns OTLP on too.
+        for var in [
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        ] {
+            assert_eq!(
+                resolve_outputs(&args, &env(&[(var, "http://c:4318/v1/x")])),
+                [OutputSpec::Console, OutputSpec::Otlp],
+                "{var}"
+            );
+        }
         let jsonl_only = ExportArgs {
             outputs: vec![OutputSpec::Jsonl(None)],
             ..ExportArgs::default()
@@ -598,33 +580,6 @@ mod tests {
             );
         }
         assert!(content_capture_enabled(true, &env(&[(var, "false")])));
-    }
-
-    #[test]
-    fn signal_settings_resolution() {
-        let args = ExportArgs {
-            otlp_endpoint: Some("http://collector:4318/".into()),
-            ..ExportArgs::default()
-        };
-        let s = signal_settings(&args, &env(&[]), "TRACES");
-        assert_eq!(s.protocol, OtlpProtocol::HttpProtobuf);
-        assert_eq!(
-            s.endpoint.as_deref(),
-            Some("http://collector:4318/v1/traces")
-        );
-        let grpc_env = env(&[
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
-        ]);
-        let m = signal_settings(&args, &grpc_env, "METRICS");
-        assert_eq!(m.protocol, OtlpProtocol::Grpc);
-        assert_eq!(m.endpoint.as_deref(), Some("http://collector:4318/"));
-        let t = signal_settings(&args, &grpc_env, "TRACES");
-        assert_eq!(t.protocol, OtlpProtocol::HttpProtobuf);
-        assert!(!t.https);
-        let tls_env = env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://c:4317")]);
-        assert!(signal_settings(&ExportArgs::default(), &tls_env, "TRACES").https);
-        assert!(!signal_settings(&ExportArgs::default(), &tls_env, "METRICS").https);
     }
 
     #[test]

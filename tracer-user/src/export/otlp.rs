@@ -3,13 +3,14 @@
 //! Spans: llmtap reports calls after they finished, with kernel timestamps in the past, and
 //! each call belongs to a different process, i.e. a different OpenTelemetry *resource*. The SDK's
 //! tracer/`BatchSpanProcessor` path can do neither (spans start "now"; one resource per
-//! provider), so llmtap builds `SpanData` itself and drives the OTLP `SpanExporter` from its own
-//! bounded batching task, calling `set_resource` before each per-resource export. That keeps one
-//! gRPC/HTTP connection for all processes, with no provider per process to create and evict.
+//! provider), so llmtap builds `SpanData` itself, batches it in its own bounded queue and sends
+//! each batch as one request holding every process's resource (`otlp_client`), a few batches
+//! in flight at once: a slow collector slows export, not one request per process in a row.
 //!
-//! Metrics: one `SdkMeterProvider` whose resource is llmtap itself (the instruments' attributes
-//! carry provider/model/server as the conventions define); a periodic reader on the tokio
-//! runtime pushes them, and `shutdown` performs a final collection.
+//! Metrics: one `SdkMeterProvider` whose resource is llmtap itself (`OTEL_SERVICE_NAME`,
+//! `OTEL_RESOURCE_ATTRIBUTES`; the instruments' attributes carry provider/model/server as the
+//! conventions define); a periodic reader on the tokio runtime pushes them through the SDK's
+//! exporter over the same kind of connection, and `shutdown` performs a final collection.
 
 use std::{
     borrow::Cow,
@@ -27,17 +28,29 @@ use opentelemetry::{
     trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState},
 };
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_proto::{
+    tonic::collector::trace::v1::ExportTraceServiceRequest,
+    transform::{
+        common::tonic::ResourceAttributesWithSchema,
+        trace::tonic::group_spans_by_resource_and_scope,
+    },
+};
 use opentelemetry_sdk::{
     Resource,
     metrics::{SdkMeterProvider, periodic_reader_with_async_runtime::PeriodicReader},
     runtime,
-    trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks},
+    trace::{SpanData, SpanEvents, SpanLinks},
 };
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::{JoinHandle, JoinSet},
+};
 
 use super::{
-    attributes::{from_strings, keys, to_key_values},
-    metrics::{GenAiMetrics, HealthSnapshot},
+    attributes::{from_strings, to_key_values},
+    metrics::{GenAiMetrics, HealthSnapshot, SpanLosses},
+    otlp_client::{self, ClientError, ExportOutcome, TraceClient},
+    otlp_config::{Compression, OtlpSettings, SignalSettings},
     resource::{ProcessResource, SDK_NAME},
     span::{CallSpan, Kind, SpanStatus},
 };
@@ -47,6 +60,9 @@ use crate::genai::CallRecord;
 pub const SPAN_QUEUE_CAPACITY: usize = 4096;
 /// Spans per export request.
 pub const MAX_EXPORT_BATCH: usize = 512;
+/// Export requests in flight at once; a full batch waits for a free slot (the queue then
+/// fills, and overflows counted).
+pub const MAX_CONCURRENT_EXPORTS: usize = 4;
 /// Longest `shutdown` waits for queued spans to be exported.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a span may wait in a partial batch.
@@ -72,118 +88,60 @@ impl OtlpProtocol {
     }
 }
 
-/// Resolved OTLP settings for one signal. `None` fields are left to the SDK, which reads the
-/// standard `OTEL_EXPORTER_OTLP_{,TRACES_,METRICS_}{ENDPOINT,HEADERS,TIMEOUT}` variables.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SignalSettings {
-    pub protocol: OtlpProtocol,
-    /// Full URL for HTTP (signal path included), `scheme://host:port` for gRPC.
-    pub endpoint: Option<String>,
-    pub headers: Vec<(String, String)>,
-    pub timeout: Option<Duration>,
-    /// The effective endpoint (flag or variable) is `https://`: gRPC then needs trust roots.
-    pub https: bool,
-}
-
 /// Errors setting up OTLP export.
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
-    #[error("cannot build the OTLP {signal} exporter: {message}")]
-    Build {
-        signal: &'static str,
-        message: String,
-    },
-    #[error("invalid OTLP header {0:?} for gRPC metadata")]
-    InvalidHeader(String),
-}
-
-fn metadata(headers: &[(String, String)]) -> Result<tonic::metadata::MetadataMap, OtlpError> {
-    let mut map = tonic::metadata::MetadataMap::new();
-    for (name, value) in headers {
-        let key = tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
-            .map_err(|_| OtlpError::InvalidHeader(name.clone()))?;
-        let value = value
-            .parse()
-            .map_err(|_| OtlpError::InvalidHeader(name.clone()))?;
-        map.insert(key, value);
-    }
-    Ok(map)
-}
-
-fn build_error(
-    signal: &'static str,
-) -> impl Fn(opentelemetry_otlp::ExporterBuildError) -> OtlpError {
-    move |e| OtlpError::Build {
-        signal,
-        message: e.to_string(),
-    }
-}
-
-/// TLS for gRPC over `https://`: tonic's default config has no trust roots, so add the bundled
-/// WebPKI roots and, when the system has a CA store, the system's (corporate CAs live there).
-fn grpc_tls() -> tonic::transport::ClientTlsConfig {
-    let tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
-    let system_store = std::env::var_os("SSL_CERT_FILE").is_some()
-        || std::env::var_os("SSL_CERT_DIR").is_some()
-        || std::path::Path::new("/etc/ssl/certs").is_dir();
-    if system_store {
-        tls.with_native_roots()
-    } else {
-        tls
-    }
-}
-
-fn span_exporter(s: &SignalSettings) -> Result<opentelemetry_otlp::SpanExporter, OtlpError> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    match s.protocol {
-        OtlpProtocol::Grpc => grpc_settings(builder.with_tonic(), s)?.build(),
-        OtlpProtocol::HttpProtobuf => http_settings(builder.with_http(), s).build(),
-    }
-    .map_err(build_error("span"))
+    #[error(transparent)]
+    Config(#[from] super::otlp_config::OtlpConfigError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("cannot build the OTLP metric exporter: {0}")]
+    MetricExporter(String),
 }
 
 fn metric_exporter(s: &SignalSettings) -> Result<opentelemetry_otlp::MetricExporter, OtlpError> {
     let builder = opentelemetry_otlp::MetricExporter::builder();
-    match s.protocol {
-        OtlpProtocol::Grpc => grpc_settings(builder.with_tonic(), s)?.build(),
-        OtlpProtocol::HttpProtobuf => http_settings(builder.with_http(), s).build(),
-    }
-    .map_err(build_error("metric"))
-}
-
-/// A signal's gRPC exporter settings: headers as metadata, TLS for `https://`.
-fn grpc_settings<B: WithTonicConfig + WithExportConfig>(
-    builder: B,
-    s: &SignalSettings,
-) -> Result<B, OtlpError> {
-    let mut b = builder.with_metadata(metadata(&s.headers)?);
-    if s.https {
-        b = b.with_tls_config(grpc_tls());
-    }
-    Ok(endpoint_settings(b, s))
-}
-
-/// A signal's HTTP/protobuf exporter settings.
-fn http_settings<B: WithHttpConfig + WithExportConfig>(builder: B, s: &SignalSettings) -> B {
-    let b = builder
-        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_headers(s.headers.iter().cloned().collect::<HashMap<_, _>>());
-    endpoint_settings(b, s)
-}
-
-fn endpoint_settings<B: WithExportConfig>(mut b: B, s: &SignalSettings) -> B {
-    if let Some(endpoint) = &s.endpoint {
-        b = b.with_endpoint(endpoint.clone());
-    }
-    if let Some(timeout) = s.timeout {
-        b = b.with_timeout(timeout);
-    }
-    b
+    let compression =
+        (s.compression == Compression::Gzip).then_some(opentelemetry_otlp::Compression::Gzip);
+    let built = match s.protocol {
+        OtlpProtocol::Grpc => {
+            let mut b = builder
+                .with_tonic()
+                .with_channel(otlp_client::grpc_channel("metrics", s)?)
+                .with_metadata(otlp_client::grpc_metadata("metrics", &s.headers)?)
+                .with_endpoint(s.endpoint.clone())
+                .with_timeout(s.timeout);
+            if let Some(c) = compression {
+                b = b.with_compression(c);
+            }
+            b.build()
+        }
+        OtlpProtocol::HttpProtobuf => {
+            let mut b = builder
+                .with_http()
+                .with_http_client(otlp_client::http_client("metrics", s)?)
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_headers(s.headers.iter().cloned().collect::<HashMap<_, _>>())
+                .with_endpoint(s.endpoint.clone())
+                .with_timeout(s.timeout);
+            if let Some(c) = compression {
+                b = b.with_compression(c);
+            }
+            b.build()
+        }
+    };
+    built.map_err(|e| OtlpError::MetricExporter(e.to_string()))
 }
 
 fn otel_resource(resource: &ProcessResource) -> Resource {
+    let mut attributes = to_key_values(&resource.attributes());
+    attributes.extend(
+        resource
+            .extra_attributes()
+            .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string())),
+    );
     Resource::builder_empty()
-        .with_attributes(to_key_values(&resource.attributes()))
+        .with_attributes(attributes)
         .build()
 }
 
@@ -229,14 +187,13 @@ fn scope() -> InstrumentationScope {
         .build()
 }
 
-/// Exports one batch, one request per distinct resource.
-async fn export_batch(
-    exporter: &mut opentelemetry_otlp::SpanExporter,
-    batch: &mut Vec<CallSpan>,
+/// One export request for a batch: one `ResourceSpans` per distinct process resource.
+pub fn trace_request(
+    batch: impl IntoIterator<Item = CallSpan>,
     scope: &InstrumentationScope,
-) {
+) -> ExportTraceServiceRequest {
     let mut groups: Vec<(Arc<ProcessResource>, Vec<SpanData>)> = Vec::new();
-    for span in batch.drain(..) {
+    for span in batch {
         let data = span_data(&span, scope);
         match groups
             .iter_mut()
@@ -246,20 +203,83 @@ async fn export_batch(
             None => groups.push((span.resource, vec![data])),
         }
     }
-    for (resource, spans) in groups {
-        let count = spans.len();
-        exporter.set_resource(&otel_resource(&resource));
-        if let Err(e) = exporter.export(spans).await {
-            log::warn!("OTLP span export of {count} spans failed: {e}");
+    let resource_spans = groups
+        .into_iter()
+        .flat_map(|(resource, spans)| {
+            let resource = ResourceAttributesWithSchema::from(&otel_resource(&resource));
+            group_spans_by_resource_and_scope(spans, &resource)
+        })
+        .collect();
+    ExportTraceServiceRequest { resource_spans }
+}
+
+/// What the export tasks share.
+struct ExportState {
+    client: TraceClient,
+    losses: Arc<SpanLosses>,
+    /// Spans queued or in a request not yet answered: what a missed shutdown deadline loses.
+    pending: Arc<AtomicU64>,
+}
+
+impl ExportState {
+    async fn export(&self, request: ExportTraceServiceRequest, count: u64) {
+        // A collector down for hours fails every batch: warn when a total passes a power of
+        // two, not for each batch.
+        let passes_power_of_two = |before: u64, added: u64| {
+            added > 0 && (before == 0 || (before + added).ilog2() > before.ilog2())
+        };
+        match self.client.export(request).await {
+            ExportOutcome::Accepted { rejected, message } => {
+                let before = self.losses.rejected.fetch_add(rejected, Ordering::Relaxed);
+                if passes_power_of_two(before, rejected) {
+                    log::warn!(
+                        "OTLP collector rejected {rejected} of {count} spans ({} so far): {message}",
+                        before + rejected
+                    );
+                }
+            }
+            ExportOutcome::Failed(error) => {
+                let before = self
+                    .losses
+                    .export_failed
+                    .fetch_add(count, Ordering::Relaxed);
+                if passes_power_of_two(before, count) {
+                    log::warn!(
+                        "OTLP span export of {count} spans failed ({} spans lost so far): {error}",
+                        before + count
+                    );
+                }
+            }
         }
+        self.pending.fetch_sub(count, Ordering::Relaxed);
     }
 }
 
-async fn run_span_exporter(
-    mut exporter: opentelemetry_otlp::SpanExporter,
-    mut queue: mpsc::Receiver<CallSpan>,
+/// Sends the batch as one request once one of the [`MAX_CONCURRENT_EXPORTS`] slots is free.
+async fn dispatch(
+    batch: &mut Vec<CallSpan>,
+    state: &Arc<ExportState>,
+    slots: &Arc<Semaphore>,
+    in_flight: &mut JoinSet<()>,
+    scope: &InstrumentationScope,
 ) {
+    // The semaphore is never closed: acquiring fails only if it were.
+    let Ok(permit) = Arc::clone(slots).acquire_owned().await else {
+        return;
+    };
+    let count = batch.len() as u64;
+    let request = trace_request(batch.drain(..), scope);
+    let state = Arc::clone(state);
+    in_flight.spawn(async move {
+        state.export(request, count).await;
+        drop(permit);
+    });
+}
+
+async fn run_span_exporter(state: Arc<ExportState>, mut queue: mpsc::Receiver<CallSpan>) {
     let scope = scope();
+    let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_EXPORTS));
+    let mut in_flight = JoinSet::new();
     let mut batch: Vec<CallSpan> = Vec::with_capacity(MAX_EXPORT_BATCH);
     let mut tick = tokio::time::interval(EXPORT_DELAY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -269,82 +289,104 @@ async fn run_span_exporter(
                 Some(span) => {
                     batch.push(span);
                     if batch.len() >= MAX_EXPORT_BATCH {
-                        export_batch(&mut exporter, &mut batch, &scope).await;
+                        dispatch(&mut batch, &state, &slots, &mut in_flight, &scope).await;
                     }
                 }
                 None => break,
             },
             _ = tick.tick() => {
                 if !batch.is_empty() {
-                    export_batch(&mut exporter, &mut batch, &scope).await;
+                    dispatch(&mut batch, &state, &slots, &mut in_flight, &scope).await;
                 }
             }
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
         }
     }
     if !batch.is_empty() {
-        export_batch(&mut exporter, &mut batch, &scope).await;
+        dispatch(&mut batch, &state, &slots, &mut in_flight, &scope).await;
     }
-    if let Err(e) = exporter.shutdown() {
-        log::warn!("OTLP span exporter shutdown: {e}");
-    }
+    while in_flight.join_next().await.is_some() {}
 }
 
 /// The OTLP output: span queue + export task, meter provider + instruments.
 pub struct OtlpPipeline {
-    queue: mpsc::Sender<CallSpan>,
-    task: JoinHandle<()>,
-    dropped_spans: Arc<AtomicU64>,
-    meter_provider: SdkMeterProvider,
-    metrics: GenAiMetrics,
+    /// `None` when traces are off (only a metrics endpoint is configured).
+    spans: Option<(mpsc::Sender<CallSpan>, JoinHandle<()>)>,
+    losses: Arc<SpanLosses>,
+    pending: Arc<AtomicU64>,
+    meter_provider: Option<SdkMeterProvider>,
+    metrics: Option<GenAiMetrics>,
 }
 
 impl OtlpPipeline {
-    /// Must be called inside a tokio runtime. `agent_service_name` names llmtap's own resource
-    /// (metrics).
+    /// Must be called inside a tokio runtime. `agent_resource` is llmtap's own resource (its
+    /// metrics).
     pub fn start(
-        traces: &SignalSettings,
-        metrics: &SignalSettings,
-        agent_service_name: &str,
-        host_name: Option<&str>,
-        node_name: Option<&str>,
+        settings: &OtlpSettings,
+        agent_resource: Vec<KeyValue>,
         metric_interval: Option<Duration>,
     ) -> Result<Self, OtlpError> {
-        // HTTPS for the HTTP exporter goes through reqwest + rustls built without a crypto
-        // provider (to avoid the aws-lc C build): make ring the process default. An error only
-        // means a provider is installed already, which is as good.
+        // HTTPS goes through reqwest/tonic + rustls built without a crypto provider (to avoid
+        // the aws-lc C build): make ring the process default. An error only means a provider is
+        // installed already, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let span_exporter = span_exporter(traces)?;
-        let (queue, receiver) = mpsc::channel(SPAN_QUEUE_CAPACITY);
-        let task = tokio::spawn(run_span_exporter(span_exporter, receiver));
-
-        let mut reader = PeriodicReader::builder(metric_exporter(metrics)?, runtime::Tokio);
-        if let Some(interval) = metric_interval {
-            reader = reader.with_interval(interval);
+        let losses = Arc::new(SpanLosses::default());
+        let pending = Arc::new(AtomicU64::new(0));
+        let spans = match &settings.traces {
+            Some(traces) => {
+                let state = Arc::new(ExportState {
+                    client: TraceClient::new(traces)?,
+                    losses: Arc::clone(&losses),
+                    pending: Arc::clone(&pending),
+                });
+                let (queue, receiver) = mpsc::channel(SPAN_QUEUE_CAPACITY);
+                Some((queue, tokio::spawn(run_span_exporter(state, receiver))))
+            }
+            None => None,
+        };
+        let (meter_provider, metrics) = match &settings.metrics {
+            Some(metrics) => {
+                let mut reader = PeriodicReader::builder(metric_exporter(metrics)?, runtime::Tokio);
+                if let Some(interval) = metric_interval {
+                    reader = reader.with_interval(interval);
+                }
+                let provider = SdkMeterProvider::builder()
+                    .with_reader(reader.build())
+                    .with_resource(
+                        Resource::builder_empty()
+                            .with_attributes(agent_resource)
+                            .build(),
+                    )
+                    .build();
+                let instruments = GenAiMetrics::new(&provider.meter(SDK_NAME), Arc::clone(&losses));
+                (Some(provider), Some(instruments))
+            }
+            None => (None, None),
+        };
+        for (signal, s) in [("traces", &settings.traces), ("metrics", &settings.metrics)] {
+            match s {
+                Some(s) => log::info!(
+                    "OTLP {signal}: {} {:?}{}{}",
+                    s.endpoint,
+                    s.protocol,
+                    if s.compression == Compression::Gzip {
+                        ", gzip"
+                    } else {
+                        ""
+                    },
+                    if s.tls.identity.is_some() {
+                        ", client certificate"
+                    } else {
+                        ""
+                    },
+                ),
+                None => log::info!("OTLP {signal}: off (no endpoint for it)"),
+            }
         }
-        let mut agent: Vec<KeyValue> = vec![
-            KeyValue::new(keys::SERVICE_NAME, agent_service_name.to_string()),
-            KeyValue::new(keys::TELEMETRY_SDK_NAME, SDK_NAME),
-            KeyValue::new(keys::TELEMETRY_SDK_LANGUAGE, "rust"),
-            KeyValue::new(keys::TELEMETRY_SDK_VERSION, env!("CARGO_PKG_VERSION")),
-        ];
-        if let Some(host) = host_name {
-            agent.push(KeyValue::new(keys::HOST_NAME, host.to_string()));
-        }
-        // Every call this agent sees was made on its node.
-        if let Some(node) = node_name {
-            agent.push(KeyValue::new(crate::k8s::keys::NODE_NAME, node.to_string()));
-        }
-        let meter_provider = SdkMeterProvider::builder()
-            .with_reader(reader.build())
-            .with_resource(Resource::builder_empty().with_attributes(agent).build())
-            .build();
-        let dropped_spans = Arc::new(AtomicU64::new(0));
-        let metrics =
-            GenAiMetrics::new(&meter_provider.meter(SDK_NAME), Arc::clone(&dropped_spans));
         Ok(Self {
-            queue,
-            task,
-            dropped_spans,
+            spans,
+            losses,
+            pending,
             meter_provider,
             metrics,
         })
@@ -352,56 +394,81 @@ impl OtlpPipeline {
 
     /// Queues an agent span (`invoke_agent`, `execute_tool`); never waits.
     pub fn export_span(&self, span: CallSpan) {
-        if self.queue.try_send(span).is_err() {
-            let dropped = self.dropped_spans.fetch_add(1, Ordering::Relaxed) + 1;
-            if dropped.is_power_of_two() {
-                log::warn!("OTLP span queue full or closed: {dropped} spans dropped so far");
-            }
+        let Some((queue, _)) = &self.spans else {
+            return;
+        };
+        if queue.try_send(span).is_ok() {
+            self.pending.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let dropped = self.losses.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
+        if dropped.is_power_of_two() {
+            log::warn!("OTLP span queue full or closed: {dropped} spans dropped so far");
         }
     }
 
     /// Queues the span and records the call's metrics; never waits.
     pub fn export(&self, span: CallSpan, record: &CallRecord) {
-        let workload = span
-            .resource
-            .kubernetes
-            .as_ref()
-            .map(|pod| from_strings(pod.metric_attributes()))
-            .unwrap_or_default();
-        self.metrics.record_call(record, &workload);
+        if let Some(metrics) = &self.metrics {
+            let workload = span
+                .resource
+                .kubernetes
+                .as_ref()
+                .map(|pod| from_strings(pod.metric_attributes()))
+                .unwrap_or_default();
+            metrics.record_call(record, &workload);
+        }
         self.export_span(span);
     }
 
     pub fn record_health(&self, snapshot: &HealthSnapshot) {
-        self.metrics.record_health(snapshot);
+        if let Some(metrics) = &self.metrics {
+            metrics.record_health(snapshot);
+        }
     }
 
+    /// Spans lost so far: queue full, export failed, or rejected by the collector.
     pub fn dropped_spans(&self) -> u64 {
-        self.dropped_spans.load(Ordering::Relaxed)
+        self.losses.total()
     }
 
     /// Exports every queued span and a final metric collection, then closes the exporters.
     pub async fn shutdown(self) {
         let Self {
-            queue,
-            task,
+            spans,
+            losses,
+            pending,
             meter_provider,
             ..
         } = self;
-        drop(queue);
-        // Each per-resource request may take the full export timeout when the collector is
-        // down; the daemon is stopping, so bound the wait and say what was lost.
-        let abort = task.abort_handle();
-        match tokio::time::timeout(SHUTDOWN_DEADLINE, task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => log::warn!("OTLP span export task failed: {e}"),
-            Err(_) => {
-                abort.abort();
+        if let Some((queue, task)) = spans {
+            drop(queue);
+            // Each request may take the full export timeout when the collector is down; the
+            // daemon is stopping, so bound the wait and count what was lost.
+            let abort = task.abort_handle();
+            match tokio::time::timeout(SHUTDOWN_DEADLINE, task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::warn!("OTLP span export task failed: {e}"),
+                Err(_) => {
+                    abort.abort();
+                    let lost = pending.swap(0, Ordering::Relaxed);
+                    losses.export_failed.fetch_add(lost, Ordering::Relaxed);
+                    log::warn!(
+                        "OTLP span export did not finish within {SHUTDOWN_DEADLINE:?}: {lost} pending spans lost"
+                    );
+                }
+            }
+            let lost = losses.total();
+            if lost > 0 {
+                let [queue_full, failed, rejected] = losses.by_cause().map(|(_, n)| n);
                 log::warn!(
-                    "OTLP span export did not finish within {SHUTDOWN_DEADLINE:?}: pending spans lost"
+                    "OTLP: {lost} spans not delivered ({queue_full} queue full, {failed} export failed, {rejected} rejected by the collector)"
                 );
             }
         }
+        let Some(meter_provider) = meter_provider else {
+            return;
+        };
         // The async periodic reader's shutdown blocks on its worker task: keep it off the
         // runtime threads.
         match tokio::task::spawn_blocking(move || meter_provider.shutdown()).await {
@@ -434,6 +501,7 @@ mod tests {
             host_name: None,
             container_id: None,
             kubernetes: None,
+            configured_attributes: Default::default(),
         });
         let span = SpanBuilder::new(
             ClockOffset::fixed(0),
@@ -457,10 +525,11 @@ mod tests {
 
     #[test]
     fn grpc_metadata_rejects_bad_header_names() {
-        assert!(metadata(&[("X-Tenant".into(), "a".into())]).is_ok());
+        use otlp_client::grpc_metadata;
+        assert!(grpc_metadata("traces", &[("X-Tenant".into(), "a".into())]).is_ok());
         assert!(matches!(
-            metadata(&[("bad header".into(), "a".into())]),
-            Err(OtlpError::InvalidHeader(_))
+            grpc_metadata("traces", &[("bad header".into(), "a".into())]),
+            Err(ClientError::Header { .. })
         ));
         assert_eq!(
             OtlpProtocol::from_env_value("grpc"),

@@ -2,6 +2,12 @@
 //!
 //! Calls are reported after the fact, so the process may already have exited: every field is
 //! optional and the executable name falls back to the kernel `comm` carried in the call record.
+//!
+//! `service.name` is the traced workload, never llmtap (`OTEL_SERVICE_NAME` names llmtap's own
+//! telemetry): `--service-name` when given, else the Kubernetes workload (the semantic
+//! conventions' order: Deployment, ReplicaSet, StatefulSet, DaemonSet, CronJob, Job, else the
+//! pod), else the executable name. `OTEL_RESOURCE_ATTRIBUTES` adds to every resource the
+//! entries llmtap does not read from the process itself.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -33,6 +39,30 @@ pub struct ProcessResource {
     pub container_id: Option<String>,
     /// Pod, container and workload (`k8s.*`) when llmtap watches a cluster.
     pub kubernetes: Option<Arc<PodAttributes>>,
+    /// `OTEL_RESOURCE_ATTRIBUTES` entries for traced processes (shared by every resource).
+    pub configured_attributes: Arc<[(String, String)]>,
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES` keys that describe a service's own identity: they name llmtap
+/// (its metrics resource), not the processes it traces.
+const AGENT_ONLY_KEYS: &[&str] = &["service.name", "service.version", "service.instance.id"];
+
+/// `service.name` of a pod's process: its workload, in the order the semantic conventions give
+/// for Kubernetes, else the pod.
+pub fn workload_service_name(pod: &PodAttributes) -> &str {
+    let w = &pod.workload;
+    [
+        &w.deployment,
+        &w.replicaset,
+        &w.statefulset,
+        &w.daemonset,
+        &w.cronjob,
+        &w.job,
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+    .unwrap_or(&pod.pod_name)
 }
 
 impl ProcessResource {
@@ -62,6 +92,10 @@ impl ProcessResource {
             attrs.push((keys::CONTAINER_ID, AttrValue::Str(id.clone())));
         }
         if let Some(pod) = &self.kubernetes {
+            attrs.push((
+                keys::SERVICE_NAMESPACE,
+                AttrValue::Str(pod.namespace.clone()),
+            ));
             attrs.extend(from_strings(pod.attributes()));
         }
         attrs.push((keys::TELEMETRY_SDK_NAME, AttrValue::Str(SDK_NAME.into())));
@@ -72,6 +106,52 @@ impl ProcessResource {
         ));
         attrs
     }
+
+    /// The `OTEL_RESOURCE_ATTRIBUTES` entries to add to [`Self::attributes`]: those naming a
+    /// key it does not already hold (what llmtap reads from the process wins).
+    pub fn extra_attributes(&self) -> impl Iterator<Item = (&str, &str)> {
+        let own = self.attributes();
+        self.configured_attributes
+            .iter()
+            .filter(move |(key, _)| !own.iter().any(|(k, _)| k == key))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// llmtap's own resource (its metrics): `service.name` as given (`OTEL_SERVICE_NAME`, ...),
+/// `telemetry.sdk.*`, the host and node, then every `OTEL_RESOURCE_ATTRIBUTES` entry, which
+/// overrides what llmtap detected, as the SDK's environment detector does.
+pub fn agent_resource(
+    service_name: String,
+    host_name: Option<&str>,
+    node_name: Option<&str>,
+    configured: &[(String, String)],
+) -> Vec<opentelemetry::KeyValue> {
+    let mut attrs: Vec<(String, String)> = vec![
+        (keys::TELEMETRY_SDK_NAME.into(), SDK_NAME.into()),
+        (keys::TELEMETRY_SDK_LANGUAGE.into(), "rust".into()),
+        (
+            keys::TELEMETRY_SDK_VERSION.into(),
+            env!("CARGO_PKG_VERSION").into(),
+        ),
+    ];
+    if let Some(host) = host_name {
+        attrs.push((keys::HOST_NAME.into(), host.into()));
+    }
+    // Every call this agent sees was made on its node.
+    if let Some(node) = node_name {
+        attrs.push((crate::k8s::keys::NODE_NAME.into(), node.into()));
+    }
+    for (key, value) in configured {
+        attrs.retain(|(k, _)| k != key);
+        attrs.push((key.clone(), value.clone()));
+    }
+    attrs.retain(|(k, _)| k != keys::SERVICE_NAME);
+    attrs.insert(0, (keys::SERVICE_NAME.into(), service_name));
+    attrs
+        .into_iter()
+        .map(|(k, v)| opentelemetry::KeyValue::new(k, v))
+        .collect()
 }
 
 /// Container id from the contents of `/proc/PID/cgroup`.
@@ -125,6 +205,8 @@ pub struct ProcessResources {
     insertion_order: VecDeque<u32>,
     /// Export `process.command_line` (opt-in: arguments can hold secrets no redaction knows).
     command_line: bool,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, without the keys naming llmtap itself.
+    configured_attributes: Arc<[(String, String)]>,
 }
 
 /// Default number of processes whose resources are kept.
@@ -142,7 +224,20 @@ impl ProcessResources {
             kubernetes: None,
             pending_pods: HashMap::new(),
             command_line: false,
+            configured_attributes: Arc::from([]),
         }
+    }
+
+    /// Adds these `OTEL_RESOURCE_ATTRIBUTES` entries to every process's resource, except the
+    /// keys naming a service's own identity (`service.name`, `service.version`,
+    /// `service.instance.id`): those describe llmtap, not the traced processes.
+    pub fn with_configured_attributes(mut self, attributes: &[(String, String)]) -> Self {
+        self.configured_attributes = attributes
+            .iter()
+            .filter(|(k, _)| !AGENT_ONLY_KEYS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        self
     }
 
     /// Exports each process's command line (redacted) as `process.command_line`.
@@ -222,7 +317,9 @@ impl ProcessResources {
             return cached;
         };
         self.pending_pods.remove(&pid);
+        let service_name = self.service_name(&cached.executable_name, Some(&pod));
         let filled = Arc::new(ProcessResource {
+            service_name,
             kubernetes: Some(pod),
             ..(*cached).clone()
         });
@@ -268,10 +365,7 @@ impl ProcessResources {
             .as_ref()
             .and_then(|k8s| k8s.lookup(container_id.as_deref(), pod_uid.as_deref()));
         let resource = ProcessResource {
-            service_name: self
-                .service_name_override
-                .clone()
-                .unwrap_or_else(|| executable_name.clone()),
+            service_name: self.service_name(&executable_name, kubernetes.as_deref()),
             pid: process.pid,
             executable_name,
             executable_path,
@@ -279,8 +373,17 @@ impl ProcessResources {
             host_name: self.host_name.clone(),
             container_id,
             kubernetes,
+            configured_attributes: Arc::clone(&self.configured_attributes),
         };
         (resource, pod_uid)
+    }
+
+    /// `--service-name`, else the Kubernetes workload, else the executable.
+    fn service_name(&self, executable_name: &str, pod: Option<&PodAttributes>) -> String {
+        self.service_name_override
+            .clone()
+            .or_else(|| pod.map(|p| workload_service_name(p).to_string()))
+            .unwrap_or_else(|| executable_name.to_string())
     }
 }
 
@@ -472,13 +575,121 @@ pub(crate) mod tests {
         assert_eq!(resources.get(&process(77, "b")).executable_name, "b");
     }
 
+    /// `OTEL_RESOURCE_ATTRIBUTES` reaches every traced process's resource, but never renames
+    /// it nor overrides what llmtap read from the process.
+    #[test]
+    fn configured_attributes_add_to_process_resources() {
+        let root = fake_proc(
+            "configured",
+            4545,
+            &["/usr/bin/node"],
+            Some("/usr/bin/node"),
+            "",
+        );
+        let configured = crate::export::otel_env::parse_key_value_list(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment.name=prod,service.name=llmtap,service.version=9,\
+             service.instance.id=x,process.pid=1,k8s.cluster.name=eu-1",
+        );
+        let r = ProcessResources::new(&root, None)
+            .with_configured_attributes(&configured)
+            .get(&process(4545, "node"));
+        assert_eq!(r.service_name, "node");
+        let extra: Vec<(&str, &str)> = r.extra_attributes().collect();
+        assert_eq!(
+            extra,
+            [
+                ("deployment.environment.name", "prod"),
+                ("k8s.cluster.name", "eu-1")
+            ]
+        );
+        assert_eq!(
+            super::super::attributes::find(&r.attributes(), keys::PROCESS_PID),
+            Some(&AttrValue::Int(4545))
+        );
+    }
+
+    /// llmtap's own resource: the variable's entries override what llmtap detected, and the
+    /// given service name wins over the variable's `service.name`.
+    #[test]
+    fn agent_resource_takes_the_configured_attributes() {
+        let configured = vec![
+            ("service.name".to_string(), "ignored".to_string()),
+            ("host.name".to_string(), "node-a".to_string()),
+            ("team".to_string(), "ml".to_string()),
+        ];
+        let kv = agent_resource("llmtap".into(), Some("vm"), Some("node-1"), &configured);
+        let get = |key: &str| {
+            kv.iter()
+                .find(|k| k.key.as_str() == key)
+                .map(|k| k.value.to_string())
+        };
+        assert_eq!(get("service.name").as_deref(), Some("llmtap"));
+        assert_eq!(get("host.name").as_deref(), Some("node-a"));
+        assert_eq!(get("team").as_deref(), Some("ml"));
+        assert_eq!(get("k8s.node.name").as_deref(), Some("node-1"));
+        assert_eq!(get("telemetry.sdk.name").as_deref(), Some("llmtap"));
+        assert_eq!(
+            kv.iter()
+                .filter(|k| k.key.as_str() == "service.name")
+                .count(),
+            1
+        );
+    }
+
     /// Kubernetes attribution across the two readers of a process's cgroup: the pod UID
     /// (k8s) and the container id (here).
     mod kubernetes {
+        /// The semantic conventions' order: Deployment, ReplicaSet, StatefulSet, DaemonSet,
+        /// CronJob, Job, else the pod.
+        #[test]
+        fn workload_names_the_service() {
+            let pod = |workload: Workload| PodAttributes {
+                namespace: "ns".into(),
+                pod_name: "pod-0".into(),
+                pod_uid: UID.into(),
+                container_name: None,
+                node_name: None,
+                workload,
+            };
+            let name = |w: Workload| workload_service_name(&pod(w)).to_string();
+            assert_eq!(name(Workload::default()), "pod-0");
+            assert_eq!(
+                name(Workload {
+                    deployment: Some("web".into()),
+                    replicaset: Some("web-7d9f".into()),
+                    ..Workload::default()
+                }),
+                "web"
+            );
+            assert_eq!(
+                name(Workload {
+                    replicaset: Some("bare-rs".into()),
+                    ..Workload::default()
+                }),
+                "bare-rs"
+            );
+            assert_eq!(
+                name(Workload {
+                    job: Some("nightly-29000000".into()),
+                    cronjob: Some("nightly".into()),
+                    ..Workload::default()
+                }),
+                "nightly"
+            );
+            assert_eq!(
+                name(Workload {
+                    daemonset: Some("log-agent".into()),
+                    ..Workload::default()
+                }),
+                "log-agent"
+            );
+        }
+
         use std::sync::Arc;
 
         use super::*;
-        use crate::k8s::{PodSnapshot, Workload, pod_uid_from_cgroup};
+        use crate::k8s::{PodAttributes, PodSnapshot, Workload, pod_uid_from_cgroup};
 
         const UID: &str = "0a1b2c3d-aaaa-bbbb-cccc-0123456789ab";
 
@@ -551,6 +762,7 @@ pub(crate) mod tests {
             let first = resources.get(&process);
             assert_eq!(first.container_id.as_deref(), Some(id.as_str()));
             assert!(first.kubernetes.is_none());
+            assert_eq!(first.service_name, "python3");
             k8s.update(|store| {
                 store.apply(PodSnapshot {
                     uid: UID.into(),
@@ -569,6 +781,15 @@ pub(crate) mod tests {
             assert_eq!(pod.pod_name, "agent-0");
             assert_eq!(pod.container_name.as_deref(), Some("agent"));
             assert_eq!(pod.workload.statefulset.as_deref(), Some("agent"));
+            // The traced workload names the service, and its namespace the service namespace.
+            assert_eq!(second.service_name, "agent");
+            assert_eq!(
+                super::super::super::attributes::find(
+                    &second.attributes(),
+                    keys::SERVICE_NAMESPACE
+                ),
+                Some(&AttrValue::Str("ai".into()))
+            );
             // Cached from now on.
             assert!(Arc::ptr_eq(&second, &resources.get(&process)));
         }

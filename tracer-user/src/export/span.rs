@@ -626,6 +626,7 @@ pub(crate) mod tests {
             host_name: None,
             container_id: None,
             kubernetes: None,
+            configured_attributes: Default::default(),
         })
     }
 

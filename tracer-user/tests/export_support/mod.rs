@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::{
             metrics_service_server::{MetricsService, MetricsServiceServer},
         },
         trace::v1::{
-            ExportTraceServiceRequest, ExportTraceServiceResponse,
+            ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
             trace_service_server::{TraceService, TraceServiceServer},
         },
     },
@@ -39,7 +39,22 @@ pub struct Received {
     pub raw: Vec<Vec<u8>>,
     /// HTTP request heads / gRPC metadata seen, lower-cased `name: value` lines.
     pub headers: Vec<String>,
+    /// Trace requests answer this HTTP status (0: 200).
+    pub trace_status: u16,
+    /// Trace requests answer a partial success refusing this many spans.
+    pub reject_spans: i64,
+    /// Each trace request is answered only once this many were in flight together (or after
+    /// [`HOLD_LIMIT`]): shows whether the exporter sends requests concurrently.
+    pub hold_until_concurrent: usize,
+    pub in_flight: usize,
+    pub max_in_flight: usize,
+    /// HTTP: each request's path and `content-encoding` header.
+    pub encodings: Vec<(String, Option<String>)>,
 }
+
+/// Longest a held trace request waits for the others; shorter than the exporters' timeout, so
+/// a held request is answered, not retried (a retry would overlap it).
+pub const HOLD_LIMIT: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Default)]
 pub struct Receiver(pub Arc<Mutex<Received>>);
@@ -117,6 +132,45 @@ fn record_metadata<T>(receiver: &Receiver, request: &tonic::Request<T>) {
     }
 }
 
+impl Receiver {
+    /// Waits as [`Received::hold_until_concurrent`] says.
+    async fn hold_trace_request(&self) {
+        let wanted = {
+            let mut r = self.0.lock().expect("receiver lock");
+            r.in_flight += 1;
+            r.max_in_flight = r.max_in_flight.max(r.in_flight);
+            r.hold_until_concurrent
+        };
+        let start = tokio::time::Instant::now();
+        while wanted > 0
+            && self.0.lock().expect("receiver lock").max_in_flight < wanted
+            && start.elapsed() < HOLD_LIMIT
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.0.lock().expect("receiver lock").in_flight -= 1;
+    }
+
+    /// The trace response the receiver is configured to give.
+    fn trace_response(&self) -> ExportTraceServiceResponse {
+        let rejected = self.0.lock().expect("receiver lock").reject_spans;
+        ExportTraceServiceResponse {
+            partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: rejected,
+                error_message: "test receiver refuses some spans".into(),
+            }),
+        }
+    }
+
+    pub fn trace_requests(&self) -> Vec<ExportTraceServiceRequest> {
+        self.0.lock().expect("receiver lock").traces.clone()
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.0.lock().expect("receiver lock").max_in_flight
+    }
+}
+
 #[tonic::async_trait]
 impl TraceService for Receiver {
     async fn export(
@@ -124,11 +178,14 @@ impl TraceService for Receiver {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         record_metadata(self, &request);
+        self.hold_trace_request().await;
         let body = request.into_inner();
-        let mut received = self.0.lock().expect("receiver lock");
-        received.raw.push(body.encode_to_vec());
-        received.traces.push(body);
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        {
+            let mut received = self.0.lock().expect("receiver lock");
+            received.raw.push(body.encode_to_vec());
+            received.traces.push(body);
+        }
+        Ok(tonic::Response::new(self.trace_response()))
     }
 }
 
@@ -149,43 +206,79 @@ impl MetricsService for Receiver {
 
 /// Starts a gRPC OTLP receiver; returns its endpoint URL.
 pub async fn start_grpc_receiver() -> (String, Receiver) {
+    start_grpc_receiver_with(None).await
+}
+
+/// A gRPC OTLP receiver, over TLS with this config when given (gzip requests accepted).
+pub async fn start_grpc_receiver_with(
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> (String, Receiver) {
+    use tonic::codec::CompressionEncoding::Gzip;
     let receiver = Receiver::default();
     let incoming =
         tonic::transport::server::TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .expect("bind gRPC receiver");
     let addr = incoming.local_addr().expect("receiver address");
-    let server = tonic::transport::Server::builder()
-        .add_service(TraceServiceServer::new(receiver.clone()))
-        .add_service(MetricsServiceServer::new(receiver.clone()))
+    let mut builder = tonic::transport::Server::builder();
+    let scheme = match tls {
+        Some(tls) => {
+            builder = builder.tls_config(tls).expect("server TLS config");
+            "https"
+        }
+        None => "http",
+    };
+    let server = builder
+        .add_service(TraceServiceServer::new(receiver.clone()).accept_compressed(Gzip))
+        .add_service(MetricsServiceServer::new(receiver.clone()).accept_compressed(Gzip))
         .serve_with_incoming(incoming);
     tokio::spawn(server);
-    (format!("http://{addr}"), receiver)
+    (format!("{scheme}://{addr}"), receiver)
 }
 
 /// Starts an HTTP/protobuf OTLP receiver (`POST /v1/traces`, `POST /v1/metrics`); returns its
 /// base URL.
 pub async fn start_http_receiver() -> (String, Receiver) {
+    start_http_receiver_with(None).await
+}
+
+/// An HTTP/protobuf OTLP receiver, over TLS with this config when given. Gzip bodies
+/// (`content-encoding: gzip`) are decoded.
+pub async fn start_http_receiver_with(
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+) -> (String, Receiver) {
     let receiver = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind HTTP receiver");
     let addr = listener.local_addr().expect("receiver address");
     let accepting = receiver.clone();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let receiver = accepting.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let _ = serve_http_connection(stream, receiver).await;
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            let _ = serve_http_connection(tls, receiver).await;
+                        }
+                    }
+                    None => {
+                        let _ = serve_http_connection(stream, receiver).await;
+                    }
+                }
             });
         }
     });
-    (format!("http://{addr}"), receiver)
+    (format!("{scheme}://{addr}"), receiver)
 }
 
-async fn serve_http_connection(
-    stream: tokio::net::TcpStream,
-    receiver: Receiver,
-) -> std::io::Result<()> {
+async fn serve_http_connection<S>(stream: S, receiver: Receiver) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut stream = BufReader::new(stream);
     loop {
         let mut request_line = String::new();
@@ -214,12 +307,39 @@ async fn serve_http_connection(
         }
         let mut body = vec![0u8; content_length];
         stream.read_exact(&mut body).await?;
-        {
+        let encoding = headers
+            .iter()
+            .find_map(|h| h.strip_prefix("content-encoding:"))
+            .map(|v| v.trim().to_string());
+        receiver
+            .0
+            .lock()
+            .expect("receiver lock")
+            .encodings
+            .push((path.clone(), encoding));
+        if headers.iter().any(|h| h == "content-encoding: gzip") {
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(body.as_slice()),
+                &mut plain,
+            )?;
+            body = plain;
+        }
+        let is_traces = path == "/v1/traces";
+        if is_traces {
+            receiver.hold_trace_request().await;
+        }
+        let status = {
             let mut received = receiver.0.lock().expect("receiver lock");
             received.headers.extend(headers);
+            let status = if is_traces && received.trace_status != 0 {
+                received.trace_status
+            } else {
+                200
+            };
             received.raw.push(body.clone());
             match path.as_str() {
-                "/v1/traces" => {
+                "/v1/traces" if status == 200 => {
                     if let Ok(r) = ExportTraceServiceRequest::decode(body.as_slice()) {
                         received.traces.push(r);
                     }
@@ -231,10 +351,139 @@ async fn serve_http_connection(
                 }
                 _ => {}
             }
+            status
+        };
+        let body = if is_traces && status == 200 {
+            receiver.trace_response().encode_to_vec()
+        } else {
+            Vec::new()
+        };
+        let head = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.get_mut().write_all(head.as_bytes()).await?;
+        stream.get_mut().write_all(&body).await?;
+    }
+}
+
+/// A per-test PKI (rcgen): a CA, a server certificate for 127.0.0.1 and a client certificate,
+/// written as PEM files for the `OTEL_EXPORTER_OTLP_*CERTIFICATE`/`CLIENT_KEY` variables.
+pub struct TestPki {
+    pub dir: PathBuf,
+    pub ca_pem: String,
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
+    pub ca_path: PathBuf,
+    pub client_cert_path: PathBuf,
+    pub client_key_path: PathBuf,
+}
+
+impl TestPki {
+    pub fn generate(tag: &str) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose, SanType,
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "llmtap OTLP test CA");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |name: &str, purpose: ExtendedKeyUsagePurpose| {
+            let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+            params.distinguished_name.push(DnType::CommonName, name);
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+            params.extended_key_usages = vec![purpose];
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
+            params.use_authority_key_identifier_extension = true;
+            let key = KeyPair::generate().expect("key");
+            let cert = params.signed_by(&key, &issuer).expect("signed");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert_pem, server_key_pem) =
+            leaf("otlp collector", ExtendedKeyUsagePurpose::ServerAuth);
+        let (client_cert_pem, client_key_pem) =
+            leaf("llmtap agent", ExtendedKeyUsagePurpose::ClientAuth);
+        let dir = std::env::temp_dir().join(format!("llmtap-pki-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("pki dir");
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write PEM");
+            path
+        };
+        Self {
+            ca_path: write("ca.pem", &ca_cert.pem()),
+            client_cert_path: write("client.pem", &client_cert_pem),
+            client_key_path: write("client.key", &client_key_pem),
+            ca_pem: ca_cert.pem(),
+            server_cert_pem,
+            server_key_pem,
+            dir,
         }
-        let response =
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
-        stream.get_mut().write_all(response).await?;
+    }
+
+    /// rustls server config for the HTTP receiver; `require_client_cert`: mTLS.
+    pub fn rustls_server(
+        &self,
+        require_client_cert: bool,
+    ) -> Arc<tokio_rustls::rustls::ServerConfig> {
+        use tokio_rustls::rustls::{
+            self, RootCertStore,
+            pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+            server::WebPkiClientVerifier,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("server chain");
+        let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).expect("key");
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions");
+        let builder = if require_client_cert {
+            let mut roots = RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+                roots.add(ca.expect("CA")).expect("root");
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        Arc::new(builder.with_single_cert(chain, key).expect("server config"))
+    }
+
+    /// tonic server TLS for the gRPC receiver, requiring a client certificate from our CA.
+    pub fn tonic_server_mtls(&self) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &self.server_cert_pem,
+                &self.server_key_pem,
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(&self.ca_pem))
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.dir).ok();
     }
 }
 
