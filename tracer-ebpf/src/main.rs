@@ -535,7 +535,8 @@ pub fn process_exec(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Files a just-exec'd process in `HOLD`. A process with a controlling terminal is never held:
+/// Files a process that just exec'd or mapped a library in `HOLD`. A process with a
+/// controlling terminal is never held:
 /// a job-control shell waiting for it would see it stop.
 #[inline(always)]
 fn file_for_hold(pid: u32) {
@@ -649,6 +650,11 @@ pub(crate) const PEER_KEY_DIRECTION: u32 = 2;
 /// map (dlopen/dlclose) so debuggers can look; llmtap looks for newly mapped TLS libraries.
 #[uprobe]
 pub fn dl_debug_state(_ctx: ProbeContext) -> u32 {
+    // A TLS library mapped now is hooked once user space has looked at it: like a new
+    // program, the process is held if it connects before then.
+    if config(&HOLD_NEW_PROCESSES) != 0 {
+        file_for_hold((bpf_get_current_pid_tgid() >> 32) as u32);
+    }
     emit_process_event(event_kind::LIBRARY_LOADED);
     0
 }

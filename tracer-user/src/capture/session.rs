@@ -263,14 +263,11 @@ impl CaptureSession {
         new
     }
 
-    /// A new program: inspected at once, then a few more times as it loads libraries. With
-    /// holds on, a `connect` while it is being hooked stops it until then (`capture::hold`).
-    fn on_exec(&mut self, pid: u32) {
-        if self.tracer.hold_guard_pid() == Some(pid) {
-            return;
-        }
-        // Read before the scan: the scan hooks the program the process runs now, which may be
-        // a later exec than this event's; that exec's entry is the one to end.
+    /// Scans a process that just exec'd or mapped a library. With holds on, the kernel filed
+    /// it in `HOLD`: a `connect` during the scan stops it until the hooks are in place.
+    fn scan_holding(&mut self, pid: u32) {
+        // Read before the scan: the scan hooks what the process runs now, which may be a later
+        // exec than this event's; that exec's entry is the one to end.
         let hold = self
             .hold_new_processes
             .then(|| self.tracer.hold_entry(pid))
@@ -285,6 +282,15 @@ impl CaptureSession {
         if let Some(entry) = hold {
             self.tracer.end_hold(pid, entry.generation);
         }
+    }
+
+    /// A new program: inspected at once, then a few more times as it loads libraries. With
+    /// holds on, a `connect` while it is being hooked stops it until then (`capture::hold`).
+    fn on_exec(&mut self, pid: u32) {
+        if self.tracer.hold_guard_pid() == Some(pid) {
+            return;
+        }
+        self.scan_holding(pid);
         if self.pending.len() < MAX_PENDING_RESCANS {
             self.pending
                 .push(Reverse((Instant::now() + EXEC_RESCANS[0], pid, 0)));
@@ -365,17 +371,17 @@ impl CaptureSession {
                     for pid in execs {
                         self.on_exec(pid);
                     }
-                    // Stopped while its exec (earlier in the ring) was being handled, which is
-                    // done now: its hooks are in place.
-                    for pid in held {
-                        log::debug!("pid {pid} held at connect until hooked: continuing it");
-                        self.tracer.resume_held(pid);
-                    }
                     loads.sort_unstable();
                     loads.dedup();
                     for pid in loads {
                         log::trace!("library load in pid {pid}: rescanning it");
-                        self.scan_pid(pid);
+                        self.scan_holding(pid);
+                    }
+                    // Stopped while its exec or library load (earlier in the ring) was being
+                    // handled, which is done now: its hooks are in place.
+                    for pid in held {
+                        log::debug!("pid {pid} held at connect until hooked: continuing it");
+                        self.tracer.resume_held(pid);
                     }
                     // Lifecycle events are for the session; callers get them too (exit frees
                     // state downstream) but an empty batch of traffic is not worth returning.
