@@ -1,13 +1,16 @@
 //! What a binary offers to hook: exported OpenSSL functions (shared libssl or OpenSSL linked
-//! statically, as in Node), BoringSSL without symbols (Bun), Go's crypto/tls, rustls. Works
-//! through a read-only mapping, so only the pages touched are read: headers and symbol tables
-//! for most files; the read-only data of executables (looking for BoringSSL's source paths),
-//! and their code only when BoringSSL is there.
+//! statically, as in Node), BoringSSL without symbols (Bun), Go's crypto/tls, rustls. The file
+//! is read through `capture::file` (bounded `pread`, never mapped: another process may
+//! truncate it), and only what the analysers ask for: headers and symbol tables for most
+//! files; the read-only data of executables (looking for BoringSSL's source paths), and their
+//! code only when BoringSSL or aws-lc is there.
 
 use std::fs::File;
 use std::path::Path;
 
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+use super::file::{BoundedReader, Follow, MAX_FILE_BYTES_READ, ReadStop, ReadStopProbe};
 
 /// Symbols whose presence makes a binary an OpenSSL hook target.
 pub const OPENSSL_REQUIRED: [&str; 2] = ["SSL_write", "SSL_read"];
@@ -52,24 +55,72 @@ pub struct ElfInfo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
-    #[error("opening: {0}")]
+    #[error("{0}")]
+    Open(#[from] super::file::FileError),
+    #[error("reading: {0}")]
     Io(#[from] std::io::Error),
     #[error("not an ELF file we can read: {0}")]
     Parse(#[from] object::Error),
+    #[error("reading stopped: {0}")]
+    Read(String),
 }
 
-/// Inspects `path`. `full_symtab` also scans `.symtab` (for main executables, where static
-/// OpenSSL may not be exported); shared libraries only need `.dynsym`.
+/// Inspects `path` (a path a user named, or a system one: a final symbolic link is followed).
+/// `full_symtab` also scans `.symtab` (for main executables, where static OpenSSL may not be
+/// exported); shared libraries only need `.dynsym`.
 pub fn inspect(path: &Path, full_symtab: bool) -> Result<ElfInfo, ElfError> {
-    inspect_file(File::open(path)?, full_symtab)
+    inspect_file(
+        super::file::open_regular(path, Follow::Symlinks)?,
+        full_symtab,
+    )
 }
 
-/// As [`inspect`], on an open file.
+/// As [`inspect`], on an open regular file.
 pub fn inspect_file(file: File, full_symtab: bool) -> Result<ElfInfo, ElfError> {
-    // SAFETY: the mapping is read-only and private; binaries being executed cannot be
-    // truncated (ETXTBSY), and libraries are replaced by rename (a new inode), not in place.
-    let map = unsafe { memmap2::Mmap::map(&file)? };
-    let data: &[u8] = &map;
+    let (reader, stop) = BoundedReader::new(file, MAX_FILE_BYTES_READ)?;
+    let cache = object::ReadCache::new(reader);
+    let result = inspect_data(&cache, full_symtab);
+    // `object` only says a read failed; the reader knows why (truncated, over budget).
+    let read_failure = |stop: &ReadStopProbe| match stop.get() {
+        ReadStop::None => None,
+        ReadStop::Budget(budget) => Some(ElfError::Read(format!(
+            "the analysis needs more than {} MiB of the file",
+            budget >> 20
+        ))),
+        ReadStop::Failed(why) => Some(ElfError::Read(why)),
+    };
+    // A read that failed or stopped at the budget leaves partial answers: none is trusted.
+    match (result, read_failure(&stop)) {
+        (_, Some(err)) => Err(err),
+        (result, None) => result,
+    }
+}
+
+/// File offset of the symbol `name` (`.dynsym`, then `.symtab`), read as [`inspect_file`]
+/// reads: the dynamic loader's hook point.
+pub fn symbol_offset(file: File, name: &str) -> Result<Option<u64>, ElfError> {
+    let (reader, stop) = BoundedReader::new(file, MAX_FILE_BYTES_READ)?;
+    let cache = object::ReadCache::new(reader);
+    let found = (|| {
+        let elf = object::File::parse(&cache)?;
+        let offset = elf
+            .dynamic_symbols()
+            .chain(elf.symbols())
+            .find(|sym| sym.is_definition() && sym.name_bytes().is_ok_and(|n| n == name.as_bytes()))
+            .and_then(|sym| file_offset(&elf, &sym));
+        Ok::<_, object::Error>(offset)
+    })();
+    match (found, stop.get()) {
+        (_, ReadStop::Failed(why)) => Err(ElfError::Read(why)),
+        (Err(err), _) => Err(err.into()),
+        (Ok(offset), _) => Ok(offset),
+    }
+}
+
+fn inspect_data<R: object::ReadCacheOps>(
+    data: &object::ReadCache<R>,
+    full_symtab: bool,
+) -> Result<ElfInfo, ElfError> {
     let elf = object::File::parse(data)?;
     let mut info = ElfInfo {
         has_symtab: elf.symbol_table().is_some(),
@@ -111,11 +162,7 @@ pub fn inspect_file(file: File, full_symtab: bool) -> Result<ElfInfo, ElfError> 
         {
             let started = std::time::Instant::now();
             let found = super::awslc::find_hooks(&super::awslc::Image::from_elf(&elf));
-            log::debug!(
-                "aws-lc AEAD search over {} MB took {:?}: {found:?}",
-                data.len() >> 20,
-                started.elapsed()
-            );
+            log::debug!("aws-lc AEAD search took {:?}: {found:?}", started.elapsed());
             info.aead = found.transpose();
         }
     }

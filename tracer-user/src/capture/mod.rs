@@ -8,8 +8,10 @@ pub mod awslc;
 pub mod boringssl;
 pub mod elf;
 pub mod event;
+pub mod file;
 pub mod go_tls;
 pub mod hold;
+pub mod inspect;
 pub mod stream;
 
 pub use event::{

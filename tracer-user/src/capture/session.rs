@@ -81,18 +81,19 @@ impl CaptureSession {
     /// must attach; discovered ones are best effort (logged). Needs a tokio runtime.
     pub fn start(config: &SessionConfig) -> Result<Self, TracerError> {
         let mut tracer = Tracer::load(&config.tracer)?;
+        let mut discovery = Discovery::new();
         let mut pinned = HashSet::new();
         for path in &config.ssl_libs {
-            tracer.attach_openssl(path)?;
-            pinned.extend(FileId::of(path).ok());
+            let file = attach_named(&mut tracer, &mut discovery, path, true)?;
+            pinned.insert(file);
         }
         match targets::default_libssl() {
-            Some(path) => {
-                if let Err(err) = tracer.attach_openssl(&path) {
-                    log::warn!("default libssl {}: {err}", path.display());
+            Some(path) => match attach_named(&mut tracer, &mut discovery, &path, false) {
+                Ok(file) => {
+                    pinned.insert(file);
                 }
-                pinned.extend(FileId::of(&path).ok());
-            }
+                Err(err) => log::warn!("default libssl {}: {err}", path.display()),
+            },
             None => log::info!("no system libssl found; relying on processes' own copies"),
         }
         let rescan_timer = (!config.rescan_interval.is_zero()).then(|| {
@@ -102,7 +103,7 @@ impl CaptureSession {
         let mut session = Self {
             tracer,
             pids: config.tracer.pids.clone(),
-            discovery: Discovery::new(),
+            discovery,
             pending: BinaryHeap::new(),
             rescan_timer,
             skipped_rescans: 0,
@@ -189,9 +190,12 @@ impl CaptureSession {
     fn attach_report(&mut self, report: targets::ProcessReport) -> usize {
         let mut new = 0;
         for loader in &report.loaders {
+            let Some(&(_, offset)) = loader.offsets.first() else {
+                continue;
+            };
             match self
                 .tracer
-                .attach_loader(&loader.io_path(), &loader.attach_path)
+                .attach_loader_at(&loader.io_path(), &loader.attach_path, offset)
             {
                 Ok(_) => self.keep_handle(loader),
                 Err(err) => log::debug!("loader {} (pid {}): {err}", loader.path, report.pid),
@@ -306,6 +310,11 @@ impl CaptureSession {
         }
     }
 
+    /// Files discovery refused or could not read in time.
+    pub fn file_counters(&self) -> targets::FileCounters {
+        self.discovery.counters()
+    }
+
     /// Per-process rescans not scheduled because too many were pending.
     pub fn skipped_rescans(&self) -> u64 {
         self.skipped_rescans
@@ -387,4 +396,22 @@ impl CaptureSession {
             }
         }
     }
+}
+
+/// Hooks a file named by the user or the system: opened and analysed on the discovery worker
+/// (only a regular file, read within bounds), attached through its open handle.
+fn attach_named(
+    tracer: &mut Tracer,
+    discovery: &mut Discovery,
+    path: &std::path::Path,
+    full_symtab: bool,
+) -> Result<FileId, TracerError> {
+    let named = discovery
+        .inspect_named(path, full_symtab)
+        .map_err(|reason| TracerError::NotOpenSsl {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+    tracer.attach_openssl_at(&named.io_path(), path, Some(&named.info.openssl_offsets))?;
+    Ok(named.file)
 }
