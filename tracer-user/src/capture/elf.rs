@@ -12,6 +12,9 @@ use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 use super::file::{BoundedReader, Follow, MAX_FILE_BYTES_READ, ReadStop, ReadStopProbe};
 
+/// Bytes of one file searched in pieces at most (its read-only data, not kept in memory).
+const MAX_FILE_BYTES_STREAMED: u64 = 2 << 30;
+
 /// Symbols whose presence makes a binary an OpenSSL hook target.
 pub const OPENSSL_REQUIRED: [&str; 2] = ["SSL_write", "SSL_read"];
 
@@ -77,9 +80,24 @@ pub fn inspect(path: &Path, full_symtab: bool) -> Result<ElfInfo, ElfError> {
 
 /// As [`inspect`], on an open regular file.
 pub fn inspect_file(file: File, full_symtab: bool) -> Result<ElfInfo, ElfError> {
+    // Read-only data searched in pieces, not kept: a second reader, with a budget of bytes
+    // passed through (segments that overlap in a crafted file must not make it read forever).
+    let (mut streamed, streamed_stop) =
+        BoundedReader::new(file.try_clone()?, MAX_FILE_BYTES_STREAMED)?;
     let (reader, stop) = BoundedReader::new(file, MAX_FILE_BYTES_READ)?;
     let cache = object::ReadCache::new(reader);
-    let result = inspect_data(&cache, full_symtab);
+    let mut read_at = |offset: u64, buf: &mut [u8]| streamed.read_exact_at(buf, offset).is_ok();
+    let result = inspect_data(&cache, full_symtab, &mut read_at);
+    match streamed_stop.get() {
+        ReadStop::None => {}
+        ReadStop::Budget(budget) => {
+            return Err(ElfError::Read(format!(
+                "the analysis needs to search more than {} MiB of the file",
+                budget >> 20
+            )));
+        }
+        ReadStop::Failed(why) => return Err(ElfError::Read(why)),
+    }
     // `object` only says a read failed; the reader knows why (truncated, over budget).
     let read_failure = |stop: &ReadStopProbe| match stop.get() {
         ReadStop::None => None,
@@ -120,6 +138,7 @@ pub fn symbol_offset(file: File, name: &str) -> Result<Option<u64>, ElfError> {
 fn inspect_data<R: object::ReadCacheOps>(
     data: &object::ReadCache<R>,
     full_symtab: bool,
+    read_at: &mut dyn FnMut(u64, &mut [u8]) -> bool,
 ) -> Result<ElfInfo, ElfError> {
     let elf = object::File::parse(data)?;
     let mut info = ElfInfo {
@@ -168,7 +187,7 @@ fn inspect_data<R: object::ReadCacheOps>(
     }
     let go = elf.section_by_name(".go.buildinfo").is_some();
     if full_symtab && !info.exports_openssl && !go {
-        info.boringssl = super::boringssl::locate_in_elf(&elf);
+        info.boringssl = super::boringssl::locate_in_elf(&elf, read_at);
     }
     if let Some(section) = elf.section_by_name(".go.buildinfo") {
         let data = section.data().ok();

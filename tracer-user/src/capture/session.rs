@@ -398,6 +398,23 @@ impl CaptureSession {
     }
 }
 
+impl Drop for CaptureSession {
+    /// Files that could not be read are logged one by one as they happen; the totals close
+    /// the run, so that none goes unnoticed.
+    fn drop(&mut self) {
+        let files = self.discovery.counters();
+        if files != targets::FileCounters::default() {
+            log::warn!(
+                "target files not analysed: {} refused or unreadable, {} reads overran their \
+                 timeout, {} skipped while file workers were blocked",
+                files.refused,
+                files.work.timed_out,
+                files.work.refused
+            );
+        }
+    }
+}
+
 /// Hooks a file named by the user or the system: opened and analysed on the discovery worker
 /// (only a regular file, read within bounds), attached through its open handle.
 fn attach_named(
