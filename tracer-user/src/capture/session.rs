@@ -6,7 +6,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,18 +135,32 @@ impl CaptureSession {
             .flat_map(|r| r.targets.iter().chain(&r.loaders).map(|t| t.file))
             .collect();
         let new = reports.into_iter().map(|r| self.attach_report(r)).sum();
-        let mut unused = Vec::new();
+        let unused_files: Vec<FileId> = self
+            .tracer
+            .attached_files()
+            .into_iter()
+            .filter(|file| !in_use.contains(file) && !self.pinned.contains(file))
+            .collect();
         for file in self.tracer.attached_files() {
-            if in_use.contains(&file) || self.pinned.contains(&file) {
+            if !unused_files.contains(&file) {
                 self.idle.remove(&file);
-                continue;
             }
+        }
+        // Deleted or replaced (a new build renamed over it): no process can map it again.
+        // Asked of the file system on the worker, like every other look at a target file.
+        let with_handles: Vec<(FileId, Arc<File>)> = unused_files
+            .iter()
+            .filter_map(|file| Some((*file, self.handles.get(file)?.clone())))
+            .collect();
+        let unlinked: HashSet<FileId> = self.discovery.unlinked(with_handles);
+        let mut unused = Vec::new();
+        for file in unused_files {
             let idle = self.idle.entry(file).or_insert(0);
             *idle = idle.saturating_add(1);
-            let gone = match self.handles.get(&file) {
-                // Deleted or replaced (a new build renamed over it): no process can map it again.
-                Some(handle) => handle.metadata().map_or(true, |m| m.nlink() == 0),
-                None => *idle >= UNHOOK_UNKNOWN_AFTER_IDLE_RESCANS,
+            let gone = if self.handles.contains_key(&file) {
+                unlinked.contains(&file)
+            } else {
+                *idle >= UNHOOK_UNKNOWN_AFTER_IDLE_RESCANS
             };
             if gone {
                 self.unhook(file);

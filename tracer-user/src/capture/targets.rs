@@ -202,6 +202,30 @@ impl Discovery {
         }
     }
 
+    /// Of these open files, those deleted or replaced (no link left), checked on the worker;
+    /// none when the check does not complete in time (they stay hooked until a later check).
+    pub fn unlinked(&mut self, files: Vec<(FileId, Arc<std::fs::File>)>) -> HashSet<FileId> {
+        if files.is_empty() {
+            return HashSet::new();
+        }
+        let checked = self.worker.run(move |progress| {
+            files
+                .iter()
+                .filter(|(file, handle)| {
+                    let key = format!("inode {}:{}", file.dev, file.ino);
+                    progress
+                        .on_file(&key, || handle.metadata().map_or(true, |m| m.nlink() == 0))
+                        .unwrap_or(false)
+                })
+                .map(|(file, _)| *file)
+                .collect::<HashSet<FileId>>()
+        });
+        checked.unwrap_or_else(|err| {
+            log::debug!("checking hooked files: {err}");
+            HashSet::new()
+        })
+    }
+
     /// Opens and analyses a file named by the user or the system (`--ssl-lib`, the default
     /// libssl) on the worker. `full_symtab` also reads `.symtab`.
     pub fn inspect_named(&mut self, path: &Path, full_symtab: bool) -> Result<NamedFile, String> {
