@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How long the capture task waits for one job (one process's files, or one named file).
-/// Analysing the largest known executable (Claude Code, 400 MB) takes well under this; a job
-/// that overruns still completes in the background and its result is used at the next scan.
-pub const JOB_TIMEOUT: Duration = Duration::from_secs(3);
+/// Analysing the largest known executable (Claude Code, 400 MB) takes well under a second; a
+/// job that overruns still completes in the background and its result is used at the next
+/// scan of the process. A hung file costs the capture task this once.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Worker threads left blocked at most; past this, file work waits until one returns.
 pub const MAX_STUCK_WORKERS: usize = 4;

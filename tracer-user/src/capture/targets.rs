@@ -156,6 +156,15 @@ impl Discovery {
         Self::default()
     }
 
+    /// Waiting up to `timeout` for each job on the worker (tests of slow unoptimised builds,
+    /// and `llmtap targets`, which has no ring buffer to read meanwhile).
+    pub fn with_timeout(timeout: std::time::Duration) -> Self {
+        Self {
+            cache: Arc::default(),
+            worker: FileWorker::new(timeout),
+        }
+    }
+
     /// Forgets what a file contained (it was unhooked; its inode number may be reused).
     pub fn forget(&mut self, file: FileId) {
         lock(&self.cache.files).remove(&file);
@@ -585,7 +594,8 @@ mod tests {
 
     #[test]
     fn discovery_reports_this_process() {
-        let mut discovery = Discovery::new();
+        // This unoptimised test binary takes a while to analyse on a busy machine.
+        let mut discovery = Discovery::with_timeout(std::time::Duration::from_secs(600));
         let report = discovery.scan_process(std::process::id()).expect("self");
         assert!(report.exe.is_some());
         // This test binary does not define SSL_* itself (whether it maps libssl varies), but
