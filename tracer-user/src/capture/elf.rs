@@ -87,7 +87,13 @@ pub fn inspect_file(file: File, full_symtab: bool) -> Result<ElfInfo, ElfError> 
     let (reader, stop) = BoundedReader::new(file, MAX_FILE_BYTES_READ)?;
     let cache = object::ReadCache::new(reader);
     let mut read_at = |offset: u64, buf: &mut [u8]| streamed.read_exact_at(buf, offset).is_ok();
-    let result = inspect_data(&cache, full_symtab, &mut read_at);
+    let read = Default::default();
+    let data = Budgeted {
+        cache: &cache,
+        probe: &stop,
+        read: &read,
+    };
+    let result = inspect_data(data, full_symtab, &mut read_at);
     match streamed_stop.get() {
         ReadStop::None => {}
         ReadStop::Budget(budget) => {
@@ -119,8 +125,14 @@ pub fn inspect_file(file: File, full_symtab: bool) -> Result<ElfInfo, ElfError> 
 pub fn symbol_offset(file: File, name: &str) -> Result<Option<u64>, ElfError> {
     let (reader, stop) = BoundedReader::new(file, MAX_FILE_BYTES_READ)?;
     let cache = object::ReadCache::new(reader);
+    let read = Default::default();
+    let data = Budgeted {
+        cache: &cache,
+        probe: &stop,
+        read: &read,
+    };
     let found = (|| {
-        let elf = object::File::parse(&cache)?;
+        let elf = object::File::parse(data)?;
         let offset = elf
             .dynamic_symbols()
             .chain(elf.symbols())
@@ -130,13 +142,55 @@ pub fn symbol_offset(file: File, name: &str) -> Result<Option<u64>, ElfError> {
     })();
     match (found, stop.get()) {
         (_, ReadStop::Failed(why)) => Err(ElfError::Read(why)),
+        (_, ReadStop::Budget(budget)) => Err(ElfError::Read(format!(
+            "looking for {name} needs more than {} MiB of the file",
+            budget >> 20
+        ))),
         (Err(err), _) => Err(err.into()),
         (Ok(offset), _) => Ok(offset),
     }
 }
 
-fn inspect_data<R: object::ReadCacheOps>(
-    data: &object::ReadCache<R>,
+/// The cached reader, refusing a request larger than what is left of the budget before
+/// `ReadCache` allocates it (a crafted header can name a section as large as the file).
+#[derive(Clone, Copy)]
+struct Budgeted<'a> {
+    cache: &'a object::ReadCache<BoundedReader>,
+    probe: &'a ReadStopProbe,
+    /// Ranges read already (cached: asking again costs nothing).
+    read: &'a std::cell::RefCell<std::collections::HashSet<(u64, u64)>>,
+}
+
+impl<'a> object::ReadRef<'a> for Budgeted<'a> {
+    fn len(self) -> Result<u64, ()> {
+        self.cache.len()
+    }
+
+    fn read_bytes_at(self, offset: u64, size: u64) -> Result<&'a [u8], ()> {
+        let mut read = self.read.borrow_mut();
+        if !read.contains(&(offset, size)) {
+            if size > self.probe.remaining() {
+                self.probe.refuse_for_budget();
+                return Err(());
+            }
+            read.insert((offset, size));
+        }
+        drop(read);
+        self.cache.read_bytes_at(offset, size)
+    }
+
+    fn read_bytes_at_until(
+        self,
+        range: std::ops::Range<u64>,
+        delimiter: u8,
+    ) -> Result<&'a [u8], ()> {
+        // At most 4 KiB each, counted by the reader.
+        self.cache.read_bytes_at_until(range, delimiter)
+    }
+}
+
+fn inspect_data(
+    data: Budgeted<'_>,
     full_symtab: bool,
     read_at: &mut dyn FnMut(u64, &mut [u8]) -> bool,
 ) -> Result<ElfInfo, ElfError> {
@@ -277,6 +331,90 @@ mod tests {
         std::fs::write(&dir, b"\x7fELF garbage garbage").expect("write");
         assert!(inspect(&dir, true).is_err());
         let _ = std::fs::remove_file(&dir);
+    }
+
+    /// An ELF file whose `.dynsym` is `dynsym_bytes` of zeros (a hole in a sparse file).
+    fn write_elf_with_dynsym(path: &Path, dynsym_bytes: u64) {
+        use std::os::unix::fs::FileExt as _;
+        let names = b"\0.dynsym\0.dynstr\0.shstrtab\0";
+        let (dynstr, shstrtab, dynsym) = (0x1000u64, 0x1100u64, 0x10000u64);
+        let shoff = dynsym + dynsym_bytes;
+        let mut header = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+        header.extend_from_slice(&3u16.to_le_bytes());
+        header.extend_from_slice(&0x3eu16.to_le_bytes());
+        header.extend_from_slice(&1u32.to_le_bytes());
+        for v in [0u64, 0, shoff] {
+            header.extend_from_slice(&v.to_le_bytes());
+        }
+        header.extend_from_slice(&0u32.to_le_bytes());
+        for v in [64u16, 56, 0, 64, 4, 3] {
+            header.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut sections = vec![0u8; 64];
+        for (name, kind, offset, size, link, entsize) in [
+            (1u32, 11u32, dynsym, dynsym_bytes, 2u32, 24u64),
+            (9, 3, dynstr, 1, 0, 0),
+            (17, 3, shstrtab, names.len() as u64, 0, 0),
+        ] {
+            for v in [name, kind] {
+                sections.extend_from_slice(&v.to_le_bytes());
+            }
+            for v in [2u64, offset, offset, size] {
+                sections.extend_from_slice(&v.to_le_bytes());
+            }
+            for v in [link, 1] {
+                sections.extend_from_slice(&v.to_le_bytes());
+            }
+            for v in [8u64, entsize] {
+                sections.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        let file = File::create(path).expect("create");
+        file.write_all_at(&header, 0).expect("header");
+        file.write_all_at(&[0], dynstr).expect("dynstr");
+        file.write_all_at(names, shstrtab).expect("names");
+        file.write_all_at(&sections, shoff).expect("sections");
+    }
+
+    #[test]
+    fn a_section_larger_than_the_budget_is_refused_before_it_is_read() {
+        let path = std::env::temp_dir().join(format!("llmtap-elf-huge-{}", std::process::id()));
+        // 2 GiB of symbols in a sparse file: reading them would need 2 GiB of memory.
+        write_elf_with_dynsym(&path, (2 << 30) / 24 * 24);
+        let peak_kib = || {
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+                    line.split_whitespace().nth(1)?.parse::<u64>().ok()
+                })
+                .expect("VmHWM")
+        };
+        let before = peak_kib();
+        let err = inspect(&path, false).expect_err("over the budget");
+        let grown_mib = (peak_kib() - before) >> 10;
+        let _ = std::fs::remove_file(&path);
+        assert!(err.to_string().contains("more than 512 MiB"), "{err}");
+        assert!(grown_mib < 1024, "the process grew by {grown_mib} MiB");
+    }
+
+    #[test]
+    fn a_file_cut_short_while_read_is_an_error() {
+        let path = std::env::temp_dir().join(format!("llmtap-elf-cut-{}", std::process::id()));
+        write_elf_with_dynsym(&path, 24 * 1000);
+        assert!(inspect(&path, false).is_ok());
+        let file = super::super::file::open_regular(&path, Follow::Symlinks).expect("open");
+        // The length is taken when reading starts; the file then shrinks under the reader.
+        let (mut reader, stop) = BoundedReader::new(file, MAX_FILE_BYTES_READ).expect("reader");
+        File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(0x2000))
+            .expect("truncate");
+        let mut buf = vec![0u8; 24 * 1000];
+        assert!(reader.read_exact_at(&mut buf, 0x10000).is_err());
+        assert!(matches!(stop.get(), ReadStop::Failed(_)));
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -91,7 +91,8 @@ pub struct BoundedReader {
     len: u64,
     position: u64,
     budget: u64,
-    remaining: u64,
+    /// Shared with the [`ReadStopProbe`], which checks requests before anything is allocated.
+    remaining: Rc<Cell<u64>>,
     stop: Rc<Cell<ReadStopCell>>,
 }
 
@@ -105,13 +106,30 @@ enum ReadStopKind {
     Error(i32),
 }
 
-/// Tells why a [`BoundedReader`] stopped, after the reader was handed to `ReadCache`.
+/// Tells why a [`BoundedReader`] stopped, after the reader was handed to `ReadCache`, and
+/// what is left of its budget.
 #[derive(Clone, Debug)]
-pub struct ReadStopProbe(Rc<Cell<ReadStopCell>>);
+pub struct ReadStopProbe {
+    stop: Rc<Cell<ReadStopCell>>,
+    remaining: Rc<Cell<u64>>,
+    budget: u64,
+}
 
 impl ReadStopProbe {
+    /// Bytes the reader may still read.
+    pub fn remaining(&self) -> u64 {
+        self.remaining.get()
+    }
+
+    /// Records that a request was refused for the budget before reaching the reader.
+    pub fn refuse_for_budget(&self) {
+        if self.stop.get().is_none() {
+            self.stop.set(Some(ReadStopKind::Budget(self.budget)));
+        }
+    }
+
     pub fn get(&self) -> ReadStop {
-        match self.0.get() {
+        match self.stop.get() {
             None => ReadStop::None,
             Some(ReadStopKind::Budget(budget)) => ReadStop::Budget(budget),
             Some(ReadStopKind::ShortRead { offset, wanted }) => ReadStop::Failed(format!(
@@ -128,16 +146,21 @@ impl BoundedReader {
     pub fn new(file: File, budget: u64) -> io::Result<(Self, ReadStopProbe)> {
         let len = file.metadata()?.len();
         let stop = Rc::new(Cell::new(None));
+        let remaining = Rc::new(Cell::new(budget));
         Ok((
             Self {
                 file,
                 len,
                 position: 0,
                 budget,
-                remaining: budget,
+                remaining: remaining.clone(),
                 stop: stop.clone(),
             },
-            ReadStopProbe(stop),
+            ReadStopProbe {
+                stop,
+                remaining,
+                budget,
+            },
         ))
     }
 
@@ -166,10 +189,11 @@ impl BoundedReader {
     /// Reads `buf.len()` bytes at `offset` (not moving the position), within the budget.
     pub fn read_exact_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let wanted = buf.len() as u64;
-        if wanted > self.remaining {
+        let remaining = self.remaining.get();
+        if wanted > remaining {
             return Err(self.fail(ReadStopKind::Budget(self.budget)));
         }
-        self.remaining -= wanted;
+        self.remaining.set(remaining - wanted);
         if offset.checked_add(wanted).is_none_or(|end| end > self.len) {
             return Err(self.fail(ReadStopKind::ShortRead { offset, wanted }));
         }
