@@ -5,7 +5,7 @@
 //! skipped until then (never retried in a loop), and the next job gets a fresh thread. Only
 //! a few threads may be stuck at once: past that, file work is refused, not queued.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,6 +19,9 @@ pub const JOB_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Worker threads left blocked at most; past this, file work waits until one returns.
 pub const MAX_STUCK_WORKERS: usize = 4;
+
+/// Results of overrun jobs kept at most until the caller takes them.
+pub const MAX_LATE_RESULTS: usize = 256;
 
 /// What a job can tell the worker: the file it is on (by a key naming the file itself, not a
 /// path that changes from process to process) and whether that file is known to hang.
@@ -130,6 +133,17 @@ impl FileWorker {
         &mut self,
         job: impl FnOnce(&Progress) -> T + Send + 'static,
     ) -> Result<T, JobError> {
+        self.run_keeping_late(job, None)
+    }
+
+    /// As [`FileWorker::run`]; the result of a job that overran the timeout is pushed to
+    /// `late` when it completes (the oldest dropped past [`MAX_LATE_RESULTS`]), so that a
+    /// slow file's analysis is not lost.
+    pub fn run_keeping_late<T: Send + 'static>(
+        &mut self,
+        job: impl FnOnce(&Progress) -> T + Send + 'static,
+        late: Option<Arc<Mutex<VecDeque<T>>>>,
+    ) -> Result<T, JobError> {
         let stuck = self.threads.load(Ordering::SeqCst) - usize::from(self.jobs.is_some());
         if stuck >= MAX_STUCK_WORKERS {
             self.counters.refused += 1;
@@ -137,8 +151,25 @@ impl FileWorker {
         }
         let (result_tx, result_rx) = mpsc::sync_channel(1);
         let progress = self.progress.clone();
+        // Set by the waiter when it stops waiting; under this lock, the job either sees it
+        // (and keeps its result as late) or has sent it already (and the waiter finds it).
+        let abandoned = Arc::new(Mutex::new(false));
+        let job_abandoned = abandoned.clone();
         let job: Job = Box::new(move || {
-            let _ = result_tx.send(job(&progress));
+            let result = job(&progress);
+            let abandoned = job_abandoned.lock().unwrap_or_else(PoisonError::into_inner);
+            match (&late, *abandoned) {
+                (Some(late), true) => {
+                    let mut late = late.lock().unwrap_or_else(PoisonError::into_inner);
+                    if late.len() >= MAX_LATE_RESULTS {
+                        late.pop_front();
+                    }
+                    late.push_back(result);
+                }
+                _ => {
+                    let _ = result_tx.send(result);
+                }
+            }
         });
         let job = match &self.jobs {
             Some(jobs) => jobs.send(job).err().map(|mpsc::SendError(job)| job),
@@ -150,7 +181,17 @@ impl FileWorker {
             jobs.send(job).map_err(|_| JobError::WorkerFailed)?;
             self.jobs = Some(jobs);
         }
-        match result_rx.recv_timeout(self.timeout) {
+        let waited = result_rx.recv_timeout(self.timeout);
+        let waited = match waited {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                *abandoned.lock().unwrap_or_else(PoisonError::into_inner) = true;
+                result_rx
+                    .try_recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Timeout)
+            }
+            other => other,
+        };
+        match waited {
             Ok(result) => Ok(result),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 // This thread is left to its job; closing its queue ends it afterwards.
@@ -253,6 +294,23 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(retried, Some(2));
+    }
+
+    #[test]
+    fn a_late_result_is_kept_for_the_caller() {
+        let mut worker = FileWorker::new(Duration::from_millis(20));
+        let late = Arc::new(Mutex::new(VecDeque::new()));
+        let (release, released) = mpsc::channel();
+        let job = blocking_job(released, "slow file");
+        assert!(worker.run_keeping_late(job, Some(late.clone())).is_err());
+        release.send(()).unwrap();
+        for _ in 0..10_000 {
+            if !late.lock().unwrap().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(late.lock().unwrap().pop_front(), Some(1));
     }
 
     #[test]

@@ -336,6 +336,13 @@ impl CaptureSession {
     /// Waits for capture events (appended to `out`), doing discovery work in between.
     pub async fn next_events(&mut self, out: &mut Vec<CaptureEvent>) -> io::Result<()> {
         loop {
+            for report in self.discovery.take_late() {
+                log::debug!(
+                    "pid {}: scan completed late; hooking its targets",
+                    report.pid
+                );
+                self.attach_report(report);
+            }
             let due = self.pending.peek().map(|Reverse((due, _, _))| *due);
             let periodic = async {
                 match self.rescan_timer.as_mut() {

@@ -5,7 +5,7 @@
 //! `--ssl-lib`. Attachments are deduplicated by (device, inode) because a uprobe lives on the
 //! file, not on a path or a process.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,6 +109,9 @@ pub struct ProcessReport {
 pub struct Discovery {
     cache: Arc<DiscoveryCache>,
     worker: FileWorker,
+    /// Scans that overran the worker's timeout and completed since (a large binary analysed
+    /// on a busy machine): their targets are hooked late rather than never.
+    late: Arc<Mutex<VecDeque<Option<ProcessReport>>>>,
 }
 
 /// What discovery learnt about files, shared with the worker (locked only between reads).
@@ -162,6 +165,7 @@ impl Discovery {
         Self {
             cache: Arc::default(),
             worker: FileWorker::new(timeout),
+            late: Arc::default(),
         }
     }
 
@@ -195,10 +199,10 @@ impl Discovery {
     /// read returns).
     pub fn scan_process(&mut self, pid: u32) -> Option<ProcessReport> {
         let cache = self.cache.clone();
-        match self
-            .worker
-            .run(move |progress| scan_process_files(&cache, progress, pid))
-        {
+        match self.worker.run_keeping_late(
+            move |progress| scan_process_files(&cache, progress, pid),
+            Some(self.late.clone()),
+        ) {
             Ok(report) => report,
             Err(err @ JobError::TimedOut { .. }) => {
                 log::warn!("pid {pid}: {err}");
@@ -209,6 +213,11 @@ impl Discovery {
                 None
             }
         }
+    }
+
+    /// Reports of scans that completed after [`Discovery::scan_process`] stopped waiting.
+    pub fn take_late(&mut self) -> Vec<ProcessReport> {
+        lock(&self.late).drain(..).flatten().collect()
     }
 
     /// Of these open files, those deleted or replaced (no link left), checked on the worker;
