@@ -151,6 +151,9 @@ pub fn symbol_offset(file: File, name: &str) -> Result<Option<u64>, ElfError> {
     }
 }
 
+/// Bytes read at once for name lookups ([`Budgeted`]).
+const STRING_BLOCK: u64 = 64 << 10;
+
 /// The cached reader, refusing a request larger than what is left of the budget before
 /// `ReadCache` allocates it (a crafted header can name a section as large as the file).
 #[derive(Clone, Copy)]
@@ -179,12 +182,32 @@ impl<'a> object::ReadRef<'a> for Budgeted<'a> {
         self.cache.read_bytes_at(offset, size)
     }
 
+    /// Names (of symbols, sections) come from blocks read once, not from one read per name:
+    /// a Go or Node binary has tens of thousands of symbols, and discovery may be holding a
+    /// new process while it reads them.
     fn read_bytes_at_until(
         self,
         range: std::ops::Range<u64>,
         delimiter: u8,
     ) -> Result<&'a [u8], ()> {
-        // At most 4 KiB each, counted by the reader.
+        let block_start = range.start - range.start % STRING_BLOCK;
+        let block_end = block_start
+            .saturating_add(STRING_BLOCK)
+            .min(self.cache.len()?);
+        if range.start < block_end
+            && let Ok(block) = self.read_bytes_at(block_start, block_end - block_start)
+        {
+            let from = usize::try_from(range.start - block_start).map_err(|_| ())?;
+            let until = usize::try_from(range.end.min(block_end) - block_start).map_err(|_| ())?;
+            let tail = block.get(from..until).ok_or(())?;
+            if let Some(n) = memchr::memchr(delimiter, tail) {
+                return Ok(&tail[..n]);
+            }
+            if range.end <= block_end {
+                return Err(());
+            }
+        }
+        // A name running past its block (or a refused block): read on its own, at most 4 KiB.
         self.cache.read_bytes_at_until(range, delimiter)
     }
 }
