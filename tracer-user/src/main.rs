@@ -247,7 +247,10 @@ fn log_socket_classes(c: &CaptureCounters) {
 }
 
 fn print_targets(pids: &[u32], all: bool) -> anyhow::Result<()> {
-    let reports = llmtap::capture::targets::Discovery::new().scan(pids);
+    // Nothing else to do meanwhile: a slow file is waited for (a hung one still is not).
+    let reports =
+        llmtap::capture::targets::Discovery::with_timeout(std::time::Duration::from_secs(60))
+            .scan(pids);
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

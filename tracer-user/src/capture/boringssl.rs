@@ -156,7 +156,15 @@ pub struct ErrorSite {
 /// (no `ssl_lib.cc` path); `Err`: it has, but the functions could not be told apart.
 pub fn locate(image: &Image<'_>) -> Option<Result<BoringSslHooks, String>> {
     let started = Instant::now();
-    let strings = source_strings(image);
+    locate_with_strings(image, source_strings(image), started)
+}
+
+/// [`locate`] once the source path strings are found.
+fn locate_with_strings(
+    image: &Image<'_>,
+    strings: Vec<(u64, String)>,
+    started: Instant,
+) -> Option<Result<BoringSslHooks, String>> {
     let (_, source) = strings.first()?;
     let source = source.clone();
     let addrs: Vec<u64> = strings.iter().map(|(a, _)| *a).collect();
@@ -189,20 +197,34 @@ struct BuildKey {
 
 /// As [`locate`], on a parsed ELF file, through the per-build cache. Files without a
 /// build-id are analysed every time (the per-inode cache of discovery still applies).
+/// The read-only data is searched piece by piece through `read_at(file offset, buffer)`
+/// (false: the read failed) rather than held: most executables have no BoringSSL, and only
+/// then is the code read (through `elf`).
 pub fn locate_in_elf<'data, R: object::ReadRef<'data>>(
     elf: &object::File<'data, R>,
+    read_at: &mut dyn FnMut(u64, &mut [u8]) -> bool,
 ) -> Option<Result<BoringSslHooks, String>> {
     if elf.architecture() != object::Architecture::X86_64 {
         return None;
     }
-    let image = Image::from_elf(elf);
+    // (virtual address, file offset, size in the file, executable)
+    let layout: Vec<(u64, u64, u64, bool)> = elf
+        .segments()
+        .map(|seg| {
+            let (offset, size) = seg.file_range();
+            let executable = match seg.flags() {
+                object::SegmentFlags::Elf { p_flags } => p_flags & object::elf::PF_X != 0,
+                _ => false,
+            };
+            (seg.address(), offset, size, executable)
+        })
+        .collect();
     let key = elf.build_id().ok().flatten().map(|id| BuildKey {
         build_id: id.to_vec(),
-        code: image
-            .segments
+        code: layout
             .iter()
-            .filter(|s| s.executable)
-            .map(|s| (s.vaddr, s.offset, s.data.len()))
+            .filter(|s| s.3)
+            .map(|&(vaddr, offset, size, _)| (vaddr, offset, size as usize))
             .collect(),
     });
     if let Some(key) = &key
@@ -211,7 +233,20 @@ pub fn locate_in_elf<'data, R: object::ReadRef<'data>>(
     {
         return hit.clone();
     }
-    let result = locate(&image);
+    let started = Instant::now();
+    let read_only: Vec<(u64, u64, u64)> = layout
+        .iter()
+        .filter(|s| !s.3)
+        .map(|&(vaddr, offset, size, _)| (vaddr, offset, size))
+        .collect();
+    let strings = source_strings_streamed(&read_only, read_at);
+    let result = if strings.is_empty() {
+        None
+    } else {
+        let mut code = Image::from_elf(elf);
+        code.segments.retain(|s| s.executable);
+        locate_with_strings(&code, strings, started)
+    };
     match &result {
         Some(Ok(hooks)) => log::info!(
             "BoringSSL without symbols ({}): SSL_write at file offset {:#x}, SSL_read at {:#x}, found in {} ms",
@@ -336,6 +371,57 @@ pub fn source_strings(image: &Image<'_>) -> Vec<(u64, String)> {
             if out.len() >= 16 {
                 return out;
             }
+        }
+    }
+    out
+}
+
+/// As [`source_strings`], over segments given as (virtual address, file offset, size) and
+/// read in pieces through `read_at`, keeping one piece (plus a path's length) in memory.
+pub fn source_strings_streamed(
+    segments: &[(u64, u64, u64)],
+    read_at: &mut dyn FnMut(u64, &mut [u8]) -> bool,
+) -> Vec<(u64, String)> {
+    const PIECE: u64 = 4 << 20;
+    let needle = SSL_LIB_SOURCE.concat();
+    let finder = memchr::memmem::Finder::new(&needle);
+    // Kept from one piece to the next: a path's start (up to 512 bytes) and a split needle.
+    let carry = 512 + needle.len();
+    let mut out = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    for &(vaddr, offset, size) in segments {
+        buf.clear();
+        // Segment position of buf[0]; bytes of the segment read; where the search resumes.
+        let (mut base, mut done, mut search_from) = (0u64, 0u64, 0usize);
+        while done < size {
+            let n = PIECE.min(size - done) as usize;
+            let old = buf.len();
+            buf.resize(old + n, 0);
+            let Some(file_offset) = offset.checked_add(done) else {
+                return out;
+            };
+            if !read_at(file_offset, &mut buf[old..]) {
+                return out;
+            }
+            done += n as u64;
+            for found in finder.find_iter(&buf[search_from..]) {
+                let end = search_from + found;
+                let floor = end.saturating_sub(512);
+                let start = buf[floor..end]
+                    .iter()
+                    .rposition(|b| !(0x20..0x7f).contains(b))
+                    .map_or(floor, |i| floor + i + 1);
+                let text = String::from_utf8_lossy(&buf[start..end + needle.len() - 1]);
+                out.push((vaddr + base + start as u64, text.into_owned()));
+                if out.len() >= 16 {
+                    return out;
+                }
+            }
+            // A match starting in the last needle-length bytes may end in the next piece.
+            let drop = buf.len().saturating_sub(carry);
+            buf.drain(..drop);
+            base += drop as u64;
+            search_from = buf.len().saturating_sub(needle.len() - 1);
         }
     }
     out
@@ -675,6 +761,34 @@ mod tests {
             assert_eq!(hooks.read, t.starts[4] - TEXT_VA + 0x1000, "lea={lea}");
             assert_eq!(hooks.source, "../../vendor/boringssl/ssl/ssl_lib.cc");
         }
+    }
+
+    #[test]
+    fn the_streamed_search_finds_what_the_whole_search_finds() {
+        // Paths placed across piece boundaries (4 MiB) and at a segment's very start.
+        let mut data = vec![b'x'; (9 << 20) + 77];
+        let path = b"\0../../vendor/boringssl/ssl/ssl_lib.cc\0";
+        for at in [0usize, (4 << 20) - 20, (8 << 20) - 3, (9 << 20) - 60] {
+            data[at..at + path.len()].copy_from_slice(path);
+        }
+        let image = Image {
+            segments: vec![Segment {
+                vaddr: 0x40_0000,
+                offset: 0x1000,
+                data: &data,
+                executable: false,
+            }],
+        };
+        let whole = source_strings(&image);
+        assert_eq!(whole.len(), 4);
+        let mut read_at = |offset: u64, buf: &mut [u8]| {
+            let at = (offset - 0x1000) as usize;
+            buf.copy_from_slice(&data[at..at + buf.len()]);
+            true
+        };
+        let streamed =
+            source_strings_streamed(&[(0x40_0000, 0x1000, data.len() as u64)], &mut read_at);
+        assert_eq!(streamed, whole);
     }
 
     #[test]

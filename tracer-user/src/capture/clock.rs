@@ -2,27 +2,40 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Converts CLOCK_MONOTONIC nanoseconds to UNIX time with an offset measured once.
+/// Converts CLOCK_MONOTONIC nanoseconds to UNIX time. The offset changes when the wall clock
+/// is stepped or the machine resumes from suspend: a measured clock is measured again by
+/// [`WallClock::refresh`] (the printer does, once per event, so one event's times agree).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WallClock {
     /// realtime − monotonic, in ns.
     offset_ns: i128,
+    measured: bool,
 }
 
 impl WallClock {
-    /// Measures the offset now. NTP slews after this are ignored: calls last seconds, and a
-    /// consistent offset keeps durations exact.
+    /// Measures the offset now.
     pub fn measure() -> Self {
         let mono = clock_ns(libc::CLOCK_MONOTONIC);
         let real = clock_ns(libc::CLOCK_REALTIME);
         Self {
             offset_ns: real - mono,
+            measured: true,
         }
     }
 
-    /// A fixed offset (tests, replays).
+    /// A fixed offset (tests, replays): never measured again.
     pub fn with_offset(offset_ns: i128) -> Self {
-        Self { offset_ns }
+        Self {
+            offset_ns,
+            measured: false,
+        }
+    }
+
+    /// Measures a measured clock's offset again (two clock reads; fixed clocks stay).
+    pub fn refresh(&mut self) {
+        if self.measured {
+            *self = Self::measure();
+        }
     }
 
     pub fn unix_ns(&self, monotonic_ns: u64) -> u64 {

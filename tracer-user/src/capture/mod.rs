@@ -8,9 +8,11 @@ pub mod awslc;
 pub mod boringssl;
 pub mod elf;
 pub mod event;
+pub mod file;
 pub mod go_tls;
 pub mod hold;
 pub mod hold_guard;
+pub mod inspect;
 pub mod stream;
 
 pub use event::{

@@ -38,6 +38,7 @@ impl CapturePrinter {
     }
 
     pub fn print(&mut self, event: &CaptureEvent, out: &mut impl Write) -> std::io::Result<()> {
+        self.clock.refresh();
         match event {
             CaptureEvent::Data(d) => {
                 let mut data = d.data.to_vec();

@@ -6,7 +6,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,18 +80,19 @@ impl CaptureSession {
     /// must attach; discovered ones are best effort (logged). Needs a tokio runtime.
     pub fn start(config: &SessionConfig) -> Result<Self, TracerError> {
         let mut tracer = Tracer::load(&config.tracer)?;
+        let mut discovery = Discovery::new();
         let mut pinned = HashSet::new();
         for path in &config.ssl_libs {
-            tracer.attach_openssl(path)?;
-            pinned.extend(FileId::of(path).ok());
+            let file = attach_named(&mut tracer, &mut discovery, path, true)?;
+            pinned.insert(file);
         }
         match targets::default_libssl() {
-            Some(path) => {
-                if let Err(err) = tracer.attach_openssl(&path) {
-                    log::warn!("default libssl {}: {err}", path.display());
+            Some(path) => match attach_named(&mut tracer, &mut discovery, &path, false) {
+                Ok(file) => {
+                    pinned.insert(file);
                 }
-                pinned.extend(FileId::of(&path).ok());
-            }
+                Err(err) => log::warn!("default libssl {}: {err}", path.display()),
+            },
             None => log::info!("no system libssl found; relying on processes' own copies"),
         }
         let rescan_timer = (!config.rescan_interval.is_zero()).then(|| {
@@ -102,7 +102,7 @@ impl CaptureSession {
         let mut session = Self {
             tracer,
             pids: config.tracer.pids.clone(),
-            discovery: Discovery::new(),
+            discovery,
             pending: BinaryHeap::new(),
             rescan_timer,
             skipped_rescans: 0,
@@ -135,18 +135,32 @@ impl CaptureSession {
             .flat_map(|r| r.targets.iter().chain(&r.loaders).map(|t| t.file))
             .collect();
         let new = reports.into_iter().map(|r| self.attach_report(r)).sum();
-        let mut unused = Vec::new();
+        let unused_files: Vec<FileId> = self
+            .tracer
+            .attached_files()
+            .into_iter()
+            .filter(|file| !in_use.contains(file) && !self.pinned.contains(file))
+            .collect();
         for file in self.tracer.attached_files() {
-            if in_use.contains(&file) || self.pinned.contains(&file) {
+            if !unused_files.contains(&file) {
                 self.idle.remove(&file);
-                continue;
             }
+        }
+        // Deleted or replaced (a new build renamed over it): no process can map it again.
+        // Asked of the file system on the worker, like every other look at a target file.
+        let with_handles: Vec<(FileId, Arc<File>)> = unused_files
+            .iter()
+            .filter_map(|file| Some((*file, self.handles.get(file)?.clone())))
+            .collect();
+        let unlinked: HashSet<FileId> = self.discovery.unlinked(with_handles);
+        let mut unused = Vec::new();
+        for file in unused_files {
             let idle = self.idle.entry(file).or_insert(0);
             *idle = idle.saturating_add(1);
-            let gone = match self.handles.get(&file) {
-                // Deleted or replaced (a new build renamed over it): no process can map it again.
-                Some(handle) => handle.metadata().map_or(true, |m| m.nlink() == 0),
-                None => *idle >= UNHOOK_UNKNOWN_AFTER_IDLE_RESCANS,
+            let gone = if self.handles.contains_key(&file) {
+                unlinked.contains(&file)
+            } else {
+                *idle >= UNHOOK_UNKNOWN_AFTER_IDLE_RESCANS
             };
             if gone {
                 self.unhook(file);
@@ -189,9 +203,12 @@ impl CaptureSession {
     fn attach_report(&mut self, report: targets::ProcessReport) -> usize {
         let mut new = 0;
         for loader in &report.loaders {
+            let Some(&(_, offset)) = loader.offsets.first() else {
+                continue;
+            };
             match self
                 .tracer
-                .attach_loader(&loader.io_path(), &loader.attach_path)
+                .attach_loader_at(&loader.io_path(), &loader.attach_path, offset)
             {
                 Ok(_) => self.keep_handle(loader),
                 Err(err) => log::debug!("loader {} (pid {}): {err}", loader.path, report.pid),
@@ -315,6 +332,11 @@ impl CaptureSession {
         }
     }
 
+    /// Files discovery refused or could not read in time.
+    pub fn file_counters(&self) -> targets::FileCounters {
+        self.discovery.counters()
+    }
+
     /// Per-process rescans not scheduled because too many were pending.
     pub fn skipped_rescans(&self) -> u64 {
         self.skipped_rescans
@@ -323,6 +345,13 @@ impl CaptureSession {
     /// Waits for capture events (appended to `out`), doing discovery work in between.
     pub async fn next_events(&mut self, out: &mut Vec<CaptureEvent>) -> io::Result<()> {
         loop {
+            for report in self.discovery.take_late() {
+                log::debug!(
+                    "pid {}: scan completed late; hooking its targets",
+                    report.pid
+                );
+                self.attach_report(report);
+            }
             let due = self.pending.peek().map(|Reverse((due, _, _))| *due);
             let periodic = async {
                 match self.rescan_timer.as_mut() {
@@ -396,4 +425,39 @@ impl CaptureSession {
             }
         }
     }
+}
+
+impl Drop for CaptureSession {
+    /// Files that could not be read are logged one by one as they happen; the totals close
+    /// the run, so that none goes unnoticed.
+    fn drop(&mut self) {
+        let files = self.discovery.counters();
+        if files != targets::FileCounters::default() {
+            log::warn!(
+                "target files not analysed: {} refused or unreadable, {} reads overran their \
+                 timeout, {} skipped while file workers were blocked",
+                files.refused,
+                files.work.timed_out,
+                files.work.refused
+            );
+        }
+    }
+}
+
+/// Hooks a file named by the user or the system: opened and analysed on the discovery worker
+/// (only a regular file, read within bounds), attached through its open handle.
+fn attach_named(
+    tracer: &mut Tracer,
+    discovery: &mut Discovery,
+    path: &std::path::Path,
+    full_symtab: bool,
+) -> Result<FileId, TracerError> {
+    let named = discovery
+        .inspect_named(path, full_symtab)
+        .map_err(|reason| TracerError::NotOpenSsl {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+    tracer.attach_openssl_at(&named.io_path(), path, Some(&named.info.openssl_offsets))?;
+    Ok(named.file)
 }

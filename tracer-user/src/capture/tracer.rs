@@ -214,15 +214,14 @@ struct AttachedFile {
     links: Vec<(&'static str, UProbeLinkId)>,
 }
 
-/// Where a probe goes: a symbol aya resolves, or a file offset discovery already computed.
+/// Where a probe goes: a file offset llmtap computed (aya's symbol lookup maps the file).
 #[derive(Clone, Copy, Debug)]
 enum HookAt {
-    Symbol(&'static str),
     Offset(u64),
 }
 
 /// The dynamic loader's hook symbol (glibc and musl).
-const LOADER_HOOK_SYMBOL: &str = "_dl_debug_state";
+pub const LOADER_HOOK_SYMBOL: &str = "_dl_debug_state";
 
 /// Loaded and attachable TLS tracer.
 pub struct Tracer {
@@ -452,6 +451,20 @@ impl Tracer {
         if self.attached.contains_key(&id) {
             return Ok(AttachOutcome::AlreadyAttached);
         }
+        // Symbols are found by llmtap's own bounded reader, never by aya's (which maps the
+        // file: a process truncating it would kill llmtap with SIGBUS).
+        let inspected;
+        let offsets = match offsets {
+            Some(known) => known,
+            None => {
+                inspected =
+                    super::elf::inspect(path, true).map_err(|err| TracerError::NotOpenSsl {
+                        path: label.to_path_buf(),
+                        reason: err.to_string(),
+                    })?;
+                &inspected.openssl_offsets
+            }
+        };
         let mut links: Vec<(&'static str, UProbeLinkId)> = Vec::new();
         let mut hooked = Vec::new();
         let result = (|| {
@@ -465,18 +478,15 @@ impl Tracer {
                 programs.push(entry);
                 let mut symbol_links = Vec::new();
                 let mut failure = None;
-                let location = match offsets {
-                    None => HookAt::Symbol(symbol),
-                    Some(known) => match known.iter().find(|(n, _)| *n == symbol) {
-                        Some((_, offset)) => HookAt::Offset(*offset),
-                        None if required => {
-                            return Err(TracerError::NotOpenSsl {
-                                path: label.to_path_buf(),
-                                reason: format!("{symbol} not defined"),
-                            });
-                        }
-                        None => continue,
-                    },
+                let location = match offsets.iter().find(|(n, _)| *n == symbol) {
+                    Some((_, offset)) => HookAt::Offset(*offset),
+                    None if required => {
+                        return Err(TracerError::NotOpenSsl {
+                            path: label.to_path_buf(),
+                            reason: format!("{symbol} not defined"),
+                        });
+                    }
+                    None => continue,
                 };
                 for name in programs {
                     match self.attach_one(name, location, path) {
@@ -534,10 +544,8 @@ impl Tracer {
         location: HookAt,
         path: &Path,
     ) -> Result<UProbeLinkId, TracerError> {
-        let location = match location {
-            HookAt::Symbol(symbol) => UProbeAttachLocation::Symbol(symbol),
-            HookAt::Offset(offset) => UProbeAttachLocation::AbsoluteOffset(offset),
-        };
+        let HookAt::Offset(offset) = location;
+        let location = UProbeAttachLocation::AbsoluteOffset(offset);
         let prog: &mut UProbe = self
             .ebpf
             .program_mut(program)
@@ -610,11 +618,30 @@ impl Tracer {
         path: &Path,
         label: &Path,
     ) -> Result<AttachOutcome, TracerError> {
+        let not_a_loader = |reason: String| TracerError::NotOpenSsl {
+            path: label.to_path_buf(),
+            reason,
+        };
+        let file = super::file::open_regular(path, super::file::Follow::Symlinks)
+            .map_err(|e| not_a_loader(e.to_string()))?;
+        let offset = super::elf::symbol_offset(file, LOADER_HOOK_SYMBOL)
+            .map_err(|e| not_a_loader(e.to_string()))?
+            .ok_or_else(|| not_a_loader(format!("{LOADER_HOOK_SYMBOL} not defined")))?;
+        self.attach_loader_at(path, label, offset)
+    }
+
+    /// As [`Tracer::attach_loader`], at the hook's file offset found by discovery.
+    pub fn attach_loader_at(
+        &mut self,
+        path: &Path,
+        label: &Path,
+        offset: u64,
+    ) -> Result<AttachOutcome, TracerError> {
         let id = FileId::of(path)?;
         if self.loaders.contains_key(&id) {
             return Ok(AttachOutcome::AlreadyAttached);
         }
-        let link = self.attach_one("dl_debug_state", HookAt::Symbol(LOADER_HOOK_SYMBOL), path)?;
+        let link = self.attach_one("dl_debug_state", HookAt::Offset(offset), path)?;
         log::info!("watching library loads through {}", label.display());
         self.loaders.insert(id, (label.to_path_buf(), link));
         Ok(AttachOutcome::Attached(vec![LOADER_HOOK_SYMBOL]))

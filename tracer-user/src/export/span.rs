@@ -390,8 +390,7 @@ impl SpanBuilder {
     }
 
     fn times(&self, start_ns: u64, end_ns: u64) -> (u64, u64) {
-        let start = self.clock.to_unix_nanos(start_ns);
-        (start, self.clock.to_unix_nanos(end_ns).max(start))
+        self.clock.span_unix_nanos(start_ns, end_ns)
     }
 
     /// The trace of an agent session: the application's when its first call carried a
