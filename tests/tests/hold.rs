@@ -7,7 +7,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use llmtap_tests::replay::{LlmtapRun, ReplayServer, curl_command, load_json, run_client};
+use llmtap_tests::replay::{
+    ClientOutcome, LlmtapRun, ReplayServer, curl_command, load_json, run_client,
+};
 use llmtap_tests::{repo_root, require_ebpf};
 
 const CASSETTE: &str = "tests/data/cassettes/openai__chat_stream_include_usage.json";
@@ -49,6 +51,16 @@ fn wait_until_stopped(pid: u32, timeout: Duration) -> bool {
     false
 }
 
+/// The client's output without llmtap, then llmtap started and stopped (SIGSTOP): it can
+/// neither hook nor continue a new process, while the kernel still holds it.
+fn baseline_then_stuck_llmtap(server: &ReplayServer) -> (ClientOutcome, LlmtapRun) {
+    let baseline = run_client(&mut detached_curl(server)).expect("curl runs");
+    assert_eq!(baseline.code, Some(0), "{}", baseline.stderr);
+    let llmtap = LlmtapRun::start(&["--hold-new-processes", "on"]).expect("llmtap starts");
+    signal(llmtap.pid(), libc::SIGSTOP);
+    (baseline, llmtap)
+}
+
 fn server() -> ReplayServer {
     ReplayServer::start(&[repo_root().join(CASSETTE)]).expect("replay server")
 }
@@ -59,10 +71,7 @@ fn a_hold_ends_at_its_bound_when_llmtap_is_stuck() {
         return;
     }
     let server = server();
-    let baseline = run_client(&mut detached_curl(&server)).expect("curl runs");
-    assert_eq!(baseline.code, Some(0), "{}", baseline.stderr);
-    let llmtap = LlmtapRun::start(&["--hold-new-processes", "on"]).expect("llmtap starts");
-    signal(llmtap.pid(), libc::SIGSTOP);
+    let (baseline, llmtap) = baseline_then_stuck_llmtap(&server);
     let held = run_client(&mut detached_curl(&server)).expect("curl runs");
     signal(llmtap.pid(), libc::SIGCONT);
     let (_, _, log) = llmtap.stop();
@@ -84,10 +93,7 @@ fn held_processes_continue_when_llmtap_is_killed() {
         return;
     }
     let server = server();
-    let baseline = run_client(&mut detached_curl(&server)).expect("curl runs");
-    assert_eq!(baseline.code, Some(0), "{}", baseline.stderr);
-    let llmtap = LlmtapRun::start(&["--hold-new-processes", "on"]).expect("llmtap starts");
-    signal(llmtap.pid(), libc::SIGSTOP);
+    let (baseline, llmtap) = baseline_then_stuck_llmtap(&server);
     let client = detached_curl(&server)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -243,6 +243,14 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The request's `Host` header as (lower-case host, port when given).
+fn host_of(head: &RequestHead) -> (Option<String>, Option<u16>) {
+    head.headers
+        .get("host")
+        .map(split_host)
+        .map_or((None, None), |(h, p)| (Some(h), p))
+}
+
 /// Recognises the LLM API of a WebSocket from its upgrade request (`GET` with `Upgrade:
 /// websocket`): the Responses API (`/v1/responses`, the Codex CLI's default transport) or
 /// Realtime (`/v1/realtime?model=…`; Azure names the deployment). `None` for other sockets.
@@ -250,12 +258,7 @@ pub fn identify_websocket(head: &RequestHead) -> Option<ApiTarget> {
     if !head.method.eq_ignore_ascii_case("GET") {
         return None;
     }
-    let (host, port) = head
-        .headers
-        .get("host")
-        .map(split_host)
-        .map(|(h, p)| (Some(h), p))
-        .unwrap_or((None, None));
+    let (host, port) = host_of(head);
     let host_str = host.as_deref().unwrap_or("");
     let path = head.path().trim_end_matches('/');
     let query = head.query().unwrap_or("");
@@ -296,12 +299,7 @@ pub fn identify(head: &RequestHead) -> Option<ApiTarget> {
     if !head.method.eq_ignore_ascii_case("POST") {
         return None;
     }
-    let (host, port) = head
-        .headers
-        .get("host")
-        .map(split_host)
-        .map(|(h, p)| (Some(h), p))
-        .unwrap_or((None, None));
+    let (host, port) = host_of(head);
     let host_str = host.as_deref().unwrap_or("");
     let known = host_provider(host_str, port.unwrap_or(443));
     let path = head.path().trim_end_matches('/');

@@ -375,6 +375,24 @@ impl ResponseAcc {
         }
     }
 
+    /// `response.output_item.done` (Responses and Realtime alike): a finished function call.
+    fn output_item_done(&mut self, v: &Value) {
+        if let Some(item) = at(v, &["item"])
+            && str_at(item, &["type"]).as_deref() == Some("function_call")
+        {
+            let args = at(item, &["arguments"])
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            self.tool_call(
+                0,
+                None,
+                str_at(item, &["call_id"]),
+                str_at(item, &["name"]),
+                args,
+            );
+        }
+    }
+
     pub fn responses_event(&mut self, v: &Value, ts_ns: u64) {
         let kind = str_at(v, &["type"]).unwrap_or_default();
         if kind.ends_with(".delta") {
@@ -403,22 +421,7 @@ impl ResponseAcc {
                     self.responses_object(r);
                 }
             }
-            "response.output_item.done" => {
-                if let Some(item) = at(v, &["item"])
-                    && str_at(item, &["type"]).as_deref() == Some("function_call")
-                {
-                    let args = at(item, &["arguments"])
-                        .and_then(Value::as_str)
-                        .unwrap_or("");
-                    self.tool_call(
-                        0,
-                        None,
-                        str_at(item, &["call_id"]),
-                        str_at(item, &["name"]),
-                        args,
-                    );
-                }
-            }
+            "response.output_item.done" => self.output_item_done(v),
             "error" => {
                 // SSE puts `code` and `message` at the top; the WebSocket form nests them in
                 // `error` (beside the HTTP-like `status`).
@@ -463,22 +466,7 @@ impl ResponseAcc {
             "response.created" => {
                 Self::set_first(&mut self.id, str_at(v, &["response", "id"]));
             }
-            "response.output_item.done" => {
-                if let Some(item) = at(v, &["item"])
-                    && str_at(item, &["type"]).as_deref() == Some("function_call")
-                {
-                    let args = at(item, &["arguments"])
-                        .and_then(Value::as_str)
-                        .unwrap_or("");
-                    self.tool_call(
-                        0,
-                        None,
-                        str_at(item, &["call_id"]),
-                        str_at(item, &["name"]),
-                        args,
-                    );
-                }
-            }
+            "response.output_item.done" => self.output_item_done(v),
             "response.done" => {
                 self.stream_finished = true;
                 if let Some(r) = at(v, &["response"]) {
