@@ -64,6 +64,8 @@ pub mod keys {
     pub const LLMTAP_AGENT_CALLS: &str = "llmtap.agent.calls";
     pub const LLMTAP_AGENT_TOOL_EXECUTIONS: &str = "llmtap.agent.tool_executions";
     pub const LLMTAP_USAGE_COST_USD: &str = "llmtap.usage.cost_usd";
+    /// On `llmtap.calls`: the first choice's finish reason as a bounded class.
+    pub const LLMTAP_FINISH_REASON: &str = "llmtap.finish_reason";
     /// Content attributes cut to `--max-content-bytes` (whole parts kept, the rest left out).
     pub const LLMTAP_CONTENT_TRUNCATED: &str = "llmtap.content.truncated";
 

@@ -12,6 +12,7 @@ use super::{
     metrics::HealthSnapshot,
     span::{CallSpan, SpanStatus},
 };
+use crate::genai::finish_reason_class;
 
 /// Distinct (process, model) pairs kept in the summary; further pairs are counted as dropped.
 const MAX_SUMMARY_KEYS: usize = 256;
@@ -193,7 +194,12 @@ impl Console {
             (SpanStatus::Error { .. }, _) => {
                 format!("error:{}", str_attr(span, keys::ERROR_TYPE).unwrap_or("?"))
             }
-            (_, Some(AttrValue::StrArray(reasons))) => reasons.join(","),
+            // One vocabulary whatever the API (`tool_calls`, `tool_use`, derived `tool_call`).
+            (_, Some(AttrValue::StrArray(reasons))) => reasons
+                .iter()
+                .map(|r| finish_reason_class(r))
+                .collect::<Vec<_>>()
+                .join(","),
             _ => "-".to_string(),
         };
         let cost = double_attr(span, keys::LLMTAP_USAGE_COST_USD);
@@ -404,6 +410,24 @@ mod tests {
         let before = buf.text().len();
         console.finish().ok();
         assert_eq!(buf.text().len(), before);
+    }
+
+    /// A chat call's raw `tool_calls` shows in the same vocabulary as a Responses call's.
+    #[test]
+    fn finish_column_uses_one_vocabulary() {
+        let buf = SharedBuf::default();
+        let mut console = Console::new(Box::new(buf.clone()), None);
+        let mut call = span(1_000_000_000, None);
+        for (key, value) in &mut call.attributes {
+            if *key == keys::RESPONSE_FINISH_REASONS {
+                *value = AttrValue::StrArray(vec!["tool_calls".into()]);
+            }
+        }
+        console.write_call(&call).ok();
+        let text = buf.text();
+        let row = text.lines().nth(1).unwrap_or_default();
+        assert!(row.contains(" tool_call "), "{row}");
+        assert!(!row.contains("tool_calls"), "{row}");
     }
 
     #[test]

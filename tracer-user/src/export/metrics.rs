@@ -15,7 +15,7 @@ use super::{
     attributes::{AttrValue, Attributes, keys, to_key_values},
     span::{has_output_tokens, is_openai_provider},
 };
-use crate::genai::{CallRecord, is_known_provider};
+use crate::genai::{CallRecord, finish_reason_class, is_known_provider};
 
 /// `gen_ai.client.token.usage` buckets.
 pub const TOKEN_USAGE_BUCKETS: [f64; 14] = [
@@ -117,6 +117,24 @@ pub fn metric_provider_name(provider: &str) -> &str {
     } else {
         OTHER_PROVIDER
     }
+}
+
+/// Attributes of `llmtap.calls`: the provider and the first choice's finish reason as a
+/// bounded class (`none` when the response reported none: an error or a cut stream), so a
+/// truncation rate (`length`) or a tool-call rate reads the same across APIs.
+pub fn call_counter_attributes(record: &CallRecord) -> Vec<KeyValue> {
+    let finish = record
+        .response
+        .finish_reasons
+        .first()
+        .map_or("none", |raw| finish_reason_class(raw));
+    vec![
+        KeyValue::new(
+            keys::PROVIDER_NAME,
+            metric_provider_name(&record.provider).to_string(),
+        ),
+        KeyValue::new(keys::LLMTAP_FINISH_REASON, finish),
+    ]
 }
 
 /// The metric value of every provider llmtap does not recognise.
@@ -317,13 +335,7 @@ impl GenAiMetrics {
         for gap in &m.time_per_output_chunk_s {
             self.time_per_output_chunk.record(*gap, &common);
         }
-        self.calls.add(
-            1,
-            &[KeyValue::new(
-                keys::PROVIDER_NAME,
-                metric_provider_name(&record.provider).to_string(),
-            )],
-        );
+        self.calls.add(1, &call_counter_attributes(record));
     }
 
     pub fn record_health(&self, snapshot: &HealthSnapshot) {
@@ -363,6 +375,27 @@ mod tests {
                 keys::OPENAI_RESPONSE_SYSTEM_FINGERPRINT,
             ]
         );
+    }
+
+    /// `llmtap.calls` counts by finish-reason class: a chat `tool_calls` and a Responses
+    /// `tool_call` are one series, a call without a reason is `none`.
+    #[test]
+    fn call_counter_finish_reason_class() {
+        let finish_of = |record: &CallRecord| {
+            call_counter_attributes(record)
+                .into_iter()
+                .find(|kv| kv.key.as_str() == keys::LLMTAP_FINISH_REASON)
+                .map(|kv| kv.value.to_string())
+        };
+        let mut record = streamed_chat();
+        record.response.finish_reasons = vec!["tool_calls".into()];
+        assert_eq!(finish_of(&record).as_deref(), Some("tool_call"));
+        record.response.finish_reasons = vec!["tool_call".into()];
+        assert_eq!(finish_of(&record).as_deref(), Some("tool_call"));
+        record.response.finish_reasons = vec!["max_tokens".into(), "stop".into()];
+        assert_eq!(finish_of(&record).as_deref(), Some("length"));
+        record.response.finish_reasons.clear();
+        assert_eq!(finish_of(&record).as_deref(), Some("none"));
     }
 
     /// A provider not recognised falls back to the request's Host on the span; on metrics

@@ -20,4 +20,5 @@ pub use agent::{AgentConfig, AgentRecord, AgentTracker, AgentTurn, ToolExecution
 pub use call::{CallBuilder, CallConfig};
 pub use provider::{Api, ApiTarget, identify, identify_websocket, is_known_provider};
 pub use record::*;
+pub use response::{FINISH_REASON_CLASSES, OTHER_FINISH_REASON, finish_reason_class};
 pub use websocket::{FinishedCall, MessagePiece, WsSession};

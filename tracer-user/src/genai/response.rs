@@ -766,11 +766,21 @@ impl ResponseAcc {
         }
     }
 
+    /// Converse `usage`. AWS's `inputTokens` counts only the tokens neither read from nor
+    /// written to the prompt cache (total input = inputTokens + cacheReadInputTokens +
+    /// cacheWriteInputTokens, per the Bedrock prompt-caching guide); the semconv input count
+    /// includes the cached parts, so they are added.
     fn bedrock_usage(&mut self, u: &Value) {
-        self.usage.input_tokens = u64_at(u, &["inputTokens"]);
+        let read = u64_at(u, &["cacheReadInputTokens"]);
+        let written = u64_at(u, &["cacheWriteInputTokens"]);
+        self.usage.input_tokens = u64_at(u, &["inputTokens"]).map(|uncached| {
+            uncached
+                .saturating_add(read.unwrap_or(0))
+                .saturating_add(written.unwrap_or(0))
+        });
         self.usage.output_tokens = u64_at(u, &["outputTokens"]);
-        self.usage.cache_read_input_tokens = u64_at(u, &["cacheReadInputTokens"]);
-        self.usage.cache_creation_input_tokens = u64_at(u, &["cacheWriteInputTokens"]);
+        self.usage.cache_read_input_tokens = read;
+        self.usage.cache_creation_input_tokens = written;
     }
 
     /// One ConverseStream event (`event_type` from the frame header, payload JSON).
@@ -837,11 +847,6 @@ impl ResponseAcc {
     /// InvokeModel bodies are the model provider's own format; Anthropic (Claude) is read,
     /// others only for Bedrock's invocation metrics.
     pub fn bedrock_invoke(&mut self, v: &Value, stream_ts: Option<u64>) {
-        if let Some(m) = at(v, &["amazon-bedrock-invocationMetrics"]) {
-            self.usage.input_tokens = u64_at(m, &["inputTokenCount"]).or(self.usage.input_tokens);
-            self.usage.output_tokens =
-                u64_at(m, &["outputTokenCount"]).or(self.usage.output_tokens);
-        }
         let kind = str_at(v, &["type"]).unwrap_or_default();
         let anthropic = kind == "message"
             || kind.starts_with("message_")
@@ -853,6 +858,31 @@ impl ResponseAcc {
                 Some(ts) => self.anthropic_event(v, ts),
                 None => self.anthropic_body(v),
             }
+        }
+        if let Some(m) = at(v, &["amazon-bedrock-invocationMetrics"]) {
+            self.bedrock_invocation_metrics(m);
+        }
+    }
+
+    /// Bedrock's own counts on the last InvokeModel stream frame. They exclude prompt-cache
+    /// reads and writes (like Converse's `inputTokens`), so they only fill what the model's
+    /// native body did not report: an Anthropic body's cache-inclusive count is kept.
+    fn bedrock_invocation_metrics(&mut self, m: &Value) {
+        if self.usage.input_tokens.is_none() {
+            let read = u64_at(m, &["cacheReadInputTokenCount"]);
+            let written = u64_at(m, &["cacheWriteInputTokenCount"]);
+            self.usage.input_tokens = u64_at(m, &["inputTokenCount"]).map(|uncached| {
+                uncached
+                    .saturating_add(read.unwrap_or(0))
+                    .saturating_add(written.unwrap_or(0))
+            });
+            if self.usage.input_tokens.is_some() {
+                self.usage.cache_read_input_tokens = read;
+                self.usage.cache_creation_input_tokens = written;
+            }
+        }
+        if self.usage.output_tokens.is_none() {
+            self.usage.output_tokens = u64_at(m, &["outputTokenCount"]);
         }
     }
 
@@ -1172,6 +1202,27 @@ pub fn normalize_finish_reason(raw: &str) -> &str {
     }
 }
 
+/// The normalised finish reasons, the only values [`finish_reason_class`] returns besides
+/// [`OTHER_FINISH_REASON`].
+pub const FINISH_REASON_CLASSES: [&str; 5] =
+    ["stop", "length", "content_filter", "tool_call", "error"];
+/// The class of a finish reason no provider table names.
+pub const OTHER_FINISH_REASON: &str = "_OTHER";
+
+/// A finish reason as one of a fixed set of values, whatever the API that reported it: chat
+/// completions' `tool_calls`, the Responses API's derived `tool_call`, Anthropic's `tool_use`
+/// and Gemini's `TOOL_CALL` are one class. Where calls are compared or counted (the console,
+/// metric attributes), this is the value; the span keeps the provider's raw value as the
+/// conventions ask.
+pub fn finish_reason_class(raw: &str) -> &'static str {
+    let normalized = normalize_finish_reason(raw);
+    FINISH_REASON_CLASSES
+        .iter()
+        .find(|class| **class == normalized)
+        .copied()
+        .unwrap_or(OTHER_FINISH_REASON)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1215,6 +1266,85 @@ mod tests {
         assert_eq!(acc.usage.input_tokens, Some(114));
         assert_eq!(acc.usage.output_tokens, Some(30), "cumulative, not added");
         assert_eq!(acc.stream_chunks, 1);
+    }
+
+    /// Bedrock's `inputTokens` excludes prompt-cache reads and writes; the semconv count
+    /// includes them, and the cost model bills each part once.
+    #[test]
+    fn bedrock_converse_input_includes_cache() {
+        let usage = json!({"inputTokens": 12, "outputTokens": 40, "totalTokens": 1552,
+            "cacheReadInputTokens": 1000, "cacheWriteInputTokens": 500});
+        let mut body = ResponseAcc::new(false, 0, 0);
+        body.bedrock_converse_body(&json!({"stopReason": "end_turn", "usage": usage}));
+        let mut stream = ResponseAcc::new(false, 0, 0);
+        stream.bedrock_converse_event("metadata", &json!({"usage": usage}), 5);
+        for acc in [body, stream] {
+            assert_eq!(acc.usage.input_tokens, Some(1512));
+            assert_eq!(acc.usage.cache_read_input_tokens, Some(1000));
+            assert_eq!(acc.usage.cache_creation_input_tokens, Some(500));
+            assert_eq!(acc.usage.output_tokens, Some(40));
+        }
+        let mut uncached = ResponseAcc::new(false, 0, 0);
+        uncached.bedrock_converse_body(
+            &json!({"usage": {"inputTokens": 12, "outputTokens": 3, "totalTokens": 15}}),
+        );
+        assert_eq!(uncached.usage.input_tokens, Some(12));
+        assert_eq!(uncached.usage.cache_read_input_tokens, None);
+    }
+
+    /// A streamed InvokeModel of Claude: the Anthropic events carry the cache-inclusive count,
+    /// and the last frame's `invocationMetrics` (cache excluded) must not overwrite it.
+    #[test]
+    fn bedrock_invoke_metrics_do_not_overwrite_anthropic_usage() {
+        let mut acc = ResponseAcc::new(false, 0, 0);
+        acc.bedrock_invoke(&json!({"type": "message_start", "message": {"id": "m", "model": "claude",
+            "usage": {"input_tokens": 4, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 10, "output_tokens": 1}}}), Some(1));
+        acc.bedrock_invoke(&json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 30}}), Some(2));
+        acc.bedrock_invoke(&json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {
+            "inputTokenCount": 4, "outputTokenCount": 30, "invocationLatency": 900, "firstByteLatency": 300,
+            "cacheReadInputTokenCount": 100, "cacheWriteInputTokenCount": 10}}), Some(3));
+        assert_eq!(acc.usage.input_tokens, Some(114));
+        assert_eq!(acc.usage.output_tokens, Some(30));
+        assert_eq!(acc.usage.cache_read_input_tokens, Some(100));
+    }
+
+    /// A model whose native body has no usage (Llama, Titan): Bedrock's metrics are the
+    /// only counts, made cache-inclusive the same way.
+    #[test]
+    fn bedrock_invoke_metrics_fill_missing_usage() {
+        let mut acc = ResponseAcc::new(false, 0, 0);
+        acc.bedrock_invoke(
+            &json!({"generation": "Hi", "stop_reason": "stop", "amazon-bedrock-invocationMetrics": {
+            "inputTokenCount": 7, "outputTokenCount": 2, "cacheReadInputTokenCount": 20}}),
+            Some(1),
+        );
+        assert_eq!(acc.usage.input_tokens, Some(27));
+        assert_eq!(acc.usage.cache_read_input_tokens, Some(20));
+        assert_eq!(acc.usage.output_tokens, Some(2));
+    }
+
+    /// The same outcome reported by different APIs is one class; an unknown value is bounded.
+    #[test]
+    fn finish_reason_classes_agree_across_apis() {
+        let mut responses = ResponseAcc::new(false, 0, 0);
+        responses.responses_object(&json!({"id": "r", "status": "completed",
+            "output": [{"type": "function_call", "name": "f", "call_id": "c", "arguments": "{}"}]}));
+        let derived = responses
+            .finish
+            .get(&0)
+            .cloned()
+            .expect("derived finish reason");
+        for raw in ["tool_calls", "tool_use", "TOOL_CALL", derived.as_str()] {
+            assert_eq!(finish_reason_class(raw), "tool_call", "{raw}");
+        }
+        for raw in ["length", "max_tokens", "MAX_TOKENS", "max_output_tokens"] {
+            assert_eq!(finish_reason_class(raw), "length", "{raw}");
+        }
+        assert_eq!(finish_reason_class("end_turn"), "stop");
+        assert_eq!(
+            finish_reason_class("a-new-reason-0001"),
+            OTHER_FINISH_REASON
+        );
     }
 
     #[test]
