@@ -83,6 +83,12 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size_usize)]
     pub max_response_body: usize,
 
+    /// Memory llmtap may hold in all (resident size; K/M/G suffixes; 0 = no limit). Call
+    /// bodies share what it leaves after llmtap's own footprint and a quarter of headroom;
+    /// past it, bodies are cut and their calls flagged truncated, never an out-of-memory kill.
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_size_usize)]
+    pub memory_limit: usize,
+
     /// Connections tracked at most (least recently active ones are evicted).
     #[arg(long, value_name = "N", default_value_t = 16 * 1024)]
     pub max_connections: usize,

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::budget::{MemoryGuard, resident_bytes};
 use crate::capture::clock::monotonic_now_ns;
 use crate::capture::{
     CaptureCounters, CaptureEvent, CaptureSession, ConnectionId, StreamAssembler, StreamEvent,
@@ -103,6 +104,8 @@ pub struct Daemon {
     seen_pids: std::collections::HashSet<u32>,
     /// Plain-HTTP connections found not to carry LLM calls, for capture to stop copying.
     not_llm: Vec<ConnectionId>,
+    /// `--memory-limit`: the process's resident size, checked at every tick.
+    memory_guard: Option<MemoryGuard>,
 }
 
 const SEEN_PIDS_MAX: usize = 65536;
@@ -121,7 +124,14 @@ impl Daemon {
             by_provider: HashMap::new(),
             seen_pids: std::collections::HashSet::new(),
             not_llm: Vec::new(),
+            memory_guard: None,
         }
+    }
+
+    /// Keeps the process under a memory limit (the guard shares the pipeline's budget).
+    pub fn with_memory_guard(mut self, guard: MemoryGuard) -> Self {
+        self.memory_guard = Some(guard);
+        self
     }
 
     /// Plain-HTTP connections whose first request was not an LLM call, since the last call.
@@ -181,6 +191,11 @@ impl Daemon {
 
     /// Ends idle connections (call once a second or so).
     pub fn tick(&mut self, now_ns: u64, sink: &mut impl CallSink) {
+        if let Some(guard) = &mut self.memory_guard
+            && let Some(resident) = resident_bytes()
+        {
+            guard.check(resident);
+        }
         self.pipeline.tick(now_ns, &mut self.records);
         self.flush(sink);
         self.agent.tick(now_ns, &mut self.agent_records);

@@ -7,6 +7,7 @@
 //! `export` (spans, metrics). [`pipeline::Pipeline`] runs the stages after capture.
 //! Everything after `capture`'s kernel interface is plain Rust that runs on recorded events.
 
+pub mod budget;
 pub mod capture;
 pub mod cli;
 pub mod connection;

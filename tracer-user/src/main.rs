@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use llmtap::budget::{MemoryBudget, MemoryGuard, resident_bytes};
 use llmtap::capture::clock::WallClock;
 use llmtap::capture::printer::{CaptureFormat, CapturePrinter};
 use llmtap::capture::{CaptureCounters, CaptureSession};
@@ -150,7 +151,23 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         "tracing LLM calls through {} hooked file(s); Ctrl-C to stop",
         session.tracer.attached_paths().count()
     );
-    let pipeline = Pipeline::new(args.pipeline.pipeline_config(args.export.content_capture()));
+    let budget = MemoryBudget::unlimited();
+    let memory_guard = match args.pipeline.memory_limit {
+        0 => None,
+        limit => {
+            let resident = resident_bytes().unwrap_or(0);
+            let guard = MemoryGuard::new(limit, resident, &budget)?;
+            log::info!(
+                "--memory-limit {limit} bytes: call bodies may hold {} bytes together",
+                guard.body_limit()
+            );
+            Some(guard)
+        }
+    };
+    let pipeline = Pipeline::with_budget(
+        args.pipeline.pipeline_config(args.export.content_capture()),
+        budget,
+    );
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let shutdown = async move {
@@ -161,15 +178,21 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     };
     let health = {
         let mut sink = ExportSink(&mut exporters);
-        llmtap::daemon::run(session, Daemon::new(pipeline), &mut sink, shutdown)
+        let mut daemon = Daemon::new(pipeline);
+        if let Some(guard) = memory_guard {
+            daemon = daemon.with_memory_guard(guard);
+        }
+        llmtap::daemon::run(session, daemon, &mut sink, shutdown)
             .await
             .context("reading captured events")?
     };
     // Flush every exporter (OTLP batches included) before exiting.
     exporters.shutdown().await;
     log::info!(
-        "{} calls exported; captured {} records ({} bytes), lost records: {}, HTTP parse errors: {}, new processes held until hooked: {}",
+        "{} calls exported ({} with a body cut by a size cap or --memory-limit; {} cuts for memory); captured {} records ({} bytes), lost records: {}, HTTP parse errors: {}, new processes held until hooked: {}",
         health.calls_exported,
+        health.pipeline.truncated_calls,
+        health.pipeline.budget_refusals,
         health.capture.records,
         health.capture.bytes,
         health.capture.lost_records(),

@@ -13,6 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("flow", &[]),
     ("host", &[]),
     ("credentials", &[]),
+    ("budget", &[]),
     // Stage 1: kernel records → ordered plaintext per connection.
     ("capture", &["flow", "credentials"]),
     // Protocol parsers: bytes → HTTP exchanges and stream framings, capture unknown to them.
@@ -28,7 +29,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["flow", "http", "http2", "websocket", "testing"],
     ),
     // Stage 3: HTTP exchanges → LLM call records.
-    ("genai", &["flow", "http", "sse"]),
+    ("genai", &["flow", "http", "sse", "budget"]),
     // A metadata source, knowing nothing of the exporters that use it.
     ("k8s", &["host"]),
     // Stage 4: call records → spans, metrics, console, JSON lines.
@@ -36,14 +37,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Runs the stages after capture on recorded or live events.
     (
         "pipeline",
-        &["flow", "http", "connection", "sse", "genai", "testing"],
+        &["flow", "http", "connection", "sse", "genai", "testing", "budget"],
     ),
     // The binary's building blocks: command-line options, checks, the capture-to-export loop.
     ("cli", &["capture", "pipeline"]),
     ("doctor", &["capture"]),
     (
         "daemon",
-        &["flow", "capture", "genai", "pipeline", "export", "testing"],
+        &[
+            "flow", "capture", "genai", "pipeline", "export", "testing", "budget",
+        ],
     ),
 ];
 

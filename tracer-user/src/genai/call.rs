@@ -19,9 +19,10 @@ use super::record::{
 use super::request::{input_text, read_content, read_params};
 use super::response::{ResponseAcc, body_error_type};
 use super::scan::TopLevelScanner;
+use crate::budget::{BudgetedBuf, MemoryBudget};
 
 /// Limits and switches of the GenAI stage.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct CallConfig {
     /// Fill `CallRecord::content` (messages, instructions, tool definitions).
     pub capture_content: bool,
@@ -37,6 +38,9 @@ pub struct CallConfig {
     pub output_text_cap: usize,
     /// Chunk arrival times kept per call (the count goes on beyond).
     pub max_chunk_times: usize,
+    /// Shared by the bodies of every call in flight (`--memory-limit`): a body that cannot
+    /// grow within it is cut and its call marked truncated.
+    pub budget: MemoryBudget,
 }
 
 impl Default for CallConfig {
@@ -49,6 +53,7 @@ impl Default for CallConfig {
             stream_event_cap: 1024 * 1024,
             output_text_cap: 1024 * 1024,
             max_chunk_times: 65_536,
+            budget: MemoryBudget::unlimited(),
         }
     }
 }
@@ -56,7 +61,7 @@ impl Default for CallConfig {
 enum BodyMode {
     /// Before the response head.
     Pending,
-    Buffered(Vec<u8>),
+    Buffered(BudgetedBuf),
     Sse(SseParser),
     Ndjson(LineSplitter),
     JsonArray(JsonArraySplitter),
@@ -76,7 +81,7 @@ pub struct CallBuilder {
     traceparent: Option<String>,
     timing: CallTiming,
     request_ended: bool,
-    req_body: Vec<u8>,
+    req_body: BudgetedBuf,
     /// Top-level request fields, kept even when the body passes the cap or loses bytes (then
     /// those of the prefix before the first loss).
     req_scan: TopLevelScanner,
@@ -94,7 +99,9 @@ pub struct CallBuilder {
     /// Response bytes were lost before the first content chunk arrived: the first chunk seen
     /// may not be the first one sent, so time to first chunk is unknown.
     first_chunk_unknown: bool,
-    truncated: bool,
+    req_truncated: bool,
+    /// The response body (or a stream event) passed its cap: response values are unknown.
+    resp_truncated: bool,
     acc: ResponseAcc,
     /// Last activity (ns), for eviction of calls whose connection vanished.
     pub last_ns: u64,
@@ -137,7 +144,7 @@ impl CallBuilder {
                 ..CallTiming::default()
             },
             request_ended: false,
-            req_body: Vec::new(),
+            req_body: BudgetedBuf::new(&cfg.budget),
             req_scan: TopLevelScanner::default(),
             req_lost: false,
             params: RequestParams::default(),
@@ -151,7 +158,8 @@ impl CallBuilder {
             response_ended: false,
             resp_lost: false,
             first_chunk_unknown: false,
-            truncated: false,
+            req_truncated: false,
+            resp_truncated: false,
             acc: ResponseAcc::new(keep_output, cfg.output_text_cap, cfg.max_chunk_times),
             last_ns: ts_entry_ns,
             bad_events: 0,
@@ -165,25 +173,27 @@ impl CallBuilder {
 
     pub fn request_body(&mut self, data: &[u8], cfg: &CallConfig) {
         self.req_scan.feed(data);
-        let room = cfg.request_body_cap.saturating_sub(self.req_body.len());
-        if data.len() > room {
-            self.truncated = true;
+        if self.req_truncated || self.req_lost {
+            // The body will not be parsed: keep nothing more of it.
+            return;
         }
-        self.req_body
-            .extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
+        if !self.req_body.extend_capped(data, cfg.request_body_cap) {
+            self.req_truncated = true;
+            self.req_body.release();
+        }
     }
 
     pub fn request_end(&mut self, ts_ns: u64, cfg: &CallConfig) {
         self.request_ended = true;
         self.timing.request_end_ns = ts_ns;
         self.last_ns = self.last_ns.max(ts_ns);
-        let body = std::mem::take(&mut self.req_body);
         // A body with lost or cut bytes is not parsed: values are never guessed.
-        let parsed = if self.req_lost || self.truncated {
+        let parsed = if self.req_lost || self.req_truncated {
             None
         } else {
-            serde_json::from_slice::<Value>(&body).ok()
+            serde_json::from_slice::<Value>(self.req_body.as_slice()).ok()
         };
+        self.req_body.release();
         if let Some(v) = &parsed {
             read_params(self.target.api, v, &mut self.params);
             read_agent_evidence(self.target.api, v, cfg.capture_content, &mut self.params);
@@ -200,7 +210,7 @@ impl CallBuilder {
                 self.input_text = input_text(v, cfg.output_text_cap);
             }
         }
-        if parsed.is_none() && (self.truncated || self.req_lost) {
+        if parsed.is_none() && (self.req_truncated || self.req_lost) {
             // Too large to keep, or past the kernel's per-call capture cap: the top-level
             // scalars seen on the wire (all of them, or the captured prefix's) are still real.
             read_params(self.target.api, &self.req_scan.fields(), &mut self.params);
@@ -229,7 +239,7 @@ impl CallBuilder {
             .to_ascii_lowercase();
         let cap = cfg.stream_event_cap;
         self.body = if head.status >= 400 {
-            BodyMode::Buffered(Vec::new())
+            BodyMode::Buffered(BudgetedBuf::new(&cfg.budget))
         } else if ctype.starts_with("text/event-stream") {
             BodyMode::Sse(SseParser::new(cap))
         } else if ctype.starts_with("application/x-ndjson")
@@ -243,7 +253,7 @@ impl CallBuilder {
         {
             BodyMode::JsonArray(JsonArraySplitter::new(cap))
         } else {
-            BodyMode::Buffered(Vec::new())
+            BodyMode::Buffered(BudgetedBuf::new(&cfg.budget))
         };
     }
 
@@ -319,11 +329,13 @@ impl CallBuilder {
             // A WebSocket has no HTTP body: its messages come through `response_message`.
             BodyMode::Pending | BodyMode::Messages => {}
             BodyMode::Buffered(buf) => {
-                let room = cfg.response_body_cap.saturating_sub(buf.len());
-                if data.len() > room {
-                    self.truncated = true;
+                if self.resp_truncated || self.resp_lost {
+                    // Not parsed any more: keep nothing.
+                    buf.release();
+                } else if !buf.extend_capped(data, cfg.response_body_cap) {
+                    self.resp_truncated = true;
+                    buf.release();
                 }
-                buf.extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
                 return;
             }
             BodyMode::Sse(p) => p.feed(data, &mut |e: SseEvent| {
@@ -356,7 +368,7 @@ impl CallBuilder {
             }
         }
         if oversize {
-            self.truncated = true;
+            self.resp_truncated = true;
         }
         for (name, payload) in events {
             self.on_stream_event(name.as_deref(), &payload, ts_ns);
@@ -432,8 +444,9 @@ impl CallBuilder {
             Direction::Write => {
                 self.req_lost = true;
                 // What follows the hole has no known place in the JSON: the scan keeps only
-                // what the captured prefix held.
+                // what the captured prefix held, and the body is not parsed (nor kept).
                 self.req_scan.stop();
+                self.req_body.release();
             }
             Direction::Read => {
                 self.resp_lost = true;
@@ -451,8 +464,12 @@ impl CallBuilder {
         }
     }
 
-    pub fn truncated(&mut self) {
-        self.truncated = true;
+    /// A part of the exchange in `direction` passed a size cap upstream.
+    pub fn truncated(&mut self, direction: Direction) {
+        match direction {
+            Direction::Write => self.req_truncated = true,
+            Direction::Read => self.resp_truncated = true,
+        }
     }
 
     pub fn response_end(&mut self, ts_ns: u64) {
@@ -469,7 +486,7 @@ impl CallBuilder {
             }),
             BodyMode::Buffered(buf) => {
                 let buf = std::mem::take(buf);
-                self.apply_buffered(&buf);
+                self.apply_buffered(buf.as_slice());
             }
             _ => {}
         }
@@ -489,7 +506,7 @@ impl CallBuilder {
     }
 
     fn apply_buffered(&mut self, buf: &[u8]) {
-        if self.resp_lost || self.truncated || buf.is_empty() {
+        if self.resp_lost || self.resp_truncated || buf.is_empty() {
             return;
         }
         let Ok(v) = serde_json::from_slice::<Value>(buf) else {
@@ -702,7 +719,7 @@ impl CallBuilder {
             timing,
             stream_chunks: (is_stream && ok_response && !self.resp_lost)
                 .then_some(acc.stream_chunks),
-            truncated: self.truncated,
+            truncated: self.req_truncated || self.resp_truncated,
             incomplete,
             content,
             agent: None,

@@ -201,7 +201,7 @@ impl WsSession {
         if buf.overlong || p.truncated {
             self.truncated_messages += 1;
             if let Some(call) = self.calls.front_mut() {
-                call.builder.truncated();
+                call.builder.truncated(p.direction);
             }
             return;
         }

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 
+use crate::budget::MemoryBudget;
 use crate::connection::{ConnectionConfig, ConnectionTracker};
 use crate::flow::{ConnectionId, StreamEvent};
 use crate::genai::{
@@ -89,8 +90,9 @@ impl PipelineConfig {
         }
     }
 
-    fn call(&self) -> CallConfig {
+    fn call(&self, budget: &MemoryBudget) -> CallConfig {
         CallConfig {
+            budget: budget.clone(),
             capture_content: self.capture_content,
             estimate_missing_usage: self.estimate_missing_usage,
             request_body_cap: self.request_body_cap,
@@ -143,6 +145,10 @@ pub struct PipelineStats {
     /// Connections and calls currently held.
     pub open_connections: u64,
     pub calls_in_flight: u64,
+    /// Bytes the bodies of calls in flight hold now, and body growths refused because the
+    /// memory budget was spent (each cut a body and marked its call truncated).
+    pub body_bytes_held: u64,
+    pub budget_refusals: u64,
 }
 
 /// Connection tracking, HTTP, stream framing and GenAI extraction in one object.
@@ -165,11 +171,16 @@ const NOT_LLM_MAX: usize = 4096;
 
 impl Pipeline {
     pub fn new(config: PipelineConfig) -> Self {
+        Self::with_budget(config, MemoryBudget::unlimited())
+    }
+
+    /// A pipeline whose call bodies share `budget` (`--memory-limit`).
+    pub fn with_budget(config: PipelineConfig, budget: MemoryBudget) -> Self {
         Pipeline {
             tracker: ConnectionTracker::new(config.connection()),
             calls: HashMap::new(),
             sockets: HashMap::new(),
-            call_config: config.call(),
+            call_config: config.call(&budget),
             idle_timeout_ns: config.idle_timeout_ns,
             stats: PipelineStats::default(),
             scratch: Vec::new(),
@@ -250,6 +261,8 @@ impl Pipeline {
                     .values()
                     .map(WsSession::calls_in_flight)
                     .sum::<usize>()) as u64,
+            body_bytes_held: self.call_config.budget.used() as u64,
+            budget_refusals: self.call_config.budget.refusals(),
             ..self.stats.clone()
         }
     }
@@ -361,9 +374,9 @@ impl Pipeline {
                         c.lost(direction);
                     }
                 }
-                HttpEvent::Truncated { key, direction: _ } => {
+                HttpEvent::Truncated { key, direction } => {
                     if let Some(c) = self.calls.get_mut(&key) {
-                        c.truncated();
+                        c.truncated(direction);
                     }
                 }
                 HttpEvent::WebSocketOpen {

@@ -1192,3 +1192,65 @@ fn llama_cpp_completion_whole_and_streamed() {
     assert_eq!(streamed.response.finish_reasons, ["length"]);
     assert_eq!(streamed.stream_chunks, Some(2), "two content pieces");
 }
+
+/// `--memory-limit`: many concurrent calls with long prompts share one body budget. Past it,
+/// bodies are cut and calls marked truncated, but every call still gives a record with the
+/// model seen on the wire and the response's values, and the budget is given back.
+#[test]
+fn memory_budget_bounds_concurrent_bodies_and_every_call_completes() {
+    const CLIENTS: u64 = 100;
+    const LIMIT: usize = 1024 * 1024;
+    let c = cassette("openai__chat_prompt_cache_read");
+    let prompt = "x".repeat(64 * 1024);
+    let body = format!(
+        r#"{{"model":"gpt-4o-mini","temperature":0.5,"messages":[{{"role":"user","content":"{prompt}"}}]}}"#
+    );
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let opts_of = |i: u64| ReplayOptions {
+        conn: ConnectionId {
+            pid: 4242,
+            conn: 0x7000_0000 + i * 0x100,
+        },
+        ..ReplayOptions::default()
+    };
+    // The clients write their requests side by side, 16 KiB at a time, before any response
+    // arrives: all bodies are in flight at once.
+    let mut events = Vec::new();
+    let mut now = 1_000_000_000;
+    for piece in request.as_bytes().chunks(16 * 1024) {
+        for i in 0..CLIENTS {
+            let opts = opts_of(i);
+            chunk_events(piece, Direction::Write, piece.len(), &mut now, &opts, &mut events);
+        }
+    }
+    for i in 0..CLIENTS {
+        let opts = opts_of(i);
+        chunk_events(&c.response_bytes(1000), Direction::Read, 4096, &mut now, &opts, &mut events);
+    }
+    let budget = MemoryBudget::new(LIMIT);
+    let mut pipeline = Pipeline::with_budget(PipelineConfig::default(), budget.clone());
+    let mut records = Vec::new();
+    for ev in events {
+        pipeline.push(ev, &mut records);
+    }
+    pipeline.finish(&mut records);
+    assert_eq!(records.len() as u64, CLIENTS);
+    assert!(budget.peak() <= LIMIT, "peak {} > {LIMIT}", budget.peak());
+    assert_eq!(budget.used(), 0, "every body gave its budget back");
+    let stats = pipeline.stats();
+    assert!(stats.budget_refusals > 0, "the budget was reached");
+    assert!(stats.truncated_calls > 0 && stats.truncated_calls < CLIENTS);
+    for r in &records {
+        assert_eq!(r.request.model.as_deref(), Some("gpt-4o-mini"));
+        assert_eq!(r.request.temperature, Some(0.5));
+        assert_eq!(
+            r.response.id.as_deref(),
+            c.expected["response_id"].as_str(),
+            "response values survive a cut request"
+        );
+        assert_eq!(r.usage.input_tokens, c.expected["input_tokens"].as_u64());
+    }
+}
