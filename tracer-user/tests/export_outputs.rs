@@ -129,7 +129,7 @@ async fn console_is_the_default_and_summarises_at_shutdown() {
         "{text}"
     );
     assert!(
-        lines[2].contains("end_turn") && lines[2].contains("3.000s"),
+        lines[2].contains(" stop ") && lines[2].contains("3.000s"),
         "{text}"
     );
     assert!(text.contains("── summary ──"), "{text}");
