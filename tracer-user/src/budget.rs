@@ -252,9 +252,7 @@ impl MemoryGuard {
         budget: &MemoryBudget,
     ) -> Result<Self, MemoryLimitError> {
         let headroom = limit / 4;
-        let body_limit = limit
-            .saturating_sub(resident_now)
-            .saturating_sub(headroom);
+        let body_limit = limit.saturating_sub(resident_now).saturating_sub(headroom);
         if body_limit < MIN_BODY_BUDGET {
             return Err(MemoryLimitError::TooLow {
                 limit,
@@ -292,7 +290,8 @@ impl MemoryGuard {
             self.squeezed = true;
             self.squeezes += 1;
             // Nothing more grows until enough is given back.
-            self.budget.set_limit(self.budget.used().min(self.body_limit));
+            self.budget
+                .set_limit(self.budget.used().min(self.body_limit));
             log::warn!(
                 "llmtap holds {resident} bytes, near --memory-limit {}: call bodies are cut \
                  (calls flagged truncated) until memory comes back under {low} bytes",
@@ -402,7 +401,10 @@ mod tests {
         guard.check(150 * MIB); // above 160 − 20
         assert_eq!(guard.squeezes(), 1);
         let mut other = BudgetedBuf::new(&budget);
-        assert!(!other.extend_capped(&[1; 10], usize::MAX), "no growth while squeezed");
+        assert!(
+            !other.extend_capped(&[1; 10], usize::MAX),
+            "no growth while squeezed"
+        );
         guard.check(130 * MIB); // between the marks: still squeezed
         assert!(!other.extend_capped(&[1; 10], usize::MAX));
         guard.check(100 * MIB); // below 160 − 40

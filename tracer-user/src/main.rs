@@ -70,6 +70,14 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Buffers of 128 KiB and more (call bodies, sections of executables being analysed) are
+    // mapped on their own and handed back to the kernel when freed. glibc would otherwise
+    // raise its threshold after the first such free and keep later ones in the heap, where
+    // the resident size stays at its peak (`--memory-limit` measures it).
+    // SAFETY: mallopt only changes the allocator's tuning; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();

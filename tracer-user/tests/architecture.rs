@@ -37,7 +37,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Runs the stages after capture on recorded or live events.
     (
         "pipeline",
-        &["flow", "http", "connection", "sse", "genai", "testing", "budget"],
+        &[
+            "flow",
+            "http",
+            "connection",
+            "sse",
+            "genai",
+            "testing",
+            "budget",
+        ],
     ),
     // The binary's building blocks: command-line options, checks, the capture-to-export loop.
     ("cli", &["capture", "pipeline"]),

@@ -30,6 +30,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// Longest a record waits in the ring before the reader looks (records are not announced one
 /// by one: see `WAKEUP_BYTES` in the eBPF program).
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+/// Record bytes taken from the ring per batch handed to the pipeline.
+const DRAIN_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Default ring buffer size: room for bursts of large prompts without drops.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 16 * 1024 * 1024;
@@ -677,7 +679,7 @@ impl Tracer {
         self.attached.values().map(|f| f.path.as_path())
     }
 
-    /// Waits for ring-buffer records and appends every available one to `out`. Records are
+    /// Waits for ring-buffer records and appends the available ones (a bounded batch) to `out`. Records are
     /// picked up on a wakeup (ring a quarter full) or at the latest after [`POLL_INTERVAL`].
     pub async fn read_events(&mut self, out: &mut Vec<CaptureEvent>) -> io::Result<()> {
         loop {
@@ -692,10 +694,18 @@ impl Tracer {
         }
     }
 
+    /// Takes the records in the ring, at most [`DRAIN_BATCH_BYTES`] of data per call: under
+    /// a flood the kernel refills the ring as fast as it is read, and an unbounded drain
+    /// would copy the flood into llmtap's memory instead of letting the ring (bounded, its
+    /// drops counted) absorb it.
     fn drain(&mut self, out: &mut Vec<CaptureEvent>) {
         let ring = self.ring.get_mut();
-        while let Some(record) = ring.next() {
+        let mut batch_bytes = 0usize;
+        while batch_bytes < DRAIN_BATCH_BYTES
+            && let Some(record) = ring.next()
+        {
             self.records += 1;
+            batch_bytes += record.len();
             match decode_record(&record) {
                 Ok(mut event) => {
                     self.rustls_pairing.resolve(&mut event);

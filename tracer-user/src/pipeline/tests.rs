@@ -1223,12 +1223,26 @@ fn memory_budget_bounds_concurrent_bodies_and_every_call_completes() {
     for piece in request.as_bytes().chunks(16 * 1024) {
         for i in 0..CLIENTS {
             let opts = opts_of(i);
-            chunk_events(piece, Direction::Write, piece.len(), &mut now, &opts, &mut events);
+            chunk_events(
+                piece,
+                Direction::Write,
+                piece.len(),
+                &mut now,
+                &opts,
+                &mut events,
+            );
         }
     }
     for i in 0..CLIENTS {
         let opts = opts_of(i);
-        chunk_events(&c.response_bytes(1000), Direction::Read, 4096, &mut now, &opts, &mut events);
+        chunk_events(
+            &c.response_bytes(1000),
+            Direction::Read,
+            4096,
+            &mut now,
+            &opts,
+            &mut events,
+        );
     }
     let budget = MemoryBudget::new(LIMIT);
     let mut pipeline = Pipeline::with_budget(PipelineConfig::default(), budget.clone());
