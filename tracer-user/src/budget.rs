@@ -186,6 +186,11 @@ impl BudgetedBuf {
         wanted.min(target - self.data.len())
     }
 
+    /// The budget this buffer draws on.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         &self.data
     }

@@ -178,6 +178,7 @@ impl Daemon {
                 self.pipeline.push(stream_event, &mut self.records);
             }
             self.flush(sink);
+            self.flush_mcp(sink);
             if let Some(ending) = &ending {
                 self.peers.observe(ending);
             }
@@ -198,6 +199,7 @@ impl Daemon {
         }
         self.pipeline.tick(now_ns, &mut self.records);
         self.flush(sink);
+        self.flush_mcp(sink);
         self.agent.tick(now_ns, &mut self.agent_records);
         self.flush(sink);
     }
@@ -206,8 +208,20 @@ impl Daemon {
     pub fn finish(&mut self, sink: &mut impl CallSink) {
         self.pipeline.finish(&mut self.records);
         self.flush(sink);
+        self.flush_mcp(sink);
         self.agent.finish(&mut self.agent_records);
         self.flush(sink);
+    }
+
+    /// MCP calls go after the LLM calls of the same batch, so that a tool call made while a
+    /// turn is open is linked to it.
+    fn flush_mcp(&mut self, sink: &mut impl CallSink) {
+        for call in self.pipeline.take_mcp_calls() {
+            self.agent.observe_mcp(call, &mut self.agent_records);
+        }
+        for record in self.agent_records.drain(..) {
+            sink.export_agent(&record);
+        }
     }
 
     fn flush(&mut self, sink: &mut impl CallSink) {

@@ -64,6 +64,17 @@ pub mod keys {
     pub const LLMTAP_AGENT_CALLS: &str = "llmtap.agent.calls";
     pub const LLMTAP_AGENT_TOOL_EXECUTIONS: &str = "llmtap.agent.tool_executions";
     pub const LLMTAP_USAGE_COST_USD: &str = "llmtap.usage.cost_usd";
+    // MCP client spans.
+    pub const MCP_METHOD_NAME: &str = "mcp.method.name";
+    pub const MCP_SESSION_ID: &str = "mcp.session.id";
+    pub const MCP_PROTOCOL_VERSION: &str = "mcp.protocol.version";
+    pub const MCP_RESOURCE_URI: &str = "mcp.resource.uri";
+    pub const JSONRPC_REQUEST_ID: &str = "jsonrpc.request.id";
+    pub const JSONRPC_PROTOCOL_VERSION: &str = "jsonrpc.protocol.version";
+    pub const RPC_RESPONSE_STATUS_CODE: &str = "rpc.response.status_code";
+    pub const PROMPT_NAME: &str = "gen_ai.prompt.name";
+    pub const NETWORK_TRANSPORT: &str = "network.transport";
+    pub const NETWORK_PROTOCOL_NAME: &str = "network.protocol.name";
     /// On `llmtap.calls`: the first choice's finish reason as a bounded class.
     pub const LLMTAP_FINISH_REASON: &str = "llmtap.finish_reason";
     /// Content attributes cut to `--max-content-bytes` (whole parts kept, the rest left out).

@@ -139,6 +139,21 @@ impl Console {
                 opt(int_attr(span, keys::LLMTAP_AGENT_CALLS)),
                 opt(int_attr(span, keys::LLMTAP_AGENT_TOOL_EXECUTIONS)),
             )
+        } else if let Some(method) = str_attr(span, keys::MCP_METHOD_NAME) {
+            // An MCP request: the method (or tool) and its server, then how it ended.
+            let outcome = match str_attr(span, keys::ERROR_TYPE) {
+                Some(e) => format!("error:{e}"),
+                None => "ok".to_string(),
+            };
+            let target = str_attr(span, keys::TOOL_NAME)
+                .map(|t| format!("{method} {t}"))
+                .unwrap_or_else(|| span.name.clone());
+            format!(
+                "├ mcp {} @{} {}",
+                target,
+                str_attr(span, keys::SERVER_ADDRESS).unwrap_or("-"),
+                outcome
+            )
         } else {
             format!(
                 "├ {} [{}]",

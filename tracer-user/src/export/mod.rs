@@ -394,6 +394,7 @@ impl Exporters {
         let process = match record {
             AgentRecord::Turn(t) => &t.process,
             AgentRecord::Tool(t) => &t.process,
+            AgentRecord::Mcp(m) => &m.process,
         };
         let resource = self.resources.get(process);
         let span = self.spans.build_agent(record, resource);

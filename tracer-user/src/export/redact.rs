@@ -125,6 +125,35 @@ fn redact_url_credentials(arg: &str) -> String {
     out
 }
 
+/// A URI as exported (`mcp.resource.uri`): the password of `scheme://user:password@host`,
+/// the values of credential query parameters (`?api_key=…`) and key-shaped words redacted.
+pub fn scrub_url(uri: &str) -> String {
+    let uri = redact_url_credentials(uri);
+    let (base, query) = match uri.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (uri.as_str(), None),
+    };
+    let mut out = scrub_text(base);
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _))
+                    if crate::credentials::CREDENTIAL_QUERY_PARAMS
+                        .iter()
+                        .any(|p| p.eq_ignore_ascii_case(name)) =>
+                {
+                    format!("{name}={REDACTED}")
+                }
+                _ => scrub_text(pair),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
 /// What the previous argument says of the next one.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum NextArg {
@@ -249,6 +278,20 @@ mod tests {
             line,
             "python3 agent.py --api-key [REDACTED] --token=[REDACTED] --password [REDACTED] \
              OPENAI_API_KEY=[REDACTED] --model gpt-4o -H Authorization: [REDACTED]"
+        );
+    }
+
+    #[test]
+    fn resource_uris_lose_their_credentials() {
+        let out = scrub_url("postgres://app:hunter2@db:5432/customers?api_key=abc123&schema=x");
+        assert!(!out.contains("hunter2") && !out.contains("abc123"), "{out}");
+        assert!(
+            out.contains("db:5432/customers") && out.contains("schema=x"),
+            "{out}"
+        );
+        assert_eq!(
+            scrub_url("file:///home/u/report.pdf"),
+            "file:///home/u/report.pdf"
         );
     }
 

@@ -14,7 +14,7 @@ use super::{
     content, redact,
     resource::ProcessResource,
 };
-use crate::genai::{AgentRecord, CallRecord, Operation};
+use crate::genai::{AgentRecord, CallRecord, McpCall, Operation};
 
 /// Span status (success stays `Unset`, as the conventions ask of instrumentations).
 #[derive(Clone, Debug, PartialEq)]
@@ -522,6 +522,104 @@ impl SpanBuilder {
                     resource,
                 }
             }
+            AgentRecord::Mcp(call) => self.build_mcp(call, resource),
+        }
+    }
+
+    /// An MCP client span (semconv `mcp.client`): `execute_tool {tool}` for `tools/call`,
+    /// else the method (with the prompt's name for `prompts/get`), in the agent session's
+    /// trace under its open turn when the process has one.
+    fn build_mcp(&self, call: &McpCall, resource: Arc<ProcessResource>) -> CallSpan {
+        let str_ = |s: &str| AttrValue::Str(s.to_string());
+        let (trace_id, parent_span_id, parent_is_remote) = match &call.agent {
+            Some(link) => {
+                let (trace, remote_parent) = self.session_trace(link.session, &link.traceparent);
+                match link.turn {
+                    Some(turn) => (trace, Some(self.turn_span_id(turn)), false),
+                    None => (trace, remote_parent, remote_parent.is_some()),
+                }
+            }
+            None => (self.ids.new_trace_id(), None, false),
+        };
+        let mut a: Attributes = vec![(keys::MCP_METHOD_NAME, str_(&call.method))];
+        if call.method == "tools/call" {
+            a.push((keys::OPERATION_NAME, str_("execute_tool")));
+        }
+        let optional = [
+            (keys::TOOL_NAME, &call.tool_name),
+            (keys::PROMPT_NAME, &call.prompt_name),
+            (keys::JSONRPC_REQUEST_ID, &call.request_id),
+            (keys::JSONRPC_PROTOCOL_VERSION, &call.jsonrpc_version),
+            (keys::MCP_SESSION_ID, &call.session_id),
+            (keys::MCP_PROTOCOL_VERSION, &call.protocol_version),
+            (keys::RPC_RESPONSE_STATUS_CODE, &call.rpc_status_code),
+        ];
+        for (key, value) in optional {
+            if let Some(v) = value {
+                a.push((key, str_(&redact::scrub_text(v))));
+            }
+        }
+        if let Some(uri) = &call.resource_uri {
+            a.push((keys::MCP_RESOURCE_URI, str_(&redact::scrub_url(uri))));
+        }
+        a.push((keys::NETWORK_TRANSPORT, str_("tcp")));
+        a.push((keys::NETWORK_PROTOCOL_NAME, str_("http")));
+        a.push((keys::NETWORK_PROTOCOL_VERSION, str_(&call.http_version)));
+        if let Some(host) = &call.server_address {
+            a.push((keys::SERVER_ADDRESS, str_(host)));
+        }
+        if let Some(port) = call.server_port {
+            a.push((keys::SERVER_PORT, AttrValue::count(u64::from(port))));
+        }
+        if let Some(e) = &call.error_type {
+            a.push((keys::ERROR_TYPE, str_(&redact::scrub_text(e))));
+        }
+        if call.incomplete {
+            a.push((keys::LLMTAP_CALL_INCOMPLETE, AttrValue::Bool(true)));
+        }
+        if self.content.enabled {
+            let mut cut = Vec::new();
+            for (key, value) in [
+                (keys::TOOL_CALL_ARGUMENTS, &call.arguments),
+                (keys::TOOL_CALL_RESULT, &call.result),
+            ] {
+                if let Some(v) = value {
+                    let v = redact::scrub_text(v);
+                    let (text, was_cut) = content::fit_text(&v, self.content.max_bytes);
+                    if was_cut {
+                        cut.push(key.to_string());
+                    }
+                    a.push((key, str_(text)));
+                }
+            }
+            if !cut.is_empty() {
+                a.push((keys::LLMTAP_CONTENT_TRUNCATED, AttrValue::StrArray(cut)));
+            }
+        }
+        let target = call.tool_name.as_deref().or(call.prompt_name.as_deref());
+        let name = match (call.method.as_str(), target) {
+            ("tools/call", Some(tool)) => format!("execute_tool {tool}"),
+            (method, Some(target)) => format!("{method} {target}"),
+            (method, None) => method.to_string(),
+        };
+        let (start, end) = self.times(call.start_ns, call.end_ns);
+        CallSpan {
+            name,
+            kind: Kind::Client,
+            trace_id,
+            span_id: self.ids.new_span_id(),
+            parent_span_id,
+            parent_is_remote,
+            start_unix_nanos: start,
+            end_unix_nanos: end,
+            status: match &call.error_type {
+                Some(e) => SpanStatus::Error {
+                    message: redact::scrub_text(call.error_message.as_deref().unwrap_or(e)),
+                },
+                None => SpanStatus::Unset,
+            },
+            attributes: a,
+            resource,
         }
     }
 }
@@ -858,6 +956,71 @@ pub(crate) mod tests {
         record.provider = "azure.ai.openai".into();
         let attrs = call_attributes(&record, OFF, None);
         assert!(find(&attrs, keys::OPENAI_API_TYPE).is_some());
+    }
+
+    /// An MCP tool call is an `execute_tool {tool}` CLIENT span with the MCP attributes; an
+    /// error sets the status; arguments only with content capture.
+    #[test]
+    fn mcp_client_spans() {
+        use crate::genai::McpCall;
+        let call = McpCall {
+            process: ProcessRef {
+                pid: 1,
+                tid: 1,
+                comm: "agent".into(),
+            },
+            connection_id: 1,
+            server_address: Some("tools.internal".into()),
+            server_port: Some(8443),
+            http_version: "1.1".into(),
+            method: "tools/call".into(),
+            request_id: Some("7".into()),
+            jsonrpc_version: None,
+            tool_name: Some("add".into()),
+            prompt_name: None,
+            resource_uri: None,
+            session_id: Some("0123abcd".into()),
+            protocol_version: Some("2025-06-18".into()),
+            start_ns: 1_000,
+            end_ns: 5_000,
+            error_type: Some("-32602".into()),
+            error_message: Some("Unknown tool".into()),
+            rpc_status_code: Some("-32602".into()),
+            arguments: Some(r#"{"a":1}"#.into()),
+            result: None,
+            incomplete: false,
+            agent: None,
+        };
+        let builder = SpanBuilder::new(ClockOffset::fixed(0), OFF);
+        let span = builder.build_agent(&AgentRecord::Mcp(Box::new(call.clone())), resource());
+        assert_eq!(span.name, "execute_tool add");
+        assert_eq!(span.kind, Kind::Client);
+        let get = |k| find(&span.attributes, k).cloned();
+        let s = |v: &str| Some(AttrValue::Str(v.into()));
+        assert_eq!(get(keys::MCP_METHOD_NAME), s("tools/call"));
+        assert_eq!(get(keys::OPERATION_NAME), s("execute_tool"));
+        assert_eq!(get(keys::TOOL_NAME), s("add"));
+        assert_eq!(get(keys::JSONRPC_REQUEST_ID), s("7"));
+        assert_eq!(get(keys::MCP_SESSION_ID), s("0123abcd"));
+        assert_eq!(get(keys::MCP_PROTOCOL_VERSION), s("2025-06-18"));
+        assert_eq!(get(keys::ERROR_TYPE), s("-32602"));
+        assert_eq!(get(keys::RPC_RESPONSE_STATUS_CODE), s("-32602"));
+        assert_eq!(get(keys::NETWORK_TRANSPORT), s("tcp"));
+        assert_eq!(
+            get(keys::TOOL_CALL_ARGUMENTS),
+            None,
+            "content capture is off"
+        );
+        assert!(
+            matches!(span.status, SpanStatus::Error { ref message } if message == "Unknown tool")
+        );
+        let mut list = call;
+        list.method = "tools/list".into();
+        list.tool_name = None;
+        list.error_type = None;
+        let span = builder.build_agent(&AgentRecord::Mcp(Box::new(list)), resource());
+        assert_eq!(span.name, "tools/list");
+        assert_eq!(find(&span.attributes, keys::OPERATION_NAME), None);
     }
 
     #[test]

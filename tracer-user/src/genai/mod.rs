@@ -9,6 +9,7 @@ pub mod agent;
 pub mod call;
 pub mod estimate;
 pub mod json;
+pub mod mcp;
 pub mod provider;
 pub mod record;
 pub mod request;
@@ -18,6 +19,7 @@ pub mod websocket;
 
 pub use agent::{AgentConfig, AgentRecord, AgentTracker, AgentTurn, ToolExecution};
 pub use call::{CallBuilder, CallConfig};
+pub use mcp::{McpCall, McpExchange, McpTarget, identify_mcp};
 pub use provider::{Api, ApiTarget, identify, identify_websocket, is_known_provider};
 pub use record::*;
 pub use response::{FINISH_REASON_CLASSES, OTHER_FINISH_REASON, finish_reason_class};

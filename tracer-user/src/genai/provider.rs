@@ -244,7 +244,7 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 /// The request's `Host` header as (lower-case host, port when given).
-fn host_of(head: &RequestHead) -> (Option<String>, Option<u16>) {
+pub(crate) fn host_of(head: &RequestHead) -> (Option<String>, Option<u16>) {
     head.headers
         .get("host")
         .map(split_host)

@@ -24,8 +24,8 @@ use crate::budget::MemoryBudget;
 use crate::connection::{ConnectionConfig, ConnectionTracker};
 use crate::flow::{ConnectionId, StreamEvent};
 use crate::genai::{
-    CallBuilder, CallConfig, CallRecord, FinishedCall, MessagePiece, ProcessRef, WsSession,
-    identify, identify_websocket,
+    CallBuilder, CallConfig, CallRecord, FinishedCall, McpCall, McpExchange, MessagePiece,
+    ProcessRef, WsSession, identify, identify_mcp, identify_websocket,
 };
 use crate::http::{AbortReason, ExchangeKey, HttpEvent};
 
@@ -142,6 +142,10 @@ pub struct PipelineStats {
     pub websocket_gaps: u64,
     /// WebSocket messages dropped past the size cap (their calls are flagged truncated).
     pub websocket_messages_truncated: u64,
+    /// MCP requests and notifications reported, and those dropped because the daemon did not
+    /// take them in time.
+    pub mcp_calls: u64,
+    pub mcp_calls_dropped: u64,
     /// Connections and calls currently held.
     pub open_connections: u64,
     pub calls_in_flight: u64,
@@ -157,6 +161,10 @@ pub struct Pipeline {
     calls: HashMap<ExchangeKey, CallBuilder>,
     /// LLM WebSockets (Responses, Realtime), by their upgrade exchange.
     sockets: HashMap<ExchangeKey, WsSession>,
+    /// MCP exchanges (Streamable HTTP) in flight, and the MCP calls they finished since the
+    /// last [`Pipeline::take_mcp_calls`] (bounded).
+    mcp: HashMap<ExchangeKey, McpExchange>,
+    mcp_done: Vec<McpCall>,
     call_config: CallConfig,
     idle_timeout_ns: u64,
     stats: PipelineStats,
@@ -165,6 +173,10 @@ pub struct Pipeline {
     /// copying (bounded: the rest are copied and parsed as before).
     not_llm: Vec<ConnectionId>,
 }
+
+/// Most MCP calls held between two [`Pipeline::take_mcp_calls`] (the daemon takes them after
+/// every batch; past it they are counted as dropped).
+const MCP_DONE_MAX: usize = 4096;
 
 /// Most not-LLM plain connections remembered between two [`Pipeline::take_not_llm_connections`].
 const NOT_LLM_MAX: usize = 4096;
@@ -180,6 +192,8 @@ impl Pipeline {
             tracker: ConnectionTracker::new(config.connection()),
             calls: HashMap::new(),
             sockets: HashMap::new(),
+            mcp: HashMap::new(),
+            mcp_done: Vec::new(),
             call_config: config.call(&budget),
             idle_timeout_ns: config.idle_timeout_ns,
             stats: PipelineStats::default(),
@@ -192,6 +206,11 @@ impl Pipeline {
     /// call: capture can stop copying them (see `capture::Tracer::ignore_plain_connection`).
     pub fn take_not_llm_connections(&mut self) -> Vec<ConnectionId> {
         std::mem::take(&mut self.not_llm)
+    }
+
+    /// MCP calls finished since the last call (tool calls, initialize, lists...).
+    pub fn take_mcp_calls(&mut self) -> Vec<McpCall> {
+        std::mem::take(&mut self.mcp_done)
     }
 
     /// Feeds one captured event; completed calls are appended to `out`.
@@ -221,6 +240,17 @@ impl Pipeline {
                 self.emit(call, Some((AbortReason::IdleTimeout, now_ns)), out);
             }
         }
+        let stale: Vec<ExchangeKey> = self
+            .mcp
+            .iter()
+            .filter(|(_, x)| now_ns.saturating_sub(x.last_ns) > timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stale {
+            if let Some(exchange) = self.mcp.remove(&key) {
+                self.end_mcp(exchange, now_ns, Some(AbortReason::IdleTimeout));
+            }
+        }
     }
 
     /// Flushes every call in flight (shutdown).
@@ -234,6 +264,29 @@ impl Pipeline {
         rest.sort_by_key(|(k, _)| *k);
         for (_, call) in rest {
             self.emit(call, Some((AbortReason::Shutdown, now)), out);
+        }
+        let mut rest: Vec<(ExchangeKey, McpExchange)> = self.mcp.drain().collect();
+        rest.sort_by_key(|(k, _)| *k);
+        for (_, exchange) in rest {
+            self.end_mcp(exchange, now, Some(AbortReason::Shutdown));
+        }
+    }
+
+    fn end_mcp(&mut self, exchange: McpExchange, ts_ns: u64, abort: Option<AbortReason>) {
+        self.stats.body_parse_errors += exchange.bad_messages;
+        let mut done = Vec::new();
+        exchange.end(ts_ns, abort, &mut done);
+        self.push_mcp(done);
+    }
+
+    fn push_mcp(&mut self, done: Vec<McpCall>) {
+        for call in done {
+            if self.mcp_done.len() < MCP_DONE_MAX {
+                self.stats.mcp_calls += 1;
+                self.mcp_done.push(call);
+            } else {
+                self.stats.mcp_calls_dropped += 1;
+            }
         }
     }
 
@@ -324,6 +377,22 @@ impl Pipeline {
                         );
                         self.calls.insert(key, call);
                     }
+                    None if let Some(target) = identify_mcp(&head) => {
+                        let exchange = McpExchange::new(
+                            target,
+                            &head,
+                            key.conn.conn,
+                            ts_entry_ns,
+                            ProcessRef {
+                                pid: key.conn.pid,
+                                tid,
+                                comm,
+                            },
+                            cfg.capture_content,
+                            &cfg.budget,
+                        );
+                        self.mcp.insert(key, exchange);
+                    }
                     None => {
                         self.stats.non_llm_requests += 1;
                         if key.seq == 0
@@ -337,6 +406,17 @@ impl Pipeline {
                 HttpEvent::RequestBody { key, data } => {
                     if let Some(c) = self.calls.get_mut(&key) {
                         c.request_body(&data, &cfg);
+                    } else if let Some(x) = self.mcp.get_mut(&key) {
+                        x.request_body(&data);
+                    }
+                }
+                HttpEvent::RequestEnd { key, ts_ns } if self.mcp.contains_key(&key) => {
+                    if let Some(x) = self.mcp.get_mut(&key)
+                        && !x.request_end(ts_ns)
+                    {
+                        // Not JSON-RPC after all: an ordinary request.
+                        self.mcp.remove(&key);
+                        self.stats.non_llm_requests += 1;
                     }
                 }
                 HttpEvent::RequestEnd { key, ts_ns } => {
@@ -352,11 +432,22 @@ impl Pipeline {
                 HttpEvent::Response { key, head, ts_ns } => {
                     if let Some(c) = self.calls.get_mut(&key) {
                         c.response_head(&head, ts_ns, &cfg);
+                    } else if let Some(x) = self.mcp.get_mut(&key) {
+                        x.response_head(&head, ts_ns);
                     }
                 }
                 HttpEvent::ResponseBody { key, data, ts_ns } => {
                     if let Some(c) = self.calls.get_mut(&key) {
                         c.response_body(&data, ts_ns, &cfg);
+                    } else if let Some(x) = self.mcp.get_mut(&key) {
+                        let mut done = Vec::new();
+                        x.response_body(&data, ts_ns, &mut done);
+                        self.push_mcp(done);
+                    }
+                }
+                HttpEvent::ResponseEnd { key, ts_ns } if self.mcp.contains_key(&key) => {
+                    if let Some(x) = self.mcp.remove(&key) {
+                        self.end_mcp(x, ts_ns, None);
                     }
                 }
                 HttpEvent::ResponseEnd { key, ts_ns } => {
@@ -372,11 +463,15 @@ impl Pipeline {
                 HttpEvent::Lost { key, direction } => {
                     if let Some(c) = self.calls.get_mut(&key) {
                         c.lost(direction);
+                    } else if let Some(x) = self.mcp.get_mut(&key) {
+                        x.lost(direction);
                     }
                 }
                 HttpEvent::Truncated { key, direction } => {
                     if let Some(c) = self.calls.get_mut(&key) {
                         c.truncated(direction);
+                    } else if let Some(x) = self.mcp.get_mut(&key) {
+                        x.lost(direction);
                     }
                 }
                 HttpEvent::WebSocketOpen {
@@ -434,6 +529,11 @@ impl Pipeline {
                         let mut done = Vec::new();
                         session.close(reason, ts_ns, &mut done);
                         self.emit_finished(done, out);
+                    }
+                }
+                HttpEvent::Aborted { key, ts_ns, reason } if self.mcp.contains_key(&key) => {
+                    if let Some(x) = self.mcp.remove(&key) {
+                        self.end_mcp(x, ts_ns, Some(reason));
                     }
                 }
                 HttpEvent::Aborted { key, ts_ns, reason } => {

@@ -1268,3 +1268,220 @@ fn memory_budget_bounds_concurrent_bodies_and_every_call_completes() {
         assert_eq!(r.usage.input_tokens, c.expected["input_tokens"].as_u64());
     }
 }
+
+/// MCP over Streamable HTTP: an `initialize` answered by SSE (the server names the session),
+/// the `initialized` notification answered 202, tool calls answered by JSON: a result, a
+/// JSON-RPC error, and a tool error.
+#[test]
+fn mcp_streamable_http_calls() {
+    fn post(body: &str, session: Option<&str>) -> String {
+        let session = session
+            .map(|s| format!("Mcp-Session-Id: {s}\r\nMCP-Protocol-Version: 2025-06-18\r\n"))
+            .unwrap_or_default();
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: tools.internal:8443\r\nAuthorization: Bearer secret-token\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\n{session}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+    fn answer(status: &str, content_type: &str, extra: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let init_answer = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":0,\"result\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{},\"serverInfo\":{\"name\":\"s\",\"version\":\"1\"}}}\n\n";
+    let exchanges: Vec<(String, String)> = vec![
+        (
+            post(init, None),
+            answer(
+                "200 OK",
+                "text/event-stream",
+                "Mcp-Session-Id: sess-raw-1\r\n",
+                init_answer,
+            ),
+        ),
+        (
+            post(
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                Some("sess-raw-1"),
+            ),
+            answer("202 Accepted", "text/plain", "", ""),
+        ),
+        (
+            post(
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":40}}}"#,
+                Some("sess-raw-1"),
+            ),
+            answer(
+                "200 OK",
+                "application/json",
+                "",
+                r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"42"}],"isError":false}}"#,
+            ),
+        ),
+        (
+            post(
+                r#"{"jsonrpc":"2.0","id":"r-2","method":"tools/call","params":{"name":"nope"}}"#,
+                Some("sess-raw-1"),
+            ),
+            answer(
+                "200 OK",
+                "application/json",
+                "",
+                r#"{"jsonrpc":"2.0","id":"r-2","error":{"code":-32602,"message":"Unknown tool: nope"}}"#,
+            ),
+        ),
+        (
+            post(
+                r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fail"}}"#,
+                Some("sess-raw-1"),
+            ),
+            answer(
+                "200 OK",
+                "text/event-stream",
+                "",
+                "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"content\":[],\"isError\":true}}\n\n",
+            ),
+        ),
+    ];
+    let mut events = Vec::new();
+    let mut now = 1_000_000_000;
+    let opts = ReplayOptions::default();
+    for (request, response) in &exchanges {
+        chunk_events(
+            request.as_bytes(),
+            Direction::Write,
+            1000,
+            &mut now,
+            &opts,
+            &mut events,
+        );
+        chunk_events(
+            response.as_bytes(),
+            Direction::Read,
+            1000,
+            &mut now,
+            &opts,
+            &mut events,
+        );
+    }
+    let mut pipeline = Pipeline::new(PipelineConfig {
+        capture_content: true,
+        ..PipelineConfig::default()
+    });
+    let mut records = Vec::new();
+    for ev in events {
+        pipeline.push(ev, &mut records);
+    }
+    pipeline.finish(&mut records);
+    assert!(records.is_empty(), "MCP exchanges are not LLM calls");
+    let calls = pipeline.take_mcp_calls();
+    type Summary = (String, Option<String>, Option<String>, Option<String>);
+    let summary: Vec<Summary> = calls
+        .iter()
+        .map(|c| {
+            (
+                c.method.clone(),
+                c.request_id.clone(),
+                c.tool_name.clone(),
+                c.error_type.clone(),
+            )
+        })
+        .collect();
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        summary,
+        vec![
+            ("initialize".to_string(), s("0"), None, None),
+            ("notifications/initialized".to_string(), None, None, None),
+            ("tools/call".to_string(), s("1"), s("add"), None),
+            ("tools/call".to_string(), s("r-2"), s("nope"), s("-32602")),
+            ("tools/call".to_string(), s("3"), s("fail"), s("tool_error")),
+        ]
+    );
+    let digest = crate::genai::mcp::session_digest("sess-raw-1");
+    for c in &calls {
+        assert_eq!(c.session_id.as_deref(), Some(digest.as_str()), "{c:?}");
+        assert_eq!(c.protocol_version.as_deref(), Some("2025-06-18"), "{c:?}");
+        assert_eq!(c.server_address.as_deref(), Some("tools.internal"));
+        assert_eq!(c.server_port, Some(8443));
+        assert!(c.end_ns > c.start_ns, "{c:?}");
+    }
+    assert_eq!(calls[2].arguments.as_deref(), Some(r#"{"a":2,"b":40}"#));
+    assert_eq!(
+        calls[2].result.as_deref(),
+        Some(r#"[{"text":"42","type":"text"}]"#)
+    );
+    assert_eq!(calls[3].rpc_status_code.as_deref(), Some("-32602"));
+    assert_eq!(
+        calls[3].error_message.as_deref(),
+        Some("Unknown tool: nope")
+    );
+    assert_eq!(pipeline.stats().mcp_calls, 5);
+}
+
+/// A POST that looks like MCP but whose body is not JSON-RPC is an ordinary request; a
+/// request whose answer never comes ends with why.
+#[test]
+fn mcp_lookalikes_and_unanswered_requests() {
+    let body = r#"{"query":"not json-rpc"}"#;
+    let request = format!(
+        "POST /search HTTP/1.1\r\nHost: x\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let rpc = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
+    let unanswered = format!(
+        "POST /mcp HTTP/1.1\r\nHost: x\r\nMcp-Session-Id: s\r\nContent-Length: {}\r\n\r\n{rpc}",
+        rpc.len()
+    );
+    let mut events = Vec::new();
+    let mut now = 1_000_000_000;
+    let opts = ReplayOptions {
+        close: true,
+        ..ReplayOptions::default()
+    };
+    chunk_events(
+        request.as_bytes(),
+        Direction::Write,
+        1000,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    chunk_events(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        Direction::Read,
+        1000,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    chunk_events(
+        unanswered.as_bytes(),
+        Direction::Write,
+        1000,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    chunk_events(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n: keep-alive\n\n",
+        Direction::Read,
+        1000,
+        &mut now,
+        &opts,
+        &mut events,
+    );
+    let mut pipeline = Pipeline::new(PipelineConfig::default());
+    let mut records = Vec::new();
+    for ev in events {
+        pipeline.push(ev, &mut records);
+    }
+    pipeline.finish(&mut records);
+    let calls = pipeline.take_mcp_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].method, "tools/list");
+    assert!(calls[0].error_type.is_some(), "{calls:?}");
+    assert_eq!(pipeline.stats().non_llm_requests, 1);
+}

@@ -25,6 +25,7 @@ use std::collections::{HashMap, VecDeque};
 
 pub use evidence::read_agent_evidence;
 
+use super::mcp::McpCall;
 use super::record::{AgentLink, CallRecord, MAX_TOOL_REFS, ProcessRef, ToolCallRef};
 
 /// Limits of the agent tracker.
@@ -97,6 +98,8 @@ pub struct AgentTurn {
 pub enum AgentRecord {
     Tool(ToolExecution),
     Turn(AgentTurn),
+    /// An MCP request of the process, linked to its agent session when it has one.
+    Mcp(Box<McpCall>),
 }
 
 struct Pending {
@@ -324,6 +327,28 @@ impl AgentTracker {
     }
 
     /// Ends the sessions of a process that exited.
+    /// Links an MCP call to the agent session of its process that was active when the call
+    /// started (the one with an open turn first, else the most recent), and reports it. A
+    /// process without a session keeps the call on its own trace.
+    pub fn observe_mcp(&mut self, mut call: McpCall, out: &mut Vec<AgentRecord>) {
+        if let Some(state) = self.processes.get(&call.process.pid) {
+            let session = state
+                .sessions
+                .iter()
+                .filter(|s| s.turn.is_some())
+                .max_by_key(|s| s.last_ns)
+                .or_else(|| state.sessions.iter().max_by_key(|s| s.last_ns));
+            if let Some(session) = session {
+                call.agent = Some(AgentLink {
+                    session: session.key,
+                    turn: session.turn.as_ref().map(|t| t.key),
+                    traceparent: session.traceparent.clone(),
+                });
+            }
+        }
+        out.push(AgentRecord::Mcp(Box::new(call)));
+    }
+
     pub fn process_exit(&mut self, pid: u32, out: &mut Vec<AgentRecord>) {
         self.end_process(pid, out);
     }

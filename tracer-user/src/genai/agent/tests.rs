@@ -186,3 +186,63 @@ fn session_keeps_the_first_traceparent() {
     t.observe(&mut b, &mut out);
     assert_eq!(b.agent.and_then(|l| l.traceparent).as_deref(), Some(tp));
 }
+
+fn mcp_call(pid: u32, at: u64) -> McpCall {
+    McpCall {
+        process: ProcessRef {
+            pid,
+            tid: pid,
+            comm: "agent".into(),
+        },
+        connection_id: 9,
+        server_address: Some("tools.internal".into()),
+        server_port: Some(8443),
+        http_version: "1.1".into(),
+        method: "tools/call".into(),
+        request_id: Some("1".into()),
+        jsonrpc_version: None,
+        tool_name: Some("search".into()),
+        prompt_name: None,
+        resource_uri: None,
+        session_id: None,
+        protocol_version: Some("2025-06-18".into()),
+        start_ns: at,
+        end_ns: at + 5,
+        error_type: None,
+        error_message: None,
+        rpc_status_code: None,
+        arguments: None,
+        result: None,
+        incomplete: false,
+        agent: None,
+    }
+}
+
+/// An MCP call made while the process's turn is open belongs to that turn; a process without
+/// a session leaves it unlinked.
+#[test]
+fn mcp_calls_join_the_open_turn_of_their_process() {
+    let mut t = AgentTracker::new(AgentConfig::default());
+    let mut out = Vec::new();
+    let mut a = call(3, 100, 200);
+    a.response.tool_requests = vec![tool(Some("t1"), "search")];
+    t.observe(&mut a, &mut out);
+    let turn = a.agent.clone().expect("linked").turn;
+    assert!(turn.is_some());
+    t.observe_mcp(mcp_call(3, 250), &mut out);
+    t.observe_mcp(mcp_call(4, 250), &mut out);
+    let mcp: Vec<&McpCall> = out
+        .iter()
+        .filter_map(|r| match r {
+            AgentRecord::Mcp(m) => Some(m.as_ref()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(mcp.len(), 2);
+    assert_eq!(mcp[0].agent.as_ref().and_then(|l| l.turn), turn);
+    assert_eq!(
+        mcp[0].agent.as_ref().map(|l| l.session),
+        a.agent.as_ref().map(|l| l.session)
+    );
+    assert_eq!(mcp[1].agent, None);
+}

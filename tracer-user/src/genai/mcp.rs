@@ -1,0 +1,469 @@
+//! MCP (Model Context Protocol) over Streamable HTTP: a client POSTs JSON-RPC 2.0 messages
+//! and the server answers with one JSON body or an SSE stream carrying the responses.
+//!
+//! One [`McpCall`] per JSON-RPC request or notification the client sent, timed from the
+//! request's first byte to the arrival of its response (for a notification, the HTTP answer),
+//! with the method, the tool, prompt or resource it names, the session and protocol version,
+//! and the JSON-RPC error or the tool's own `isError`. A request whose response never comes
+//! ends with the exchange (`error.type` says why). Server-to-client messages on the stream are
+//! not calls of the client and are skipped.
+//!
+//! Recognised from the request head: `Mcp-Session-Id` or `MCP-Protocol-Version` headers, or a
+//! POST accepting both `application/json` and `text/event-stream` (which the transport requires
+//! of every client POST). The body must then be JSON-RPC 2.0, else nothing is reported.
+
+use serde_json::Value;
+
+use crate::budget::{BudgetedBuf, MemoryBudget};
+use crate::flow::Direction;
+use crate::http::{AbortReason, RequestHead, ResponseHead};
+use crate::sse::parser::{SseEvent, SseParser};
+
+use super::json::str_at;
+use super::provider::host_of;
+use super::record::{AgentLink, ProcessRef};
+
+/// Largest JSON-RPC body or SSE event kept (tool results can be large; the rest is cut and the
+/// call flagged).
+const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// JSON-RPC messages of one POST tracked at most (a batch).
+const MAX_BATCH: usize = 64;
+/// Tool arguments and results kept per call, with content capture on.
+const MAX_CONTENT_BYTES: usize = 16 * 1024;
+
+/// What the request head says about an MCP exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct McpTarget {
+    pub server_address: Option<String>,
+    pub server_port: Option<u16>,
+    pub session_id: Option<String>,
+    pub protocol_version: Option<String>,
+}
+
+/// Recognises a Streamable HTTP MCP request from its head.
+pub fn identify_mcp(head: &RequestHead) -> Option<McpTarget> {
+    if !head.method.eq_ignore_ascii_case("POST") {
+        return None;
+    }
+    let session_id = head.headers.get("mcp-session-id").map(session_digest);
+    let protocol_version = head.headers.get("mcp-protocol-version").map(str::to_string);
+    let accept = head
+        .headers
+        .get("accept")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let streamable_accept =
+        accept.contains("application/json") && accept.contains("text/event-stream");
+    if session_id.is_none() && protocol_version.is_none() && !streamable_accept {
+        return None;
+    }
+    let (server_address, server_port) = host_of(head);
+    Some(McpTarget {
+        server_address,
+        server_port,
+        session_id,
+        protocol_version,
+    })
+}
+
+/// One MCP request (or notification) and how it ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct McpCall {
+    pub process: ProcessRef,
+    pub connection_id: u64,
+    pub server_address: Option<String>,
+    pub server_port: Option<u16>,
+    /// `network.protocol.version` of the HTTP exchange (`1.1`, `2`).
+    pub http_version: String,
+    pub method: String,
+    /// `jsonrpc.request.id` (absent for a notification).
+    pub request_id: Option<String>,
+    /// `jsonrpc` when it is not `2.0`.
+    pub jsonrpc_version: Option<String>,
+    pub tool_name: Option<String>,
+    pub prompt_name: Option<String>,
+    pub resource_uri: Option<String>,
+    /// Digest of the session id ([`session_digest`]), never the raw id.
+    pub session_id: Option<String>,
+    pub protocol_version: Option<String>,
+    /// Request start and response arrival (CLOCK_MONOTONIC ns).
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// `error.type`: the JSON-RPC error code, `tool_error`, an HTTP status, or why the
+    /// exchange ended without an answer.
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    /// `rpc.response.status_code`: the JSON-RPC error code.
+    pub rpc_status_code: Option<String>,
+    /// Tool arguments and result (content capture only), cut to a bound.
+    pub arguments: Option<String>,
+    pub result: Option<String>,
+    /// Bytes of the exchange were lost or cut: what depended on them is absent.
+    pub incomplete: bool,
+    /// The agent session and turn of the process when the call was made.
+    pub agent: Option<AgentLink>,
+}
+
+struct PendingRpc {
+    id: Option<Value>,
+    call: McpCall,
+}
+
+enum ResponseBody {
+    Pending,
+    Json(BudgetedBuf),
+    Sse(SseParser),
+    /// No body expected (202 Accepted) or not one to read.
+    Ignored,
+}
+
+/// One HTTP exchange carrying MCP messages.
+pub struct McpExchange {
+    target: McpTarget,
+    process: ProcessRef,
+    connection_id: u64,
+    http_version: String,
+    start_ns: u64,
+    capture_content: bool,
+    request: BudgetedBuf,
+    request_incomplete: bool,
+    pending: Vec<PendingRpc>,
+    status: Option<u16>,
+    response: ResponseBody,
+    response_incomplete: bool,
+    /// Messages that were not JSON-RPC.
+    pub bad_messages: u64,
+    /// Last activity (ns), for eviction.
+    pub last_ns: u64,
+}
+
+impl McpExchange {
+    pub fn new(
+        target: McpTarget,
+        head: &RequestHead,
+        connection_id: u64,
+        start_ns: u64,
+        process: ProcessRef,
+        capture_content: bool,
+        budget: &MemoryBudget,
+    ) -> Self {
+        McpExchange {
+            target,
+            process,
+            connection_id,
+            http_version: if head.major_version == 2 {
+                "2".to_string()
+            } else {
+                format!("1.{}", head.minor_version)
+            },
+            start_ns,
+            capture_content,
+            request: BudgetedBuf::new(budget),
+            request_incomplete: false,
+            pending: Vec::new(),
+            status: None,
+            response: ResponseBody::Pending,
+            response_incomplete: false,
+            bad_messages: 0,
+            last_ns: start_ns,
+        }
+    }
+
+    pub fn request_body(&mut self, data: &[u8]) {
+        if !self.request_incomplete && !self.request.extend_capped(data, MAX_MESSAGE_BYTES) {
+            self.request_incomplete = true;
+            self.request.release();
+        }
+    }
+
+    /// The request is complete: its JSON-RPC messages become calls awaiting their answers.
+    /// `false` when the body was not JSON-RPC (the exchange is then not MCP after all).
+    pub fn request_end(&mut self, ts_ns: u64) -> bool {
+        self.last_ns = self.last_ns.max(ts_ns);
+        if self.request_incomplete {
+            // Cut or lost: which messages it held is unknown; nothing is guessed.
+            self.bad_messages += 1;
+            return false;
+        }
+        let parsed = serde_json::from_slice::<Value>(self.request.as_slice());
+        self.request.release();
+        let messages = match parsed {
+            Ok(Value::Array(batch)) => batch,
+            Ok(one @ Value::Object(_)) => vec![one],
+            _ => return false,
+        };
+        for message in messages.iter().take(MAX_BATCH) {
+            if let Some(rpc) = self.rpc_of(message) {
+                self.pending.push(rpc);
+            }
+        }
+        !self.pending.is_empty()
+    }
+
+    fn rpc_of(&self, message: &Value) -> Option<PendingRpc> {
+        let version = str_at(message, &["jsonrpc"])?;
+        let method = str_at(message, &["method"])?;
+        let id = message.get("id").filter(|id| !id.is_null()).cloned();
+        let params = message.get("params");
+        let param = |name: &str| params.and_then(|p| str_at(p, &[name]));
+        let (tool_name, prompt_name) = match method.as_str() {
+            "tools/call" => (param("name"), None),
+            "prompts/get" => (None, param("name")),
+            _ => (None, None),
+        };
+        let resource_uri = match method.as_str() {
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => param("uri"),
+            _ => None,
+        };
+        let protocol_version = self.target.protocol_version.clone().or_else(|| {
+            (method == "initialize")
+                .then(|| param("protocolVersion"))
+                .flatten()
+        });
+        let arguments = (self.capture_content && method == "tools/call")
+            .then(|| params.and_then(|p| p.get("arguments")).map(capped_json))
+            .flatten();
+        Some(PendingRpc {
+            id: id.clone(),
+            call: McpCall {
+                process: self.process.clone(),
+                connection_id: self.connection_id,
+                server_address: self.target.server_address.clone(),
+                server_port: self.target.server_port,
+                http_version: self.http_version.clone(),
+                method,
+                request_id: id.as_ref().map(id_string),
+                jsonrpc_version: (version != "2.0").then_some(version),
+                tool_name,
+                prompt_name,
+                resource_uri,
+                session_id: self.target.session_id.clone(),
+                protocol_version,
+                start_ns: self.start_ns,
+                end_ns: self.start_ns,
+                error_type: None,
+                error_message: None,
+                rpc_status_code: None,
+                arguments,
+                result: None,
+                incomplete: false,
+                agent: None,
+            },
+        })
+    }
+
+    pub fn response_head(&mut self, head: &ResponseHead, ts_ns: u64) {
+        self.last_ns = self.last_ns.max(ts_ns);
+        self.status = Some(head.status);
+        // The server names the session in its answer to `initialize`.
+        if let Some(session) = head.headers.get("mcp-session-id") {
+            for rpc in &mut self.pending {
+                rpc.call
+                    .session_id
+                    .get_or_insert_with(|| session_digest(session));
+            }
+        }
+        let content_type = head
+            .headers
+            .get("content-type")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        self.response = if content_type.starts_with("text/event-stream") {
+            ResponseBody::Sse(SseParser::new(MAX_MESSAGE_BYTES))
+        } else if content_type.contains("json") {
+            ResponseBody::Json(BudgetedBuf::new(self.request.budget()))
+        } else {
+            ResponseBody::Ignored
+        };
+    }
+
+    /// Response bytes; answered calls are appended to `done`.
+    pub fn response_body(&mut self, data: &[u8], ts_ns: u64, done: &mut Vec<McpCall>) {
+        self.last_ns = self.last_ns.max(ts_ns);
+        let mut events: Vec<String> = Vec::new();
+        match &mut self.response {
+            ResponseBody::Json(buf) => {
+                if !self.response_incomplete && !buf.extend_capped(data, MAX_MESSAGE_BYTES) {
+                    self.response_incomplete = true;
+                    buf.release();
+                }
+                return;
+            }
+            ResponseBody::Sse(parser) => parser.feed(data, &mut |e: SseEvent| {
+                if e.truncated {
+                    events.push(String::new());
+                } else {
+                    events.push(e.data);
+                }
+            }),
+            ResponseBody::Pending | ResponseBody::Ignored => return,
+        }
+        for data in events {
+            if data.is_empty() {
+                // A cut event: the answer it held (if any) is lost; its call ends incomplete.
+                self.response_incomplete = true;
+                continue;
+            }
+            match serde_json::from_str::<Value>(&data) {
+                Ok(message) => self.answer(&message, ts_ns, done),
+                Err(_) => self.bad_messages += 1,
+            }
+        }
+    }
+
+    /// Applies one JSON-RPC message from the server.
+    fn answer(&mut self, message: &Value, ts_ns: u64, done: &mut Vec<McpCall>) {
+        let messages = match message {
+            Value::Array(batch) => batch.iter().collect(),
+            other => vec![other],
+        };
+        for m in messages {
+            // Server requests and notifications (`method`) are not answers to the client.
+            if m.get("method").is_some() {
+                continue;
+            }
+            let Some(id) = m.get("id") else { continue };
+            let Some(at) = self.pending.iter().position(|p| p.id.as_ref() == Some(id)) else {
+                continue;
+            };
+            let mut rpc = self.pending.swap_remove(at);
+            rpc.call.end_ns = ts_ns;
+            if let Some(error) = m.get("error") {
+                let code = error.get("code").map(id_string);
+                rpc.call.error_type = code.clone().or_else(|| Some("jsonrpc_error".into()));
+                rpc.call.rpc_status_code = code;
+                rpc.call.error_message = str_at(error, &["message"]);
+            } else if let Some(result) = m.get("result") {
+                if rpc.call.method == "initialize" {
+                    if let Some(v) = str_at(result, &["protocolVersion"]) {
+                        rpc.call.protocol_version = Some(v);
+                    }
+                }
+                if result.get("isError").and_then(Value::as_bool) == Some(true) {
+                    rpc.call.error_type = Some("tool_error".into());
+                }
+                if self.capture_content && rpc.call.method == "tools/call" {
+                    rpc.call.result = result.get("content").map(capped_json);
+                }
+            }
+            done.push(rpc.call);
+        }
+    }
+
+    /// Bytes of the exchange were lost in capture.
+    pub fn lost(&mut self, direction: Direction) {
+        match direction {
+            Direction::Write => {
+                self.request_incomplete = true;
+                self.request.release();
+            }
+            Direction::Read => self.response_incomplete = true,
+        }
+    }
+
+    /// The exchange ended (`abort`: how, when it did not complete); calls still waiting are
+    /// reported with what is known.
+    pub fn end(mut self, ts_ns: u64, abort: Option<AbortReason>, done: &mut Vec<McpCall>) {
+        if let ResponseBody::Json(buf) = &mut self.response
+            && !self.response_incomplete
+        {
+            let body = std::mem::take(buf);
+            match serde_json::from_slice::<Value>(body.as_slice()) {
+                Ok(message) => self.answer(&message, ts_ns, done),
+                Err(_) if !body.is_empty() => self.bad_messages += 1,
+                Err(_) => {}
+            }
+        }
+        let status = self.status;
+        for mut rpc in self.pending.drain(..) {
+            rpc.call.end_ns = ts_ns;
+            rpc.call.incomplete = self.response_incomplete;
+            let http_error = status.filter(|s| *s >= 400);
+            if let Some(status) = http_error {
+                rpc.call.error_type = Some(status.to_string());
+            } else if rpc.id.is_some() {
+                // A request that got no answer: why the exchange ended, else unknown.
+                rpc.call.error_type = Some(match abort {
+                    Some(reason) => reason.as_str().to_string(),
+                    None if self.response_incomplete => "incomplete".to_string(),
+                    None => "no_response".to_string(),
+                });
+            }
+            done.push(rpc.call);
+        }
+    }
+}
+
+/// `mcp.session.id` as exported: a digest of the server's session id (the first 128 bits of
+/// its SHA-256, in hex). The raw id lets whoever holds it speak in the session; the digest
+/// still tells sessions apart and is the same for every call of one session.
+pub fn session_digest(raw: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(raw.as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A JSON-RPC id as `jsonrpc.request.id` writes it: strings as they are, numbers as digits.
+fn id_string(id: &Value) -> String {
+    match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Serialised JSON cut at a bound (on a character boundary), marked when cut.
+fn capped_json(v: &Value) -> String {
+    let text = v.to_string();
+    if text.len() <= MAX_CONTENT_BYTES {
+        return text;
+    }
+    let mut end = MAX_CONTENT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[cut]", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::{Header, Headers};
+
+    fn head(headers: &[(&str, &str)]) -> RequestHead {
+        RequestHead {
+            method: "POST".into(),
+            target: "/mcp".into(),
+            major_version: 1,
+            minor_version: 1,
+            headers: Headers(
+                headers
+                    .iter()
+                    .map(|(name, value)| Header {
+                        name: name.to_string(),
+                        value: value.to_string(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn recognised_by_headers_or_the_streamable_accept() {
+        assert!(identify_mcp(&head(&[("host", "tools.example:8443")])).is_none());
+        let by_accept = identify_mcp(&head(&[
+            ("host", "tools.example:8443"),
+            ("accept", "application/json, text/event-stream"),
+        ]))
+        .expect("accept");
+        assert_eq!(by_accept.server_address.as_deref(), Some("tools.example"));
+        assert_eq!(by_accept.server_port, Some(8443));
+        let by_session = identify_mcp(&head(&[("mcp-session-id", "s1")])).expect("session");
+        let digest = by_session.session_id.expect("session id");
+        assert_eq!(digest, session_digest("s1"));
+        assert_eq!(digest.len(), 32);
+        assert!(!digest.contains("s1") || digest != "s1");
+        let mut get = head(&[("mcp-session-id", "s1")]);
+        get.method = "GET".into();
+        assert!(identify_mcp(&get).is_none());
+    }
+}
