@@ -10,7 +10,7 @@ use llmtap::capture::printer::{CaptureFormat, CapturePrinter};
 use llmtap::capture::{CaptureCounters, CaptureSession};
 use llmtap::cli::{CaptureArgs, PipelineArgs};
 use llmtap::daemon::{CallSink, Daemon, DaemonHealth, warn_about_losses};
-use llmtap::export::{ExportArgs, Exporters, HealthSnapshot};
+use llmtap::export::{ExportArgs, Exporters, HealthDetail, HealthSnapshot};
 use llmtap::genai::CallRecord;
 use llmtap::pipeline::Pipeline;
 use tokio::signal::unix::{SignalKind, signal};
@@ -129,6 +129,23 @@ impl CallSink for ExportSink<'_> {
                 + p.body_parse_errors
                 + p.websocket_errors
                 + health.capture.decode_errors,
+            detail: HealthDetail {
+                ring_full_records: health.capture.ringbuf_dropped_records,
+                ring_full_closes: health.capture.ringbuf_dropped_close,
+                ring_full_exits: health.capture.ringbuf_dropped_process,
+                unreadable_records: health.capture.read_user_failed,
+                truncated_captures: health.capture.truncated_calls,
+                inflight_table_full: health.capture.inflight_table_full,
+                decode_errors: health.capture.decode_errors,
+                held_processes: health.capture.held_processes,
+                duplicate_records: health.duplicate_records,
+                calls_dropped_by_gap: p.dropped_by_gap,
+                http2_streams_skipped: p.http2_streams_skipped,
+                websocket_gaps: p.websocket_gaps,
+                evicted_connections: p.evicted_connections,
+                open_connections: p.open_connections,
+                calls_in_flight: p.calls_in_flight,
+            },
         });
     }
 }
@@ -146,6 +163,7 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         .context("setting up the exporters")?;
     let session =
         CaptureSession::start(&args.capture.session_config()).context("starting capture")?;
+    exporters.readiness().set_attached();
     log::info!(
         "tracing LLM calls through {} hooked file(s); Ctrl-C to stop",
         session.tracer.attached_paths().count()

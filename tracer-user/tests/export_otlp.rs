@@ -61,6 +61,7 @@ async fn export_three_calls_and_check(
         capture_bytes: 65_536,
         ring_buffer_drops: 3,
         parse_errors: 1,
+        ..HealthSnapshot::default()
     });
     exporters.shutdown().await;
     settle().await;

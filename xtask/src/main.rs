@@ -90,6 +90,10 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     // The Go crypto/tls tests build their client (tests/clients/go-client).
     ("go", "golang-go"),
     ("/usr/include/openssl/ssl.h", "libssl-dev"),
+    // The Prometheus scrape test (tests/tests/prometheus.rs), `promtool check metrics` on the
+    // exposition and `promtool check/test rules` on deploy/prometheus.
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
 ];
 
 fn main() -> anyhow::Result<()> {

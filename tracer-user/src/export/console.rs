@@ -415,6 +415,7 @@ mod tests {
             capture_bytes: 2048,
             ring_buffer_drops: 1,
             parse_errors: 0,
+            ..HealthSnapshot::default()
         });
         console.write_call(&span(1_000_000_000, None)).ok();
         let text = buf.text();

@@ -44,6 +44,44 @@ pub struct HealthSnapshot {
     pub ring_buffer_drops: u64,
     /// HTTP/SSE/provider payloads that could not be parsed.
     pub parse_errors: u64,
+    /// The finer counters behind these, exposed on `/metrics` (`--metrics-listen`).
+    pub detail: HealthDetail,
+}
+
+/// The capture and pipeline counters the daemon tracks, one by one (totals since start,
+/// except the two "now" gauges).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HealthDetail {
+    /// Data records the kernel dropped because the ring buffer was full.
+    pub ring_full_records: u64,
+    /// Close notifications dropped on a full ring buffer.
+    pub ring_full_closes: u64,
+    /// Process-exit notifications dropped on a full ring buffer.
+    pub ring_full_exits: u64,
+    /// Records lost because the application's memory was not readable at probe time.
+    pub unreadable_records: u64,
+    /// TLS calls copied only up to `--max-capture-bytes`.
+    pub truncated_captures: u64,
+    /// TLS calls not tracked: in-flight call table full.
+    pub inflight_table_full: u64,
+    /// Ring buffer records that did not decode.
+    pub decode_errors: u64,
+    /// New processes held at their first connect until hooked.
+    pub held_processes: u64,
+    /// Records whose bytes had already been delivered.
+    pub duplicate_records: u64,
+    /// Calls dropped because bytes were lost in a head or in body framing.
+    pub calls_dropped_by_gap: u64,
+    /// HTTP/2 streams skipped (headers not decodable).
+    pub http2_streams_skipped: u64,
+    /// WebSocket connections given up after lost bytes.
+    pub websocket_gaps: u64,
+    /// Connections evicted past `--max-connections`.
+    pub evicted_connections: u64,
+    /// Connections tracked now.
+    pub open_connections: u64,
+    /// Calls in flight now.
+    pub calls_in_flight: u64,
 }
 
 /// Lock-free counters the daemon's stages increment; [`HealthCounters::snapshot`] is what it
@@ -63,6 +101,7 @@ impl HealthCounters {
             capture_bytes: self.capture_bytes.load(Ordering::Relaxed),
             ring_buffer_drops: self.ring_buffer_drops.load(Ordering::Relaxed),
             parse_errors: self.parse_errors.load(Ordering::Relaxed),
+            detail: HealthDetail::default(),
         }
     }
 }
@@ -428,7 +467,8 @@ mod tests {
                 capture_events: 5,
                 capture_bytes: 0,
                 ring_buffer_drops: 2,
-                parse_errors: 0
+                parse_errors: 0,
+                detail: HealthDetail::default(),
             }
         );
     }

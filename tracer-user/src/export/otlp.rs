@@ -432,6 +432,11 @@ impl OtlpPipeline {
         self.losses.total()
     }
 
+    /// The lost spans by cause.
+    pub fn losses(&self) -> &SpanLosses {
+        &self.losses
+    }
+
     /// Exports every queued span and a final metric collection, then closes the exporters.
     pub async fn shutdown(self) {
         let Self {
