@@ -97,6 +97,33 @@ def check_service_monitor(name, docs):
         sys.exit(f"{name}: ServiceMonitor path {endpoint.get('path')}")
 
 
+def check_shipped_files(name, docs, values):
+    """The PrometheusRule carries deploy/prometheus/llmtap-rules.yaml's groups and the
+    dashboard ConfigMap deploy/grafana/llmtap-dashboard.json, when enabled (else neither)."""
+    import json
+
+    rules_on = values.get("metrics", {}).get("prometheusRule", {}).get("enabled", False)
+    rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+    if rules_on:
+        with open(os.path.join(DEPLOY, "prometheus", "llmtap-rules.yaml")) as f:
+            want = yaml.safe_load(f)
+        if len(rules) != 1 or rules[0]["spec"] != want:
+            sys.exit(f"{name}: the PrometheusRule does not carry deploy/prometheus/llmtap-rules.yaml")
+    elif rules:
+        sys.exit(f"{name}: a PrometheusRule although it is off")
+    dashboard_on = values.get("grafanaDashboard", {}).get("enabled", False)
+    maps = [d for d in docs if d["kind"] == "ConfigMap" and "llmtap-dashboard.json" in d.get("data", {})]
+    if dashboard_on:
+        with open(os.path.join(DEPLOY, "grafana", "llmtap-dashboard.json")) as f:
+            want = json.load(f)
+        if len(maps) != 1 or json.loads(maps[0]["data"]["llmtap-dashboard.json"]) != want:
+            sys.exit(f"{name}: the dashboard ConfigMap does not carry deploy/grafana/llmtap-dashboard.json")
+        if maps[0]["metadata"]["labels"].get("grafana_dashboard") != "1":
+            sys.exit(f"{name}: the dashboard ConfigMap lacks the sidecar label")
+    elif maps:
+        sys.exit(f"{name}: a dashboard ConfigMap although it is off")
+
+
 def count_documents(path):
     with open(path) as f:
         return sum(1 for d in yaml.safe_load_all(f) if d)
@@ -137,7 +164,9 @@ VARIANTS = {
         "metrics": {
             "port": 9500,
             "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "kps"}},
         },
+        "grafanaDashboard": {"enabled": True},
     },
     "no-metrics": {"metrics": {"enabled": False}},
     "privileged": {"privileged": True},
@@ -196,6 +225,7 @@ def check_chart(tmp):
             sys.exit(f"chart variant {name}: privileged is {sc.get('privileged')}")
         metrics = values.get("metrics", {})
         check_metrics_endpoint(f"chart variant {name}", docs, metrics.get("enabled", True))
+        check_shipped_files(f"chart variant {name}", docs, values)
         monitor = metrics.get("serviceMonitor", {}).get("enabled", False)
         if monitor:
             check_service_monitor(f"chart variant {name}", docs)
