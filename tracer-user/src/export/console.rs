@@ -196,7 +196,8 @@ impl Console {
             (_, Some(AttrValue::StrArray(reasons))) => reasons.join(","),
             _ => "-".to_string(),
         };
-        let cost = double_attr(span, keys::LLMTAP_USAGE_COST_USD);
+        // Either convention's cost key (OTEL_SEMCONV_STABILITY_OPT_IN).
+        let cost = super::semconv::cost_usd(&span.attributes);
         let process = format!("{}/{}", span.resource.pid, span.resource.executable_name);
         writeln!(
             self.out,

@@ -20,6 +20,7 @@ pub mod otlp_config;
 pub mod prometheus;
 pub mod redact;
 pub mod resource;
+pub mod semconv;
 pub mod span;
 
 use std::{
@@ -305,6 +306,7 @@ impl Exporters {
             None => PriceTable::builtin(),
         };
         let outputs = resolve_outputs(args, &env);
+        let semconv = semconv::Semconv::from_env(&env);
         let configured_attributes = otel_env::resource_attributes(&env);
         let mut stdout = Some(stdout);
         let mut console = None;
@@ -344,14 +346,19 @@ impl Exporters {
                         kubernetes.as_ref().map(crate::k8s::K8sMetadata::node_name),
                         &configured_attributes,
                     );
-                    otlp = Some(OtlpPipeline::start(&settings, agent, metric_interval)?);
+                    otlp = Some(OtlpPipeline::start(
+                        &settings,
+                        agent,
+                        metric_interval,
+                        semconv,
+                    )?);
                 }
             }
         }
         let readiness = Arc::new(Readiness::default());
         let prometheus = match args.metrics_listen {
             Some(addr) => {
-                let metrics = Arc::new(prometheus::PrometheusMetrics::new());
+                let metrics = Arc::new(prometheus::PrometheusMetrics::with_semconv(semconv));
                 let server =
                     MetricsServer::start(addr, Arc::clone(&metrics), Arc::clone(&readiness))?;
                 Some((metrics, server))
@@ -363,15 +370,20 @@ impl Exporters {
             max_bytes: args.max_content_bytes,
         };
         log::info!(
-            "export outputs: {outputs:?}; content capture {}",
-            if content.enabled { "on" } else { "off" }
+            "export outputs: {outputs:?}; content capture {}; GenAI conventions {}",
+            if content.enabled { "on" } else { "off" },
+            if semconv.is_latest() {
+                "latest experimental (OTEL_SEMCONV_STABILITY_OPT_IN)"
+            } else {
+                "v1.41"
+            }
         );
         Ok(Self {
             resources: ProcessResources::new(proc_root, args.service_name.clone())
                 .with_command_line(args.export_command_line)
                 .with_kubernetes(kubernetes)
                 .with_configured_attributes(&configured_attributes),
-            spans: SpanBuilder::new(clock, content),
+            spans: SpanBuilder::new(clock, content).with_semconv(semconv),
             prices,
             console,
             jsonl,

@@ -20,9 +20,11 @@ use prometheus_client::{
 use super::{
     attributes::{AttrValue, Attributes, keys},
     metrics::{
-        DURATION_BUCKETS, HealthSnapshot, SpanLosses, TOKEN_USAGE_BUCKETS, call_measurements,
+        CallMeasurements, DURATION_BUCKETS, HealthSnapshot, SpanLosses, TOKEN_USAGE_BUCKETS,
+        UNKNOWN_MODALITY, call_measurements, latest_operation_tokens, latest_token_counts,
         metric_provider_name,
     },
+    semconv::{Semconv, is_inference, latest},
 };
 use crate::genai::CallRecord;
 
@@ -120,6 +122,95 @@ struct Limits {
     cost: SeriesLimit,
 }
 
+/// The newer conventions' inference metrics (`OTEL_SEMCONV_STABILITY_OPT_IN`), each with its
+/// series limit.
+struct LatestFamilies {
+    duration: (HistogramFamily, SeriesLimit),
+    time_to_first_chunk: (HistogramFamily, SeriesLimit),
+    time_per_output_chunk: (HistogramFamily, SeriesLimit),
+    /// One counter per kind of token, by its OpenTelemetry name.
+    usage: Vec<(&'static str, Family<Labels, Counter>, SeriesLimit)>,
+    operation_input_tokens: (HistogramFamily, SeriesLimit),
+    operation_output_tokens: (HistogramFamily, SeriesLimit),
+}
+
+/// An OpenTelemetry metric name as Prometheus names it (before unit and `_total` suffixes).
+pub fn metric_name(otel_name: &str) -> String {
+    label_name(otel_name)
+}
+
+impl LatestFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let mut histogram =
+            |name: &str, help: &str, unit: Option<Unit>, make: fn() -> Histogram| {
+                let family = HistogramFamily::new_with_constructor(make);
+                match unit {
+                    Some(unit) => {
+                        registry.register_with_unit(metric_name(name), help, unit, family.clone())
+                    }
+                    None => registry.register(metric_name(name), help, family.clone()),
+                }
+                (family, SeriesLimit::default())
+            };
+        let duration = histogram(
+            latest::INFERENCE_DURATION,
+            "GenAI inference duration",
+            Some(Unit::Seconds),
+            duration_histogram,
+        );
+        let time_to_first_chunk = histogram(
+            latest::INFERENCE_TIME_TO_FIRST_CHUNK,
+            "Time to receive the first chunk of a streamed response",
+            Some(Unit::Seconds),
+            duration_histogram,
+        );
+        let time_per_output_chunk = histogram(
+            latest::INFERENCE_TIME_PER_OUTPUT_CHUNK,
+            "Time between consecutive chunks of a streamed response",
+            Some(Unit::Seconds),
+            duration_histogram,
+        );
+        let operation_input_tokens = histogram(
+            latest::OPERATION_INPUT_TOKENS,
+            "Input tokens of one inference call",
+            None,
+            token_histogram,
+        );
+        let operation_output_tokens = histogram(
+            latest::OPERATION_OUTPUT_TOKENS,
+            "Output tokens of one inference call",
+            None,
+            token_histogram,
+        );
+        let usage = [
+            latest::USAGE_INPUT_TOKENS,
+            latest::USAGE_OUTPUT_TOKENS,
+            latest::USAGE_CACHE_READ_INPUT_TOKENS,
+            latest::USAGE_CACHE_WRITE_INPUT_TOKENS_METRIC,
+            latest::USAGE_REASONING_OUTPUT_TOKENS,
+        ]
+        .into_iter()
+        .map(|name| {
+            let family = Family::<Labels, Counter>::default();
+            registry.register(
+                metric_name(name),
+                "Tokens used by inference calls, by kind",
+                family.clone(),
+            );
+            (name, family, SeriesLimit::default())
+        })
+        .collect();
+        Self {
+            duration,
+            time_to_first_chunk,
+            time_per_output_chunk,
+            usage,
+            operation_input_tokens,
+            operation_output_tokens,
+        }
+    }
+}
+
 /// llmtap's health totals (see [`HealthSnapshot`]).
 struct HealthMetrics {
     capture_events: Counter<u64, AtomicU64>,
@@ -150,6 +241,7 @@ pub struct PrometheusMetrics {
     cost: Family<Labels, Counter<f64, AtomicU64>>,
     health: HealthMetrics,
     limits: Limits,
+    latest: Option<LatestFamilies>,
     dropped_spans: Family<Labels, Counter<u64, AtomicU64>>,
     /// Label sets folded into the overflow series (cardinality limit reached).
     overflowed: AtomicU64,
@@ -163,7 +255,14 @@ impl Default for PrometheusMetrics {
 }
 
 impl PrometheusMetrics {
+    /// The v1.41 conventions' metrics.
     pub fn new() -> Self {
+        Self::with_semconv(Semconv::V1_41)
+    }
+
+    /// With the newer conventions' inference metrics when `semconv` says so (embeddings keep
+    /// the v1.41 ones, which are registered either way).
+    pub fn with_semconv(semconv: Semconv) -> Self {
         let mut registry = Registry::default();
         let histograms = |name: &str,
                           help: &str,
@@ -305,6 +404,9 @@ impl PrometheusMetrics {
             "Spans not delivered by OTLP: queue full, export failed, or rejected",
             &mut registry,
         );
+        let latest = semconv
+            .is_latest()
+            .then(|| LatestFamilies::register(&mut registry));
         let overflow_counter = counter(
             "llmtap_metric_series_overflow",
             "Measurements folded into an otel_metric_overflow series (cardinality limit)",
@@ -321,6 +423,7 @@ impl PrometheusMetrics {
             cost,
             health,
             limits: Limits::default(),
+            latest,
             dropped_spans,
             overflowed: AtomicU64::new(0),
             overflow_counter,
@@ -355,6 +458,91 @@ impl PrometheusMetrics {
             labels.push((label_name(key), value.to_string()));
             labels
         };
+        match &self.latest {
+            Some(latest) if is_inference(record.operation) => {
+                self.record_latest(latest, record, &m, &common);
+            }
+            _ => self.record_v1_41(&m, &common),
+        }
+        self.calls
+            .get_or_create(&vec![(
+                label_name(keys::PROVIDER_NAME),
+                metric_provider_name(&record.provider).to_string(),
+            )])
+            .inc();
+        for reason in &record.response.finish_reasons {
+            let labels = self.bounded(
+                &self.limits.finish_reasons,
+                with(keys::RESPONSE_FINISH_REASONS, reason),
+            );
+            self.finish_reasons.get_or_create(&labels).inc();
+        }
+        if let Some(cost) = cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {
+            let labels = self.bounded(&self.limits.cost, common.clone());
+            self.cost.get_or_create(&labels).inc_by(cost);
+        }
+    }
+
+    /// The newer conventions' inference metrics of one call.
+    fn record_latest(
+        &self,
+        latest: &LatestFamilies,
+        record: &CallRecord,
+        m: &CallMeasurements,
+        common: &Labels,
+    ) {
+        let with = |key: &str, value: &str| {
+            let mut labels = common.clone();
+            labels.push((label_name(key), value.to_string()));
+            labels
+        };
+        let modality = with(latest::TOKEN_MODALITY, UNKNOWN_MODALITY);
+        for (name, n) in latest_token_counts(record, m) {
+            if let Some((_, family, limit)) = latest.usage.iter().find(|(k, _, _)| *k == name) {
+                let labels = self.bounded(limit, modality.clone());
+                family.get_or_create(&labels).inc_by(n);
+            }
+        }
+        let (input, output) = latest_operation_tokens(m);
+        for (tokens, (family, limit)) in [
+            (input, &latest.operation_input_tokens),
+            (output, &latest.operation_output_tokens),
+        ] {
+            if let Some(n) = tokens {
+                let labels = self.bounded(limit, common.clone());
+                family.get_or_create(&labels).observe(n as f64);
+            }
+        }
+        let duration_labels = match &m.error_type {
+            Some(error) => with(keys::ERROR_TYPE, error),
+            None => common.clone(),
+        };
+        let (family, limit) = &latest.duration;
+        family
+            .get_or_create(&self.bounded(limit, duration_labels))
+            .observe(m.duration_s);
+        if let Some(ttfc) = m.time_to_first_chunk_s {
+            let (family, limit) = &latest.time_to_first_chunk;
+            family
+                .get_or_create(&self.bounded(limit, common.clone()))
+                .observe(ttfc);
+        }
+        if !m.time_per_output_chunk_s.is_empty() {
+            let (family, limit) = &latest.time_per_output_chunk;
+            let histogram = family.get_or_create(&self.bounded(limit, common.clone()));
+            for gap in &m.time_per_output_chunk_s {
+                histogram.observe(*gap);
+            }
+        }
+    }
+
+    /// The v1.41 conventions' metrics of one call.
+    fn record_v1_41(&self, m: &CallMeasurements, common: &Labels) {
+        let with = |key: &str, value: &str| {
+            let mut labels = common.clone();
+            labels.push((label_name(key), value.to_string()));
+            labels
+        };
         for (kind, tokens) in [("input", m.input_tokens), ("output", m.output_tokens)] {
             if let Some(n) = tokens {
                 let labels = self.bounded(&self.limits.token_usage, with(keys::TOKEN_TYPE, kind));
@@ -381,23 +569,6 @@ impl PrometheusMetrics {
             for gap in &m.time_per_output_chunk_s {
                 histogram.observe(*gap);
             }
-        }
-        self.calls
-            .get_or_create(&vec![(
-                label_name(keys::PROVIDER_NAME),
-                metric_provider_name(&record.provider).to_string(),
-            )])
-            .inc();
-        for reason in &record.response.finish_reasons {
-            let labels = self.bounded(
-                &self.limits.finish_reasons,
-                with(keys::RESPONSE_FINISH_REASONS, reason),
-            );
-            self.finish_reasons.get_or_create(&labels).inc();
-        }
-        if let Some(cost) = cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {
-            let labels = self.bounded(&self.limits.cost, common.clone());
-            self.cost.get_or_create(&labels).inc_by(cost);
         }
     }
 
@@ -742,5 +913,133 @@ mod tests {
                 "promtool check metrics: {finding}\n{report}\n---\n{text}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod latest_tests {
+    use super::tests::sample;
+    use super::*;
+    use crate::export::span::tests::streamed_chat;
+
+    /// `OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental`: every renamed inference
+    /// metric under its newer Prometheus name, none under the v1.41 one.
+    #[test]
+    fn latest_conventions_rename_the_inference_metrics() {
+        let metrics = PrometheusMetrics::with_semconv(Semconv::LatestExperimental);
+        let mut record = streamed_chat();
+        record.usage.cache_read_input_tokens = Some(1000);
+        record.usage.cache_creation_input_tokens = Some(30);
+        record.usage.reasoning_output_tokens = Some(2);
+        metrics.record_call(&record, &Vec::new(), None);
+        let text = metrics.encode();
+        let unknown = [("gen_ai_token_modality", "unknown")];
+        for (name, value) in [
+            ("gen_ai_client_inference_usage_input_tokens_total", 1130.0),
+            ("gen_ai_client_inference_usage_output_tokens_total", 9.0),
+            (
+                "gen_ai_client_inference_usage_cache_read_input_tokens_total",
+                1000.0,
+            ),
+            (
+                "gen_ai_client_inference_usage_cache_write_input_tokens_total",
+                30.0,
+            ),
+            (
+                "gen_ai_client_inference_usage_reasoning_output_tokens_total",
+                2.0,
+            ),
+            ("gen_ai_client_inference_operation_input_tokens_sum", 1130.0),
+            ("gen_ai_client_inference_operation_output_tokens_sum", 9.0),
+            ("gen_ai_client_inference_duration_seconds_count", 1.0),
+            (
+                "gen_ai_client_inference_time_to_first_chunk_seconds_sum",
+                0.35,
+            ),
+            (
+                "gen_ai_client_inference_time_per_output_chunk_seconds_count",
+                2.0,
+            ),
+        ] {
+            let labels: &[(&str, &str)] = if name.ends_with("_total") {
+                &unknown
+            } else {
+                &[]
+            };
+            assert_eq!(sample(&text, name, labels), Some(value), "{name}\n{text}");
+        }
+        for old in [
+            "gen_ai_client_token_usage_sum",
+            "gen_ai_client_operation_duration_seconds_count",
+            "gen_ai_client_operation_time_to_first_chunk_seconds_sum",
+            "gen_ai_client_operation_time_per_output_chunk_seconds_count",
+        ] {
+            assert_eq!(sample(&text, old, &[]), None, "{old} still has samples");
+        }
+    }
+
+    #[test]
+    fn failed_inference_calls_count_zero_tokens_and_embeddings_keep_v1_41() {
+        let metrics = PrometheusMetrics::with_semconv(Semconv::LatestExperimental);
+        let mut failed = streamed_chat();
+        failed.usage = Default::default();
+        failed.error = Some(crate::genai::CallError {
+            error_type: "500".into(),
+            http_status: Some(500),
+            mid_stream: false,
+            message: None,
+        });
+        metrics.record_call(&failed, &Vec::new(), None);
+        let mut embeddings = streamed_chat();
+        embeddings.operation = crate::genai::Operation::Embeddings;
+        embeddings.request.stream = false;
+        metrics.record_call(&embeddings, &Vec::new(), None);
+        let text = metrics.encode();
+        assert_eq!(
+            sample(
+                &text,
+                "gen_ai_client_inference_operation_input_tokens_count",
+                &[("error_type", "500")]
+            )
+            .or(sample(
+                &text,
+                "gen_ai_client_inference_operation_input_tokens_count",
+                &[]
+            )),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "gen_ai_client_inference_operation_input_tokens_sum",
+                &[]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "gen_ai_client_inference_usage_input_tokens_total",
+                &[]
+            ),
+            None,
+            "no usage reported: nothing counted"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "gen_ai_client_operation_duration_seconds_count",
+                &[("gen_ai_operation_name", "embeddings")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "gen_ai_client_inference_duration_seconds_count",
+                &[("error_type", "500")]
+            ),
+            Some(1.0)
+        );
     }
 }
