@@ -9,6 +9,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod doctor;

@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use llmtap::capture::clock::WallClock;
 use llmtap::capture::printer::{CaptureFormat, CapturePrinter};
 use llmtap::capture::{CaptureCounters, CaptureSession};
@@ -38,6 +38,10 @@ struct RunArgs {
     export: ExportArgs,
     #[command(flatten)]
     kubernetes: llmtap::k8s::KubernetesArgs,
+    /// Read `llmtap run` flags from this TOML file (keys are flag names); flags and the
+    /// environment win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,7 +77,7 @@ fn main() -> anyhow::Result<()> {
         .format_timestamp_millis()
         .init();
     llmtap::capture::hold_guard::run_if_requested();
-    let cli = Cli::parse();
+    let cli = with_config_file(Cli::parse())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -100,6 +104,50 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         }
+    })
+}
+
+/// `llmtap run --config FILE`: parses the command line again with the file's settings that
+/// neither a flag nor the environment sets placed before it (precedence: flag > environment >
+/// file > default; see `llmtap::config`).
+fn with_config_file(cli: Cli) -> anyhow::Result<Cli> {
+    let path = match &cli.command {
+        Some(Command::Run(run)) => run.config.clone(),
+        None => cli.run.config.clone(),
+        Some(_) => None,
+    };
+    let Some(path) = path else {
+        return Ok(cli);
+    };
+    let table = llmtap::config::read(&path)?;
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = Cli::command();
+    let matches = command.clone().get_matches_from(&argv);
+    let (run_command, run_matches) = match matches.subcommand() {
+        Some(("run", sub)) => (command.find_subcommand("run").cloned(), sub),
+        _ => (Some(command.clone()), &matches),
+    };
+    let run_command = run_command.context("the run command")?;
+    let env = |name: &str| std::env::var(name).ok();
+    let file = llmtap::config::file_arguments(&run_command, run_matches, &table, &env, &path)?;
+    for (key, why) in &file.overridden {
+        log::info!("{}: {key} left out: set by {why:?}", path.display());
+    }
+    // [argv0, run, file settings..., the command line without its `run`].
+    let mut full = vec![argv[0].clone(), "run".into()];
+    full.extend(file.args);
+    let rest = &argv[1..];
+    let rest = match rest.first() {
+        Some(first) if first == "run" => &rest[1..],
+        _ => rest,
+    };
+    full.extend(rest.iter().cloned());
+    Cli::try_parse_from(&full).map_err(|e| {
+        anyhow::anyhow!(
+            "in the settings of {} or on the command line: {}",
+            path.display(),
+            e.to_string().trim_end()
+        )
     })
 }
 
