@@ -1,5 +1,6 @@
 //! deploy/ (kustomization and Helm chart) validated offline against the Kubernetes schemas by
-//! deploy/validate.py, with the tools `cargo xtask setup` installs.
+//! deploy/validate.py, with the tools `cargo xtask setup` installs; it also checks that the
+//! metrics endpoint, probes, scrape annotations and the optional ServiceMonitor agree.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,4 +44,12 @@ fn deploy_manifests_and_chart_validate_against_the_kubernetes_schemas() {
     );
     assert!(stdout.contains("deploy manifests: all valid"), "{stdout}");
     assert!(stdout.contains("helm chart (defaults)"), "{stdout}");
+    // --metrics-listen, its container port, the /healthz and /readyz probes and the
+    // prometheus.io annotations agree; the optional ServiceMonitor selects the pods' port.
+    assert!(
+        stdout.contains("kustomization: metrics endpoint, probes and scrape annotations agree"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("helm chart (servicemonitor)"), "{stdout}");
+    assert!(stdout.contains("helm chart (no-metrics)"), "{stdout}");
 }

@@ -10,6 +10,7 @@
 pub mod budget;
 pub mod capture;
 pub mod cli;
+pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod doctor;

@@ -4,14 +4,14 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use llmtap::budget::{MemoryBudget, MemoryGuard, resident_bytes};
 use llmtap::capture::clock::WallClock;
 use llmtap::capture::printer::{CaptureFormat, CapturePrinter};
 use llmtap::capture::{CaptureCounters, CaptureSession};
 use llmtap::cli::{CaptureArgs, PipelineArgs};
 use llmtap::daemon::{CallSink, Daemon, DaemonHealth, warn_about_losses};
-use llmtap::export::{ExportArgs, Exporters, HealthSnapshot};
+use llmtap::export::{ExportArgs, Exporters, HealthDetail, HealthSnapshot};
 use llmtap::genai::CallRecord;
 use llmtap::pipeline::Pipeline;
 use tokio::signal::unix::{SignalKind, signal};
@@ -39,6 +39,10 @@ struct RunArgs {
     export: ExportArgs,
     #[command(flatten)]
     kubernetes: llmtap::k8s::KubernetesArgs,
+    /// Read `llmtap run` flags from this TOML file (keys are flag names); flags and the
+    /// environment win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,7 +86,7 @@ fn main() -> anyhow::Result<()> {
         .format_timestamp_millis()
         .init();
     llmtap::capture::hold_guard::run_if_requested();
-    let cli = Cli::parse();
+    let cli = with_config_file(Cli::parse())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -112,6 +116,50 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// `llmtap run --config FILE`: parses the command line again with the file's settings that
+/// neither a flag nor the environment sets placed before it (precedence: flag > environment >
+/// file > default; see `llmtap::config`).
+fn with_config_file(cli: Cli) -> anyhow::Result<Cli> {
+    let path = match &cli.command {
+        Some(Command::Run(run)) => run.config.clone(),
+        None => cli.run.config.clone(),
+        Some(_) => None,
+    };
+    let Some(path) = path else {
+        return Ok(cli);
+    };
+    let table = llmtap::config::read(&path)?;
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = Cli::command();
+    let matches = command.clone().get_matches_from(&argv);
+    let (run_command, run_matches) = match matches.subcommand() {
+        Some(("run", sub)) => (command.find_subcommand("run").cloned(), sub),
+        _ => (Some(command.clone()), &matches),
+    };
+    let run_command = run_command.context("the run command")?;
+    let env = |name: &str| std::env::var(name).ok();
+    let file = llmtap::config::file_arguments(&run_command, run_matches, &table, &env, &path)?;
+    for (key, why) in &file.overridden {
+        log::info!("{}: {key} left out: set by {why:?}", path.display());
+    }
+    // [argv0, run, file settings..., the command line without its `run`].
+    let mut full = vec![argv[0].clone(), "run".into()];
+    full.extend(file.args);
+    let rest = &argv[1..];
+    let rest = match rest.first() {
+        Some(first) if first == "run" => &rest[1..],
+        _ => rest,
+    };
+    full.extend(rest.iter().cloned());
+    Cli::try_parse_from(&full).map_err(|e| {
+        anyhow::anyhow!(
+            "in the settings of {} or on the command line: {}",
+            path.display(),
+            e.to_string().trim_end()
+        )
+    })
+}
+
 /// Hands finished calls and health totals to the exporters.
 struct ExportSink<'a>(&'a mut Exporters);
 
@@ -138,6 +186,23 @@ impl CallSink for ExportSink<'_> {
                 + p.body_parse_errors
                 + p.websocket_errors
                 + health.capture.decode_errors,
+            detail: HealthDetail {
+                ring_full_records: health.capture.ringbuf_dropped_records,
+                ring_full_closes: health.capture.ringbuf_dropped_close,
+                ring_full_exits: health.capture.ringbuf_dropped_process,
+                unreadable_records: health.capture.read_user_failed,
+                truncated_captures: health.capture.truncated_calls,
+                inflight_table_full: health.capture.inflight_table_full,
+                decode_errors: health.capture.decode_errors,
+                held_processes: health.capture.held_processes,
+                duplicate_records: health.duplicate_records,
+                calls_dropped_by_gap: p.dropped_by_gap,
+                http2_streams_skipped: p.http2_streams_skipped,
+                websocket_gaps: p.websocket_gaps,
+                evicted_connections: p.evicted_connections,
+                open_connections: p.open_connections,
+                calls_in_flight: p.calls_in_flight,
+            },
         });
     }
 }
@@ -155,6 +220,7 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         .context("setting up the exporters")?;
     let session =
         CaptureSession::start(&args.capture.session_config()).context("starting capture")?;
+    exporters.readiness().set_attached();
     log::info!(
         "tracing LLM calls through {} hooked file(s); Ctrl-C to stop",
         session.tracer.attached_paths().count()

@@ -49,6 +49,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     // The binary's building blocks: command-line options, checks, the capture-to-export loop.
     ("cli", &["capture", "pipeline"]),
+    // `--config FILE`: flags from a TOML file, knowing only clap's view of the command.
+    ("config", &[]),
     ("doctor", &["capture"]),
     (
         "daemon",

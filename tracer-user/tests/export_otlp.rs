@@ -61,6 +61,7 @@ async fn export_three_calls_and_check(
         capture_bytes: 65_536,
         ring_buffer_drops: 3,
         parse_errors: 1,
+        ..HealthSnapshot::default()
     });
     exporters.shutdown().await;
     settle().await;
@@ -355,4 +356,156 @@ async fn https_endpoints_build_and_unreachable_collectors_do_not_block_shutdown(
             .await
             .unwrap_or_else(|_| panic!("{protocol:?}: shutdown hung"));
     }
+}
+
+/// `OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental`: each renamed metric and span
+/// attribute arrives under its newer name, and the v1.41 name of each is gone (embeddings keep
+/// the v1.41 metrics: the newer conventions rename the inference ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_experimental_conventions_on_request() {
+    use llmtap::export::semconv::latest;
+    let (endpoint, receiver) = start_http_receiver().await;
+    let root = fake_proc(
+        "latest-semconv",
+        &[
+            (1001, &["/usr/bin/python3", "chat.py"], "/usr/bin/python3"),
+            (1002, &["node", "agent.js"], "/usr/local/bin/node"),
+        ],
+    );
+    let mut opts = options(root);
+    opts.env = [(
+        "OTEL_SEMCONV_STABILITY_OPT_IN".to_string(),
+        "http, gen_ai_latest_experimental".to_string(),
+    )]
+    .into();
+    let mut exporters =
+        Exporters::with_options(&otlp_args(&endpoint, OtlpProtocol::HttpProtobuf), opts)
+            .await
+            .expect("exporters");
+    let mut cached = anthropic_cached(1002, 11_000_000_000);
+    cached.usage.cache_creation_input_tokens = Some(4);
+    cached.request.top_k = Some(40.0);
+    let mut embeddings = openai_400(1001, 13_000_000_000);
+    embeddings.error = None;
+    embeddings.http_status = Some(200);
+    embeddings.operation = llmtap::genai::Operation::Embeddings;
+    embeddings.request.model = Some("text-embedding-3-small".into());
+    embeddings.usage.input_tokens = Some(5);
+    exporters.export(&openai_stream(1001, 10_000_000_000));
+    exporters.export(&cached);
+    exporters.export(&openai_400(1001, 12_000_000_000));
+    exporters.export(&embeddings);
+    exporters.shutdown().await;
+    settle().await;
+
+    // Span attributes.
+    let spans = receiver.spans();
+    let anthropic = spans
+        .iter()
+        .find(|(_, s)| s.name.starts_with("chat claude"))
+        .map(|(_, s)| s)
+        .expect("anthropic span");
+    assert_eq!(
+        int_attr(
+            &anthropic.attributes,
+            latest::USAGE_CACHE_WRITE_INPUT_TOKENS
+        ),
+        Some(4)
+    );
+    assert_eq!(
+        attr(
+            &anthropic.attributes,
+            "gen_ai.usage.cache_creation.input_tokens"
+        ),
+        None
+    );
+    assert_eq!(
+        int_attr(&anthropic.attributes, "gen_ai.request.top_k"),
+        Some(40)
+    );
+    let cost = double_attr(&anthropic.attributes, latest::USAGE_COST_AMOUNT);
+    assert!(cost.is_some_and(|c| c > 0.0), "{:?}", anthropic.attributes);
+    assert_eq!(
+        str_attr(&anthropic.attributes, latest::USAGE_COST_CURRENCY).as_deref(),
+        Some("USD")
+    );
+    assert_eq!(attr(&anthropic.attributes, "llmtap.usage.cost_usd"), None);
+
+    // Inference metrics under their newer names.
+    let duration = receiver
+        .metric(latest::INFERENCE_DURATION)
+        .expect("inference duration");
+    assert_eq!(duration.unit, "s");
+    assert_eq!(
+        histogram(&duration).iter().map(|p| p.count).sum::<u64>(),
+        3,
+        "the three chat calls"
+    );
+    let ttfc = receiver
+        .metric(latest::INFERENCE_TIME_TO_FIRST_CHUNK)
+        .expect("inference ttfc");
+    assert_eq!(histogram(&ttfc).iter().map(|p| p.count).sum::<u64>(), 2);
+    let tpoc = receiver
+        .metric(latest::INFERENCE_TIME_PER_OUTPUT_CHUNK)
+        .expect("inference tpoc");
+    assert_eq!(histogram(&tpoc).iter().map(|p| p.count).sum::<u64>(), 8);
+    let counter_sum = |name: &str| {
+        let metric = receiver.metric(name).unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(metric.unit, "{token}", "{name}");
+        let points = sum_points(&metric);
+        assert!(
+            points.iter().all(
+                |p| str_attr(&p.attributes, latest::TOKEN_MODALITY).as_deref() == Some("unknown")
+            ),
+            "{name}: {points:?}"
+        );
+        points.iter().filter_map(as_int).sum::<i64>()
+    };
+    assert_eq!(counter_sum(latest::USAGE_INPUT_TOKENS), 23 + 1169);
+    assert_eq!(counter_sum(latest::USAGE_OUTPUT_TOKENS), 8 + 221);
+    assert_eq!(counter_sum(latest::USAGE_CACHE_READ_INPUT_TOKENS), 1165);
+    assert_eq!(
+        counter_sum(latest::USAGE_CACHE_WRITE_INPUT_TOKENS_METRIC),
+        4
+    );
+    assert_eq!(counter_sum(latest::USAGE_REASONING_OUTPUT_TOKENS), 0);
+    // Per call, failures included (as 0).
+    let per_call = |name: &str| {
+        let metric = receiver.metric(name).unwrap_or_else(|| panic!("no {name}"));
+        let points = histogram(&metric);
+        (
+            points.iter().map(|p| p.count).sum::<u64>(),
+            points.iter().filter_map(|p| p.sum).sum::<f64>(),
+        )
+    };
+    assert_eq!(
+        per_call(latest::OPERATION_INPUT_TOKENS),
+        (3, f64::from(23 + 1169))
+    );
+    assert_eq!(
+        per_call(latest::OPERATION_OUTPUT_TOKENS),
+        (3, f64::from(8 + 221))
+    );
+
+    // Embeddings keep v1.41's metrics; inference calls are gone from them.
+    let v1_duration = receiver
+        .metric("gen_ai.client.operation.duration")
+        .expect("embeddings duration");
+    let points = histogram(&v1_duration);
+    assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 1);
+    assert!(points.iter().all(|p| {
+        str_attr(&p.attributes, "gen_ai.operation.name").as_deref() == Some("embeddings")
+    }));
+    let v1_tokens = receiver
+        .metric("gen_ai.client.token.usage")
+        .expect("embeddings tokens");
+    assert_eq!(
+        histogram(&v1_tokens).iter().map(|p| p.count).sum::<u64>(),
+        1
+    );
+    assert!(
+        receiver
+            .metric("gen_ai.client.operation.time_to_first_chunk")
+            .is_none()
+    );
 }

@@ -8,6 +8,7 @@
 //! - `lint`: rustfmt and clippy with warnings denied.
 //! - `demo`: the live console view while real SDK clients call a local replay server.
 //! - `fuzz`: cargo-fuzz targets (`fuzz/`), each for a bounded time; report in target/bench.
+//! - `package`: a Debian package (binary, systemd unit, configuration) built with dpkg-deb.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_load;
 mod fuzz;
+mod package;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "llmtap build orchestration")]
@@ -59,6 +61,16 @@ enum Task {
     Demo,
     /// Run the cargo-fuzz targets (fuzz/) one after the other, each for a bounded time;
     /// writes target/bench/fuzz.md. Installs cargo-fuzz on first use.
+    /// Build a Debian package of llmtap (binary, systemd unit, /etc/llmtap/llmtap.toml) with
+    /// dpkg-deb: target/debian/llmtap_VERSION_ARCH.deb.
+    Package {
+        /// Package this binary instead of building target/release/llmtap.
+        #[arg(long, value_name = "PATH")]
+        llmtap_bin: Option<PathBuf>,
+        /// Where the .deb goes.
+        #[arg(long, value_name = "DIR", default_value = "target/debian")]
+        out_dir: PathBuf,
+    },
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
@@ -90,6 +102,15 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     // The Go crypto/tls tests build their client (tests/clients/go-client).
     ("go", "golang-go"),
     ("/usr/include/openssl/ssl.h", "libssl-dev"),
+    // The Prometheus scrape test (tests/tests/prometheus.rs), `promtool check metrics` on the
+    // exposition and `promtool check/test rules` on deploy/prometheus.
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+    // `cargo xtask package` and its test (tests/tests/systemd_unit.rs): the .deb is built by
+    // dpkg-deb with dpkg-shlibdeps' dependencies; its unit is checked by systemd-analyze.
+    ("dpkg-deb", "dpkg"),
+    ("dpkg-shlibdeps", "dpkg-dev"),
+    ("systemd-analyze", "systemd"),
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -125,6 +146,31 @@ fn main() -> anyhow::Result<()> {
         Task::Demo => {
             ensure_setup()?;
             demo(&root)
+        }
+        Task::Package {
+            llmtap_bin,
+            out_dir,
+        } => {
+            let binary = match llmtap_bin {
+                Some(binary) => binary,
+                None => {
+                    ensure_setup()?;
+                    cargo(
+                        &root,
+                        &["build", "--release", "-p", "tracer-user", "--bin", "llmtap"],
+                    )?;
+                    root.join("target/release/llmtap")
+                }
+            };
+            let out_dir = if out_dir.is_absolute() {
+                out_dir
+            } else {
+                root.join(out_dir)
+            };
+            std::fs::create_dir_all(&out_dir)?;
+            let deb = package::package(&root, &binary, &out_dir)?;
+            eprintln!("xtask package: {}", deb.display());
+            Ok(())
         }
         Task::Fuzz {
             time,

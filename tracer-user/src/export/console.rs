@@ -217,7 +217,8 @@ impl Console {
                 .join(","),
             _ => "-".to_string(),
         };
-        let cost = double_attr(span, keys::LLMTAP_USAGE_COST_USD);
+        // Either convention's cost key (OTEL_SEMCONV_STABILITY_OPT_IN).
+        let cost = super::semconv::cost_usd(&span.attributes);
         let process = format!("{}/{}", span.resource.pid, span.resource.executable_name);
         writeln!(
             self.out,
@@ -454,6 +455,7 @@ mod tests {
             capture_bytes: 2048,
             ring_buffer_drops: 1,
             parse_errors: 0,
+            ..HealthSnapshot::default()
         });
         console.write_call(&span(1_000_000_000, None)).ok();
         let text = buf.text();

@@ -13,6 +13,7 @@ use opentelemetry::{
 
 use super::{
     attributes::{AttrValue, Attributes, keys, to_key_values},
+    semconv::{Semconv, is_inference, latest},
     span::{has_output_tokens, is_openai_provider},
 };
 use crate::genai::{CallRecord, finish_reason_class, is_known_provider};
@@ -44,6 +45,44 @@ pub struct HealthSnapshot {
     pub ring_buffer_drops: u64,
     /// HTTP/SSE/provider payloads that could not be parsed.
     pub parse_errors: u64,
+    /// The finer counters behind these, exposed on `/metrics` (`--metrics-listen`).
+    pub detail: HealthDetail,
+}
+
+/// The capture and pipeline counters the daemon tracks, one by one (totals since start,
+/// except the two "now" gauges).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HealthDetail {
+    /// Data records the kernel dropped because the ring buffer was full.
+    pub ring_full_records: u64,
+    /// Close notifications dropped on a full ring buffer.
+    pub ring_full_closes: u64,
+    /// Process-exit notifications dropped on a full ring buffer.
+    pub ring_full_exits: u64,
+    /// Records lost because the application's memory was not readable at probe time.
+    pub unreadable_records: u64,
+    /// TLS calls copied only up to `--max-capture-bytes`.
+    pub truncated_captures: u64,
+    /// TLS calls not tracked: in-flight call table full.
+    pub inflight_table_full: u64,
+    /// Ring buffer records that did not decode.
+    pub decode_errors: u64,
+    /// New processes held at their first connect until hooked.
+    pub held_processes: u64,
+    /// Records whose bytes had already been delivered.
+    pub duplicate_records: u64,
+    /// Calls dropped because bytes were lost in a head or in body framing.
+    pub calls_dropped_by_gap: u64,
+    /// HTTP/2 streams skipped (headers not decodable).
+    pub http2_streams_skipped: u64,
+    /// WebSocket connections given up after lost bytes.
+    pub websocket_gaps: u64,
+    /// Connections evicted past `--max-connections`.
+    pub evicted_connections: u64,
+    /// Connections tracked now.
+    pub open_connections: u64,
+    /// Calls in flight now.
+    pub calls_in_flight: u64,
 }
 
 /// Lock-free counters the daemon's stages increment; [`HealthCounters::snapshot`] is what it
@@ -63,6 +102,7 @@ impl HealthCounters {
             capture_bytes: self.capture_bytes.load(Ordering::Relaxed),
             ring_buffer_drops: self.ring_buffer_drops.load(Ordering::Relaxed),
             parse_errors: self.parse_errors.load(Ordering::Relaxed),
+            detail: HealthDetail::default(),
         }
     }
 }
@@ -203,15 +243,162 @@ pub struct GenAiMetrics {
     time_to_first_chunk: Histogram<f64>,
     time_per_output_chunk: Histogram<f64>,
     calls: Counter<u64>,
+    /// The newer conventions' inference instruments (`OTEL_SEMCONV_STABILITY_OPT_IN`).
+    latest: Option<LatestInstruments>,
     health: Arc<Mutex<HealthSnapshot>>,
     // Kept alive: dropping an observable instrument does not unregister it, but holding them
     // documents that their callbacks read `health`/`losses`.
     _observables: Vec<ObservableCounter<u64>>,
 }
 
+/// What one call contributes to the newer conventions' per-kind token counters: `(kind's
+/// metric, count)`, for the counts the call reported.
+pub fn latest_token_counts(record: &CallRecord, m: &CallMeasurements) -> Vec<(&'static str, u64)> {
+    let usage = &record.usage;
+    [
+        (latest::USAGE_INPUT_TOKENS, m.input_tokens),
+        (latest::USAGE_OUTPUT_TOKENS, m.output_tokens),
+        (
+            latest::USAGE_CACHE_READ_INPUT_TOKENS,
+            usage.cache_read_input_tokens,
+        ),
+        (
+            latest::USAGE_CACHE_WRITE_INPUT_TOKENS_METRIC,
+            usage.cache_creation_input_tokens,
+        ),
+        (
+            latest::USAGE_REASONING_OUTPUT_TOKENS,
+            usage.reasoning_output_tokens,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, n)| n.map(|n| (name, n)))
+    .collect()
+}
+
+/// The per-call token histograms of the newer conventions: the counts reported, and 0 for a
+/// failed call that reported none (the conventions record failures too).
+pub fn latest_operation_tokens(m: &CallMeasurements) -> (Option<u64>, Option<u64>) {
+    let failed = m.error_type.is_some();
+    let or_zero = |n: Option<u64>| n.or(failed.then_some(0));
+    (or_zero(m.input_tokens), or_zero(m.output_tokens))
+}
+
+/// `gen_ai.token.modality` of the per-kind counters: llmtap does not split usage by
+/// modality, and the providers' totals mix them.
+pub const UNKNOWN_MODALITY: &str = "unknown";
+
+/// Instruments of the newer conventions (inference operations).
+struct LatestInstruments {
+    duration: Histogram<f64>,
+    time_to_first_chunk: Histogram<f64>,
+    time_per_output_chunk: Histogram<f64>,
+    usage: Vec<(&'static str, Counter<u64>)>,
+    operation_input_tokens: Histogram<u64>,
+    operation_output_tokens: Histogram<u64>,
+}
+
+impl LatestInstruments {
+    fn new(meter: &Meter) -> Self {
+        let seconds = |name: &'static str, description: &'static str| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(description)
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build()
+        };
+        let tokens = |name: &'static str, description: &'static str| {
+            meter
+                .u64_histogram(name)
+                .with_unit("{token}")
+                .with_description(description)
+                .with_boundaries(TOKEN_USAGE_BUCKETS.to_vec())
+                .build()
+        };
+        let usage = [
+            latest::USAGE_INPUT_TOKENS,
+            latest::USAGE_OUTPUT_TOKENS,
+            latest::USAGE_CACHE_READ_INPUT_TOKENS,
+            latest::USAGE_CACHE_WRITE_INPUT_TOKENS_METRIC,
+            latest::USAGE_REASONING_OUTPUT_TOKENS,
+        ]
+        .into_iter()
+        .map(|name| {
+            let counter = meter
+                .u64_counter(name)
+                .with_unit("{token}")
+                .with_description("Tokens used by inference calls, by kind")
+                .build();
+            (name, counter)
+        })
+        .collect();
+        Self {
+            duration: seconds(latest::INFERENCE_DURATION, "GenAI inference duration"),
+            time_to_first_chunk: seconds(
+                latest::INFERENCE_TIME_TO_FIRST_CHUNK,
+                "Time to receive the first chunk of a streamed response",
+            ),
+            time_per_output_chunk: seconds(
+                latest::INFERENCE_TIME_PER_OUTPUT_CHUNK,
+                "Time between consecutive chunks of a streamed response",
+            ),
+            usage,
+            operation_input_tokens: tokens(
+                latest::OPERATION_INPUT_TOKENS,
+                "Input tokens of one inference call",
+            ),
+            operation_output_tokens: tokens(
+                latest::OPERATION_OUTPUT_TOKENS,
+                "Output tokens of one inference call",
+            ),
+        }
+    }
+
+    fn record(&self, record: &CallRecord, m: &CallMeasurements, common: &[KeyValue]) {
+        let with = |extra: KeyValue| {
+            let mut attrs = common.to_vec();
+            attrs.push(extra);
+            attrs
+        };
+        let modality = with(KeyValue::new(latest::TOKEN_MODALITY, UNKNOWN_MODALITY));
+        for (name, n) in latest_token_counts(record, m) {
+            if let Some((_, counter)) = self.usage.iter().find(|(k, _)| *k == name) {
+                counter.add(n, &modality);
+            }
+        }
+        let (input, output) = latest_operation_tokens(m);
+        if let Some(n) = input {
+            self.operation_input_tokens.record(n, common);
+        }
+        if let Some(n) = output {
+            self.operation_output_tokens.record(n, common);
+        }
+        match &m.error_type {
+            Some(error) => self.duration.record(
+                m.duration_s,
+                &with(KeyValue::new(keys::ERROR_TYPE, error.clone())),
+            ),
+            None => self.duration.record(m.duration_s, common),
+        }
+        if let Some(ttfc) = m.time_to_first_chunk_s {
+            self.time_to_first_chunk.record(ttfc, common);
+        }
+        for gap in &m.time_per_output_chunk_s {
+            self.time_per_output_chunk.record(*gap, common);
+        }
+    }
+}
+
 impl GenAiMetrics {
     /// `losses` are the OTLP output's lost spans, reported as `llmtap.export.dropped_spans`.
     pub fn new(meter: &Meter, losses: Arc<SpanLosses>) -> Self {
+        Self::with_semconv(meter, losses, Semconv::V1_41)
+    }
+
+    /// With the newer conventions' inference metrics instead of v1.41's when `semconv` says so
+    /// (embeddings keep the v1.41 ones).
+    pub fn with_semconv(meter: &Meter, losses: Arc<SpanLosses>, semconv: Semconv) -> Self {
         let health = Arc::new(Mutex::new(HealthSnapshot::default()));
         let observable = |name: &'static str,
                           unit: &'static str,
@@ -299,6 +486,7 @@ impl GenAiMetrics {
                 .with_unit("{call}")
                 .with_description("LLM API calls seen, by provider")
                 .build(),
+            latest: semconv.is_latest().then(|| LatestInstruments::new(meter)),
             health,
             _observables: observables,
         }
@@ -314,6 +502,14 @@ impl GenAiMetrics {
             attrs.push(extra);
             attrs
         };
+        let calls = call_counter_attributes(record);
+        if let Some(latest) = &self.latest
+            && is_inference(record.operation)
+        {
+            latest.record(record, &m, &common);
+            self.calls.add(1, &calls);
+            return;
+        }
         if let Some(n) = m.input_tokens {
             self.token_usage
                 .record(n, &with(KeyValue::new(keys::TOKEN_TYPE, "input")));
@@ -335,7 +531,7 @@ impl GenAiMetrics {
         for gap in &m.time_per_output_chunk_s {
             self.time_per_output_chunk.record(*gap, &common);
         }
-        self.calls.add(1, &call_counter_attributes(record));
+        self.calls.add(1, &calls);
     }
 
     pub fn record_health(&self, snapshot: &HealthSnapshot) {
@@ -461,7 +657,8 @@ mod tests {
                 capture_events: 5,
                 capture_bytes: 0,
                 ring_buffer_drops: 2,
-                parse_errors: 0
+                parse_errors: 0,
+                detail: HealthDetail::default(),
             }
         );
     }

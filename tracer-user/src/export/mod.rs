@@ -12,25 +12,33 @@ pub mod content;
 pub mod cost;
 pub mod jsonl;
 pub mod metrics;
+pub mod metrics_server;
 pub mod otel_env;
 pub mod otlp;
 pub mod otlp_client;
 pub mod otlp_config;
+pub mod prometheus;
 pub mod redact;
 pub mod resource;
+pub mod semconv;
 pub mod span;
 
-use std::{collections::HashMap, io::Write, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    collections::HashMap, io::Write, net::SocketAddr, path::PathBuf, str::FromStr, sync::Arc,
+    time::Duration,
+};
 
 pub use clock::ClockOffset;
 pub use cost::{ModelPrice, PriceTable};
-pub use metrics::{HealthCounters, HealthSnapshot};
+pub use metrics::{HealthCounters, HealthDetail, HealthSnapshot};
+pub use metrics_server::Readiness;
 pub use otlp::OtlpProtocol;
 pub use span::CallSpan;
 
 use crate::genai::{AgentRecord, CallRecord, Operation};
 use console::Console;
 use jsonl::JsonlWriter;
+use metrics_server::MetricsServer;
 use otlp::OtlpPipeline;
 use resource::ProcessResources;
 use span::{ContentCapture, SpanBuilder};
@@ -150,6 +158,11 @@ pub struct ExportArgs {
     /// How often the console prints its per-process/model summary (`0s`: only at exit).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub summary_interval: Duration,
+
+    /// Serve Prometheus metrics on `/metrics`, and `/healthz` and `/readyz`, at this address
+    /// (e.g. `0.0.0.0:9464`, `127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ExportArgs {
@@ -166,6 +179,7 @@ impl Default for ExportArgs {
             otlp_timeout: None,
             price_file: None,
             summary_interval: Duration::from_secs(60),
+            metrics_listen: None,
         }
     }
 }
@@ -182,6 +196,8 @@ pub enum ExportError {
     },
     #[error(transparent)]
     Otlp(#[from] otlp::OtlpError),
+    #[error(transparent)]
+    MetricsListen(#[from] metrics_server::MetricsListenError),
 }
 
 /// What [`Exporters::with_options`] takes besides the flags; the defaults are the real system.
@@ -260,6 +276,9 @@ pub struct Exporters {
     console: Option<Console>,
     jsonl: Option<JsonlWriter>,
     otlp: Option<OtlpPipeline>,
+    /// `--metrics-listen`: the registry and the endpoint serving it.
+    prometheus: Option<(Arc<prometheus::PrometheusMetrics>, MetricsServer)>,
+    readiness: Arc<Readiness>,
     write_failures: u64,
 }
 
@@ -287,6 +306,7 @@ impl Exporters {
             None => PriceTable::builtin(),
         };
         let outputs = resolve_outputs(args, &env);
+        let semconv = semconv::Semconv::from_env(&env);
         let configured_attributes = otel_env::resource_attributes(&env);
         let mut stdout = Some(stdout);
         let mut console = None;
@@ -326,28 +346,50 @@ impl Exporters {
                         kubernetes.as_ref().map(crate::k8s::K8sMetadata::node_name),
                         &configured_attributes,
                     );
-                    otlp = Some(OtlpPipeline::start(&settings, agent, metric_interval)?);
+                    otlp = Some(OtlpPipeline::start(
+                        &settings,
+                        agent,
+                        metric_interval,
+                        semconv,
+                    )?);
                 }
             }
         }
+        let readiness = Arc::new(Readiness::default());
+        let prometheus = match args.metrics_listen {
+            Some(addr) => {
+                let metrics = Arc::new(prometheus::PrometheusMetrics::with_semconv(semconv));
+                let server =
+                    MetricsServer::start(addr, Arc::clone(&metrics), Arc::clone(&readiness))?;
+                Some((metrics, server))
+            }
+            None => None,
+        };
         let content = ContentCapture {
             enabled: content_capture_enabled(args.capture_content, &env),
             max_bytes: args.max_content_bytes,
         };
         log::info!(
-            "export outputs: {outputs:?}; content capture {}",
-            if content.enabled { "on" } else { "off" }
+            "export outputs: {outputs:?}; content capture {}; GenAI conventions {}",
+            if content.enabled { "on" } else { "off" },
+            if semconv.is_latest() {
+                "latest experimental (OTEL_SEMCONV_STABILITY_OPT_IN)"
+            } else {
+                "v1.41"
+            }
         );
         Ok(Self {
             resources: ProcessResources::new(proc_root, args.service_name.clone())
                 .with_command_line(args.export_command_line)
                 .with_kubernetes(kubernetes)
                 .with_configured_attributes(&configured_attributes),
-            spans: SpanBuilder::new(clock, content),
+            spans: SpanBuilder::new(clock, content).with_semconv(semconv),
             prices,
             console,
             jsonl,
             otlp,
+            prometheus,
+            readiness,
             write_failures: 0,
         })
     }
@@ -373,6 +415,14 @@ impl Exporters {
                 record.operation == Operation::Embeddings,
             )
         });
+        if let Some((metrics, _)) = &self.prometheus {
+            let workload = resource
+                .kubernetes
+                .as_ref()
+                .map(|pod| attributes::from_strings(pod.metric_attributes()))
+                .unwrap_or_default();
+            metrics.record_call(record, &workload, cost);
+        }
         let span = self.spans.build(record, resource, cost);
         if let Some(console) = &mut self.console
             && let Err(e) = console.write_call(&span)
@@ -431,6 +481,24 @@ impl Exporters {
         if let Some(otlp) = &self.otlp {
             otlp.record_health(snapshot);
         }
+        if let Some((metrics, _)) = &self.prometheus {
+            metrics.record_health(snapshot);
+            if let Some(otlp) = &self.otlp {
+                metrics.record_span_losses(otlp.losses());
+            }
+        }
+        // The daemon reports after each turn of its loop: `/readyz` reads it.
+        self.readiness.report();
+    }
+
+    /// What `/readyz` answers from; the daemon marks it attached once capture runs.
+    pub fn readiness(&self) -> Arc<Readiness> {
+        Arc::clone(&self.readiness)
+    }
+
+    /// Where `--metrics-listen` serves (the bound port when 0 was asked for).
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.prometheus.as_ref().map(|(_, s)| s.local_addr())
     }
 
     /// Spans the OTLP output lost: queue full, export failed, or rejected by the collector.

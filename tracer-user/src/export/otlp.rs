@@ -325,6 +325,7 @@ impl OtlpPipeline {
         settings: &OtlpSettings,
         agent_resource: Vec<KeyValue>,
         metric_interval: Option<Duration>,
+        semconv: super::semconv::Semconv,
     ) -> Result<Self, OtlpError> {
         // HTTPS goes through reqwest/tonic + rustls built without a crypto provider (to avoid
         // the aws-lc C build): make ring the process default. An error only means a provider is
@@ -358,7 +359,11 @@ impl OtlpPipeline {
                             .build(),
                     )
                     .build();
-                let instruments = GenAiMetrics::new(&provider.meter(SDK_NAME), Arc::clone(&losses));
+                let instruments = GenAiMetrics::with_semconv(
+                    &provider.meter(SDK_NAME),
+                    Arc::clone(&losses),
+                    semconv,
+                );
                 (Some(provider), Some(instruments))
             }
             None => (None, None),
@@ -430,6 +435,11 @@ impl OtlpPipeline {
     /// Spans lost so far: queue full, export failed, or rejected by the collector.
     pub fn dropped_spans(&self) -> u64 {
         self.losses.total()
+    }
+
+    /// The lost spans by cause.
+    pub fn losses(&self) -> &SpanLosses {
+        &self.losses
     }
 
     /// Exports every queued span and a final metric collection, then closes the exporters.

@@ -13,6 +13,7 @@ use super::{
     clock::ClockOffset,
     content, redact,
     resource::ProcessResource,
+    semconv::{self, Semconv},
 };
 use crate::genai::{AgentRecord, CallRecord, McpCall, Operation};
 
@@ -327,6 +328,8 @@ pub struct SpanBuilder {
     ids: RandomIdGenerator,
     /// Random per run: agent trace and turn span ids are derived from session and turn keys.
     salt: u64,
+    /// v1.41 or the newer conventions (`OTEL_SEMCONV_STABILITY_OPT_IN`).
+    semconv: Semconv,
 }
 
 impl SpanBuilder {
@@ -338,7 +341,14 @@ impl SpanBuilder {
             content,
             ids,
             salt,
+            semconv: Semconv::default(),
         }
+    }
+
+    /// Call spans in these conventions' names.
+    pub fn with_semconv(mut self, semconv: Semconv) -> Self {
+        self.semconv = semconv;
+        self
     }
 
     pub fn build(
@@ -384,7 +394,10 @@ impl SpanBuilder {
             start_unix_nanos: start,
             end_unix_nanos: end,
             status,
-            attributes: call_attributes(record, self.content, cost_usd),
+            attributes: semconv::span_attributes(
+                call_attributes(record, self.content, cost_usd),
+                self.semconv,
+            ),
             resource,
         }
     }
