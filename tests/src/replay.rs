@@ -489,12 +489,23 @@ pub fn span_differences_at(
 
 /// The spans of process `pid`.
 /// The call spans (one per LLM call, kind CLIENT) of a process: agent turns (`invoke_agent`)
-/// and tool executions (`execute_tool`) llmtap adds around them are left to [`agent_spans_of`].
+/// and tool executions (`execute_tool`) llmtap adds around them are left to [`agent_spans_of`],
+/// MCP requests to [`mcp_spans_of`].
 pub fn spans_of(spans: &[Value], pid: u32) -> Vec<&Value> {
     spans
         .iter()
         .filter(|s| s["resource"]["process.pid"].as_u64() == Some(u64::from(pid)))
         .filter(|s| s["kind"] != "INTERNAL")
+        .filter(|s| s["attributes"]["mcp.method.name"].is_null())
+        .collect()
+}
+
+/// The MCP client spans (one per JSON-RPC request or notification) of a process.
+pub fn mcp_spans_of(spans: &[Value], pid: u32) -> Vec<&Value> {
+    spans
+        .iter()
+        .filter(|s| s["resource"]["process.pid"].as_u64() == Some(u64::from(pid)))
+        .filter(|s| !s["attributes"]["mcp.method.name"].is_null())
         .collect()
 }
 

@@ -482,6 +482,8 @@ const PYTHON_SDKS: &[&str] = &[
     "ollama==0.6.3",
     // The WebSocket client of the Responses-over-WebSocket tests (tests/clients/ws_client.py).
     "websockets==17.4",
+    // MCP client and server of the MCP-over-HTTP tests (tests/clients/mcp_http_*.py).
+    "mcp==2.3.0",
 ];
 
 fn python_sdks_dir() -> PathBuf {
@@ -494,7 +496,7 @@ fn python_sdks_ok() -> bool {
         && Command::new(&python)
             .args([
                 "-c",
-                "import openai, anthropic, h2, ollama, websockets; \
+                "import openai, anthropic, h2, ollama, websockets, mcp; \
                  assert openai.__version__ == '3.57.0'; assert websockets.__version__ == '17.4'",
             ])
             .output()

@@ -57,7 +57,8 @@ impl FromStr for PlainHttp {
 
 /// Request-path prefixes of the LLM APIs llmtap reads, served by model servers and gateways
 /// (OpenAI-compatible `/v1/…`, Ollama `/api/…`, llama.cpp `/completion`, TGI `/generate`,
-/// Azure-style `/openai/…`, Bedrock-style `/model/…`, gateways without the `/v1`).
+/// Azure-style `/openai/…`, Bedrock-style `/model/…`, gateways without the `/v1`), and MCP
+/// servers' `/mcp`.
 /// A plain connection whose first request matches none is not copied.
 pub const LLM_PATH_PREFIXES: &[&str] = &[
     "/v1/",
@@ -76,6 +77,8 @@ pub const LLM_PATH_PREFIXES: &[&str] = &[
     "/messages",
     "/responses",
     "/engines/",
+    // MCP's Streamable HTTP endpoint, by convention (tool calls of agents).
+    "/mcp",
 ];
 
 /// What the kernel's prefix lookup decides for a request path (for tests and logs).

@@ -215,11 +215,24 @@ impl McpExchange {
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => param("uri"),
             _ => None,
         };
-        let protocol_version = self.target.protocol_version.clone().or_else(|| {
-            (method == "initialize")
-                .then(|| param("protocolVersion"))
-                .flatten()
-        });
+        // The header, else the request's own: `initialize` (up to 2025-11-25) or, since
+        // 2026-07-28 (no initialize), every request's `_meta`.
+        let protocol_version = self
+            .target
+            .protocol_version
+            .clone()
+            .or_else(|| {
+                (method == "initialize")
+                    .then(|| param("protocolVersion"))
+                    .flatten()
+            })
+            .or_else(|| {
+                params
+                    .and_then(|p| p.get("_meta"))
+                    .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
         let arguments = (self.capture_content && method == "tools/call")
             .then(|| params.and_then(|p| p.get("arguments")).map(capped_json))
             .flatten();
