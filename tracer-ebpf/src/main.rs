@@ -1,9 +1,11 @@
 //! llmtap's kernel side: uprobes on OpenSSL's `SSL_read`/`SSL_write` (and `_ex`) that copy the
 //! plaintext of every successful call into a ring buffer.
 //!
-//! Entry probes remember the call's arguments per thread; return probes emit only when the
-//! call succeeded, so the retries of non-blocking callers (Node returns -1 twice during the
-//! handshake) produce no phantom or duplicate data. Each call is sent as one or more records
+//! Entry probes remember the call's arguments per thread; return probes emit reads only when
+//! the call succeeded. Writes are emitted at entry, before their bytes can reach the peer, so
+//! a request always precedes its response in the ring; the repeats of a write that could not
+//! complete (Node returns -1 twice during the handshake) emit nothing twice (`WRITE_RETRY`).
+//! Each call is sent as one or more records
 //! of at most `CHUNK_DATA_MAX` bytes, built in a per-CPU scratch buffer so each record takes
 //! only its real size in the ring. Nothing is ever dropped silently: every failure increments
 //! a per-CPU counter that the daemon reports.
@@ -150,6 +152,8 @@ struct StreamPos {
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct PendingWrite {
+    /// Address of the first unsent byte: where the repeat starts.
+    buf: u64,
     /// Bytes from the first unsent one that were emitted.
     len: u64,
     born_ns: u64,
@@ -296,10 +300,11 @@ fn on_entry(ctx: &ProbeContext, dir: u8) -> Option<(u64, InflightCall)> {
 /// Entry of `SSL_write(ssl, buf, num)` / `SSL_write_ex(ssl, buf, num, *written)`: the bytes
 /// are emitted now, before any of them reaches the socket, so they come before the response
 /// in the ring whatever thread reads it and however late this call returns. OpenSSL makes a
-/// caller repeat a write that could not complete, from the same first unsent byte and with at
-/// least its unsent length (non-blocking retries, the rest of a partial write): `WRITE_RETRY`
-/// remembers how many bytes from there were emitted already, so a repeat emits only what goes
-/// beyond them. The cost: a write that fails for good still shows its bytes.
+/// caller repeat a write that could not complete, from the same first unsent byte (same
+/// address) and with at least its unsent length (non-blocking retries, the rest of a partial
+/// write): `WRITE_RETRY` remembers where that is and how many bytes from there were emitted
+/// already, so a repeat emits only what goes beyond them. The cost: a write that fails for
+/// good still shows its bytes.
 #[inline(always)]
 fn on_write_entry(ctx: &ProbeContext, num: u64) {
     let Some((pid_tgid, mut call)) = on_entry(ctx, direction::WRITE) else {
@@ -315,10 +320,17 @@ fn on_write_entry(ctx: &ProbeContext, num: u64) {
     };
     // SAFETY: a plain copy of the value.
     let emitted = match unsafe { WRITE_RETRY.get(&key) }.copied() {
-        Some(pending) if pending.len <= num && made_by_this_process(pending.born_ns) => pending.len,
+        Some(pending)
+            if pending.buf == call.buf
+                && pending.len <= num
+                && made_by_this_process(pending.born_ns) =>
+        {
+            pending.len
+        }
         _ => 0,
     };
     let pending = PendingWrite {
+        buf: call.buf,
         len: num,
         born_ns: call.ts_entry_ns,
     };
@@ -346,6 +358,7 @@ fn on_write_return(pid_tgid: u64, call: &InflightCall, sent: u64) {
             let _ = WRITE_RETRY.remove(&key);
         } else {
             (*pending).len -= sent;
+            (*pending).buf += sent;
         }
     }
 }

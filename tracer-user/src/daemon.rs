@@ -181,6 +181,7 @@ impl Daemon {
 
     /// Ends idle connections (call once a second or so).
     pub fn tick(&mut self, now_ns: u64, sink: &mut impl CallSink) {
+        self.release_held(now_ns);
         self.pipeline.tick(now_ns, &mut self.records);
         self.flush(sink);
         self.agent.tick(now_ns, &mut self.agent_records);
@@ -189,10 +190,19 @@ impl Daemon {
 
     /// Ends everything in flight (shutdown).
     pub fn finish(&mut self, sink: &mut impl CallSink) {
+        self.release_held(u64::MAX);
         self.pipeline.finish(&mut self.records);
         self.flush(sink);
         self.agent.finish(&mut self.agent_records);
         self.flush(sink);
+    }
+
+    /// Passes on the records the assembler held for bytes that did not come in time.
+    fn release_held(&mut self, now_ns: u64) {
+        self.assembler.release_due(now_ns, &mut self.stream_scratch);
+        for stream_event in self.stream_scratch.drain(..) {
+            self.pipeline.push(stream_event, &mut self.records);
+        }
     }
 
     fn flush(&mut self, sink: &mut impl CallSink) {
