@@ -154,6 +154,8 @@ struct StreamPos {
 struct PendingWrite {
     /// Address of the first unsent byte: where the repeat starts.
     buf: u64,
+    /// The first 8 bytes from there, for a repeat from a moved buffer.
+    head: u64,
     /// Bytes from the first unsent one that were emitted.
     len: u64,
     born_ns: u64,
@@ -301,9 +303,10 @@ fn on_entry(ctx: &ProbeContext, dir: u8) -> Option<(u64, InflightCall)> {
 /// are emitted now, before any of them reaches the socket, so they come before the response
 /// in the ring whatever thread reads it and however late this call returns. OpenSSL makes a
 /// caller repeat a write that could not complete, from the same first unsent byte (same
-/// address) and with at least its unsent length (non-blocking retries, the rest of a partial
-/// write): `WRITE_RETRY` remembers where that is and how many bytes from there were emitted
-/// already, so a repeat emits only what goes beyond them. The cost: a write that fails for
+/// address, or a moved buffer with the same bytes) and with at least its unsent length
+/// (non-blocking retries, the rest of a partial write): `WRITE_RETRY` remembers where that is
+/// and how many bytes from there were emitted already, so a repeat emits only what goes beyond
+/// them. The cost: a write that fails for
 /// good still shows its bytes.
 #[inline(always)]
 fn on_write_entry(ctx: &ProbeContext, num: u64) {
@@ -321,9 +324,9 @@ fn on_write_entry(ctx: &ProbeContext, num: u64) {
     // SAFETY: a plain copy of the value.
     let emitted = match unsafe { WRITE_RETRY.get(&key) }.copied() {
         Some(pending)
-            if pending.buf == call.buf
-                && pending.len <= num
-                && made_by_this_process(pending.born_ns) =>
+            if pending.len <= num
+                && made_by_this_process(pending.born_ns)
+                && (pending.buf == call.buf || pending.head == head_bytes(call.buf)) =>
         {
             pending.len
         }
@@ -331,6 +334,7 @@ fn on_write_entry(ctx: &ProbeContext, num: u64) {
     };
     let pending = PendingWrite {
         buf: call.buf,
+        head: head_bytes(call.buf),
         len: num,
         born_ns: call.ts_entry_ns,
     };
@@ -339,6 +343,15 @@ fn on_write_entry(ctx: &ProbeContext, num: u64) {
         call.buf += emitted;
         emit_call(pid_tgid, &call, num - emitted);
     }
+}
+
+/// The first 8 bytes at user address `buf` (0 if unreadable): recognises a repeated write whose
+/// caller moved its buffer (`SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER`: Node copies pending data
+/// into a new buffer), which must hold the same bytes.
+#[inline(always)]
+fn head_bytes(buf: u64) -> u64 {
+    // SAFETY: checked read of user memory.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(buf as *const u64) }.unwrap_or(0)
 }
 
 /// Return of an OpenSSL write that moved `sent` bytes: what is left unsent stays pending.
@@ -359,6 +372,7 @@ fn on_write_return(pid_tgid: u64, call: &InflightCall, sent: u64) {
         } else {
             (*pending).len -= sent;
             (*pending).buf += sent;
+            (*pending).head = head_bytes((*pending).buf);
         }
     }
 }
