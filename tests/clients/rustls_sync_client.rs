@@ -112,25 +112,27 @@ fn run() -> anyhow::Result<()> {
                 // Dropped here, in place (`drop(tls)` would move it, and drop it elsewhere).
             }
         }
-        "part" => {
-            let mut tls = call.connect()?;
-            println!("conn {:#x}", &tls.conn as *const ClientConnection as usize);
-            tls.write_all(&call.request)?;
-            tls.flush()?;
-            read_partial(&mut tls)?;
-            // Gone without dropping the connection, as a killed or crashing process would be.
-            std::process::exit(0);
-        }
-        "full" => {
-            let mut tls = call.connect()?;
-            println!("conn {:#x}", &tls.conn as *const ClientConnection as usize);
-            tls.write_all(&call.request)?;
-            tls.flush()?;
-            read_all(&mut tls)?;
-        }
+        // One call site and one frame for both: the same stack, hence the same connection
+        // address, in a `part` and a `full` process (address randomisation off).
+        "part" | "full" => one_call(&call, mode == "full")?,
         other => bail!("unknown mode {other:?}; {usage}"),
     }
     Ok(())
+}
+
+/// One call; a partial one exits without dropping its connection, as a killed or crashing
+/// process would.
+#[inline(never)]
+fn one_call(call: &Call, full: bool) -> anyhow::Result<()> {
+    let mut tls = call.connect()?;
+    println!("conn {:#x}", &tls.conn as *const ClientConnection as usize);
+    tls.write_all(&call.request)?;
+    tls.flush()?;
+    if full {
+        return read_all(&mut tls);
+    }
+    read_partial(&mut tls)?;
+    std::process::exit(0);
 }
 
 /// The cassette's request as HTTP/1.1 bytes, and the TLS configuration.
