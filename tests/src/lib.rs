@@ -327,6 +327,7 @@ impl LiveCapture {
         for ev in self.events().into_iter().filter(|e| e.conn().pid == pid) {
             assembler.push(ev, &mut out);
         }
+        assembler.release_due(u64::MAX, &mut out);
         let mut streams: BTreeMap<(ConnectionId, Direction), CapturedStream> = BTreeMap::new();
         for ev in out {
             match ev {

@@ -316,6 +316,26 @@ pub fn on_tcp_recv(sk: u64) {
     }
 }
 
+/// A thread ended: its pending seal, last receive and open in flight go with it.
+#[inline(always)]
+pub(crate) fn forget_thread(pid_tgid: u64) {
+    let _ = AEAD_PENDING_SEAL.remove(&pid_tgid);
+    let _ = AEAD_LAST_RECV.remove(&pid_tgid);
+    let _ = AEAD_OPEN_INFLIGHT.remove(&pid_tgid);
+}
+
+/// A process ended: a later process with its pid is not known to use these hooks.
+#[inline(always)]
+pub(crate) fn forget_process(pid: u32) {
+    let _ = AEAD_PROCS.remove(&pid);
+}
+
+/// A TCP socket closed: its address may name another socket from now on.
+#[inline(always)]
+pub(crate) fn forget_socket(sk: u64) {
+    let _ = AEAD_SOCK_WRITER.remove(&sk);
+}
+
 /// `EVP_AEAD_CTX_init(ctx, …)` / `EVP_AEAD_CTX_init_with_direction(ctx, …)`: a context is
 /// (re)initialised, so whatever connection was named by its address has ended; without this a
 /// new connection whose context reuses a freed one's address would continue its streams.

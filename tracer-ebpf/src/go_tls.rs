@@ -26,7 +26,7 @@ use aya_ebpf::{
 };
 use tracer_common::{counter, direction};
 
-use crate::{InflightCall, close_connection, count, emit_call, wanted};
+use crate::{InflightCall, close_connection, count, emit_call, made_by_this_process, wanted};
 
 /// A Go `Read` in flight: (goroutine, process).
 #[repr(C)]
@@ -156,6 +156,9 @@ pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let _ = GO_INFLIGHT.remove(&key);
+    if !made_by_this_process(call.ts_entry_ns) {
+        return 0; // an entry left by an earlier process with this pid and goroutine address
+    }
     let n = regs.rax as i64;
     if n > 0 && n as u64 <= call.len {
         let inflight = InflightCall {

@@ -1,16 +1,22 @@
 //! llmtap's kernel side: uprobes on OpenSSL's `SSL_read`/`SSL_write` (and `_ex`) that copy the
 //! plaintext of every successful call into a ring buffer.
 //!
-//! Entry probes remember the call's arguments per thread; return probes emit only when the
-//! call succeeded, so the retries of non-blocking callers (Node returns -1 twice during the
-//! handshake) produce no phantom or duplicate data. Each call is sent as one or more records
+//! Entry probes remember the call's arguments per thread; return probes emit reads only when
+//! the call succeeded. Writes are emitted at entry, before their bytes can reach the peer, so
+//! a request always precedes its response in the ring; the repeats of a write that could not
+//! complete (Node returns -1 twice during the handshake) emit nothing twice (`WRITE_RETRY`).
+//! Each call is sent as one or more records
 //! of at most `CHUNK_DATA_MAX` bytes, built in a per-CPU scratch buffer so each record takes
 //! only its real size in the ring. Nothing is ever dropped silently: every failure increments
 //! a per-CPU counter that the daemon reports.
 #![no_std]
 #![no_main]
+// The BPF target has no compare-and-swap, so core's atomics offer no `fetch_add`, and the
+// build (aya-build, cpu "generic") rejects LLVM's fetching atomics: the stream position is
+// reserved with the instruction itself (BPF_ATOMIC | BPF_FETCH, Linux >= 5.12).
+#![feature(asm_experimental_arch)]
 
-use core::ffi::c_void;
+use core::{arch::asm, ffi::c_void};
 
 mod aead;
 mod go_tls;
@@ -18,6 +24,7 @@ mod plain;
 mod rustls;
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{
@@ -64,6 +71,14 @@ static TASK_SIGNAL_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static SIGNAL_TTY_OFFSET: u32 = 0;
 
+/// Byte offsets of `task_struct::group_leader` and `task_struct::start_time` (from BTF; 0 =
+/// unknown): when the current process started, so that state left by an earlier process with
+/// the same pid is never taken for its own.
+#[unsafe(no_mangle)]
+static TASK_GROUP_LEADER_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_START_TIME_OFFSET: u32 = 0;
+
 const FILTER_PID: u32 = 1;
 const FILTER_COMM: u32 = 2;
 
@@ -80,11 +95,20 @@ pub(crate) static INFLIGHT: LruHashMap<u64, InflightCall> = LruHashMap::with_max
 
 /// Byte position reached by each (process, connection, direction) stream.
 #[map]
-static STREAM_POS: LruHashMap<StreamKey, u64> = LruHashMap::with_max_entries(65536, 0);
+static STREAM_POS: LruHashMap<StreamKey, StreamPos> = LruHashMap::with_max_entries(65536, 0);
 
-/// Connections whose socket was already reported (value unused).
+/// Connections whose socket was already reported: when (`bpf_ktime_get_ns`), so that a report
+/// made for an earlier process with the same pid does not count.
 #[map]
-pub(crate) static PEER_REPORTED: LruHashMap<StreamKey, u8> = LruHashMap::with_max_entries(65536, 0);
+pub(crate) static PEER_REPORTED: LruHashMap<StreamKey, u64> =
+    LruHashMap::with_max_entries(65536, 0);
+
+/// OpenSSL writes are emitted at entry; a write that returned without sending all its bytes
+/// (a non-blocking retry, a partial write) leaves here how many of its unsent bytes were
+/// emitted, so that the call that sends them (from the same byte, per OpenSSL's retry rule)
+/// does not emit them a second time. Keyed like `STREAM_POS` (direction `WRITE`).
+#[map]
+static WRITE_RETRY: LruHashMap<StreamKey, PendingWrite> = LruHashMap::with_max_entries(16384, 0);
 
 /// Scratch space to assemble one variable-length record per CPU.
 #[map]
@@ -113,9 +137,33 @@ static COMM_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 #[map]
 static HOLD: LruHashMap<u32, HoldEntry> = LruHashMap::with_max_entries(16384, 0);
 
+/// A `STREAM_POS` value.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct InflightCall {
+struct StreamPos {
+    /// Position of the stream's next byte; reserved with an atomic add, since threads may
+    /// call into one connection at once (Go allows concurrent `Write`s).
+    next: u64,
+    /// When the stream was created: older than the process means another process's stream.
+    born_ns: u64,
+}
+
+/// Unsent bytes of an OpenSSL write already emitted (see `WRITE_RETRY`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PendingWrite {
+    /// Address of the first unsent byte: where the repeat starts.
+    buf: u64,
+    /// The first 8 bytes from there, for a repeat from a moved buffer.
+    head: u64,
+    /// Bytes from the first unsent one that were emitted.
+    len: u64,
+    born_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct InflightCall {
     conn_id: u64,
     buf: u64,
     /// `size_t *` out-parameter of the `_ex` variants (4th argument).
@@ -144,6 +192,43 @@ pub(crate) fn count(index: u32, by: u64) {
 pub(crate) fn config(value: &'static u32) -> u32 {
     // SAFETY: a global in .rodata patched by the loader; volatile so it is not constant-folded.
     unsafe { core::ptr::read_volatile(value) }
+}
+
+/// When the current process started (CLOCK_MONOTONIC ns, the clock of `bpf_ktime_get_ns`);
+/// 0 when the kernel's offsets are unknown, which makes every entry current.
+#[inline(always)]
+pub(crate) fn process_start_ns() -> u64 {
+    let (leader_at, start_at) = (
+        config(&TASK_GROUP_LEADER_OFFSET),
+        config(&TASK_START_TIME_OFFSET),
+    );
+    if leader_at == 0 || start_at == 0 {
+        return 0;
+    }
+    // SAFETY: helper without side effects.
+    let task = unsafe { bpf_get_current_task() };
+    let leader: u64 = read_kernel(task + u64::from(leader_at));
+    if leader == 0 {
+        return 0;
+    }
+    read_kernel(leader + u64::from(start_at))
+}
+
+/// Whether an entry made at `born_ns` for the current pid is this process's, not one left by
+/// an earlier process with the same pid.
+#[inline(always)]
+pub(crate) fn made_by_this_process(born_ns: u64) -> bool {
+    born_ns >= process_start_ns()
+}
+
+/// Whether this process already reported the socket under connection `key`.
+#[inline(always)]
+pub(crate) fn peer_reported(key: &StreamKey) -> bool {
+    // SAFETY: a plain copy of the value.
+    match unsafe { PEER_REPORTED.get(key) } {
+        Some(born_ns) => made_by_this_process(*born_ns),
+        None => false,
+    }
 }
 
 /// Ring-buffer output flags: wake the reader only when enough data is waiting.
@@ -192,13 +277,13 @@ fn wanted(pid: u32) -> bool {
 }
 
 #[inline(always)]
-fn on_entry(ctx: &ProbeContext, dir: u8) {
+fn on_entry(ctx: &ProbeContext, dir: u8) -> Option<(u64, InflightCall)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !wanted((pid_tgid >> 32) as u32) {
-        return;
+        return None;
     }
     let (Some(conn_id), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
-        return;
+        return None;
     };
     let call = InflightCall {
         conn_id,
@@ -210,6 +295,85 @@ fn on_entry(ctx: &ProbeContext, dir: u8) {
     };
     if INFLIGHT.insert(&pid_tgid, &call, 0).is_err() {
         count(counter::INFLIGHT_TABLE_FULL, 1);
+    }
+    Some((pid_tgid, call))
+}
+
+/// Entry of `SSL_write(ssl, buf, num)` / `SSL_write_ex(ssl, buf, num, *written)`: the bytes
+/// are emitted now, before any of them reaches the socket, so they come before the response
+/// in the ring whatever thread reads it and however late this call returns. OpenSSL makes a
+/// caller repeat a write that could not complete, from the same first unsent byte (same
+/// address, or a moved buffer with the same bytes) and with at least its unsent length
+/// (non-blocking retries, the rest of a partial write): `WRITE_RETRY` remembers where that is
+/// and how many bytes from there were emitted already, so a repeat emits only what goes beyond
+/// them. The cost: a write that fails for
+/// good still shows its bytes.
+#[inline(always)]
+fn on_write_entry(ctx: &ProbeContext, num: u64) {
+    let Some((pid_tgid, mut call)) = on_entry(ctx, direction::WRITE) else {
+        return;
+    };
+    if num == 0 {
+        return;
+    }
+    let key = StreamKey {
+        conn_id: call.conn_id,
+        pid: (pid_tgid >> 32) as u32,
+        direction: direction::WRITE as u32,
+    };
+    // SAFETY: a plain copy of the value.
+    let emitted = match unsafe { WRITE_RETRY.get(&key) }.copied() {
+        Some(pending)
+            if pending.len <= num
+                && made_by_this_process(pending.born_ns)
+                && (pending.buf == call.buf || pending.head == head_bytes(call.buf)) =>
+        {
+            pending.len
+        }
+        _ => 0,
+    };
+    let pending = PendingWrite {
+        buf: call.buf,
+        head: head_bytes(call.buf),
+        len: num,
+        born_ns: call.ts_entry_ns,
+    };
+    let _ = WRITE_RETRY.insert(&key, &pending, 0);
+    if emitted < num {
+        call.buf += emitted;
+        emit_call(pid_tgid, &call, num - emitted);
+    }
+}
+
+/// The first 8 bytes at user address `buf` (0 if unreadable): recognises a repeated write whose
+/// caller moved its buffer (`SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER`: Node copies pending data
+/// into a new buffer), which must hold the same bytes.
+#[inline(always)]
+fn head_bytes(buf: u64) -> u64 {
+    // SAFETY: checked read of user memory.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(buf as *const u64) }.unwrap_or(0)
+}
+
+/// Return of an OpenSSL write that moved `sent` bytes: what is left unsent stays pending.
+#[inline(always)]
+fn on_write_return(pid_tgid: u64, call: &InflightCall, sent: u64) {
+    let key = StreamKey {
+        conn_id: call.conn_id,
+        pid: (pid_tgid >> 32) as u32,
+        direction: direction::WRITE as u32,
+    };
+    let Some(pending) = WRITE_RETRY.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: a map value pointer, valid for this program run; one call per SSL* at a time.
+    unsafe {
+        if sent >= (*pending).len {
+            let _ = WRITE_RETRY.remove(&key);
+        } else {
+            (*pending).len -= sent;
+            (*pending).buf += sent;
+            (*pending).head = head_bytes((*pending).buf);
+        }
     }
 }
 
@@ -263,21 +427,7 @@ pub(crate) fn begin_call(
         pid,
         direction: dir as u32,
     };
-    let stream_pos = match STREAM_POS.get_ptr_mut(&key) {
-        Some(pos) => {
-            // SAFETY: valid map value pointer; a stream has one writer at a time (OpenSSL
-            // forbids concurrent calls on one SSL*, rustls takes `&mut self`).
-            unsafe {
-                let start = *pos;
-                *pos = start + len;
-                start
-            }
-        }
-        None => {
-            let _ = STREAM_POS.insert(&key, &len, 0);
-            0
-        }
-    };
+    let stream_pos = reserve(&key, len);
 
     if dir == direction::WRITE && !is_socket_conn(conn_id) {
         // A TLS write: its ciphertext goes out on this thread next, which ties the connection
@@ -287,8 +437,7 @@ pub(crate) fn begin_call(
             pid,
             direction: PEER_KEY_DIRECTION,
         };
-        // SAFETY: presence test only.
-        if unsafe { PEER_REPORTED.get(&peer_key) }.is_none() {
+        if !peer_reported(&peer_key) {
             let _ = plain::LAST_TLS_WRITE.insert(&pid_tgid, &conn_id, 0);
         }
     }
@@ -316,6 +465,51 @@ pub(crate) fn begin_call(
         comm: current_comm(),
     };
     Some((header, captured))
+}
+
+/// Takes the next `len` bytes of stream `key`: returns the position of the first. The add is
+/// atomic, so concurrent calls on one connection get distinct ranges in the order they reserve.
+#[inline(always)]
+fn reserve(key: &StreamKey, len: u64) -> u64 {
+    if let Some(pos) = STREAM_POS.get_ptr_mut(key) {
+        // SAFETY: a valid map value pointer; `next` is only ever changed by atomic adds.
+        let born_ns = unsafe { (*pos).born_ns };
+        if made_by_this_process(born_ns) {
+            return fetch_add(pos, len);
+        }
+        // Left by an earlier process with this pid: this process's stream starts now.
+        let _ = STREAM_POS.remove(key);
+    }
+    let fresh = StreamPos {
+        next: len,
+        // SAFETY: helper without side effects.
+        born_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    if STREAM_POS.insert(key, &fresh, BPF_NOEXIST as u64).is_ok() {
+        return 0;
+    }
+    // Another thread created the stream in between: take a range after its bytes.
+    match STREAM_POS.get_ptr_mut(key) {
+        Some(pos) => fetch_add(pos, len),
+        None => 0,
+    }
+}
+
+/// Adds `len` to a stream's `next` atomically; returns the value before.
+#[inline(always)]
+fn fetch_add(pos: *mut StreamPos, len: u64) -> u64 {
+    let mut value = len;
+    // SAFETY: `pos` is a valid map value pointer; `next` is its first field, 8-byte aligned,
+    // and only ever changed by atomic adds. The instruction reads and writes only that word.
+    unsafe {
+        asm!(
+            "{value} = atomic_fetch_add((u64 *)({next} + 0), {value})",
+            value = inout(reg) value,
+            next = in(reg) &raw mut (*pos).next,
+            options(nostack),
+        );
+    }
+    value
 }
 
 #[inline(never)]
@@ -385,8 +579,11 @@ fn on_return(ctx: &RetProbeContext) {
     };
     let _ = INFLIGHT.remove(&pid_tgid);
     let ret: i32 = ctx.ret();
-    if ret > 0 {
-        emit_call(pid_tgid, &call, ret as u64);
+    let moved = if ret > 0 { ret as u64 } else { 0 };
+    if call.direction == direction::WRITE {
+        on_write_return(pid_tgid, &call, moved);
+    } else if moved > 0 {
+        emit_call(pid_tgid, &call, moved);
     }
 }
 
@@ -400,19 +597,37 @@ fn on_return_ex(ctx: &RetProbeContext) {
     };
     let _ = INFLIGHT.remove(&pid_tgid);
     let ret: i32 = ctx.ret();
-    if ret != 1 || call.out_len == 0 {
-        return;
-    }
-    // SAFETY: reads the caller's size_t through the checked helper.
-    match unsafe { aya_ebpf::helpers::bpf_probe_read_user(call.out_len as *const u64) } {
-        Ok(len) => emit_call(pid_tgid, &call, len),
-        Err(_) => count(counter::READ_USER_FAILED, 1),
+    let moved = if ret != 1 || call.out_len == 0 {
+        0
+    } else {
+        // SAFETY: reads the caller's size_t through the checked helper.
+        match unsafe { aya_ebpf::helpers::bpf_probe_read_user(call.out_len as *const u64) } {
+            Ok(len) => len,
+            Err(_) => {
+                count(counter::READ_USER_FAILED, 1);
+                return;
+            }
+        }
+    };
+    if call.direction == direction::WRITE {
+        on_write_return(pid_tgid, &call, moved);
+    } else if moved > 0 {
+        emit_call(pid_tgid, &call, moved);
     }
 }
 
+/// `SSL_write(SSL *s, const void *buf, int num)`.
 #[uprobe]
 pub fn ssl_write_entry(ctx: ProbeContext) -> u32 {
-    on_entry(&ctx, direction::WRITE);
+    let num = ctx.arg::<u64>(2).unwrap_or(0) as u32 as i32;
+    on_write_entry(&ctx, if num > 0 { num as u64 } else { 0 });
+    0
+}
+
+/// `SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)`.
+#[uprobe]
+pub fn ssl_write_ex_entry(ctx: ProbeContext) -> u32 {
+    on_write_entry(&ctx, ctx.arg::<u64>(2).unwrap_or(0));
     0
 }
 
@@ -467,6 +682,8 @@ pub(crate) fn close_connection_of(pid: u32, conn_id: u64) {
     let had_read = STREAM_POS.remove(&key).is_ok();
     key.direction = PEER_KEY_DIRECTION;
     let _ = PEER_REPORTED.remove(&key);
+    key.direction = direction::WRITE as u32;
+    let _ = WRITE_RETRY.remove(&key);
     if !had_write && !had_read {
         // Never carried data (or was filtered out): nothing for user space to forget.
         return;
@@ -579,12 +796,23 @@ fn has_controlling_tty() -> Option<bool> {
     Some(tty != 0)
 }
 
-/// `sched_process_exit`: drop the process's connection state.
+/// `sched_process_exit` (every exiting thread): drop the thread's calls in flight and, with
+/// the main thread, the process's own entries. State keyed by connection (`STREAM_POS`,
+/// `PEER_REPORTED`, `WRITE_RETRY`, Go reads) cannot be found by pid here: it carries its birth
+/// time instead, and a later process with the same pid ignores what is older than itself.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn process_exit(_ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if config(&HOLD_NEW_PROCESSES) != 0 && (pid_tgid >> 32) as u32 == pid_tgid as u32 {
-        let _ = HOLD.remove(&((pid_tgid >> 32) as u32));
+    let pid = (pid_tgid >> 32) as u32;
+    let _ = INFLIGHT.remove(&pid_tgid);
+    let _ = plain::LAST_TLS_WRITE.remove(&pid_tgid);
+    rustls::forget_thread(pid_tgid);
+    aead::forget_thread(pid_tgid);
+    if pid == pid_tgid as u32 {
+        aead::forget_process(pid);
+        if config(&HOLD_NEW_PROCESSES) != 0 {
+            let _ = HOLD.remove(&pid);
+        }
     }
     emit_process_event(event_kind::EXIT);
     0

@@ -40,7 +40,7 @@ use tracer_common::{
 
 use crate::{
     EVENTS, INFLIGHT, PEER_KEY_DIRECTION, PEER_REPORTED, aead, begin_call, close_connection_of,
-    config, count, current_comm, emit_chunk_record, wanted,
+    config, count, current_comm, emit_chunk_record, peer_reported, wanted,
 };
 
 /// One of `tracer_common::plain::mode`, patched by the loader.
@@ -328,7 +328,8 @@ fn report_socket(pid_tgid: u64, conn_id: u64, sk: u64) {
         pid,
         direction: PEER_KEY_DIRECTION,
     };
-    let _ = PEER_REPORTED.insert(&key, &1, 0);
+    // SAFETY: helper without side effects.
+    let _ = PEER_REPORTED.insert(&key, &unsafe { bpf_ktime_get_ns() }, 0);
     let record = ConnInfoRecord {
         header: EventHeader {
             kind: event_kind::CONN_INFO,
@@ -378,8 +379,7 @@ fn tie_tls_socket(pid_tgid: u64, sk: u64, sock_state: u64) {
                 pid: (pid_tgid >> 32) as u32,
                 direction: PEER_KEY_DIRECTION,
             };
-            // SAFETY: presence test only.
-            if unsafe { PEER_REPORTED.get(&key) }.is_none() {
+            if !peer_reported(&key) {
                 report_socket(pid_tgid, conn_id, sk);
             }
             let _ = SOCK_STATE.insert(&sk, &(owner | state::TLS_DONE as u64), 0);
@@ -586,6 +586,7 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let sk = ctx.arg::<u64>(0);
+    aead::forget_socket(sk);
     // SAFETY: value copied out of the map.
     let Some(sock_state) = (unsafe { SOCK_STATE.get(&sk) }).copied() else {
         return 0;

@@ -23,12 +23,16 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
-use tracer_common::{CHUNK_DATA_MAX, EventHeader, counter, direction, rustls_conn};
+use tracer_common::{CHUNK_DATA_MAX, EventHeader, counter, direction, event_flags, rustls_conn};
 
-use crate::{InflightCall, begin_call, count, emit_call, emit_chunk_record, wanted};
+use crate::{
+    EVENTS, InflightCall, begin_call, close_connection, count, emit_call, emit_chunk_record, wanted,
+};
 
-/// Most `IoSlice`s of one `write_vectored` call that are copied (hyper uses at most 16).
-const MAX_IOVECS: u64 = 64;
+/// Most `IoSlice`s of one `write_vectored` call that are followed (hyper uses at most 16; a
+/// `bpf_loop` takes up to 2^23 steps, two per slice at most besides the chunks). Bytes in
+/// slices past them are declared uncaptured: a counted, explicit gap.
+const MAX_IOVECS: u64 = 1 << 16;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -74,6 +78,14 @@ static RUSTLS_CHUNK_ENTRY: LruHashMap<u64, ChunkEntry> = LruHashMap::with_max_en
 /// The last chunk lent on each thread.
 #[map]
 static RUSTLS_LENT: LruHashMap<u64, LentChunk> = LruHashMap::with_max_entries(16384, 0);
+
+/// A thread ended: its calls in flight and its lent chunk go with it.
+#[inline(always)]
+pub(crate) fn forget_thread(pid_tgid: u64) {
+    let _ = RUSTLS_INFLIGHT.remove(&pid_tgid);
+    let _ = RUSTLS_CHUNK_ENTRY.remove(&pid_tgid);
+    let _ = RUSTLS_LENT.remove(&pid_tgid);
+}
 
 /// First word behind `self` (a `&mut Writer`/`&mut Reader`): the connection-side pointer.
 #[inline(always)]
@@ -259,6 +271,21 @@ pub fn rustls_consume_entry(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Drop glue of a rustls connection (`core::ptr::drop_in_place::<ConnectionCommon<_>>` and
+/// of `ClientConnection`/`ServerConnection`, which hold one at their start): the connection is
+/// gone and the allocator may give its address to the next one. Its argument is the address
+/// its `Writer`s named it by.
+#[uprobe]
+pub fn rustls_conn_drop_entry(ctx: ProbeContext) -> u32 {
+    if let Some(conn) = ctx.arg::<u64>(0)
+        && conn != 0
+        && conn & rustls_conn::TAG_MASK == 0
+    {
+        close_connection(conn | rustls_conn::WRITER_TAG);
+    }
+    0
+}
+
 /// State of the `bpf_loop` that walks the `IoSlice`s of a vectored write. It lives in a
 /// per-CPU map rather than on the stack: the callback mutates it, and the verifier would
 /// otherwise track every iteration's exact offsets and never converge.
@@ -322,6 +349,23 @@ fn emit_vectored(pid_tgid: u64, call: &RustlsCall, len: u64) {
             0,
         )
     };
+    // SAFETY: this CPU's slot, as left by the loop.
+    let state = unsafe { &*slot };
+    if state.call_offset < captured {
+        // Slices past MAX_IOVECS, or an unreadable slice: the rest of the call is declared
+        // uncaptured in a last record without data, so user space sees the gap at once.
+        if captured == len {
+            count(counter::TRUNCATED_CALLS, 1);
+        }
+        let mut last = state.header;
+        last.offset = state.call_offset;
+        last.data_len = 0;
+        last.flags |= event_flags::LAST_CHUNK;
+        last.uncaptured_len = len - state.call_offset;
+        if EVENTS.output::<EventHeader>(&last, 0).is_err() {
+            count(counter::RINGBUF_DROPPED_RECORDS, 1);
+        }
+    }
 }
 
 #[inline(never)]

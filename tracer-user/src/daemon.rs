@@ -197,6 +197,7 @@ impl Daemon {
         {
             guard.check(resident);
         }
+        self.release_held(now_ns);
         self.pipeline.tick(now_ns, &mut self.records);
         self.flush(sink);
         self.flush_mcp(sink);
@@ -206,6 +207,7 @@ impl Daemon {
 
     /// Ends everything in flight (shutdown).
     pub fn finish(&mut self, sink: &mut impl CallSink) {
+        self.release_held(u64::MAX);
         self.pipeline.finish(&mut self.records);
         self.flush(sink);
         self.flush_mcp(sink);
@@ -221,6 +223,14 @@ impl Daemon {
         }
         for record in self.agent_records.drain(..) {
             sink.export_agent(&record);
+        }
+    }
+
+    /// Passes on the records the assembler held for bytes that did not come in time.
+    fn release_held(&mut self, now_ns: u64) {
+        self.assembler.release_due(now_ns, &mut self.stream_scratch);
+        for stream_event in self.stream_scratch.drain(..) {
+            self.pipeline.push(stream_event, &mut self.records);
         }
     }
 

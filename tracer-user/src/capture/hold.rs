@@ -13,6 +13,8 @@
 //! and would report the program as stopped. Processes with a controlling terminal are therefore
 //! never held: only daemons, services, cron jobs, containers and scripts without a terminal.
 
+use super::kernel_btf::member_offset;
+
 /// Where the kernel finds whether the current task has a controlling terminal:
 /// `current->signal->tty` (zero: unknown, user space decides from /proc).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,29 +35,6 @@ impl TtyOffsets {
             signal_tty: member_offset(&btf, "signal_struct", "tty")?,
         })
     }
-}
-
-/// Byte offset of a (non-bitfield, top-level) member of a struct in the kernel's BTF.
-fn member_offset(btf: &btf_rs::Btf, strukt: &str, member: &str) -> Result<u32, String> {
-    let types = btf
-        .resolve_types_by_name(strukt)
-        .map_err(|e| format!("no {strukt} in the kernel BTF: {e}"))?;
-    for ty in types {
-        let btf_rs::Type::Struct(st) = ty else {
-            continue;
-        };
-        for m in &st.members {
-            if btf.resolve_name(m).is_ok_and(|name| name == member) {
-                if m.bitfield_size().is_some_and(|bits| bits != 0)
-                    || !m.bit_offset().is_multiple_of(8)
-                {
-                    return Err(format!("{strukt}::{member} is a bitfield"));
-                }
-                return Ok(m.bit_offset() / 8);
-            }
-        }
-    }
-    Err(format!("no {strukt}::{member} in the kernel BTF"))
 }
 
 /// Whether this process may be stopped while it is hooked: it has no controlling terminal

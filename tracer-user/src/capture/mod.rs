@@ -13,6 +13,7 @@ pub mod go_tls;
 pub mod hold;
 pub mod hold_guard;
 pub mod inspect;
+pub mod kernel_btf;
 pub mod stream;
 
 pub use event::{

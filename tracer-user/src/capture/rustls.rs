@@ -4,7 +4,8 @@
 //! rustls has no C ABI; llmtap hooks (see `tracer-ebpf/src/rustls.rs`):
 //! `<Writer as io::Write>::write` / `write_vectored` (requests), `<Reader as io::Read>::read`
 //! (sync readers) and `Reader::into_first_chunk` + `<Reader as io::BufRead>::consume` (how
-//! tokio-rustls, hence hyper and reqwest, reads). They are found in `.symtab` after demangling
+//! tokio-rustls, hence hyper and reqwest, reads), and the drop glue of the connection (its end:
+//! the allocator may give its address to the next connection). They are found in `.symtab` after demangling
 //! (legacy and v0 mangling), so a stripped binary cannot be hooked: discovery says so instead
 //! of guessing. Functions the optimizer inlined into every caller leave nothing to hook
 //! either; discovery then reports the binary as not hookable.
@@ -24,6 +25,9 @@ pub enum RustlsFn {
     Read,
     IntoFirstChunk,
     Consume,
+    /// `core::ptr::drop_in_place` of `ConnectionCommon<_>`, `ClientConnection` or
+    /// `ServerConnection`.
+    Drop,
 }
 
 impl RustlsFn {
@@ -35,6 +39,7 @@ impl RustlsFn {
             RustlsFn::Read => "rustls Reader::read",
             RustlsFn::IntoFirstChunk => "rustls Reader::into_first_chunk",
             RustlsFn::Consume => "rustls Reader::consume",
+            RustlsFn::Drop => "rustls connection drop",
         }
     }
 
@@ -45,6 +50,7 @@ impl RustlsFn {
             RustlsFn::Read,
             RustlsFn::IntoFirstChunk,
             RustlsFn::Consume,
+            RustlsFn::Drop,
         ]
         .into_iter()
         .find(|f| f.label() == label)
@@ -59,6 +65,7 @@ impl RustlsFn {
             RustlsFn::Read => &["rustls_io_return", "rustls_read_entry"],
             RustlsFn::IntoFirstChunk => &["rustls_chunk_return", "rustls_chunk_entry"],
             RustlsFn::Consume => &["rustls_consume_entry"],
+            RustlsFn::Drop => &["rustls_conn_drop_entry"],
         }
     }
 }
@@ -72,6 +79,7 @@ pub const PROGRAMS: &[&str] = &[
     "rustls_chunk_entry",
     "rustls_chunk_return",
     "rustls_consume_entry",
+    "rustls_conn_drop_entry",
 ];
 
 /// What a binary offers for rustls.
@@ -87,6 +95,9 @@ pub struct RustlsScan {
 /// Classifies a demangled symbol (without hash) as one of the hooked functions.
 pub fn classify(demangled: &str) -> Option<RustlsFn> {
     let name = strip_lifetime_args(demangled);
+    if let Some(dropped) = name.strip_prefix("core::ptr::drop_in_place") {
+        return is_connection_type(dropped).then_some(RustlsFn::Drop);
+    }
     if let Some(rest) = name.strip_prefix('<') {
         // `<rustls::…::Writer as std::io::Write>::write`, or v0's `<rustls::…::Reader>::m`.
         let (ty, method) = rest.split_once(">::")?;
@@ -111,6 +122,24 @@ pub fn classify(demangled: &str) -> Option<RustlsFn> {
     let path = name.strip_prefix("rustls::")?;
     path.ends_with("::Reader::into_first_chunk")
         .then_some(RustlsFn::IntoFirstChunk)
+}
+
+/// Whether `<T>` (legacy demangling) or `::<T>` (v0) names a whole rustls connection, whose
+/// address is the one its `Writer`s carry: `ConnectionCommon<_>`, or `ClientConnection` /
+/// `ServerConnection` (a `ConnectionCommon` and nothing else).
+fn is_connection_type(generic: &str) -> bool {
+    let generic = generic.strip_prefix("::").unwrap_or(generic);
+    let Some(ty) = generic.strip_prefix('<').and_then(|t| t.strip_suffix('>')) else {
+        return false;
+    };
+    if !ty.starts_with("rustls::") {
+        return false;
+    }
+    let path = ty.split_once('<').map_or(ty, |(path, _)| path);
+    matches!(
+        path.rsplit("::").next(),
+        Some("ConnectionCommon" | "ClientConnection" | "ServerConnection")
+    )
 }
 
 /// Drops generic argument lists that hold only lifetimes (`Reader<'_>` → `Reader`).
@@ -268,17 +297,31 @@ const MAX_PROCESSES: usize = 16384;
 
 #[derive(Debug, Default)]
 struct ProcessConnections {
-    /// Connection address → sequence number of its last write.
-    writers: BTreeMap<u64, u64>,
+    /// Connection address → what is known of the connection (and of the last one that had
+    /// this address).
+    writers: BTreeMap<u64, WriterState>,
     /// Distance reader − writer, learned from the first pairing (constant per binary).
     reader_offset: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct WriterState {
+    /// Sequence number of its last write.
+    sequence: u64,
+    /// End of the read stream in the kernel's numbering, as far as records went.
+    read_end: u64,
+    /// Kernel position at which this connection's read stream starts. A dropped connection's
+    /// writer stream ends in the kernel, but its reader (another address, found only here)
+    /// keeps counting: the next connection at this address reads on from there.
+    read_base: u64,
 }
 
 /// Gives rustls reads and writes of one connection the same identity: a write names the
 /// connection (`ConnectionCommon`), a read the plaintext buffer inside it, at a fixed
 /// distance above. A read is paired with the connection at the learned distance, else with
-/// the nearest connection below it within [`MAX_READER_OFFSET`]. Records of other TLS
-/// libraries pass through untouched.
+/// the nearest connection below it within [`MAX_READER_OFFSET`]. When a connection is dropped
+/// (its `CLOSE` record), reads of the next connection at its address are renumbered from its
+/// start. Records of other TLS libraries pass through untouched.
 #[derive(Debug, Default)]
 pub struct ConnectionPairing {
     processes: HashMap<u32, ProcessConnections>,
@@ -306,7 +349,18 @@ impl ConnectionPairing {
                     self.note_writer(data.conn.pid, address);
                     address
                 } else {
-                    self.pair_reader(data.conn.pid, address)
+                    match self.pair_reader(data.conn.pid, address) {
+                        Some(writer) => {
+                            data.stream_pos = self.renumber_read(
+                                data.conn.pid,
+                                writer,
+                                data.stream_pos,
+                                data.call_len,
+                            );
+                            writer
+                        }
+                        None => address,
+                    }
                 };
             }
             // A socket tied to a rustls writer (its first TLS send followed a write).
@@ -314,6 +368,20 @@ impl ConnectionPairing {
                 if conn.conn & rustls_conn::TAG_MASK == rustls_conn::WRITER_TAG =>
             {
                 conn.conn &= !rustls_conn::TAG_MASK;
+            }
+            // A dropped connection (the kernel ended its write stream).
+            CaptureEvent::Closed { conn, .. }
+                if conn.conn & rustls_conn::TAG_MASK == rustls_conn::WRITER_TAG
+                    && !tracer_common::plain::is_socket_conn(conn.conn) =>
+            {
+                conn.conn &= !rustls_conn::TAG_MASK;
+                if let Some(state) = self
+                    .processes
+                    .get_mut(&conn.pid)
+                    .and_then(|p| p.writers.get_mut(&conn.conn))
+                {
+                    state.read_base = state.read_end;
+                }
             }
             CaptureEvent::ProcessExit { pid, .. } => {
                 self.processes.remove(pid);
@@ -333,24 +401,25 @@ impl ConnectionPairing {
         self.sequence += 1;
         let sequence = self.sequence;
         let process = self.process(pid);
-        process.writers.insert(address, sequence);
+        process.writers.entry(address).or_default().sequence = sequence;
         if process.writers.len() > MAX_WRITERS_PER_PROCESS
-            && let Some((&oldest, _)) = process.writers.iter().min_by_key(|(_, seq)| **seq)
+            && let Some((&oldest, _)) = process.writers.iter().min_by_key(|(_, w)| w.sequence)
         {
             process.writers.remove(&oldest);
         }
     }
 
-    fn pair_reader(&mut self, pid: u32, reader: u64) -> u64 {
+    /// The connection a read of plaintext buffer `reader` belongs to, if its writes were seen.
+    fn pair_reader(&mut self, pid: u32, reader: u64) -> Option<u64> {
         let Some(process) = self.processes.get_mut(&pid) else {
             self.unpaired_reads += 1;
-            return reader;
+            return None;
         };
         if let Some(offset) = process.reader_offset
             && let Some(writer) = reader.checked_sub(offset)
             && process.writers.contains_key(&writer)
         {
-            return writer;
+            return Some(writer);
         }
         let lowest = reader.saturating_sub(MAX_READER_OFFSET);
         match process.writers.range(lowest..=reader).next_back() {
@@ -358,13 +427,32 @@ impl ConnectionPairing {
                 if process.reader_offset.is_none() {
                     process.reader_offset = Some(reader - writer);
                 }
-                writer
+                Some(writer)
             }
             None => {
                 self.unpaired_reads += 1;
-                reader
+                None
             }
         }
+    }
+
+    /// A read record's position in the read stream of the connection now at `writer`: the
+    /// kernel's position minus where that connection's reads started.
+    fn renumber_read(&mut self, pid: u32, writer: u64, stream_pos: u64, call_len: u64) -> u64 {
+        let Some(state) = self
+            .processes
+            .get_mut(&pid)
+            .and_then(|p| p.writers.get_mut(&writer))
+        else {
+            return stream_pos;
+        };
+        if stream_pos < state.read_base {
+            // The kernel restarted this reader's numbering (its entry aged out).
+            state.read_base = 0;
+            state.read_end = 0;
+        }
+        state.read_end = state.read_end.max(stream_pos.saturating_add(call_len));
+        stream_pos - state.read_base
     }
 }
 
@@ -519,6 +607,108 @@ mod tests {
             resolved(&mut p, data(7, 0x52a0 | r, Direction::Read)),
             0x52a0
         );
+    }
+
+    fn read_at(pid: u32, conn: u64, stream_pos: u64, call_len: u64) -> CaptureEvent {
+        let mut event = data(pid, conn | rustls_conn::READER_TAG, Direction::Read);
+        if let CaptureEvent::Data(d) = &mut event {
+            d.stream_pos = stream_pos;
+            d.call_len = call_len;
+        }
+        event
+    }
+
+    fn position(pairing: &mut ConnectionPairing, mut event: CaptureEvent) -> (u64, u64) {
+        pairing.resolve(&mut event);
+        match event {
+            CaptureEvent::Data(d) => (d.conn.conn, d.stream_pos),
+            other => panic!("not data: {other:?}"),
+        }
+    }
+
+    fn closed(pid: u32, conn: u64) -> CaptureEvent {
+        CaptureEvent::Closed {
+            conn: ConnectionId { pid, conn },
+            comm: Comm::default(),
+            ts_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_dropped_connections_address_starts_a_new_read_stream() {
+        let mut p = ConnectionPairing::new();
+        let w = rustls_conn::WRITER_TAG;
+        resolved(&mut p, data(7, 0x5000 | w, Direction::Write));
+        assert_eq!(position(&mut p, read_at(7, 0x52a0, 0, 300)), (0x5000, 0));
+        assert_eq!(
+            position(&mut p, read_at(7, 0x52a0, 300, 200)),
+            (0x5000, 300)
+        );
+        // The kernel ends the writer at the drop; its close names the connection.
+        let mut close = closed(7, 0x5000 | w);
+        p.resolve(&mut close);
+        assert_eq!(close.conn().conn, 0x5000);
+        // The next connection at the same address: its reads start at 0 for user space,
+        // whereas the kernel's reader (never told of the drop) counts on from 500.
+        resolved(&mut p, data(7, 0x5000 | w, Direction::Write));
+        assert_eq!(position(&mut p, read_at(7, 0x52a0, 500, 40)), (0x5000, 0));
+        assert_eq!(position(&mut p, read_at(7, 0x52a0, 540, 10)), (0x5000, 40));
+        // And the one after it.
+        p.resolve(&mut closed(7, 0x5000 | w));
+        resolved(&mut p, data(7, 0x5000 | w, Direction::Write));
+        assert_eq!(position(&mut p, read_at(7, 0x52a0, 550, 5)), (0x5000, 0));
+        // A reader whose kernel numbering restarted (its entry aged out) is taken as is.
+        p.resolve(&mut closed(7, 0x5000 | w));
+        assert_eq!(position(&mut p, read_at(7, 0x52a0, 0, 5)), (0x5000, 0));
+        assert_eq!(position(&mut p, read_at(7, 0x52a0, 5, 5)), (0x5000, 5));
+        // Another process's close changes nothing here.
+        p.resolve(&mut closed(8, 0x5000 | w));
+        assert_eq!(position(&mut p, read_at(7, 0x52a0, 10, 5)), (0x5000, 10));
+        // OpenSSL closes are untouched.
+        let mut other = closed(7, 0x1234);
+        p.resolve(&mut other);
+        assert_eq!(other.conn().conn, 0x1234);
+    }
+
+    #[test]
+    fn classifies_connection_drop_glue() {
+        let cases = [
+            (
+                "core::ptr::drop_in_place<rustls::conn::ConnectionCommon<rustls::client::client_conn::ClientConnectionData>>",
+                Some(RustlsFn::Drop),
+            ),
+            (
+                "core::ptr::drop_in_place::<rustls::conn::ConnectionCommon<rustls::server::server_conn::ServerConnectionData>>",
+                Some(RustlsFn::Drop),
+            ),
+            (
+                "core::ptr::drop_in_place<rustls::client::client_conn::connection::ClientConnection>",
+                Some(RustlsFn::Drop),
+            ),
+            (
+                "core::ptr::drop_in_place<rustls::conn::unbuffered::UnbufferedConnectionCommon<rustls::client::client_conn::ClientConnectionData>>",
+                None,
+            ),
+            (
+                "core::ptr::drop_in_place<rustls::vecbuf::ChunkVecBuffer>",
+                None,
+            ),
+            (
+                "core::ptr::drop_in_place<tokio_rustls::client::TlsStream<tokio::net::tcp::stream::TcpStream>>",
+                None,
+            ),
+            (
+                "core::ptr::drop_in_place<rustls::conn::connection::Connection>",
+                None,
+            ),
+        ];
+        for (name, want) in cases {
+            assert_eq!(classify(name), want, "{name}");
+        }
+        // As rustc mangles it (legacy), through the demangler.
+        let mangled = "_ZN4core3ptr108drop_in_place$LT$rustls..conn..ConnectionCommon$LT$rustls..client..client_conn..ClientConnectionData$GT$$GT$17h0123456789abcdefE";
+        let demangled = format!("{:#}", rustc_demangle::demangle(mangled));
+        assert_eq!(classify(&demangled), Some(RustlsFn::Drop), "{demangled}");
     }
 
     #[test]

@@ -5,21 +5,49 @@
 //! an unreadable page or a call past the capture cap all become a [`StreamEvent::Gap`] that the
 //! protocol stages use to flag the affected call as incomplete instead of misparsing it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::event::{CaptureEvent, Comm, ConnectionId, DataEvent, Direction};
 pub use crate::flow::{StreamChunk, StreamEvent};
 
-/// Orders records into [`StreamEvent`]s. Memory: one `u64` per live stream.
+/// How long (kernel time) a record that arrived ahead of its stream's next byte waits for the
+/// bytes before it. Calls on one connection from several threads at once (Go allows concurrent
+/// `Write`s) take their byte ranges atomically in the kernel, but their records can reach the
+/// ring in the other order; past this wait, the missing bytes are a loss (a gap).
+pub const REORDER_WINDOW_NS: u64 = 50_000_000;
+/// Records held per stream at most while bytes before them are missing; past it, the missing
+/// bytes are declared a gap at once.
+const MAX_HELD_PER_STREAM: usize = 32;
+
+#[derive(Debug, Default)]
+struct Stream {
+    /// Position of the next byte to deliver.
+    next: u64,
+    /// Records ahead of `next`, by position, waiting for the bytes before them.
+    held: BTreeMap<u64, DataEvent>,
+    /// Kernel time of the first record held since the stream was last contiguous.
+    held_since_ns: u64,
+}
+
+/// Orders records into [`StreamEvent`]s. Memory: a position per live stream, plus at most
+/// [`MAX_HELD_PER_STREAM`] records per stream for at most [`REORDER_WINDOW_NS`].
 #[derive(Debug, Default)]
 pub struct StreamAssembler {
-    next_pos: HashMap<(ConnectionId, Direction), u64>,
+    streams: HashMap<(ConnectionId, Direction), Stream>,
+    /// Streams holding records.
+    holding: usize,
+    /// No held record is due before this kernel time (a scan of the streams is needed only
+    /// from then on).
+    next_due_ns: u64,
     duplicates: u64,
 }
 
 impl StreamAssembler {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            next_due_ns: u64::MAX,
+            ..Self::default()
+        }
     }
 
     /// Records whose bytes had all been delivered already (should stay 0).
@@ -29,29 +57,32 @@ impl StreamAssembler {
 
     /// Streams currently tracked.
     pub fn len(&self) -> usize {
-        self.next_pos.len()
+        self.streams.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.next_pos.is_empty()
+        self.streams.is_empty()
     }
 
-    /// Drops the state of a connection (idle eviction, process exit).
-    pub fn forget(&mut self, conn: ConnectionId) {
-        self.next_pos.remove(&(conn, Direction::Write));
-        self.next_pos.remove(&(conn, Direction::Read));
-    }
-
-    /// Drops every connection of a process.
-    pub fn forget_process(&mut self, pid: u32) {
-        self.next_pos.retain(|(conn, _), _| conn.pid != pid);
+    /// Ends a connection: what it holds is delivered (after gaps for what never came), then
+    /// its state is dropped.
+    fn close(&mut self, conn: ConnectionId, out: &mut Vec<StreamEvent>) {
+        for direction in [Direction::Write, Direction::Read] {
+            self.release_all((conn, direction), out);
+            self.streams.remove(&(conn, direction));
+        }
     }
 
     pub fn push(&mut self, event: CaptureEvent, out: &mut Vec<StreamEvent>) {
+        if self.holding > 0
+            && let Some(now_ns) = event_time(&event)
+        {
+            self.release_due(now_ns, out);
+        }
         match event {
             CaptureEvent::Data(d) => self.push_data(d, out),
             CaptureEvent::Closed { conn, ts_ns, .. } => {
-                self.forget(conn);
+                self.close(conn, out);
                 out.push(StreamEvent::Closed { conn, ts_ns });
             }
             // Process lifecycle is handled by the session (attach) and the daemon (state);
@@ -64,28 +95,109 @@ impl StreamAssembler {
             // cleanup) closes them all: downstream calls in flight end here, not at idle timeout.
             CaptureEvent::ProcessExit { pid, ts_ns, .. } => {
                 let mut conns: Vec<ConnectionId> = self
-                    .next_pos
+                    .streams
                     .keys()
                     .filter(|(conn, _)| conn.pid == pid)
                     .map(|(conn, _)| *conn)
                     .collect();
                 conns.sort_unstable();
                 conns.dedup();
-                self.forget_process(pid);
-                out.extend(
-                    conns
-                        .into_iter()
-                        .map(|conn| StreamEvent::Closed { conn, ts_ns }),
-                );
+                for conn in conns {
+                    self.close(conn, out);
+                    out.push(StreamEvent::Closed { conn, ts_ns });
+                }
             }
+        }
+    }
+
+    /// Delivers what waited longer than [`REORDER_WINDOW_NS`] at kernel time `now_ns`, the
+    /// missing bytes before it becoming gaps. The daemon calls it on its timer too, so that
+    /// a stream that goes quiet is not held back.
+    pub fn release_due(&mut self, now_ns: u64, out: &mut Vec<StreamEvent>) {
+        if self.holding == 0 || now_ns < self.next_due_ns {
+            return;
+        }
+        let mut due = Vec::new();
+        let mut next_due_ns = u64::MAX;
+        for (key, stream) in &self.streams {
+            if stream.held.is_empty() {
+                continue;
+            }
+            let due_ns = stream.held_since_ns.saturating_add(REORDER_WINDOW_NS);
+            if due_ns <= now_ns {
+                due.push(*key);
+            } else {
+                next_due_ns = next_due_ns.min(due_ns);
+            }
+        }
+        self.next_due_ns = next_due_ns;
+        for key in due {
+            self.release_all(key, out);
+        }
+    }
+
+    /// Delivers everything a stream holds, in order, with gaps for the bytes still missing.
+    fn release_all(&mut self, key: (ConnectionId, Direction), out: &mut Vec<StreamEvent>) {
+        while let Some(stream) = self.streams.get_mut(&key)
+            && let Some((_, first)) = stream.held.pop_first()
+        {
+            if stream.held.is_empty() {
+                stream.held_since_ns = 0;
+                self.holding -= 1;
+            }
+            self.deliver(first, out);
+            self.deliver_contiguous(key, out);
+        }
+    }
+
+    /// Delivers held records that now continue the stream.
+    fn deliver_contiguous(&mut self, key: (ConnectionId, Direction), out: &mut Vec<StreamEvent>) {
+        while let Some(stream) = self.streams.get_mut(&key)
+            && let Some(entry) = stream.held.first_entry()
+            && *entry.key() <= stream.next
+        {
+            let record = entry.remove();
+            if stream.held.is_empty() {
+                stream.held_since_ns = 0;
+                self.holding -= 1;
+            }
+            self.deliver(record, out);
         }
     }
 
     fn push_data(&mut self, d: DataEvent, out: &mut Vec<StreamEvent>) {
         let key = (d.conn, d.direction);
         let start = d.stream_pos.saturating_add(d.offset);
+        let stream = self.streams.entry(key).or_default();
+        let restart = d.stream_pos == 0 && d.offset == 0;
+        if start > stream.next && !restart {
+            if stream.held.len() < MAX_HELD_PER_STREAM {
+                // Ahead of the stream: the bytes before it may still be on their way.
+                if stream.held.is_empty() {
+                    stream.held_since_ns = d.ts_return_ns;
+                    self.holding += 1;
+                    self.next_due_ns = self
+                        .next_due_ns
+                        .min(d.ts_return_ns.saturating_add(REORDER_WINDOW_NS));
+                }
+                stream.held.insert(start, d);
+                return;
+            }
+            // Too much waiting: what is missing is lost.
+            self.release_all(key, out);
+        }
+        self.deliver(d, out);
+        self.deliver_contiguous(key, out);
+    }
+
+    /// Delivers one record at the stream's position: a gap before it if bytes are missing, the
+    /// new bytes only if it overlaps what was delivered.
+    fn deliver(&mut self, d: DataEvent, out: &mut Vec<StreamEvent>) {
+        let key = (d.conn, d.direction);
+        let start = d.stream_pos.saturating_add(d.offset);
         let end = start.saturating_add(d.data.len() as u64);
-        let expected = *self.next_pos.get(&key).unwrap_or(&0);
+        let stream = self.streams.entry(key).or_default();
+        let expected = stream.next;
         let gap = |len| StreamEvent::Gap {
             conn: d.conn,
             direction: d.direction,
@@ -123,7 +235,18 @@ impl StreamAssembler {
             out.push(gap(d.uncaptured_len));
             next = next.saturating_add(d.uncaptured_len);
         }
-        self.next_pos.insert(key, next);
+        stream.next = next;
+    }
+}
+
+/// Kernel time of an event, where it has one.
+fn event_time(event: &CaptureEvent) -> Option<u64> {
+    match event {
+        CaptureEvent::Data(d) => Some(d.ts_return_ns),
+        CaptureEvent::Closed { ts_ns, .. } | CaptureEvent::ProcessExit { ts_ns, .. } => {
+            Some(*ts_ns)
+        }
+        _ => None,
     }
 }
 
@@ -215,7 +338,92 @@ mod tests {
         for e in events {
             asm.push(e, &mut out);
         }
+        // What a quiet stream holds is released by the daemon's timer.
+        asm.release_due(u64::MAX, &mut out);
         out
+    }
+
+    fn at(pos: u64, bytes: &'static [u8], ts_ns: u64) -> CaptureEvent {
+        let mut event = data(pos, 0, bytes.len() as u64, bytes, 0);
+        if let CaptureEvent::Data(d) = &mut event {
+            d.ts_entry_ns = ts_ns;
+            d.ts_return_ns = ts_ns;
+        }
+        event
+    }
+
+    fn other_stream_at(pos: u64, ts_ns: u64) -> CaptureEvent {
+        let mut event = at(pos, b"-", ts_ns);
+        if let CaptureEvent::Data(d) = &mut event {
+            d.direction = Direction::Read;
+        }
+        event
+    }
+
+    #[test]
+    fn records_that_reach_the_ring_out_of_order_are_put_back_in_order() {
+        // Two threads writing one connection at once: the kernel gave the first 0..3 and the
+        // second 3..6, but the second's record came first.
+        let mut asm = StreamAssembler::new();
+        let mut out = Vec::new();
+        asm.push(at(3, b"def", 20), &mut out);
+        assert!(out.is_empty(), "held until the bytes before it come");
+        asm.push(at(0, b"abc", 10), &mut out);
+        asm.push(at(6, b"g", 30), &mut out);
+        assert_eq!(summary(&out), ["abc", "def", "g"]);
+        assert_eq!(asm.holding, 0);
+    }
+
+    #[test]
+    fn bytes_that_do_not_come_in_time_are_a_gap() {
+        let mut asm = StreamAssembler::new();
+        let mut out = Vec::new();
+        asm.push(at(0, b"abc", 10), &mut out);
+        asm.push(at(6, b"ghi", 20), &mut out);
+        asm.push(other_stream_at(0, 20 + REORDER_WINDOW_NS - 1), &mut out);
+        assert_eq!(summary(&out), ["abc", "-"], "still within the window");
+        asm.push(other_stream_at(1, 20 + REORDER_WINDOW_NS), &mut out);
+        assert_eq!(summary(&out), ["abc", "-", "<gap 3>", "ghi", "-"]);
+        // A quiet stream is released by the timer.
+        asm.push(at(12, b"m", 100), &mut out);
+        asm.release_due(100 + REORDER_WINDOW_NS - 1, &mut out);
+        assert_eq!(summary(&out).len(), 5);
+        asm.release_due(100 + REORDER_WINDOW_NS, &mut out);
+        assert_eq!(summary(&out)[5..], ["<gap 3>", "m"]);
+    }
+
+    #[test]
+    fn records_held_per_stream_are_bounded() {
+        let mut asm = StreamAssembler::new();
+        let mut out = Vec::new();
+        for i in 0..MAX_HELD_PER_STREAM as u64 {
+            asm.push(at(10 + i, b"x", 1), &mut out);
+        }
+        assert!(out.is_empty());
+        asm.push(at(100, b"y", 1), &mut out);
+        let summary = summary(&out);
+        assert_eq!(summary[0], "<gap 10>", "{summary:?}");
+        assert_eq!(summary.len(), 1 + MAX_HELD_PER_STREAM + 2);
+        assert_eq!(summary[summary.len() - 2..], ["<gap 58>", "y"]);
+    }
+
+    #[test]
+    fn a_close_delivers_what_was_held_first() {
+        let mut asm = StreamAssembler::new();
+        let mut out = Vec::new();
+        asm.push(at(0, b"ab", 1), &mut out);
+        asm.push(at(4, b"ef", 2), &mut out);
+        asm.push(
+            CaptureEvent::Closed {
+                conn: CONN,
+                comm: Comm::default(),
+                ts_ns: 3,
+            },
+            &mut out,
+        );
+        assert_eq!(summary(&out), ["ab", "<gap 2>", "ef", "<closed>"]);
+        assert!(asm.is_empty());
+        assert_eq!(asm.holding, 0);
     }
 
     fn summary(out: &[StreamEvent]) -> Vec<String> {

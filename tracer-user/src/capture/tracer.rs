@@ -42,7 +42,7 @@ const OPENSSL_HOOKS: &[(&str, &str, Option<&str>, bool)] = &[
     ("SSL_read", "ssl_read_entry", Some("ssl_rw_return"), true),
     (
         "SSL_write_ex",
-        "ssl_write_entry",
+        "ssl_write_ex_entry",
         Some("ssl_rw_ex_return"),
         false,
     ),
@@ -58,6 +58,7 @@ const OPENSSL_HOOKS: &[(&str, &str, Option<&str>, bool)] = &[
 const PROGRAMS: &[&str] = &[
     "dl_debug_state",
     "ssl_write_entry",
+    "ssl_write_ex_entry",
     "ssl_read_entry",
     "ssl_rw_return",
     "ssl_rw_ex_return",
@@ -267,6 +268,15 @@ impl Tracer {
         } else {
             super::hold::TtyOffsets::default()
         };
+        // Without them, state a dead process left under a reused pid is not recognised as such.
+        let start_offsets = super::kernel_btf::ProcessStartOffsets::from_kernel_btf()
+            .unwrap_or_else(|err| {
+                log::warn!(
+                    "{err}: a new process reusing an exited one's pid may continue its \
+                     connections' byte counts"
+                );
+                super::kernel_btf::ProcessStartOffsets::default()
+            });
         let plain_mode = match &config.plain_http {
             PlainHttp::Off => mode::OFF,
             PlainHttp::AllPorts => mode::ALL_PORTS,
@@ -285,6 +295,16 @@ impl Tracer {
             )
             .override_global("TASK_SIGNAL_OFFSET", &tty_offsets.task_signal, true)
             .override_global("SIGNAL_TTY_OFFSET", &tty_offsets.signal_tty, true)
+            .override_global(
+                "TASK_GROUP_LEADER_OFFSET",
+                &start_offsets.task_group_leader,
+                true,
+            )
+            .override_global(
+                "TASK_START_TIME_OFFSET",
+                &start_offsets.task_start_time,
+                true,
+            )
             .override_global("PLAIN_MODE", &plain_mode, true)
             .load(EBPF_OBJECT)
             .map_err(TracerError::Load)?;
