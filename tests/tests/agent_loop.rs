@@ -4,7 +4,8 @@
 //! `tests/data/agent/`). The span tree is checked exactly: one `invoke_agent` root, both `chat`
 //! calls and both `execute_tool` spans its children in one trace, tool names and call ids as
 //! on the wire, each tool span from the end of the response that asked to the start of the
-//! request that answered, and nothing else for the process.
+//! request that answered, with the processes the tools started (a shell and its `sleep`) as
+//! events, and nothing else for the process.
 
 use llmtap_tests::replay::{
     LlmtapRun, ReplayOptions, ReplayServer, agent_spans_of, cassette_path, run_client,
@@ -143,6 +144,52 @@ fn sdk_tool_loop_is_one_agent_turn_with_its_tool_executions() {
         assert!(end - start >= 500_000_000, "{tool:#}");
     }
     assert_eq!(tools[0]["kind"], "INTERNAL");
+
+    // The processes the tools ran (`sh -c`, and the `sleep` it started) are events of the
+    // tool spans: the two calls ran one after the other in one window, which both share.
+    for tool in &tools {
+        let events = tool["events"].as_array().cloned().unwrap_or_default();
+        let of = |name: &str| -> Vec<&Value> {
+            events
+                .iter()
+                .filter(|e| e["attributes"]["process.executable.name"] == name)
+                .collect()
+        };
+        let sleeps = of("sleep");
+        assert_eq!(sleeps.len(), 2, "{tool:#}");
+        let shells: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["attributes"]["process.parent_pid"] == u64::from(pid))
+            .collect();
+        assert_eq!(
+            shells.len(),
+            2,
+            "one shell per tool, children of the agent: {tool:#}"
+        );
+        let shell_pids: Vec<&Value> = shells
+            .iter()
+            .map(|e| &e["attributes"]["process.pid"])
+            .collect();
+        for sleep in &sleeps {
+            let a = &sleep["attributes"];
+            assert_eq!(
+                a["llmtap.process.duration"].as_f64().map(|d| d >= 0.2),
+                Some(true),
+                "{sleep:#}"
+            );
+            assert!(shell_pids.contains(&&a["process.parent_pid"]), "{sleep:#}");
+            assert_eq!(
+                a["process.command_line"],
+                Value::Null,
+                "command lines are opt-in"
+            );
+            let at = sleep["time_unix_nano"].as_u64().unwrap_or(0);
+            assert!(
+                at >= nanos(tool, "start_time_unix_nano")
+                    && at <= nanos(tool, "end_time_unix_nano")
+            );
+        }
+    }
     assert!(nanos(turn, "start_time_unix_nano") <= nanos(calls[0], "start_time_unix_nano"));
     assert!(nanos(turn, "end_time_unix_nano") >= nanos(calls[1], "end_time_unix_nano"));
 }

@@ -12,7 +12,7 @@ use crate::capture::clock::monotonic_now_ns;
 use crate::capture::{
     CaptureCounters, CaptureEvent, CaptureSession, ConnectionId, StreamAssembler, StreamEvent,
 };
-use crate::genai::{AgentConfig, AgentRecord, AgentTracker, CallRecord};
+use crate::genai::{AgentConfig, AgentRecord, AgentTracker, CallRecord, ToolProcess};
 use crate::pipeline::{Pipeline, PipelineStats};
 
 /// Where finished calls and health snapshots go (the exporters).
@@ -164,8 +164,18 @@ impl Daemon {
                     self.seen_pids.insert(d.conn.pid);
                     sink.process_seen(d.conn.pid, &d.comm.as_str());
                 }
-                CaptureEvent::ProcessExit { pid, .. } => {
+                CaptureEvent::ProcessExit { pid, ts_ns, .. } => {
                     self.seen_pids.remove(pid);
+                    self.agent.observe_exit(*pid, *ts_ns);
+                }
+                CaptureEvent::ProcessExec { pid, ts_ns, .. } => {
+                    // Only a process an agent started is read (one /proc stat per exec).
+                    if let Some(parent) = parent_pid(*pid)
+                        && self.agent.wants_exec(parent)
+                        && let Some(process) = started_process(*pid, parent, *ts_ns)
+                    {
+                        self.agent.observe_exec(process);
+                    }
                 }
                 _ => {}
             }
@@ -270,6 +280,41 @@ impl Daemon {
     pub fn peers(&self) -> &PeerTable {
         &self.peers
     }
+}
+
+/// The parent pid of a live process, from `/proc/PID/stat` (after the command name, which
+/// may hold spaces and parentheses).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Most argument bytes read of a started process.
+const MAX_ARGS_BYTES: usize = 4096;
+
+/// What a process an agent started runs, read at its exec (it may be gone already: a
+/// process too short-lived to be read is left out).
+fn started_process(pid: u32, parent_pid: u32, ts_ns: u64) -> Option<ToolProcess> {
+    let executable = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()?
+        .to_string_lossy()
+        .into_owned();
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let raw = raw.get(..raw.len().min(MAX_ARGS_BYTES)).unwrap_or_default();
+    let args = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    Some(ToolProcess {
+        pid,
+        parent_pid,
+        executable,
+        args,
+        start_ns: ts_ns,
+        exit_ns: None,
+    })
 }
 
 /// Runs until `shutdown` resolves, then flushes what is in flight. Returns the final health.

@@ -64,6 +64,10 @@ pub mod keys {
     pub const LLMTAP_AGENT_CALLS: &str = "llmtap.agent.calls";
     pub const LLMTAP_AGENT_TOOL_EXECUTIONS: &str = "llmtap.agent.tool_executions";
     pub const LLMTAP_USAGE_COST_USD: &str = "llmtap.usage.cost_usd";
+    // Events of processes a tool started (with the process.* resource keys).
+    pub const PROCESS_PARENT_PID: &str = "process.parent_pid";
+    /// Seconds from a process's exec to its exit.
+    pub const LLMTAP_PROCESS_DURATION: &str = "llmtap.process.duration";
     // MCP client spans.
     pub const MCP_METHOD_NAME: &str = "mcp.method.name";
     pub const MCP_SESSION_ID: &str = "mcp.session.id";

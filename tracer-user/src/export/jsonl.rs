@@ -18,8 +18,10 @@
 //! - `trace_id` (32) and `span_id`/`parent_span_id` (16) are lower-case hex; `parent_span_id` is
 //!   the caller's span when the request carried a W3C `traceparent`, else the agent turn's
 //!   `invoke_agent` span for a call in a tool loop, else `null`.
-//! - `kind` is `"CLIENT"` for calls, `"INTERNAL"` for agent turns (`invoke_agent`) and tool
-//!   executions (`execute_tool`).
+//! - `kind` is `"CLIENT"` for calls (and MCP requests), `"INTERNAL"` for agent turns
+//!   (`invoke_agent`) and tool executions (`execute_tool`).
+//! - `events` (only when there are some): `[{"name","time_unix_nano","attributes"}]`, one
+//!   `llmtap.process` per process a tool execution started.
 //! - Times are UNIX nanoseconds as JSON integers (they exceed 2^53: parse them as 64-bit
 //!   integers, e.g. `jq` ≥ 1.7 keeps them exact).
 //! - `status.code` is `"UNSET"` or `"ERROR"`; `status.message` is the provider's error message
@@ -52,7 +54,7 @@ pub fn span_to_json(span: &CallSpan) -> Value {
         SpanStatus::Unset => ("UNSET", Value::Null),
         SpanStatus::Error { message } => ("ERROR", Value::from(message.as_str())),
     };
-    json!({
+    let mut object = json!({
         "name": span.name,
         "kind": match span.kind {
             Kind::Client => "CLIENT",
@@ -66,7 +68,25 @@ pub fn span_to_json(span: &CallSpan) -> Value {
         "status": {"code": code, "message": message},
         "attributes": attribute_map(&span.attributes),
         "resource": resource_map(span),
-    })
+    });
+    // Only spans that have events (tool executions that started processes) carry the key.
+    if !span.events.is_empty()
+        && let Some(map) = object.as_object_mut()
+    {
+        let events: Vec<Value> = span
+            .events
+            .iter()
+            .map(|e| {
+                json!({
+                    "name": e.name,
+                    "time_unix_nano": e.time_unix_nanos,
+                    "attributes": attribute_map(&e.attributes),
+                })
+            })
+            .collect();
+        map.insert("events".to_string(), Value::from(events));
+    }
+    object
 }
 
 /// The resource's attributes and the `OTEL_RESOURCE_ATTRIBUTES` entries added to them.

@@ -383,7 +383,9 @@ impl Exporters {
                 .with_command_line(args.export_command_line)
                 .with_kubernetes(kubernetes)
                 .with_configured_attributes(&configured_attributes),
-            spans: SpanBuilder::new(clock, content).with_semconv(semconv),
+            spans: SpanBuilder::new(clock, content)
+                .with_semconv(semconv)
+                .with_command_line(args.export_command_line),
             prices,
             console,
             jsonl,

@@ -171,7 +171,7 @@ pub fn span_data(span: &CallSpan, scope: &InstrumentationScope) -> SpanData {
         end_time: unix_time(span.end_unix_nanos),
         attributes: to_key_values(&span.attributes),
         dropped_attributes_count: 0,
-        events: SpanEvents::default(),
+        events: span_events(span),
         links: SpanLinks::default(),
         status: match &span.status {
             SpanStatus::Unset => Status::Unset,
@@ -179,6 +179,23 @@ pub fn span_data(span: &CallSpan, scope: &InstrumentationScope) -> SpanData {
         },
         instrumentation_scope: scope.clone(),
     }
+}
+
+fn span_events(span: &CallSpan) -> SpanEvents {
+    let mut events = SpanEvents::default();
+    events.events = span
+        .events
+        .iter()
+        .map(|e| {
+            opentelemetry::trace::Event::new(
+                e.name,
+                unix_time(e.time_unix_nanos),
+                to_key_values(&e.attributes),
+                0,
+            )
+        })
+        .collect();
+    events
 }
 
 fn scope() -> InstrumentationScope {

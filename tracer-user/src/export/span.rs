@@ -15,7 +15,7 @@ use super::{
     resource::ProcessResource,
     semconv::{self, Semconv},
 };
-use crate::genai::{AgentRecord, CallRecord, McpCall, Operation};
+use crate::genai::{AgentRecord, CallRecord, McpCall, Operation, ToolProcess};
 
 /// Span status (success stays `Unset`, as the conventions ask of instrumentations).
 #[derive(Clone, Debug, PartialEq)]
@@ -47,8 +47,21 @@ pub struct CallSpan {
     pub end_unix_nanos: u64,
     pub status: SpanStatus,
     pub attributes: Attributes,
+    /// Timed events (processes a tool started).
+    pub events: Vec<SpanEvent>,
     pub resource: Arc<ProcessResource>,
 }
+
+/// A timed event of a span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanEvent {
+    pub name: &'static str,
+    pub time_unix_nanos: u64,
+    pub attributes: Attributes,
+}
+
+/// The event of a process a tool started.
+pub const PROCESS_EVENT: &str = "llmtap.process";
 
 /// Content capture settings (`gen_ai.input.messages` & co.).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,6 +343,8 @@ pub struct SpanBuilder {
     salt: u64,
     /// v1.41 or the newer conventions (`OTEL_SEMCONV_STABILITY_OPT_IN`).
     semconv: Semconv,
+    /// Command lines of processes tools started go on their events (opt-in, redacted).
+    command_line: bool,
 }
 
 impl SpanBuilder {
@@ -342,7 +357,14 @@ impl SpanBuilder {
             ids,
             salt,
             semconv: Semconv::default(),
+            command_line: false,
         }
+    }
+
+    /// Puts the (redacted) command line of each process a tool started on its event.
+    pub fn with_command_line(mut self, command_line: bool) -> Self {
+        self.command_line = command_line;
+        self
     }
 
     /// Call spans in these conventions' names.
@@ -398,6 +420,7 @@ impl SpanBuilder {
                 call_attributes(record, self.content, cost_usd),
                 self.semconv,
             ),
+            events: Vec::new(),
             resource,
         }
     }
@@ -474,6 +497,7 @@ impl SpanBuilder {
                         None => SpanStatus::Unset,
                     },
                     attributes: a,
+                    events: Vec::new(),
                     resource,
                 }
             }
@@ -532,11 +556,49 @@ impl SpanBuilder {
                     end_unix_nanos: end,
                     status: SpanStatus::Unset,
                     attributes: a,
+                    events: self.process_events(&tool.processes),
                     resource,
                 }
             }
             AgentRecord::Mcp(call) => self.build_mcp(call, resource),
         }
+    }
+
+    /// One event per process a tool started, at its exec: pid, parent, executable, the
+    /// command line only when command lines are exported, and how long it ran when it ended.
+    fn process_events(&self, processes: &[ToolProcess]) -> Vec<SpanEvent> {
+        let str_ = |s: &str| AttrValue::Str(s.to_string());
+        processes
+            .iter()
+            .map(|p| {
+                let mut a: Attributes = vec![
+                    (keys::PROCESS_PID, AttrValue::count(u64::from(p.pid))),
+                    (
+                        keys::PROCESS_PARENT_PID,
+                        AttrValue::count(u64::from(p.parent_pid)),
+                    ),
+                    (keys::PROCESS_EXECUTABLE_PATH, str_(&p.executable)),
+                ];
+                if let Some(name) = std::path::Path::new(&p.executable).file_name() {
+                    a.push((keys::PROCESS_EXECUTABLE_NAME, str_(&name.to_string_lossy())));
+                }
+                if self.command_line && !p.args.is_empty() {
+                    a.push((
+                        keys::PROCESS_COMMAND_LINE,
+                        str_(&redact::redact_command_line(&p.args)),
+                    ));
+                }
+                if let Some(exit) = p.exit_ns {
+                    let seconds = exit.saturating_sub(p.start_ns) as f64 / 1e9;
+                    a.push((keys::LLMTAP_PROCESS_DURATION, AttrValue::Double(seconds)));
+                }
+                SpanEvent {
+                    name: PROCESS_EVENT,
+                    time_unix_nanos: self.times(p.start_ns, p.start_ns).0,
+                    attributes: a,
+                }
+            })
+            .collect()
     }
 
     /// An MCP client span (semconv `mcp.client`): `execute_tool {tool}` for `tools/call`,
@@ -632,6 +694,7 @@ impl SpanBuilder {
                 None => SpanStatus::Unset,
             },
             attributes: a,
+            events: Vec::new(),
             resource,
         }
     }

@@ -17,7 +17,7 @@ pub mod response;
 pub mod scan;
 pub mod websocket;
 
-pub use agent::{AgentConfig, AgentRecord, AgentTracker, AgentTurn, ToolExecution};
+pub use agent::{AgentConfig, AgentRecord, AgentTracker, AgentTurn, ToolExecution, ToolProcess};
 pub use call::{CallBuilder, CallConfig};
 pub use mcp::{McpCall, McpExchange, McpTarget, identify_mcp};
 pub use provider::{Api, ApiTarget, identify, identify_websocket, is_known_provider};

@@ -20,10 +20,13 @@
 //! capped (the least recently active goes first), and idle sessions are dropped by `tick`.
 
 pub mod evidence;
+pub mod processes;
 
 use std::collections::{HashMap, VecDeque};
 
 pub use evidence::read_agent_evidence;
+use processes::ProcessLog;
+pub use processes::{MAX_PROCESSES_PER_TOOL, ToolProcess};
 
 use super::mcp::McpCall;
 use super::record::{AgentLink, CallRecord, MAX_TOOL_REFS, ProcessRef, ToolCallRef};
@@ -70,6 +73,10 @@ pub struct ToolExecution {
     pub start_ns: u64,
     /// Start of the request that carried the result.
     pub end_ns: u64,
+    /// Processes the agent started during the window (at most [`MAX_PROCESSES_PER_TOOL`]),
+    /// and how many more. Parallel tool calls share one window, and so its processes.
+    pub processes: Vec<ToolProcess>,
+    pub processes_not_listed: u32,
 }
 
 /// One agent turn (an `invoke_agent` span), reported when it ends.
@@ -142,6 +149,8 @@ struct ProcessState {
 pub struct AgentTracker {
     config: AgentConfig,
     processes: HashMap<u32, ProcessState>,
+    /// Processes started by agent processes, for the tool executions they ran in.
+    started: ProcessLog,
     next_key: u64,
 }
 
@@ -150,8 +159,25 @@ impl AgentTracker {
         AgentTracker {
             config,
             processes: HashMap::new(),
+            started: ProcessLog::default(),
             next_key: 1,
         }
+    }
+
+    /// Whether a process whose parent is `parent_pid` may run a tool: the parent is an agent
+    /// process (it has a session) or a process one started. Only those are worth reading.
+    pub fn wants_exec(&self, parent_pid: u32) -> bool {
+        self.processes.contains_key(&parent_pid) || self.started.contains(parent_pid)
+    }
+
+    /// A process started by an agent (see [`AgentTracker::wants_exec`]).
+    pub fn observe_exec(&mut self, process: ToolProcess) {
+        self.started.exec(process);
+    }
+
+    /// A process ended (any process: those not logged are ignored).
+    pub fn observe_exit(&mut self, pid: u32, ts_ns: u64) {
+        self.started.exit(pid, ts_ns);
     }
 
     fn key(&mut self) -> u64 {
@@ -243,6 +269,9 @@ impl AgentTracker {
                 continue;
             };
             answered += 1;
+            let end_ns = start_ns.max(p.asked_end_ns);
+            let (processes, processes_not_listed) =
+                self.started.started_in(process.pid, p.asked_end_ns, end_ns);
             out.push(AgentRecord::Tool(ToolExecution {
                 process: process.clone(),
                 link: AgentLink {
@@ -254,7 +283,9 @@ impl AgentTracker {
                 call: p.call,
                 result: result.content.clone(),
                 start_ns: p.asked_end_ns,
-                end_ns: start_ns.max(p.asked_end_ns),
+                end_ns,
+                processes,
+                processes_not_listed,
             }));
             if let Some(turn) = session.turn.as_mut().filter(|t| t.key == p.turn) {
                 turn.tools += 1;
@@ -355,6 +386,8 @@ impl AgentTracker {
 
     fn end_process(&mut self, pid: u32, out: &mut Vec<AgentRecord>) {
         if let Some(state) = self.processes.remove(&pid) {
+            // The agent is gone: so are the tool executions its processes could belong to.
+            self.started.forget_descendants(pid);
             for s in state.sessions {
                 end_session(&state.process, s, out);
             }

@@ -246,3 +246,38 @@ fn mcp_calls_join_the_open_turn_of_their_process() {
     );
     assert_eq!(mcp[1].agent, None);
 }
+
+/// Processes the agent started while a tool call was pending ride on its execution; one
+/// started by another process, or outside the window, does not.
+#[test]
+fn tool_executions_carry_the_processes_started_in_their_window() {
+    let mut t = AgentTracker::new(AgentConfig::default());
+    let mut out = Vec::new();
+    let mut a = call(5, 100, 200);
+    a.response.tool_requests = vec![tool(Some("t1"), "bash")];
+    t.observe(&mut a, &mut out);
+    let started = |pid, parent_pid, start_ns| ToolProcess {
+        pid,
+        parent_pid,
+        executable: "/usr/bin/pytest".into(),
+        args: vec!["pytest".into()],
+        start_ns,
+        exit_ns: None,
+    };
+    assert!(t.wants_exec(5));
+    assert!(!t.wants_exec(6));
+    t.observe_exec(started(50, 5, 250)); // the tool's shell
+    assert!(t.wants_exec(50), "its children are followed too");
+    t.observe_exec(started(51, 50, 260)); // what the shell ran
+    t.observe_exit(51, 900);
+    t.observe_exec(started(52, 5, 2_000)); // after the result was sent
+    let mut b = call(5, 1_000, 1_100);
+    b.request.tool_results = vec![tool(Some("t1"), "bash")];
+    t.observe(&mut b, &mut out);
+    let found = tools(&out);
+    assert_eq!(found.len(), 1);
+    let pids: Vec<u32> = found[0].processes.iter().map(|p| p.pid).collect();
+    assert_eq!(pids, vec![50, 51]);
+    assert_eq!(found[0].processes[1].exit_ns, Some(900));
+    assert_eq!(found[0].processes_not_listed, 0);
+}
