@@ -111,6 +111,8 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("dpkg-deb", "dpkg"),
     ("dpkg-shlibdeps", "dpkg-dev"),
     ("systemd-analyze", "systemd"),
+    // The Phoenix test's look at its trace page (headless, `--dump-dom` and `--screenshot`).
+    ("chromium", "chromium"),
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -252,6 +254,7 @@ fn setup() -> anyhow::Result<()> {
     ensure_debian_tools()?;
     ensure_k8s_tools()?;
     ensure_sdk_clients()?;
+    ensure_backends()?;
     eprintln!("xtask setup: everything is in place");
     Ok(())
 }
@@ -264,6 +267,7 @@ fn ensure_setup() -> anyhow::Result<()> {
         && k8s_tools_ok()
         && python_sdks_ok()
         && node_sdk_ok()
+        && backends_ok()
     {
         return Ok(());
     }
@@ -463,6 +467,7 @@ fn install_venv(dir: &Path, packages: &[&str]) -> anyhow::Result<()> {
             .args(["-m", "venv", "--clear"])
             .arg(dir))?;
     }
+    // No wheel cache: the backends alone are 1.7 GB installed; a cached copy would double it.
     run(Command::new(dir.join("bin/python3"))
         .args([
             "-m",
@@ -470,8 +475,83 @@ fn install_venv(dir: &Path, packages: &[&str]) -> anyhow::Result<()> {
             "install",
             "--quiet",
             "--disable-pip-version-check",
+            "--no-cache-dir",
         ])
         .args(packages))
+}
+
+/// An LLM observability backend the end-to-end tests and `cargo xtask demo --backend` run,
+/// installed from PyPI into its own virtualenv (their dependencies conflict with the SDKs').
+pub(crate) struct Backend {
+    pub name: &'static str,
+    /// Virtualenv under the workspace.
+    pub venv: &'static str,
+    /// The PyPI distribution, pinned.
+    pub distribution: &'static str,
+    pub version: &'static str,
+    /// Its module (checked to be importable without importing it: Phoenix takes 15 s).
+    pub module: &'static str,
+}
+
+/// Arize Phoenix and MLflow (`tests/tests/phoenix.rs`, `tests/tests/mlflow.rs`). MLflow is
+/// pinned to 3.17.2: 3.18.0 needs an `mlflow-tracing` release PyPI does not have.
+pub(crate) const BACKENDS: &[Backend] = &[
+    Backend {
+        name: "phoenix",
+        venv: "tests/.venv-phoenix",
+        distribution: "arize-phoenix",
+        version: "20.26.1",
+        module: "phoenix",
+    },
+    Backend {
+        name: "mlflow",
+        venv: "tests/.venv-mlflow",
+        distribution: "mlflow",
+        version: "3.17.2",
+        module: "mlflow",
+    },
+];
+
+impl Backend {
+    pub fn venv_dir(&self) -> PathBuf {
+        workspace_root().join(self.venv)
+    }
+
+    fn installed(&self) -> bool {
+        let python = self.venv_dir().join("bin/python3");
+        let check = format!(
+            "import importlib.metadata as m, importlib.util as u; \
+             assert m.version('{}') == '{}'; assert u.find_spec('{}')",
+            self.distribution, self.version, self.module
+        );
+        python.is_file()
+            && Command::new(&python)
+                .args(["-c", &check])
+                .output()
+                .is_ok_and(|o| o.status.success())
+    }
+}
+
+fn backends_ok() -> bool {
+    BACKENDS.iter().all(Backend::installed)
+}
+
+fn ensure_backends() -> anyhow::Result<()> {
+    for backend in BACKENDS {
+        if backend.installed() {
+            continue;
+        }
+        let package = format!("{}=={}", backend.distribution, backend.version);
+        eprintln!(
+            "xtask setup: installing the {} backend (about a minute, 850 MB)",
+            backend.name
+        );
+        install_venv(&backend.venv_dir(), &[&package])?;
+        if !backend.installed() {
+            bail!("{package} was installed but does not import");
+        }
+    }
+    Ok(())
 }
 
 /// The real SDK clients of the end-to-end tests (tests/clients/sdk_client.py), pinned.
@@ -482,6 +562,8 @@ const PYTHON_SDKS: &[&str] = &[
     "ollama==0.6.3",
     // The WebSocket client of the Responses-over-WebSocket tests (tests/clients/ws_client.py).
     "websockets==17.4",
+    // The attribute names `--compat openinference` is checked against (tests/tests/openinference.rs).
+    "openinference-semantic-conventions==0.1.42",
 ];
 
 fn python_sdks_dir() -> PathBuf {
@@ -494,8 +576,10 @@ fn python_sdks_ok() -> bool {
         && Command::new(&python)
             .args([
                 "-c",
-                "import openai, anthropic, h2, ollama, websockets; \
-                 assert openai.__version__ == '3.57.0'; assert websockets.__version__ == '17.4'",
+                "import openai, anthropic, h2, ollama, websockets, openinference.semconv; \
+                 import importlib.metadata as m; \
+                 assert openai.__version__ == '3.57.0'; assert websockets.__version__ == '17.4'; \
+                 assert m.version('openinference-semantic-conventions') == '0.1.42'",
             ])
             .output()
             .is_ok_and(|o| o.status.success())
