@@ -58,7 +58,13 @@ enum Task {
     },
     /// Live demo (as root): llmtap's console view while real SDK clients call a local replay
     /// of recorded OpenAI, Anthropic, Gemini and Groq responses; exits when done.
-    Demo,
+    Demo {
+        /// Also export to this backend, started on 127.0.0.1 from its virtualenv (`phoenix`:
+        /// Arize Phoenix on port 6006; `mlflow`: MLflow on port 5000), which keeps running
+        /// with the demo's calls until Ctrl-C.
+        #[arg(long, value_name = "phoenix|mlflow")]
+        backend: Option<String>,
+    },
     /// Run the cargo-fuzz targets (fuzz/) one after the other, each for a bounded time;
     /// writes target/bench/fuzz.md. Installs cargo-fuzz on first use.
     /// Build a Debian package of llmtap (binary, systemd unit, /etc/llmtap/llmtap.toml) with
@@ -145,9 +151,12 @@ fn main() -> anyhow::Result<()> {
             cargo(&root, &["build", "--release", "-p", "tracer-user"])?;
             bench::run(&root, section.as_deref())
         }
-        Task::Demo => {
+        Task::Demo { backend } => {
             ensure_setup()?;
-            demo(&root)
+            match backend.as_deref() {
+                None => demo(&root, &[]),
+                Some(name) => demo_with_backend(&root, name),
+            }
         }
         Task::Package {
             llmtap_bin,
@@ -222,7 +231,109 @@ fn test(root: &Path, extra: &[OsString]) -> anyhow::Result<()> {
     run(&mut cmd)
 }
 
-fn demo(root: &Path) -> anyhow::Result<()> {
+/// `cargo xtask demo --backend NAME`: the backend on loopback (its data in target/demo-NAME),
+/// the demo exporting to it, then the URL to open; the backend runs until Ctrl-C.
+fn demo_with_backend(root: &Path, name: &str) -> anyhow::Result<()> {
+    let backend = BACKENDS
+        .iter()
+        .find(|b| b.name == name)
+        .with_context(|| format!("unknown backend {name:?}: phoenix or mlflow"))?;
+    let data = root.join(format!("target/demo-{name}"));
+    std::fs::create_dir_all(&data)?;
+    let bin = backend.venv_dir().join("bin");
+    let (mut server, health, export, open) = match name {
+        "phoenix" => {
+            let mut cmd = Command::new(bin.join("phoenix"));
+            cmd.arg("serve")
+                .env("PHOENIX_HOST", "127.0.0.1")
+                .env("PHOENIX_PORT", "6006")
+                .env("PHOENIX_WORKING_DIR", &data)
+                .env("PHOENIX_TELEMETRY_ENABLED", "false");
+            let export = vec![
+                "--otlp-endpoint",
+                "http://127.0.0.1:6006",
+                "--compat",
+                "openinference",
+                "--openinference-project",
+                "llmtap-demo",
+                "--capture-content",
+            ];
+            (
+                cmd,
+                "http://127.0.0.1:6006/healthz",
+                export,
+                "http://127.0.0.1:6006 (project llmtap-demo)",
+            )
+        }
+        _ => {
+            let mut cmd = Command::new(bin.join("mlflow"));
+            cmd.args(["server", "--host", "127.0.0.1", "--port", "5000"])
+                .arg("--backend-store-uri")
+                .arg(format!("sqlite:///{}/mlflow.db", data.display()))
+                .arg("--default-artifact-root")
+                .arg(data.join("artifacts"))
+                .env("MLFLOW_ENABLE_TELEMETRY", "false");
+            let export = vec![
+                "--otlp-endpoint",
+                "http://127.0.0.1:5000",
+                "--otlp-header",
+                "x-mlflow-experiment-id=0",
+                "--capture-content",
+            ];
+            (
+                cmd,
+                "http://127.0.0.1:5000/health",
+                export,
+                "http://127.0.0.1:5000/#/experiments/0 (Traces tab)",
+            )
+        }
+    };
+    let log = std::fs::File::create(data.join("server.log"))?;
+    let mut child = server
+        .current_dir(&data)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting the {name} server"))?;
+    eprintln!(
+        "xtask demo: starting {name} (log: {})",
+        data.join("server.log").display()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let up = Command::new("curl")
+            .args(["-sf", "--max-time", "5", "-o", "/dev/null", health])
+            .status()
+            .is_ok_and(|s| s.success());
+        if up {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the {name} server exited ({status}); see {}",
+                data.join("server.log").display()
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the {name} server did not answer {health} within 3 minutes");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    // Neither backend takes OTLP metrics.
+    // SAFETY: single-threaded here; no other thread reads the environment.
+    unsafe { std::env::set_var("OTEL_METRICS_EXPORTER", "none") };
+    let outcome = demo(root, &export);
+    if let Err(e) = outcome {
+        let _ = child.kill();
+        return Err(e);
+    }
+    println!("\nopen {open} to see the calls; {name} runs until Ctrl-C");
+    child.wait()?;
+    Ok(())
+}
+
+fn demo(root: &Path, llmtap_args: &[&str]) -> anyhow::Result<()> {
     cargo(
         root,
         &["build", "--release", "-p", "tracer-user", "--bin", "llmtap"],
@@ -241,6 +352,7 @@ fn demo(root: &Path) -> anyhow::Result<()> {
         ],
     )?;
     run(Command::new(root.join("target/release/llmtap-demo"))
+        .args(llmtap_args)
         .env("LLMTAP_BIN", root.join("target/release/llmtap"))
         .env(
             "LLMTAP_REPLAY_BIN",
