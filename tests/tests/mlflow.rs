@@ -5,6 +5,7 @@
 //! model, token counts and finish reason, and with its messages when content capture is on.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,9 +50,21 @@ traces = mlflow.search_traces(locations=[sys.argv[2]], return_type="list")
 print(json.dumps([s.to_dict() for t in traces for s in t.data.spans]))
 "#;
 
+/// The server's process group: `mlflow server` starts uvicorn and job workers as its
+/// children, which outlive it unless the whole group is ended.
+struct ProcessGroup(ChildGuard);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let pgid = self.0.0.id() as i32;
+        // SAFETY: kill(2) of the process group this test created (the server leads it).
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+}
+
 /// `mlflow server` on loopback with a SQLite store in a temp directory.
 struct Mlflow {
-    _child: ChildGuard,
+    _child: ProcessGroup,
     dir: TempDir,
     port: u16,
     experiment_id: String,
@@ -72,13 +85,14 @@ impl Mlflow {
             .env("MLFLOW_ENABLE_TELEMETRY", "false")
             .env("DO_NOT_TRACK", "true")
             .current_dir(dir.path())
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
             .expect("mlflow server starts");
         let mut mlflow = Self {
-            _child: ChildGuard(child),
+            _child: ProcessGroup(ChildGuard(child)),
             dir,
             port,
             // The Default experiment every store starts with.
@@ -93,7 +107,7 @@ impl Mlflow {
             if up {
                 return mlflow;
             }
-            if let Ok(Some(status)) = mlflow._child.0.try_wait() {
+            if let Ok(Some(status)) = mlflow._child.0.0.try_wait() {
                 panic!("mlflow server exited ({status}):\n{}", mlflow.log());
             }
             assert!(
