@@ -69,6 +69,7 @@ fn resource() -> Arc<ProcessResource> {
         container_id: None,
         kubernetes: None,
         configured_attributes: Default::default(),
+        openinference_project: None,
     })
 }
 

@@ -58,7 +58,13 @@ enum Task {
     },
     /// Live demo (as root): llmtap's console view while real SDK clients call a local replay
     /// of recorded OpenAI, Anthropic, Gemini and Groq responses; exits when done.
-    Demo,
+    Demo {
+        /// Also export to this backend, started on 127.0.0.1 from its virtualenv (`phoenix`:
+        /// Arize Phoenix on port 6006; `mlflow`: MLflow on port 5000), which keeps running
+        /// with the demo's calls until Ctrl-C.
+        #[arg(long, value_name = "phoenix|mlflow")]
+        backend: Option<String>,
+    },
     /// Run the cargo-fuzz targets (fuzz/) one after the other, each for a bounded time;
     /// writes target/bench/fuzz.md. Installs cargo-fuzz on first use.
     /// Build a Debian package of llmtap (binary, systemd unit, /etc/llmtap/llmtap.toml) with
@@ -111,6 +117,8 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("dpkg-deb", "dpkg"),
     ("dpkg-shlibdeps", "dpkg-dev"),
     ("systemd-analyze", "systemd"),
+    // The Phoenix test's look at its trace page (headless, `--dump-dom` and `--screenshot`).
+    ("chromium", "chromium"),
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -143,9 +151,12 @@ fn main() -> anyhow::Result<()> {
             cargo(&root, &["build", "--release", "-p", "tracer-user"])?;
             bench::run(&root, section.as_deref())
         }
-        Task::Demo => {
+        Task::Demo { backend } => {
             ensure_setup()?;
-            demo(&root)
+            match backend.as_deref() {
+                None => demo(&root, &[]),
+                Some(name) => demo_with_backend(&root, name),
+            }
         }
         Task::Package {
             llmtap_bin,
@@ -220,7 +231,109 @@ fn test(root: &Path, extra: &[OsString]) -> anyhow::Result<()> {
     run(&mut cmd)
 }
 
-fn demo(root: &Path) -> anyhow::Result<()> {
+/// `cargo xtask demo --backend NAME`: the backend on loopback (its data in target/demo-NAME),
+/// the demo exporting to it, then the URL to open; the backend runs until Ctrl-C.
+fn demo_with_backend(root: &Path, name: &str) -> anyhow::Result<()> {
+    let backend = BACKENDS
+        .iter()
+        .find(|b| b.name == name)
+        .with_context(|| format!("unknown backend {name:?}: phoenix or mlflow"))?;
+    let data = root.join(format!("target/demo-{name}"));
+    std::fs::create_dir_all(&data)?;
+    let bin = backend.venv_dir().join("bin");
+    let (mut server, health, export, open) = match name {
+        "phoenix" => {
+            let mut cmd = Command::new(bin.join("phoenix"));
+            cmd.arg("serve")
+                .env("PHOENIX_HOST", "127.0.0.1")
+                .env("PHOENIX_PORT", "6006")
+                .env("PHOENIX_WORKING_DIR", &data)
+                .env("PHOENIX_TELEMETRY_ENABLED", "false");
+            let export = vec![
+                "--otlp-endpoint",
+                "http://127.0.0.1:6006",
+                "--compat",
+                "openinference",
+                "--openinference-project",
+                "llmtap-demo",
+                "--capture-content",
+            ];
+            (
+                cmd,
+                "http://127.0.0.1:6006/healthz",
+                export,
+                "http://127.0.0.1:6006 (project llmtap-demo)",
+            )
+        }
+        _ => {
+            let mut cmd = Command::new(bin.join("mlflow"));
+            cmd.args(["server", "--host", "127.0.0.1", "--port", "5000"])
+                .arg("--backend-store-uri")
+                .arg(format!("sqlite:///{}/mlflow.db", data.display()))
+                .arg("--default-artifact-root")
+                .arg(data.join("artifacts"))
+                .env("MLFLOW_ENABLE_TELEMETRY", "false");
+            let export = vec![
+                "--otlp-endpoint",
+                "http://127.0.0.1:5000",
+                "--otlp-header",
+                "x-mlflow-experiment-id=0",
+                "--capture-content",
+            ];
+            (
+                cmd,
+                "http://127.0.0.1:5000/health",
+                export,
+                "http://127.0.0.1:5000/#/experiments/0 (Traces tab)",
+            )
+        }
+    };
+    let log = std::fs::File::create(data.join("server.log"))?;
+    let mut child = server
+        .current_dir(&data)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting the {name} server"))?;
+    eprintln!(
+        "xtask demo: starting {name} (log: {})",
+        data.join("server.log").display()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let up = Command::new("curl")
+            .args(["-sf", "--max-time", "5", "-o", "/dev/null", health])
+            .status()
+            .is_ok_and(|s| s.success());
+        if up {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the {name} server exited ({status}); see {}",
+                data.join("server.log").display()
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the {name} server did not answer {health} within 3 minutes");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    // Neither backend takes OTLP metrics.
+    // SAFETY: single-threaded here; no other thread reads the environment.
+    unsafe { std::env::set_var("OTEL_METRICS_EXPORTER", "none") };
+    let outcome = demo(root, &export);
+    if let Err(e) = outcome {
+        let _ = child.kill();
+        return Err(e);
+    }
+    println!("\nopen {open} to see the calls; {name} runs until Ctrl-C");
+    child.wait()?;
+    Ok(())
+}
+
+fn demo(root: &Path, llmtap_args: &[&str]) -> anyhow::Result<()> {
     cargo(
         root,
         &["build", "--release", "-p", "tracer-user", "--bin", "llmtap"],
@@ -239,6 +352,7 @@ fn demo(root: &Path) -> anyhow::Result<()> {
         ],
     )?;
     run(Command::new(root.join("target/release/llmtap-demo"))
+        .args(llmtap_args)
         .env("LLMTAP_BIN", root.join("target/release/llmtap"))
         .env(
             "LLMTAP_REPLAY_BIN",
@@ -252,6 +366,7 @@ fn setup() -> anyhow::Result<()> {
     ensure_debian_tools()?;
     ensure_k8s_tools()?;
     ensure_sdk_clients()?;
+    ensure_backends()?;
     eprintln!("xtask setup: everything is in place");
     Ok(())
 }
@@ -264,6 +379,7 @@ fn ensure_setup() -> anyhow::Result<()> {
         && k8s_tools_ok()
         && python_sdks_ok()
         && node_sdk_ok()
+        && backends_ok()
     {
         return Ok(());
     }
@@ -463,6 +579,7 @@ fn install_venv(dir: &Path, packages: &[&str]) -> anyhow::Result<()> {
             .args(["-m", "venv", "--clear"])
             .arg(dir))?;
     }
+    // No wheel cache: the backends alone are 1.7 GB installed; a cached copy would double it.
     run(Command::new(dir.join("bin/python3"))
         .args([
             "-m",
@@ -470,8 +587,83 @@ fn install_venv(dir: &Path, packages: &[&str]) -> anyhow::Result<()> {
             "install",
             "--quiet",
             "--disable-pip-version-check",
+            "--no-cache-dir",
         ])
         .args(packages))
+}
+
+/// An LLM observability backend the end-to-end tests and `cargo xtask demo --backend` run,
+/// installed from PyPI into its own virtualenv (their dependencies conflict with the SDKs').
+pub(crate) struct Backend {
+    pub name: &'static str,
+    /// Virtualenv under the workspace.
+    pub venv: &'static str,
+    /// The PyPI distribution, pinned.
+    pub distribution: &'static str,
+    pub version: &'static str,
+    /// Its module (checked to be importable without importing it: Phoenix takes 15 s).
+    pub module: &'static str,
+}
+
+/// Arize Phoenix and MLflow (`tests/tests/phoenix.rs`, `tests/tests/mlflow.rs`). MLflow is
+/// pinned to 3.17.2: 3.18.0 needs an `mlflow-tracing` release PyPI does not have.
+pub(crate) const BACKENDS: &[Backend] = &[
+    Backend {
+        name: "phoenix",
+        venv: "tests/.venv-phoenix",
+        distribution: "arize-phoenix",
+        version: "20.26.1",
+        module: "phoenix",
+    },
+    Backend {
+        name: "mlflow",
+        venv: "tests/.venv-mlflow",
+        distribution: "mlflow",
+        version: "3.17.2",
+        module: "mlflow",
+    },
+];
+
+impl Backend {
+    pub fn venv_dir(&self) -> PathBuf {
+        workspace_root().join(self.venv)
+    }
+
+    fn installed(&self) -> bool {
+        let python = self.venv_dir().join("bin/python3");
+        let check = format!(
+            "import importlib.metadata as m, importlib.util as u; \
+             assert m.version('{}') == '{}'; assert u.find_spec('{}')",
+            self.distribution, self.version, self.module
+        );
+        python.is_file()
+            && Command::new(&python)
+                .args(["-c", &check])
+                .output()
+                .is_ok_and(|o| o.status.success())
+    }
+}
+
+fn backends_ok() -> bool {
+    BACKENDS.iter().all(Backend::installed)
+}
+
+fn ensure_backends() -> anyhow::Result<()> {
+    for backend in BACKENDS {
+        if backend.installed() {
+            continue;
+        }
+        let package = format!("{}=={}", backend.distribution, backend.version);
+        eprintln!(
+            "xtask setup: installing the {} backend (about a minute, 850 MB)",
+            backend.name
+        );
+        install_venv(&backend.venv_dir(), &[&package])?;
+        if !backend.installed() {
+            bail!("{package} was installed but does not import");
+        }
+    }
+    Ok(())
 }
 
 /// The real SDK clients of the end-to-end tests (tests/clients/sdk_client.py), pinned.
@@ -484,6 +676,8 @@ const PYTHON_SDKS: &[&str] = &[
     "websockets==17.4",
     // MCP client and server of the MCP-over-HTTP tests (tests/clients/mcp_http_*.py).
     "mcp==2.3.0",
+    // The attribute names `--compat openinference` is checked against (tests/tests/openinference.rs).
+    "openinference-semantic-conventions==0.1.42",
 ];
 
 fn python_sdks_dir() -> PathBuf {
@@ -496,8 +690,10 @@ fn python_sdks_ok() -> bool {
         && Command::new(&python)
             .args([
                 "-c",
-                "import openai, anthropic, h2, ollama, websockets, mcp; \
-                 assert openai.__version__ == '3.57.0'; assert websockets.__version__ == '17.4'",
+                "import openai, anthropic, h2, ollama, websockets, mcp, openinference.semconv; \
+                 import importlib.metadata as m; \
+                 assert openai.__version__ == '3.57.0'; assert websockets.__version__ == '17.4'; \
+                 assert m.version('openinference-semantic-conventions') == '0.1.42'",
             ])
             .output()
             .is_ok_and(|o| o.status.success())

@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: llmtap's live console view while real clients (the Python `openai` and
 //! `anthropic` SDKs, the npm `openai` SDK, curl) call `https://api.openai.com` and friends,
 //! answered by the replay server from recorded exchanges. Needs root (eBPF); exits when done.
+//! Arguments are handed to `llmtap run` (`cargo xtask demo --backend` adds its export flags).
 
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
@@ -65,8 +66,11 @@ fn main() -> anyhow::Result<()> {
         server.ca_pem_path().display()
     );
 
+    // `cargo xtask demo --backend` passes the export flags of its backend.
+    let export_args: Vec<String> = std::env::args().skip(1).collect();
     let mut llmtap = Command::new(llmtap_bin())
         .args(["run", "--summary-interval", "0s"])
+        .args(&export_args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())

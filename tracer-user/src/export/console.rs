@@ -372,6 +372,7 @@ mod tests {
             container_id: None,
             kubernetes: None,
             configured_attributes: Default::default(),
+            openinference_project: None,
         });
         // 12:34:56.789 UTC on some day.
         let offset = 86_400 * 19_000 * 1_000_000_000 + 45_296_789_000_000 - 1_000_000_000;

@@ -48,6 +48,15 @@ fn attribute_map(attributes: &Attributes) -> Map<String, Value> {
         .collect()
 }
 
+/// The span's attributes, the flattened ones (`--compat openinference`) after the others.
+fn span_attribute_map(span: &CallSpan) -> Map<String, Value> {
+    let mut map = attribute_map(&span.attributes);
+    for (key, value) in &span.flattened_attributes {
+        map.insert(key.clone(), value.to_json());
+    }
+    map
+}
+
 /// The JSON object of one span.
 pub fn span_to_json(span: &CallSpan) -> Value {
     let (code, message) = match &span.status {
@@ -66,7 +75,7 @@ pub fn span_to_json(span: &CallSpan) -> Value {
         "start_time_unix_nano": span.start_unix_nanos,
         "end_time_unix_nano": span.end_unix_nanos,
         "status": {"code": code, "message": message},
-        "attributes": attribute_map(&span.attributes),
+        "attributes": span_attribute_map(span),
         "resource": resource_map(span),
     });
     // Only spans that have events (tool executions that started processes) carry the key.
@@ -160,6 +169,7 @@ mod tests {
             container_id: None,
             kubernetes: None,
             configured_attributes: Default::default(),
+            openinference_project: None,
         });
         let builder = SpanBuilder::new(
             ClockOffset::fixed(1_700_000_000_000_000_000),

@@ -13,6 +13,7 @@ pub mod cost;
 pub mod jsonl;
 pub mod metrics;
 pub mod metrics_server;
+pub mod openinference;
 pub mod otel_env;
 pub mod otlp;
 pub mod otlp_client;
@@ -163,6 +164,17 @@ pub struct ExportArgs {
     /// (e.g. `0.0.0.0:9464`, `127.0.0.1:9464`).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Also emit the attributes of these conventions on every span: `openinference` (what
+    /// Arize Phoenix and Arize AX show: `openinference.span.kind`, `llm.*`, and with content
+    /// capture `input.value`/`output.value` and the flattened messages).
+    #[arg(long, value_enum, value_name = "CONVENTIONS")]
+    pub compat: Option<openinference::Compat>,
+
+    /// With `--compat openinference`: the `openinference.project.name` (Phoenix project) of
+    /// every traced process (default: the process's `service.name`).
+    #[arg(long, value_name = "NAME", requires = "compat")]
+    pub openinference_project: Option<String>,
 }
 
 impl Default for ExportArgs {
@@ -180,6 +192,8 @@ impl Default for ExportArgs {
             price_file: None,
             summary_interval: Duration::from_secs(60),
             metrics_listen: None,
+            compat: None,
+            openinference_project: None,
         }
     }
 }
@@ -369,22 +383,34 @@ impl Exporters {
             enabled: content_capture_enabled(args.capture_content, &env),
             max_bytes: args.max_content_bytes,
         };
+        let openinference = args.compat == Some(openinference::Compat::OpenInference);
         log::info!(
-            "export outputs: {outputs:?}; content capture {}; GenAI conventions {}",
+            "export outputs: {outputs:?}; content capture {}; GenAI conventions {}{}",
             if content.enabled { "on" } else { "off" },
             if semconv.is_latest() {
                 "latest experimental (OTEL_SEMCONV_STABILITY_OPT_IN)"
             } else {
                 "v1.41"
+            },
+            if openinference {
+                ", with OpenInference attributes"
+            } else {
+                ""
             }
         );
+        let project = openinference.then(|| match &args.openinference_project {
+            Some(name) => openinference::ProjectName::Named(name.as_str().into()),
+            None => openinference::ProjectName::ServiceName,
+        });
         Ok(Self {
             resources: ProcessResources::new(proc_root, args.service_name.clone())
                 .with_command_line(args.export_command_line)
                 .with_kubernetes(kubernetes)
-                .with_configured_attributes(&configured_attributes),
+                .with_configured_attributes(&configured_attributes)
+                .with_openinference_project(project),
             spans: SpanBuilder::new(clock, content)
                 .with_semconv(semconv)
+                .with_openinference(openinference)
                 .with_command_line(args.export_command_line),
             prices,
             console,
@@ -590,6 +616,21 @@ mod tests {
         assert_eq!(args.summary_interval, Duration::from_secs(120));
         assert_eq!(args.service_name.as_deref(), Some("svc"));
         assert!(Cli::try_parse_from(["llmtap", "--output", "kafka"]).is_err());
+        let compat = Cli::try_parse_from([
+            "llmtap",
+            "--compat",
+            "openinference",
+            "--openinference-project",
+            "shop",
+        ])
+        .map(|c| c.export)
+        .unwrap_or_default();
+        assert_eq!(compat.compat, Some(openinference::Compat::OpenInference));
+        assert_eq!(compat.openinference_project.as_deref(), Some("shop"));
+        assert_eq!(ExportArgs::default().compat, None, "off by default");
+        assert!(Cli::try_parse_from(["llmtap", "--compat", "langfuse"]).is_err());
+        // A project without the OpenInference attributes would be silently ignored.
+        assert!(Cli::try_parse_from(["llmtap", "--openinference-project", "shop"]).is_err());
         assert!(Cli::try_parse_from(["llmtap", "--otlp-protocol", "http/json"]).is_err());
     }
 

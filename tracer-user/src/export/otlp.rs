@@ -169,7 +169,14 @@ pub fn span_data(span: &CallSpan, scope: &InstrumentationScope) -> SpanData {
         name: Cow::Owned(span.name.clone()),
         start_time: unix_time(span.start_unix_nanos),
         end_time: unix_time(span.end_unix_nanos),
-        attributes: to_key_values(&span.attributes),
+        attributes: to_key_values(&span.attributes)
+            .into_iter()
+            .chain(
+                span.flattened_attributes
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.to_otel())),
+            )
+            .collect(),
         dropped_attributes_count: 0,
         events: span_events(span),
         links: SpanLinks::default(),
@@ -529,6 +536,7 @@ mod tests {
             container_id: None,
             kubernetes: None,
             configured_attributes: Default::default(),
+            openinference_project: None,
         });
         let span = SpanBuilder::new(
             ClockOffset::fixed(0),

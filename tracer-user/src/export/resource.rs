@@ -17,6 +17,7 @@ use std::{
 
 use super::{
     attributes::{AttrValue, Attributes, from_strings, keys},
+    openinference::{self, ProjectName},
     redact,
 };
 use crate::genai::ProcessRef;
@@ -41,6 +42,8 @@ pub struct ProcessResource {
     pub kubernetes: Option<Arc<PodAttributes>>,
     /// `OTEL_RESOURCE_ATTRIBUTES` entries for traced processes (shared by every resource).
     pub configured_attributes: Arc<[(String, String)]>,
+    /// `openinference.project.name` (`--compat openinference`).
+    pub openinference_project: Option<ProjectName>,
 }
 
 /// `OTEL_RESOURCE_ATTRIBUTES` keys that describe a service's own identity: they name llmtap
@@ -97,6 +100,13 @@ impl ProcessResource {
                 AttrValue::Str(pod.namespace.clone()),
             ));
             attrs.extend(from_strings(pod.attributes()));
+        }
+        if let Some(project) = &self.openinference_project {
+            let name = match project {
+                ProjectName::ServiceName => self.service_name.clone(),
+                ProjectName::Named(name) => name.to_string(),
+            };
+            attrs.push((openinference::keys::PROJECT_NAME, AttrValue::Str(name)));
         }
         attrs.push((keys::TELEMETRY_SDK_NAME, AttrValue::Str(SDK_NAME.into())));
         attrs.push((keys::TELEMETRY_SDK_LANGUAGE, AttrValue::Str("rust".into())));
@@ -207,6 +217,8 @@ pub struct ProcessResources {
     command_line: bool,
     /// `OTEL_RESOURCE_ATTRIBUTES`, without the keys naming llmtap itself.
     configured_attributes: Arc<[(String, String)]>,
+    /// `openinference.project.name` of every resource (`--compat openinference`).
+    openinference_project: Option<ProjectName>,
 }
 
 /// Default number of processes whose resources are kept.
@@ -225,7 +237,14 @@ impl ProcessResources {
             pending_pods: HashMap::new(),
             command_line: false,
             configured_attributes: Arc::from([]),
+            openinference_project: None,
         }
+    }
+
+    /// Adds `openinference.project.name` to every resource.
+    pub fn with_openinference_project(mut self, project: Option<ProjectName>) -> Self {
+        self.openinference_project = project;
+        self
     }
 
     /// Adds these `OTEL_RESOURCE_ATTRIBUTES` entries to every process's resource, except the
@@ -374,6 +393,7 @@ impl ProcessResources {
             container_id,
             kubernetes,
             configured_attributes: Arc::clone(&self.configured_attributes),
+            openinference_project: self.openinference_project.clone(),
         };
         (resource, pod_uid)
     }
@@ -540,6 +560,30 @@ pub(crate) mod tests {
         assert_eq!(r.service_name, "my-svc");
         assert!(
             r.command_line.is_none() && r.executable_path.is_none() && r.container_id.is_none()
+        );
+    }
+
+    /// `--compat openinference`: the Phoenix project is the one named, else the service.
+    #[test]
+    fn openinference_project_on_request() {
+        let root = std::env::temp_dir().join("llmtap-proc-none");
+        let project = |resources: &mut ProcessResources| {
+            let r = resources.get(&process(99998, "node"));
+            super::super::attributes::find(&r.attributes(), openinference::keys::PROJECT_NAME)
+                .cloned()
+        };
+        assert_eq!(project(&mut ProcessResources::new(&root, None)), None);
+        let mut by_service = ProcessResources::new(&root, Some("chatbot".into()))
+            .with_openinference_project(Some(ProjectName::ServiceName));
+        assert_eq!(
+            project(&mut by_service),
+            Some(AttrValue::Str("chatbot".into()))
+        );
+        let mut named = ProcessResources::new(&root, None)
+            .with_openinference_project(Some(ProjectName::Named("llmtap-demo".into())));
+        assert_eq!(
+            project(&mut named),
+            Some(AttrValue::Str("llmtap-demo".into()))
         );
     }
 

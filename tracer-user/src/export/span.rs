@@ -11,7 +11,9 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use super::{
     attributes::{AttrValue, Attributes, keys},
     clock::ClockOffset,
-    content, redact,
+    content,
+    openinference::{self, FlattenedAttributes},
+    redact,
     resource::ProcessResource,
     semconv::{self, Semconv},
 };
@@ -49,6 +51,9 @@ pub struct CallSpan {
     pub attributes: Attributes,
     /// Timed events (processes a tool started).
     pub events: Vec<SpanEvent>,
+    /// Attributes whose keys carry list indices (OpenInference's flattened messages, with
+    /// `--compat openinference`); outputs write them after [`Self::attributes`].
+    pub flattened_attributes: FlattenedAttributes,
     pub resource: Arc<ProcessResource>,
 }
 
@@ -345,6 +350,8 @@ pub struct SpanBuilder {
     semconv: Semconv,
     /// Command lines of processes tools started go on their events (opt-in, redacted).
     command_line: bool,
+    /// Add the OpenInference attributes (`--compat openinference`).
+    openinference: bool,
 }
 
 impl SpanBuilder {
@@ -358,12 +365,19 @@ impl SpanBuilder {
             salt,
             semconv: Semconv::default(),
             command_line: false,
+            openinference: false,
         }
     }
 
     /// Puts the (redacted) command line of each process a tool started on its event.
     pub fn with_command_line(mut self, command_line: bool) -> Self {
         self.command_line = command_line;
+        self
+    }
+
+    /// Spans also carry the OpenInference attributes (`--compat openinference`).
+    pub fn with_openinference(mut self, enabled: bool) -> Self {
+        self.openinference = enabled;
         self
     }
 
@@ -406,6 +420,15 @@ impl SpanBuilder {
             record.timing.request_start_ns,
             record.timing.response_end_ns,
         );
+        let genai_attributes = call_attributes(record, self.content, cost_usd);
+        // OpenInference reads the v1.41 names, whatever the conventions in force.
+        let (compat, flattened_attributes) = if self.openinference {
+            openinference::span_attributes(&genai_attributes, Some(&record.api))
+        } else {
+            Default::default()
+        };
+        let mut attributes = semconv::span_attributes(genai_attributes, self.semconv);
+        attributes.extend(compat);
         CallSpan {
             name: span_name(record),
             kind: Kind::Client,
@@ -416,10 +439,8 @@ impl SpanBuilder {
             start_unix_nanos: start,
             end_unix_nanos: end,
             status,
-            attributes: semconv::span_attributes(
-                call_attributes(record, self.content, cost_usd),
-                self.semconv,
-            ),
+            attributes,
+            flattened_attributes,
             events: Vec::new(),
             resource,
         }
@@ -453,8 +474,18 @@ impl SpanBuilder {
         SpanId::from(mix(self.salt.rotate_left(17) ^ turn) | 1)
     }
 
-    /// An `invoke_agent` or `execute_tool` span.
+    /// An `invoke_agent` or `execute_tool` span (or an MCP client span).
     pub fn build_agent(&self, record: &AgentRecord, resource: Arc<ProcessResource>) -> CallSpan {
+        let mut span = self.build_agent_genai(record, resource);
+        if self.openinference {
+            let (compat, flattened) = openinference::span_attributes(&span.attributes, None);
+            span.attributes.extend(compat);
+            span.flattened_attributes = flattened;
+        }
+        span
+    }
+
+    fn build_agent_genai(&self, record: &AgentRecord, resource: Arc<ProcessResource>) -> CallSpan {
         let str_ = |s: &str| AttrValue::Str(s.to_string());
         match record {
             AgentRecord::Turn(turn) => {
@@ -498,6 +529,7 @@ impl SpanBuilder {
                     },
                     attributes: a,
                     events: Vec::new(),
+                    flattened_attributes: Vec::new(),
                     resource,
                 }
             }
@@ -557,6 +589,7 @@ impl SpanBuilder {
                     status: SpanStatus::Unset,
                     attributes: a,
                     events: self.process_events(&tool.processes),
+                    flattened_attributes: Vec::new(),
                     resource,
                 }
             }
@@ -695,6 +728,7 @@ impl SpanBuilder {
             },
             attributes: a,
             events: Vec::new(),
+            flattened_attributes: Vec::new(),
             resource,
         }
     }
@@ -800,6 +834,7 @@ pub(crate) mod tests {
             container_id: None,
             kubernetes: None,
             configured_attributes: Default::default(),
+            openinference_project: None,
         })
     }
 
@@ -1097,6 +1132,68 @@ pub(crate) mod tests {
         let span = builder.build_agent(&AgentRecord::Mcp(Box::new(list)), resource());
         assert_eq!(span.name, "tools/list");
         assert_eq!(find(&span.attributes, keys::OPERATION_NAME), None);
+    }
+
+    /// `--compat openinference` adds the OpenInference attributes, derived from the v1.41
+    /// ones whatever the conventions in force, in every output.
+    #[test]
+    fn openinference_attributes_on_request() {
+        use super::openinference::keys as oi;
+        let on = ContentCapture {
+            enabled: true,
+            max_bytes: 1 << 20,
+        };
+        let plain =
+            SpanBuilder::new(ClockOffset::fixed(0), on).build(&streamed_chat(), resource(), None);
+        assert_eq!(find(&plain.attributes, oi::SPAN_KIND), None);
+        assert!(plain.flattened_attributes.is_empty());
+
+        let builder = SpanBuilder::new(ClockOffset::fixed(0), on)
+            .with_semconv(Semconv::LatestExperimental)
+            .with_openinference(true);
+        let span = builder.build(&streamed_chat(), resource(), Some(0.5));
+        let get = |k| find(&span.attributes, k).cloned();
+        let s = |v: &str| Some(AttrValue::Str(v.into()));
+        assert_eq!(get(oi::SPAN_KIND), s("LLM"));
+        assert_eq!(get(oi::LLM_MODEL_NAME), s("gpt-4o-mini-2024-07-18"));
+        assert_eq!(get(oi::LLM_PROVIDER), s("openai"));
+        assert_eq!(get(oi::LLM_SYSTEM), s("openai"));
+        assert_eq!(get(oi::LLM_TOKEN_COUNT_PROMPT), Some(AttrValue::Int(1130)));
+        assert_eq!(get(oi::LLM_TOKEN_COUNT_TOTAL), Some(AttrValue::Int(1139)));
+        assert_eq!(get(oi::LLM_FINISH_REASON), s("stop"));
+        // The newer conventions rename the cost; OpenInference's stays.
+        assert_eq!(get(oi::LLM_COST_TOTAL), Some(AttrValue::Double(0.5)));
+        assert_eq!(get(keys::LLMTAP_USAGE_COST_USD), None);
+        assert_eq!(get(oi::INPUT_MIME_TYPE), s("application/json"));
+        let role = "llm.input_messages.0.message.role";
+        let content = "llm.input_messages.0.message.content";
+        let flat = |k: &str| {
+            span.flattened_attributes
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(flat(role), s("user"));
+        assert_eq!(flat(content), s("héllo wörld"));
+        // JSONL and OTLP carry them.
+        let json = super::super::jsonl::span_to_json(&span);
+        assert_eq!(json["attributes"][content], "héllo wörld");
+        assert_eq!(json["attributes"][oi::SPAN_KIND], "LLM");
+        let scope = opentelemetry::InstrumentationScope::builder("t").build();
+        let data = super::super::otlp::span_data(&span, &scope);
+        assert!(data.attributes.iter().any(|kv| kv.key.as_str() == content
+            && kv.value == opentelemetry::Value::from("héllo wörld")));
+
+        // Without content capture: no content, no messages.
+        let span = SpanBuilder::new(ClockOffset::fixed(0), OFF)
+            .with_openinference(true)
+            .build(&streamed_chat(), resource(), None);
+        assert_eq!(find(&span.attributes, oi::INPUT_VALUE), None);
+        assert!(span.flattened_attributes.is_empty());
+        assert_eq!(
+            find(&span.attributes, oi::SPAN_KIND),
+            Some(&AttrValue::Str("LLM".into()))
+        );
     }
 
     #[test]
