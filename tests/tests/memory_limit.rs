@@ -122,7 +122,7 @@ fn thousand_concurrent_long_prompts_stay_under_the_memory_limit() {
     assert_eq!(seen.len(), CALLS, "each call once");
     // The limit was what kept it there (without it llmtap peaks near 1 GB on this test).
     assert!(
-        log.contains("cuts for memory") && !log.contains("; 0 cuts for memory"),
+        log.contains("bodies cut for memory: ") && !log.contains("bodies cut for memory: 0)"),
         "bodies were cut for memory: {log}"
     );
 }

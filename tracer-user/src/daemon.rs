@@ -104,9 +104,13 @@ pub struct Daemon {
     seen_pids: std::collections::HashSet<u32>,
     /// Plain-HTTP connections found not to carry LLM calls, for capture to stop copying.
     not_llm: Vec<ConnectionId>,
-    /// `--memory-limit`: the process's resident size, checked at every tick.
+    /// `--memory-limit`: the process's resident size, checked with every batch (at most
+    /// every [`MEMORY_CHECK_INTERVAL`]) and at every tick.
     memory_guard: Option<MemoryGuard>,
+    memory_checked_at: std::time::Instant,
 }
+
+const MEMORY_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 const SEEN_PIDS_MAX: usize = 65536;
 
@@ -125,6 +129,7 @@ impl Daemon {
             seen_pids: std::collections::HashSet::new(),
             not_llm: Vec::new(),
             memory_guard: None,
+            memory_checked_at: std::time::Instant::now(),
         }
     }
 
@@ -139,12 +144,26 @@ impl Daemon {
         std::mem::take(&mut self.not_llm)
     }
 
+    /// Applies `--memory-limit` to the resident size now, at most every 50 ms: a flood can
+    /// grow the process within one timer tick.
+    fn check_memory(&mut self) {
+        let now = std::time::Instant::now();
+        if let Some(guard) = &mut self.memory_guard
+            && now.duration_since(self.memory_checked_at) >= MEMORY_CHECK_INTERVAL
+            && let Some(resident) = resident_bytes()
+        {
+            self.memory_checked_at = now;
+            guard.check(resident);
+        }
+    }
+
     /// Feeds capture events; finished calls go to the sink.
     pub fn handle(
         &mut self,
         events: impl IntoIterator<Item = CaptureEvent>,
         sink: &mut impl CallSink,
     ) {
+        self.check_memory();
         for event in events {
             // A connection's socket is known before its data; it is forgotten only after its
             // close has ended its calls (which read it when they are flushed).
@@ -202,11 +221,7 @@ impl Daemon {
 
     /// Ends idle connections (call once a second or so).
     pub fn tick(&mut self, now_ns: u64, sink: &mut impl CallSink) {
-        if let Some(guard) = &mut self.memory_guard
-            && let Some(resident) = resident_bytes()
-        {
-            guard.check(resident);
-        }
+        self.check_memory();
         self.release_held(now_ns);
         self.pipeline.tick(now_ns, &mut self.records);
         self.flush(sink);

@@ -263,15 +263,15 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     // Flush every exporter (OTLP batches included) before exiting.
     exporters.shutdown().await;
     log::info!(
-        "{} calls exported ({} with a body cut by a size cap or --memory-limit; {} cuts for memory); captured {} records ({} bytes), lost records: {}, HTTP parse errors: {}, new processes held until hooked: {}",
+        "{} calls exported; captured {} records ({} bytes), lost records: {}, HTTP parse errors: {}, new processes held until hooked: {}, calls with a body cut by a size cap or --memory-limit: {} (bodies cut for memory: {})",
         health.calls_exported,
-        health.pipeline.truncated_calls,
-        health.pipeline.budget_refusals,
         health.capture.records,
         health.capture.bytes,
         health.capture.lost_records(),
         health.pipeline.http_parse_errors,
-        health.capture.held_processes
+        health.capture.held_processes,
+        health.pipeline.truncated_calls,
+        health.pipeline.budget_refusals,
     );
     log_socket_classes(&health.capture);
     Ok(())

@@ -18,6 +18,9 @@ pub const REORDER_WINDOW_NS: u64 = 50_000_000;
 /// Records held per stream at most while bytes before them are missing; past it, the missing
 /// bytes are declared a gap at once.
 const MAX_HELD_PER_STREAM: usize = 32;
+/// Record bytes held across all streams at most: past it, a stream's missing bytes are given
+/// up as a gap rather than held (memory stays bounded with thousands of streams).
+const MAX_HELD_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Default)]
 struct Stream {
@@ -30,12 +33,14 @@ struct Stream {
 }
 
 /// Orders records into [`StreamEvent`]s. Memory: a position per live stream, plus at most
-/// [`MAX_HELD_PER_STREAM`] records per stream for at most [`REORDER_WINDOW_NS`].
+/// [`MAX_HELD_PER_STREAM`] records per stream and [`MAX_HELD_BYTES`] in all, for at most
+/// [`REORDER_WINDOW_NS`].
 #[derive(Debug, Default)]
 pub struct StreamAssembler {
     streams: HashMap<(ConnectionId, Direction), Stream>,
-    /// Streams holding records.
+    /// Streams holding records, and the bytes of the records they hold.
     holding: usize,
+    held_bytes: usize,
     /// No held record is due before this kernel time (a scan of the streams is needed only
     /// from then on).
     next_due_ns: u64,
@@ -141,6 +146,7 @@ impl StreamAssembler {
         while let Some(stream) = self.streams.get_mut(&key)
             && let Some((_, first)) = stream.held.pop_first()
         {
+            self.held_bytes = self.held_bytes.saturating_sub(first.data.len());
             if stream.held.is_empty() {
                 stream.held_since_ns = 0;
                 self.holding -= 1;
@@ -157,6 +163,7 @@ impl StreamAssembler {
             && *entry.key() <= stream.next
         {
             let record = entry.remove();
+            self.held_bytes = self.held_bytes.saturating_sub(record.data.len());
             if stream.held.is_empty() {
                 stream.held_since_ns = 0;
                 self.holding -= 1;
@@ -171,7 +178,9 @@ impl StreamAssembler {
         let stream = self.streams.entry(key).or_default();
         let restart = d.stream_pos == 0 && d.offset == 0;
         if start > stream.next && !restart {
-            if stream.held.len() < MAX_HELD_PER_STREAM {
+            if stream.held.len() < MAX_HELD_PER_STREAM
+                && self.held_bytes + d.data.len() <= MAX_HELD_BYTES
+            {
                 // Ahead of the stream: the bytes before it may still be on their way.
                 if stream.held.is_empty() {
                     stream.held_since_ns = d.ts_return_ns;
@@ -180,7 +189,10 @@ impl StreamAssembler {
                         .next_due_ns
                         .min(d.ts_return_ns.saturating_add(REORDER_WINDOW_NS));
                 }
-                stream.held.insert(start, d);
+                self.held_bytes += d.data.len();
+                if let Some(replaced) = stream.held.insert(start, d) {
+                    self.held_bytes = self.held_bytes.saturating_sub(replaced.data.len());
+                }
                 return;
             }
             // Too much waiting: what is missing is lost.
@@ -405,6 +417,36 @@ mod tests {
         assert_eq!(summary[0], "<gap 10>", "{summary:?}");
         assert_eq!(summary.len(), 1 + MAX_HELD_PER_STREAM + 2);
         assert_eq!(summary[summary.len() - 2..], ["<gap 58>", "y"]);
+    }
+
+    /// Held bytes are bounded across streams: past the bound, a stream's missing bytes become
+    /// a gap at once instead of its record being held.
+    #[test]
+    fn bytes_held_across_streams_are_bounded() {
+        const CHUNK: usize = 64 * 1024;
+        let mut asm = StreamAssembler::new();
+        let mut out = Vec::new();
+        let streams = MAX_HELD_BYTES / CHUNK;
+        let ahead = |n: usize| {
+            let mut event = at(10, b"", 1);
+            if let CaptureEvent::Data(d) = &mut event {
+                d.conn.conn = 0x1000 + n as u64;
+                d.data = Bytes::from(vec![b'x'; CHUNK]);
+                d.call_len = CHUNK as u64;
+                d.last_chunk = true;
+            }
+            event
+        };
+        for n in 0..streams {
+            asm.push(ahead(n), &mut out);
+        }
+        assert!(out.is_empty(), "all held: {} bytes", asm.held_bytes);
+        assert_eq!(asm.held_bytes, MAX_HELD_BYTES);
+        asm.push(ahead(streams), &mut out);
+        assert_eq!(out.len(), 2, "a gap, then the record: {}", out.len());
+        assert_eq!(asm.held_bytes, MAX_HELD_BYTES);
+        asm.release_due(u64::MAX, &mut out);
+        assert_eq!(asm.held_bytes, 0);
     }
 
     #[test]
