@@ -236,7 +236,7 @@ pub enum MemoryLimitError {
 const MIN_BODY_BUDGET: usize = 8 * 1024 * 1024;
 
 /// Keeps the whole process under `--memory-limit`. Call bodies get what the limit leaves
-/// after llmtap's resident size at start and a headroom (a quarter of the limit) for what is
+/// after llmtap's resident size at start and a headroom (a third of the limit) for what is
 /// not accounted: one body's parse tree at a time, HPACK tables, the export queue, allocator
 /// slack. The resident size is then checked periodically: above the high-water mark (the
 /// limit less half the headroom) bodies stop growing until it comes back down, so the
@@ -256,15 +256,15 @@ impl MemoryGuard {
         resident_now: usize,
         budget: &MemoryBudget,
     ) -> Result<Self, MemoryLimitError> {
-        let headroom = limit / 4;
+        let headroom = limit / 3;
         let body_limit = limit.saturating_sub(resident_now).saturating_sub(headroom);
         if body_limit < MIN_BODY_BUDGET {
             return Err(MemoryLimitError::TooLow {
                 limit,
                 resident: resident_now,
                 headroom,
-                // limit − limit/4 − resident ≥ MIN  ⇔  limit ≥ 4/3 (resident + MIN)
-                needed: (resident_now + MIN_BODY_BUDGET).saturating_mul(4) / 3 + 1,
+                // limit − limit/3 − resident ≥ MIN  ⇔  limit ≥ 3/2 (resident + MIN)
+                needed: (resident_now + MIN_BODY_BUDGET).saturating_mul(3) / 2 + 3,
             });
         }
         budget.set_limit(body_limit);
@@ -289,8 +289,8 @@ impl MemoryGuard {
 
     /// Applies the process's resident size now.
     pub fn check(&mut self, resident: usize) {
-        let high = self.limit - self.limit / 8;
-        let low = self.limit - self.limit / 4;
+        let high = self.limit - self.limit / 6;
+        let low = self.limit - self.limit / 3;
         if resident > high && !self.squeezed {
             self.squeezed = true;
             self.squeezes += 1;
@@ -384,9 +384,10 @@ mod tests {
         const MIB: usize = 1024 * 1024;
         let budget = MemoryBudget::unlimited();
         let guard = MemoryGuard::new(256 * MIB, 40 * MIB, &budget).expect("room");
-        // 256 − 40 − 64 (a quarter) = 152 MiB.
-        assert_eq!(guard.body_limit(), 152 * MIB);
-        assert_eq!(budget.limit(), 152 * MIB);
+        // 256 MiB − 40 MiB − a third of the limit.
+        let expected = 256 * MIB - 40 * MIB - 256 * MIB / 3;
+        assert_eq!(guard.body_limit(), expected);
+        assert_eq!(budget.limit(), expected);
         let err = MemoryGuard::new(48 * MIB, 40 * MIB, &budget).expect_err("too low");
         let MemoryLimitError::TooLow { needed, .. } = err.clone();
         assert!(err.to_string().contains("--memory-limit"));
@@ -403,7 +404,7 @@ mod tests {
         assert!(held.extend_capped(&vec![0; MIB], usize::MAX));
         guard.check(100 * MIB);
         assert_eq!(guard.squeezes(), 0);
-        guard.check(150 * MIB); // above 160 − 20
+        guard.check(150 * MIB); // above 160 − 160/6
         assert_eq!(guard.squeezes(), 1);
         let mut other = BudgetedBuf::new(&budget);
         assert!(
@@ -412,7 +413,7 @@ mod tests {
         );
         guard.check(130 * MIB); // between the marks: still squeezed
         assert!(!other.extend_capped(&[1; 10], usize::MAX));
-        guard.check(100 * MIB); // below 160 − 40
+        guard.check(100 * MIB); // below 160 − 160/3
         assert!(other.extend_capped(&[1; 10], usize::MAX));
         guard.check(150 * MIB);
         assert_eq!(guard.squeezes(), 2);

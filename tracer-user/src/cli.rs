@@ -84,7 +84,7 @@ pub struct PipelineArgs {
     pub max_response_body: usize,
 
     /// Memory llmtap may hold in all (resident size; K/M/G suffixes; 0 = no limit). Call
-    /// bodies share what it leaves after llmtap's own footprint and a quarter of headroom;
+    /// bodies share what it leaves after llmtap's own footprint and a third of headroom;
     /// past it, bodies are cut and their calls flagged truncated, never an out-of-memory kill.
     #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_size_usize)]
     pub memory_limit: usize,
