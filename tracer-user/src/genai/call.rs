@@ -1,6 +1,5 @@
 //! One LLM call being assembled from its HTTP exchange, then turned into a [`CallRecord`].
 
-use base64::Engine as _;
 use serde_json::Value;
 
 use crate::flow::Direction;
@@ -9,15 +8,15 @@ use crate::sse::{
     EventStreamDecoder, EventStreamMessage, JsonArraySplitter, LineSplitter, SseEvent, SseParser,
 };
 
-use super::agent::read_agent_evidence;
+use super::api::wire::Text;
+use super::api::{read_error_body, read_response_body, shape};
 use super::estimate::count_tokens;
-use super::json::str_at;
 use super::provider::{Api, ApiTarget, StreamHint};
 use super::record::{
     CallContent, CallError, CallRecord, CallTiming, ProcessRef, RequestParams, ResponseInfo,
 };
-use super::request::{input_text, read_content, read_params};
-use super::response::{ResponseAcc, body_error_type};
+use super::request::{input_text, read_content};
+use super::response::ResponseAcc;
 use super::scan::TopLevelScanner;
 use crate::budget::{BudgetedBuf, MemoryBudget};
 
@@ -188,33 +187,39 @@ impl CallBuilder {
         self.timing.request_end_ns = ts_ns;
         self.last_ns = self.last_ns.max(ts_ns);
         // A body with lost or cut bytes is not parsed: values are never guessed.
-        let parsed = if self.req_lost || self.req_truncated {
-            None
+        let reader = shape(self.target.api);
+        let complete = !(self.req_lost || self.req_truncated);
+        if complete {
+            let body = self.req_body.as_slice();
+            let read = reader.read_request(body, cfg.capture_content, &mut self.params);
+            // Content and token estimation are opt-in: only they build a JSON tree.
+            if read.is_ok()
+                && (cfg.capture_content || cfg.estimate_missing_usage)
+                && let Ok(v) = serde_json::from_slice::<Value>(body)
+            {
+                if cfg.capture_content {
+                    let (input, system, tools) = read_content(self.target.api, &v);
+                    self.content = Some(CallContent {
+                        input_messages: input,
+                        system_instructions: system,
+                        tool_definitions: tools,
+                        output_messages: None,
+                    });
+                }
+                if cfg.estimate_missing_usage {
+                    self.input_text = input_text(&v, cfg.output_text_cap);
+                }
+            }
         } else {
-            serde_json::from_slice::<Value>(self.req_body.as_slice()).ok()
-        };
-        self.req_body.release();
-        if let Some(v) = &parsed {
-            read_params(self.target.api, v, &mut self.params);
-            read_agent_evidence(self.target.api, v, cfg.capture_content, &mut self.params);
-            if cfg.capture_content {
-                let (input, system, tools) = read_content(self.target.api, v);
-                self.content = Some(CallContent {
-                    input_messages: input,
-                    system_instructions: system,
-                    tool_definitions: tools,
-                    output_messages: None,
-                });
-            }
-            if cfg.estimate_missing_usage {
-                self.input_text = input_text(v, cfg.output_text_cap);
-            }
-        }
-        if parsed.is_none() && (self.req_truncated || self.req_lost) {
             // Too large to keep, or past the kernel's per-call capture cap: the top-level
             // scalars seen on the wire (all of them, or the captured prefix's) are still real.
-            read_params(self.target.api, &self.req_scan.fields(), &mut self.params);
+            let fields = serde_json::to_vec(&self.req_scan.fields()).unwrap_or_default();
+            // The scan holds only valid scalars: reading them cannot fail but for a bug.
+            if let Err(e) = reader.read_request(&fields, false, &mut self.params) {
+                log::debug!("top-level fields of a cut request: {e}");
+            }
         }
+        self.req_body.release();
         if let Some(m) = &self.target.path_model {
             self.params.model = Some(m.clone());
         }
@@ -264,16 +269,17 @@ impl CallBuilder {
         self.body = BodyMode::Messages;
     }
 
-    /// One server message of this call (a WebSocket event, already parsed).
-    pub fn response_message(&mut self, v: &Value, ts_ns: u64) {
+    /// One server message of this call (a WebSocket event).
+    pub fn response_message(&mut self, payload: &[u8], ts_ns: u64) {
         self.message_arrived(ts_ns);
-        self.apply_stream_value(v, ts_ns);
+        self.read_event(None, payload, ts_ns);
     }
 
     /// A Realtime audio delta of this call, its payload skipped.
     pub fn response_audio_delta(&mut self, ts_ns: u64) {
         self.message_arrived(ts_ns);
-        self.acc.realtime_audio_delta(ts_ns);
+        // An audio delta: a content chunk whose payload was skipped.
+        self.acc.content_chunk(ts_ns);
     }
 
     /// The model the server named for the session the call belongs to (Realtime).
@@ -380,62 +386,35 @@ impl CallBuilder {
             self.acc.stream_finished = true;
             return;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(payload) else {
-            self.bad_events += 1;
-            return;
-        };
-        self.provider_from_body(&v);
-        self.apply_stream_value(&v, ts_ns);
+        self.read_event(None, payload, ts_ns);
     }
 
-    fn apply_stream_value(&mut self, v: &Value, ts_ns: u64) {
-        let acc = &mut self.acc;
-        match self.target.api {
-            Api::ChatCompletions | Api::Completions | Api::Embeddings => acc.openai(v, Some(ts_ns)),
-            Api::Responses => acc.responses_event(v, ts_ns),
-            Api::AnthropicMessages => acc.anthropic_event(v, ts_ns),
-            Api::GeminiGenerateContent => acc.gemini(v, Some(ts_ns)),
-            Api::CohereChatV2 => acc.cohere_event(v, ts_ns),
-            Api::LlamaCppCompletion => acc.llama_cpp(v, Some(ts_ns)),
-            Api::OllamaChat => acc.ollama(v, true, Some(ts_ns)),
-            Api::OllamaGenerate => acc.ollama(v, false, Some(ts_ns)),
-            Api::BedrockInvokeModel => acc.bedrock_invoke(v, Some(ts_ns)),
-            Api::Realtime => acc.realtime_event(v, ts_ns),
-            // Converse streams come as event-stream frames; an SSE body here is unexpected.
-            Api::BedrockConverse => self.bad_events += 1,
+    /// One stream event through the API's reader; one that cannot be read is counted.
+    fn read_event(&mut self, event_type: Option<&str>, payload: &[u8], ts_ns: u64) {
+        let reader = shape(self.target.api);
+        if let Err(e) = reader.read_event(event_type, payload, ts_ns, &mut self.acc) {
+            log::trace!("unreadable stream event: {e}");
+            self.bad_events += 1;
         }
+        self.provider_from_body();
     }
 
     fn on_eventstream(&mut self, m: EventStreamMessage, ts_ns: u64) {
         match m.message_type.as_deref() {
             Some("exception") | Some("error") => {
-                let payload: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+                let message = serde_json::from_slice::<ExceptionPayload>(&m.payload)
+                    .ok()
+                    .and_then(|p| p.message.owned().or_else(|| p.message_upper.owned()));
                 self.acc.error = Some(super::response::BodyError {
                     error_type: m.exception_type.or(m.error_code),
-                    message: str_at(&payload, &["message"])
-                        .or_else(|| str_at(&payload, &["Message"])),
+                    message,
                 });
                 return;
             }
             _ => {}
         }
-        let Ok(v) = serde_json::from_slice::<Value>(&m.payload) else {
-            self.bad_events += 1;
-            return;
-        };
         let event_type = m.event_type.unwrap_or_default();
-        match self.target.api {
-            Api::BedrockInvokeModel if event_type == "chunk" => {
-                let inner = str_at(&v, &["bytes"])
-                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-                match inner {
-                    Some(inner) => self.acc.bedrock_invoke(&inner, Some(ts_ns)),
-                    None => self.bad_events += 1,
-                }
-            }
-            _ => self.acc.bedrock_converse_event(&event_type, &v, ts_ns),
-        }
+        self.read_event(Some(&event_type), &m.payload, ts_ns);
     }
 
     /// Bytes of this exchange were lost (framing intact): what they carried stays unknown.
@@ -496,9 +475,9 @@ impl CallBuilder {
     }
 
     /// An OpenAI-compatible server on an unknown host named by its response's shape.
-    fn provider_from_body(&mut self, v: &Value) {
+    fn provider_from_body(&mut self) {
         if self.target.provider_from_shape
-            && let Some(provider) = super::provider::provider_from_response_body(v)
+            && let Some(provider) = self.acc.provider_hint
         {
             self.target.provider = provider.to_string();
             self.target.provider_from_shape = false;
@@ -509,39 +488,18 @@ impl CallBuilder {
         if self.resp_lost || self.resp_truncated || buf.is_empty() {
             return;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(buf) else {
-            self.bad_events += 1;
-            return;
-        };
         if self.status.is_some_and(|s| s >= 400) {
-            self.acc.error = Some(super::response::BodyError {
-                error_type: body_error_type(&v),
-                message: str_at(&v, &["error", "message"]).or_else(|| str_at(&v, &["message"])),
-            });
+            match read_error_body(buf) {
+                Ok(e) => self.acc.error = Some(e),
+                Err(_) => self.bad_events += 1,
+            }
             return;
         }
-        self.provider_from_body(&v);
-        let acc = &mut self.acc;
-        let items: Vec<&Value> = match &v {
-            Value::Array(a) => a.iter().collect(),
-            other => vec![other],
-        };
-        for item in items {
-            match self.target.api {
-                Api::ChatCompletions | Api::Completions | Api::Embeddings => acc.openai(item, None),
-                Api::Responses => acc.responses_object(item),
-                Api::AnthropicMessages => acc.anthropic_body(item),
-                Api::GeminiGenerateContent => acc.gemini(item, None),
-                Api::BedrockConverse => acc.bedrock_converse_body(item),
-                Api::BedrockInvokeModel => acc.bedrock_invoke(item, None),
-                Api::OllamaChat => acc.ollama(item, true, None),
-                Api::OllamaGenerate => acc.ollama(item, false, None),
-                Api::CohereChatV2 => acc.cohere_body(item),
-                Api::LlamaCppCompletion => acc.llama_cpp(item, None),
-                // Realtime responses only come as WebSocket events.
-                Api::Realtime => self.bad_events += 1,
-            }
+        if let Err(e) = read_response_body(self.target.api, buf, &mut self.acc) {
+            log::trace!("unreadable response body: {e}");
+            self.bad_events += 1;
         }
+        self.provider_from_body();
     }
 
     /// The finished record; `abort` when the exchange ended without a complete response.
@@ -725,4 +683,14 @@ impl CallBuilder {
             agent: None,
         })
     }
+}
+
+/// An AWS event-stream exception's payload.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ExceptionPayload<'a> {
+    #[serde(borrow)]
+    message: Text<'a>,
+    #[serde(borrow, rename = "Message")]
+    message_upper: Text<'a>,
 }

@@ -1,11 +1,14 @@
 //! Stage 4, GenAI: HTTP exchanges → LLM call records (providers, usage, timings).
 //!
-//! `provider` recognises the API from the request head, `request` reads request bodies,
-//! `response` applies bodies and stream events of each API, `call` assembles one call and
+//! `provider` recognises the API from the request head; `api/` has one reader per API shape
+//! (request parameters and agent evidence, response bodies and stream events, typed and
+//! borrowing); `response` accumulates what they read, `request` builds the opt-in input
+//! content, `call` assembles one call and
 //! `estimate` counts tokens when a response carries none (opt-in); `agent` links finished calls
 //! into agent sessions and finds tool executions.
 
 pub mod agent;
+pub mod api;
 pub mod call;
 pub mod estimate;
 pub mod json;

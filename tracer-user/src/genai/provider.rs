@@ -132,23 +132,6 @@ pub fn provider_from_response_headers(headers: &crate::http::Headers) -> Option<
     None
 }
 
-/// Providers told apart by an OpenAI-shaped response body (top-level JSON object of a whole
-/// response or of a stream chunk): Ollama's OpenAI endpoint (`system_fingerprint` `fp_ollama`),
-/// llama.cpp (`timings`), vLLM (`prompt_logprobs` / `kv_transfer_params`, which only it sends).
-pub fn provider_from_response_body(body: &serde_json::Value) -> Option<&'static str> {
-    let object = body.as_object()?;
-    if object.get("system_fingerprint").and_then(|v| v.as_str()) == Some("fp_ollama") {
-        return Some("ollama");
-    }
-    if object.contains_key("timings") {
-        return Some("llama_cpp");
-    }
-    if object.contains_key("prompt_logprobs") || object.contains_key("kv_transfer_params") {
-        return Some("vllm");
-    }
-    None
-}
-
 /// Every `gen_ai.provider.name` llmtap names itself: the semantic conventions' well-known
 /// values and the providers its host table or a server's responses name. An OpenAI-compatible
 /// call to another server is `openai` (the API shape, as the conventions advise), with
@@ -589,23 +572,6 @@ mod tests {
         );
         assert_eq!(
             provider_from_response_headers(&headers("server", "uvicorn")),
-            None
-        );
-        let body = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
-        assert_eq!(
-            provider_from_response_body(&body(r#"{"system_fingerprint":"fp_ollama"}"#)),
-            Some("ollama")
-        );
-        assert_eq!(
-            provider_from_response_body(&body(r#"{"timings":{"predicted_n":3}}"#)),
-            Some("llama_cpp")
-        );
-        assert_eq!(
-            provider_from_response_body(&body(r#"{"id":"x","prompt_logprobs":null}"#)),
-            Some("vllm")
-        );
-        assert_eq!(
-            provider_from_response_body(&body(r#"{"system_fingerprint":"fp_1"}"#)),
             None
         );
         for p in ["litellm", "llama_cpp", "vllm", "ollama"] {

@@ -1,110 +1,10 @@
-//! Request bodies → `gen_ai.request.*` parameters and (opt-in) input content.
+//! Request bodies → the opt-in input content (`gen_ai.input.messages`, system instructions,
+//! tool definitions) and the text a tokenizer would count. Parameters are read by `api/`.
 
 use serde_json::{Value, json};
 
-use super::json::{arr_at, at, f64_at, i64_at, str_at, strings_at, u64_at};
+use super::json::{arr_at, at, str_at, strings_at};
 use super::provider::Api;
-use super::record::RequestParams;
-
-/// Fills `params` from a request body. `model` and `stream` from the URL are applied by the
-/// caller; this only reads the JSON.
-pub fn read_params(api: Api, body: &Value, params: &mut RequestParams) {
-    let g = |path: &[&str]| f64_at(body, path);
-    match api {
-        Api::GeminiGenerateContent => {
-            let p = |k: &'static str| ["generationConfig", k];
-            params.temperature = g(&p("temperature"));
-            params.top_p = g(&p("topP"));
-            params.top_k = g(&p("topK"));
-            params.max_tokens = u64_at(body, &p("maxOutputTokens"));
-            params.stop_sequences = strings_at(body, &p("stopSequences"));
-            params.seed = i64_at(body, &p("seed"));
-            params.choice_count = u64_at(body, &p("candidateCount")).filter(|&n| n != 1);
-            params.frequency_penalty = g(&p("frequencyPenalty"));
-            params.presence_penalty = g(&p("presencePenalty"));
-            params.output_type = match str_at(body, &p("responseMimeType")).as_deref() {
-                Some("application/json") => Some("json".into()),
-                Some("text/plain") => Some("text".into()),
-                _ => None,
-            };
-        }
-        Api::BedrockConverse => {
-            let p = |k: &'static str| ["inferenceConfig", k];
-            params.temperature = g(&p("temperature"));
-            params.top_p = g(&p("topP"));
-            params.max_tokens = u64_at(body, &p("maxTokens"));
-            params.stop_sequences = strings_at(body, &p("stopSequences"));
-            params.top_k = f64_at(body, &["additionalModelRequestFields", "top_k"]);
-        }
-        Api::OllamaChat | Api::OllamaGenerate => {
-            params.model = str_at(body, &["model"]);
-            let p = |k: &'static str| ["options", k];
-            params.temperature = g(&p("temperature"));
-            params.top_p = g(&p("top_p"));
-            params.top_k = g(&p("top_k"));
-            params.max_tokens = u64_at(body, &p("num_predict"));
-            params.stop_sequences = strings_at(body, &p("stop"));
-            params.seed = i64_at(body, &p("seed"));
-            params.frequency_penalty = g(&p("frequency_penalty"));
-            params.presence_penalty = g(&p("presence_penalty"));
-            // Ollama streams unless told not to.
-            params.stream = at(body, &["stream"])
-                .and_then(Value::as_bool)
-                .unwrap_or(true);
-            if at(body, &["format"]).is_some_and(|f| f == "json" || f.is_object()) {
-                params.output_type = Some("json".into());
-            }
-        }
-        Api::LlamaCppCompletion => {
-            params.model = str_at(body, &["model"]);
-            params.temperature = g(&["temperature"]);
-            params.top_p = g(&["top_p"]);
-            params.top_k = g(&["top_k"]);
-            // -1 (the default) means no limit.
-            params.max_tokens = u64_at(body, &["n_predict"]);
-            params.stop_sequences = strings_at(body, &["stop"]);
-            params.seed = i64_at(body, &["seed"]).filter(|&s| s >= 0);
-            params.frequency_penalty = g(&["frequency_penalty"]);
-            params.presence_penalty = g(&["presence_penalty"]);
-            params.stream = at(body, &["stream"])
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-        }
-        _ => {
-            // OpenAI-shaped, Anthropic, Cohere, Bedrock InvokeModel (provider-native bodies).
-            params.model = str_at(body, &["model"]);
-            params.temperature = g(&["temperature"]);
-            params.top_p = g(&["top_p"]).or_else(|| g(&["p"]));
-            params.top_k = g(&["top_k"]).or_else(|| g(&["k"]));
-            params.max_tokens = u64_at(body, &["max_tokens"])
-                .or_else(|| u64_at(body, &["max_completion_tokens"]))
-                .or_else(|| u64_at(body, &["max_output_tokens"]));
-            params.stop_sequences = if api == Api::AnthropicMessages || api == Api::CohereChatV2 {
-                strings_at(body, &["stop_sequences"])
-            } else {
-                strings_at(body, &["stop"])
-            };
-            params.seed = i64_at(body, &["seed"]);
-            params.choice_count = u64_at(body, &["n"]).filter(|&n| n != 1);
-            params.frequency_penalty = g(&["frequency_penalty"]);
-            params.presence_penalty = g(&["presence_penalty"]);
-            params.stream = at(body, &["stream"])
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            params.encoding_formats = strings_at(body, &["encoding_format"]);
-            params.service_tier = str_at(body, &["service_tier"]);
-            params.conversation_id =
-                str_at(body, &["conversation"]).or_else(|| str_at(body, &["conversation", "id"]));
-            let format = str_at(body, &["response_format", "type"])
-                .or_else(|| str_at(body, &["text", "format", "type"]));
-            params.output_type = match format.as_deref() {
-                Some("json_object" | "json_schema") => Some("json".into()),
-                Some("text") => Some("text".into()),
-                _ => None,
-            };
-        }
-    }
-}
 
 /// Input side of the opt-in content: (input messages, system instructions, tool definitions).
 pub fn read_content(api: Api, body: &Value) -> (Option<Value>, Option<Value>, Option<Value>) {
@@ -451,48 +351,6 @@ pub fn input_text(body: &Value, cap: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn openai_params() {
-        let body = json!({"model": "gpt-4o", "temperature": 0.2, "top_p": 0.9, "max_completion_tokens": 50,
-            "stop": "END", "seed": 7, "n": 2, "frequency_penalty": 0.5, "presence_penalty": -0.5,
-            "stream": true, "service_tier": "flex", "response_format": {"type": "json_object"}});
-        let mut p = RequestParams::default();
-        read_params(Api::ChatCompletions, &body, &mut p);
-        assert_eq!(p.model.as_deref(), Some("gpt-4o"));
-        assert_eq!(p.temperature, Some(0.2));
-        assert_eq!(p.top_p, Some(0.9));
-        assert_eq!(p.max_tokens, Some(50));
-        assert_eq!(p.stop_sequences, vec!["END"]);
-        assert_eq!(p.seed, Some(7));
-        assert_eq!(p.choice_count, Some(2));
-        assert_eq!(p.frequency_penalty, Some(0.5));
-        assert_eq!(p.presence_penalty, Some(-0.5));
-        assert!(p.stream);
-        assert_eq!(p.service_tier.as_deref(), Some("flex"));
-        assert_eq!(p.output_type.as_deref(), Some("json"));
-        let mut p = RequestParams::default();
-        read_params(Api::ChatCompletions, &json!({"n": 1}), &mut p);
-        assert_eq!(p.choice_count, None, "n = 1 is not reported");
-    }
-
-    #[test]
-    fn gemini_and_bedrock_params() {
-        let body = json!({"generationConfig": {"temperature": 0.1, "topK": 40, "maxOutputTokens": 100, "stopSequences": ["x"], "candidateCount": 3}});
-        let mut p = RequestParams::default();
-        read_params(Api::GeminiGenerateContent, &body, &mut p);
-        assert_eq!(
-            (p.temperature, p.top_k, p.max_tokens, p.choice_count),
-            (Some(0.1), Some(40.0), Some(100), Some(3))
-        );
-        assert_eq!(p.stop_sequences, vec!["x"]);
-        let body =
-            json!({"inferenceConfig": {"maxTokens": 10, "topP": 0.5, "stopSequences": ["a", "b"]}});
-        let mut p = RequestParams::default();
-        read_params(Api::BedrockConverse, &body, &mut p);
-        assert_eq!((p.max_tokens, p.top_p), (Some(10), Some(0.5)));
-        assert_eq!(p.stop_sequences.len(), 2);
-    }
 
     #[test]
     fn anthropic_content() {

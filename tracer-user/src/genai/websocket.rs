@@ -230,9 +230,11 @@ impl WsSession {
         let kind = buf.kind.clone().unwrap_or_default();
         match (p.direction, realtime) {
             (Direction::Write, false) => self.responses_client(&kind, &buf, &v, p.ts_ns, cfg, done),
-            (Direction::Read, false) => self.responses_server(&kind, &v, p.ts_ns, done),
+            (Direction::Read, false) => self.responses_server(&kind, &buf.data, p.ts_ns, done),
             (Direction::Write, true) => self.realtime_client(&kind, &buf, &v, p.ts_ns, cfg, done),
-            (Direction::Read, true) => self.realtime_server(&kind, &v, p.ts_ns, cfg, done),
+            (Direction::Read, true) => {
+                self.realtime_server(&kind, &v, &buf.data, p.ts_ns, cfg, done)
+            }
         }
     }
 
@@ -310,7 +312,7 @@ impl WsSession {
     fn responses_server(
         &mut self,
         kind: &str,
-        v: &Value,
+        data: &[u8],
         ts_ns: u64,
         done: &mut Vec<FinishedCall>,
     ) {
@@ -318,7 +320,7 @@ impl WsSession {
             self.unmatched_events += 1;
             return;
         };
-        call.builder.response_message(v, ts_ns);
+        call.builder.response_message(data, ts_ns);
         if matches!(
             kind,
             "response.completed" | "response.incomplete" | "response.failed" | "error"
@@ -370,6 +372,7 @@ impl WsSession {
         &mut self,
         kind: &str,
         v: &Value,
+        data: &[u8],
         ts_ns: u64,
         cfg: &CallConfig,
         done: &mut Vec<FinishedCall>,
@@ -391,7 +394,7 @@ impl WsSession {
                 }
                 if let Some(call) = self.calls.iter_mut().find(|c| c.response_id.is_none()) {
                     call.response_id = id.or_else(|| Some(String::new()));
-                    call.builder.response_message(v, ts_ns);
+                    call.builder.response_message(data, ts_ns);
                 }
                 return;
             }
@@ -420,7 +423,7 @@ impl WsSession {
         let Some(call) = self.calls.get_mut(index) else {
             return;
         };
-        call.builder.response_message(v, ts_ns);
+        call.builder.response_message(data, ts_ns);
         if (kind == "response.done" || kind == "error")
             && let Some(mut call) = self.calls.remove(index)
         {

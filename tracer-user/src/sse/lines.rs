@@ -52,7 +52,12 @@ impl LineSplitter {
             match memchr::memchr2(b'\n', b'\r', data) {
                 Some(i) => {
                     let (part, rest) = data.split_at(i);
-                    self.append(part);
+                    // A line that lies whole in this chunk is handed over in place; only a
+                    // line split across chunks is gathered in the buffer.
+                    let direct = self.line.is_empty() && !self.discarding && part.len() <= self.cap;
+                    if !direct {
+                        self.append(part);
+                    }
                     let term = rest.first().copied().unwrap_or(b'\n');
                     let mut after = rest.get(1..).unwrap_or_default();
                     if term == b'\r' {
@@ -64,6 +69,11 @@ impl LineSplitter {
                     }
                     if self.discarding {
                         self.discarding = false;
+                    } else if direct {
+                        on_line(Line {
+                            bytes: part,
+                            overlong: false,
+                        });
                     } else {
                         on_line(Line {
                             bytes: &self.line,

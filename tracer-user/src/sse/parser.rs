@@ -87,7 +87,11 @@ fn handle_line(
     if *skip_event || line.bytes.first() == Some(&b':') {
         return;
     }
-    let text = String::from_utf8_lossy(line.bytes);
+    // Valid UTF-8 (nearly always) is borrowed; only a broken line pays for the lossy copy.
+    let text = match std::str::from_utf8(line.bytes) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(line.bytes),
+    };
     let (field, value) = match text.split_once(':') {
         Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
         None => (text.as_ref(), ""),

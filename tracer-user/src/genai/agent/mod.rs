@@ -19,12 +19,10 @@
 //! Memory is bounded: sessions per process, processes, and pending tool calls per session are
 //! capped (the least recently active goes first), and idle sessions are dropped by `tick`.
 
-pub mod evidence;
 pub mod processes;
 
 use std::collections::{HashMap, VecDeque};
 
-pub use evidence::read_agent_evidence;
 use processes::ProcessLog;
 pub use processes::{MAX_PROCESSES_PER_TOOL, ToolProcess};
 
