@@ -191,7 +191,7 @@ pub(super) fn read_body(bytes: &[u8], acc: &mut ResponseAcc) -> Result<(), ReadE
         return Ok(());
     };
     if v.kind.is("error") {
-        acc.error = Some(body_error(&v.error, &v.message));
+        acc.error = Some(body_error(v.error.obj.as_ref(), &v.message));
         return Ok(());
     }
     acc.id = v.id.owned();
@@ -264,7 +264,7 @@ pub(super) fn read_event(bytes: &[u8], ts_ns: u64, acc: &mut ResponseAcc) -> Res
         }
         Some("error") => {
             let top = Text(v.message.scalar.as_deref().map(std::borrow::Cow::Borrowed));
-            acc.error = Some(body_error(&v.error, &top));
+            acc.error = Some(body_error(v.error.obj.as_ref(), &top));
         }
         _ => {}
     }

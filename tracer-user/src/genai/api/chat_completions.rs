@@ -85,8 +85,9 @@ struct Message<'a> {
     reasoning: Text<'a>,
     #[serde(borrow)]
     tool_calls: List<Obj<ToolCall<'a>>>,
+    /// The pre-tools form; rare, so boxed to keep the per-chunk struct small.
     #[serde(borrow)]
-    function_call: Obj<FunctionCall<'a>>,
+    function_call: Obj<Box<FunctionCall<'a>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -95,11 +96,9 @@ struct Choice<'a> {
     index: Count,
     #[serde(borrow)]
     finish_reason: Text<'a>,
-    /// Stream chunks carry `delta`, bodies `message`; legacy completions `text`.
-    #[serde(borrow)]
+    /// Stream chunks carry `delta`, bodies `message` (never both); legacy completions `text`.
+    #[serde(borrow, alias = "message")]
     delta: Obj<Message<'a>>,
-    #[serde(borrow)]
-    message: Obj<Message<'a>>,
     #[serde(borrow)]
     text: Text<'a>,
 }
@@ -145,14 +144,16 @@ struct Chunk<'a> {
     system_fingerprint: Text<'a>,
     #[serde(borrow)]
     service_tier: Text<'a>,
+    // Fields present once per response are boxed: a small struct is cheap to move for every
+    // chunk.
     #[serde(borrow)]
-    error: Field<ErrorDetail<'a>>,
+    error: Field<Box<ErrorDetail<'a>>>,
     #[serde(borrow)]
     message: Text<'a>,
     #[serde(borrow)]
     choices: List<Obj<Choice<'a>>>,
-    usage: Obj<Usage>,
-    x_groq: Obj<Groq>,
+    usage: Obj<Box<Usage>>,
+    x_groq: Obj<Box<Groq>>,
     // What names an OpenAI-compatible server on an unknown host.
     timings: Present,
     prompt_logprobs: Present,
@@ -216,7 +217,7 @@ pub(super) fn read_chunk(
         acc.service_tier = Some(t);
     }
     if v.error.present {
-        acc.error = Some(body_error(&v.error, &v.message));
+        acc.error = Some(body_error(v.error.obj.as_deref(), &v.message));
     }
     let mut has_content = false;
     for c in v.choices.iter().filter_map(Obj::get) {
@@ -228,7 +229,7 @@ pub(super) fn read_chunk(
             has_content = true;
             acc.push_text(index, text, false);
         }
-        let Some(m) = c.delta.get().or(c.message.get()) else {
+        let Some(m) = c.delta.get() else {
             continue;
         };
         for (text, reasoning) in [
@@ -269,6 +270,7 @@ pub(super) fn read_chunk(
     if let Some(u) = v
         .usage
         .get()
+        .map(|u| &**u)
         .or_else(|| v.x_groq.get().and_then(|g| g.usage.get()))
     {
         u.apply(acc);

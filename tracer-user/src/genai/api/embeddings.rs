@@ -97,7 +97,7 @@ fn read(bytes: &[u8], acc: &mut ResponseAcc) -> Result<(), ReadError> {
     acc.first_id(&v.id);
     acc.first_model(&v.model);
     if v.error.present {
-        acc.error = Some(body_error(&v.error, &v.message));
+        acc.error = Some(body_error(v.error.obj.as_ref(), &v.message));
     }
     if acc.embeddings_dimension.is_none()
         && let Some(first) = v.data.first()

@@ -135,7 +135,7 @@ fn read(bytes: &[u8], stream_ts: Option<u64>, acc: &mut ResponseAcc) -> Result<(
         return Ok(());
     };
     if v.error.obj.is_some() {
-        acc.error = Some(body_error(&v.error, &v.message));
+        acc.error = Some(body_error(v.error.obj.as_ref(), &v.message));
         return Ok(());
     }
     acc.first_id(&v.response_id);

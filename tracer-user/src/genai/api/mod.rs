@@ -121,14 +121,13 @@ impl ErrorFields<'_> {
     }
 
     pub fn to_error(&self) -> BodyError {
-        body_error(&self.error, &self.message)
+        body_error(self.error.obj.as_ref(), &self.message)
     }
 }
 
 /// The error's type (`error.type`, else `error.code`, else `error.status`) and message
 /// (`error.message`, else the top-level `message`).
-pub fn body_error(error: &Field<ErrorDetail<'_>>, message: &Text<'_>) -> BodyError {
-    let detail = error.obj.as_ref();
+pub fn body_error(detail: Option<&ErrorDetail<'_>>, message: &Text<'_>) -> BodyError {
     {
         BodyError {
             error_type: detail.and_then(|d| {
