@@ -1,11 +1,14 @@
-//! Live console view: a row per call as it completes, and a periodic summary per process and
-//! model.
+//! Live console view: a row per call as it completes, each agent turn as a tree when it
+//! closes (its calls, tools with the processes they ran, MCP requests), and a periodic
+//! summary per process and model.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     io::Write,
     time::{Duration, Instant},
 };
+
+use opentelemetry::trace::SpanId;
 
 use super::{
     attributes::{AttrValue, find, keys},
@@ -18,6 +21,33 @@ use crate::genai::finish_reason_class;
 const MAX_SUMMARY_KEYS: usize = 256;
 /// Durations kept per pair for the median (the most recent ones).
 const MAX_DURATION_SAMPLES: usize = 512;
+/// Open turns whose children wait for the tree; past it the oldest turn's rows are printed
+/// flat.
+const MAX_OPEN_TURNS: usize = 256;
+/// Rows kept per turn tree; further ones are counted on its last line.
+const MAX_TREE_ROWS: usize = 64;
+/// Processes named per tool row.
+const MAX_TREE_PROCESSES: usize = 8;
+
+/// One child of a turn, waiting for the turn to close.
+#[derive(Debug)]
+struct TreeRow {
+    start_unix_nanos: u64,
+    /// What the row says (without the timing columns).
+    detail: String,
+    duration_s: f64,
+    /// The processes a tool ran: `name (duration)`.
+    processes: Vec<String>,
+}
+
+/// The children of one open turn, in arrival order.
+#[derive(Debug, Default)]
+struct OpenTurn {
+    rows: Vec<TreeRow>,
+    more: u64,
+    /// Arrival order, for evicting the oldest.
+    seq: u64,
+}
 
 #[derive(Debug, Default)]
 struct Aggregate {
@@ -57,6 +87,9 @@ pub struct Console {
     dropped_summary_keys: u64,
     rows_since_summary: u64,
     health: Option<HealthSnapshot>,
+    /// Turn span id → its children so far.
+    open_turns: HashMap<SpanId, OpenTurn>,
+    next_seq: u64,
 }
 
 fn str_attr<'a>(span: &'a CallSpan, key: &str) -> Option<&'a str> {
@@ -107,6 +140,65 @@ fn fit(text: &str, width: usize) -> String {
     }
 }
 
+fn duration_s(span: &CallSpan) -> f64 {
+    span.end_unix_nanos.saturating_sub(span.start_unix_nanos) as f64 / 1e9
+}
+
+/// The llmtap turn a span belongs to (a parent from the application's `traceparent` is not
+/// one).
+fn turn_of(span: &CallSpan) -> Option<SpanId> {
+    span.parent_span_id.filter(|_| !span.parent_is_remote)
+}
+
+/// What a tool execution or MCP request row says.
+fn agent_detail(span: &CallSpan) -> String {
+    if let Some(method) = str_attr(span, keys::MCP_METHOD_NAME) {
+        // An MCP request: the method (or tool) and its server, then how it ended.
+        let outcome = match str_attr(span, keys::ERROR_TYPE) {
+            Some(e) => format!("error:{e}"),
+            None => "ok".to_string(),
+        };
+        let target = str_attr(span, keys::TOOL_NAME)
+            .map(|t| format!("{method} {t}"))
+            .unwrap_or_else(|| span.name.clone());
+        format!(
+            "mcp {} @{} {}",
+            target,
+            str_attr(span, keys::SERVER_ADDRESS).unwrap_or("-"),
+            outcome
+        )
+    } else {
+        format!(
+            "{} [{}]",
+            span.name,
+            str_attr(span, keys::TOOL_CALL_ID).unwrap_or("-")
+        )
+    }
+}
+
+/// The processes a tool ran, from its `llmtap.process` events: `name (duration)`.
+fn processes_of(span: &CallSpan) -> Vec<String> {
+    let mut out: Vec<String> = span
+        .events
+        .iter()
+        .take(MAX_TREE_PROCESSES)
+        .filter_map(|e| {
+            let name = match find(&e.attributes, keys::PROCESS_EXECUTABLE_NAME)? {
+                AttrValue::Str(s) => s.as_str(),
+                _ => return None,
+            };
+            Some(match find(&e.attributes, keys::LLMTAP_PROCESS_DURATION) {
+                Some(AttrValue::Double(d)) => format!("{name} ({d:.3}s)"),
+                _ => format!("{name} (running)"),
+            })
+        })
+        .collect();
+    if span.events.len() > MAX_TREE_PROCESSES {
+        out.push(format!("… {} more", span.events.len() - MAX_TREE_PROCESSES));
+    }
+    out
+}
+
 impl Console {
     /// `summary_interval`: `None` prints the summary only at shutdown.
     pub fn new(out: Box<dyn Write + Send>, summary_interval: Option<Duration>) -> Self {
@@ -119,6 +211,8 @@ impl Console {
             dropped_summary_keys: 0,
             rows_since_summary: 0,
             health: None,
+            open_turns: HashMap::new(),
+            next_seq: 0,
         }
     }
 
@@ -127,50 +221,161 @@ impl Console {
         self.health = Some(health);
     }
 
-    /// Writes the row of an agent span: an `execute_tool` row under the call that asked for
-    /// it, an `invoke_agent` row closing the turn with its totals.
+    /// An agent span: a tool execution or MCP request under a turn waits for the turn's tree;
+    /// an `invoke_agent` span prints that tree; an MCP request outside any turn is a row.
     pub fn write_agent(&mut self, span: &CallSpan) -> std::io::Result<()> {
-        let duration_s = span.end_unix_nanos.saturating_sub(span.start_unix_nanos) as f64 / 1e9;
-        let process = format!("{}/{}", span.resource.pid, span.resource.executable_name);
-        let detail = if str_attr(span, keys::OPERATION_NAME) == Some("invoke_agent") {
-            format!(
-                "└ {} ({} calls, {} tools)",
-                span.name,
-                opt(int_attr(span, keys::LLMTAP_AGENT_CALLS)),
-                opt(int_attr(span, keys::LLMTAP_AGENT_TOOL_EXECUTIONS)),
-            )
-        } else if let Some(method) = str_attr(span, keys::MCP_METHOD_NAME) {
-            // An MCP request: the method (or tool) and its server, then how it ended.
-            let outcome = match str_attr(span, keys::ERROR_TYPE) {
-                Some(e) => format!("error:{e}"),
-                None => "ok".to_string(),
-            };
-            let target = str_attr(span, keys::TOOL_NAME)
-                .map(|t| format!("{method} {t}"))
-                .unwrap_or_else(|| span.name.clone());
-            format!(
-                "├ mcp {} @{} {}",
-                target,
-                str_attr(span, keys::SERVER_ADDRESS).unwrap_or("-"),
-                outcome
-            )
-        } else {
-            format!(
-                "├ {} [{}]",
-                span.name,
-                str_attr(span, keys::TOOL_CALL_ID).unwrap_or("-")
-            )
+        if str_attr(span, keys::OPERATION_NAME) == Some("invoke_agent") {
+            return self.write_turn(span);
+        }
+        let row = TreeRow {
+            start_unix_nanos: span.start_unix_nanos,
+            detail: agent_detail(span),
+            duration_s: duration_s(span),
+            processes: processes_of(span),
         };
+        match turn_of(span) {
+            Some(turn) => self.add_to_turn(turn, row),
+            None => {
+                let process = format!("{}/{}", span.resource.pid, span.resource.executable_name);
+                self.write_row(
+                    span.end_unix_nanos,
+                    &process,
+                    &format!("├ {}", row.detail),
+                    &row,
+                )
+            }
+        }
+    }
+
+    /// One line of the tree area: time, process, what, duration; then its processes.
+    fn write_row(
+        &mut self,
+        end_unix_nanos: u64,
+        process: &str,
+        detail: &str,
+        row: &TreeRow,
+    ) -> std::io::Result<()> {
         writeln!(
             self.out,
-            "{:<12} {:<22} {:<61} {:>8} {:>8}",
-            clock_time(span.end_unix_nanos),
-            fit(&process, 22),
-            fit(&detail, 61),
-            "",
-            format!("{duration_s:.3}s"),
+            "{:<12} {:<22} {:<70} {:>9}",
+            clock_time(end_unix_nanos),
+            fit(process, 22),
+            fit(detail, 70),
+            format!("{:.3}s", row.duration_s),
         )?;
+        if !row.processes.is_empty() {
+            let continuation = if detail.starts_with("├") {
+                "│"
+            } else {
+                " "
+            };
+            writeln!(
+                self.out,
+                "{:<12} {:<22} {}",
+                "",
+                "",
+                fit(
+                    &format!("{continuation}    ran {}", row.processes.join(", ")),
+                    80
+                ),
+            )?;
+        }
         self.out.flush()
+    }
+
+    fn add_to_turn(&mut self, turn: SpanId, row: TreeRow) -> std::io::Result<()> {
+        if !self.open_turns.contains_key(&turn) && self.open_turns.len() >= MAX_OPEN_TURNS {
+            // A turn that never closed (llmtap stopped following its process): its rows are
+            // printed flat rather than kept without bound.
+            if let Some((&oldest, _)) = self.open_turns.iter().min_by_key(|(_, t)| t.seq) {
+                if let Some(old) = self.open_turns.remove(&oldest) {
+                    for r in &old.rows {
+                        self.write_row(r.start_unix_nanos, "", &format!("├ {}", r.detail), r)?;
+                    }
+                }
+            }
+        }
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let open = self.open_turns.entry(turn).or_insert_with(|| OpenTurn {
+            seq,
+            ..Default::default()
+        });
+        if open.rows.len() >= MAX_TREE_ROWS {
+            open.more += 1;
+        } else {
+            open.rows.push(row);
+        }
+        Ok(())
+    }
+
+    /// A closed turn: its line, then its children by start time, each with its offset from
+    /// the turn's start.
+    fn write_turn(&mut self, span: &CallSpan) -> std::io::Result<()> {
+        let process = format!("{}/{}", span.resource.pid, span.resource.executable_name);
+        let head = TreeRow {
+            start_unix_nanos: span.start_unix_nanos,
+            detail: String::new(),
+            duration_s: duration_s(span),
+            processes: Vec::new(),
+        };
+        let conversation = str_attr(span, keys::CONVERSATION_ID)
+            .map(|c| format!(" conversation {c}"))
+            .unwrap_or_default();
+        let title = format!(
+            "▼ {} ({} calls, {} tools){conversation}",
+            span.name,
+            opt(int_attr(span, keys::LLMTAP_AGENT_CALLS)),
+            opt(int_attr(span, keys::LLMTAP_AGENT_TOOL_EXECUTIONS)),
+        );
+        self.write_row(span.end_unix_nanos, &process, &title, &head)?;
+        let mut open = self.open_turns.remove(&span.span_id).unwrap_or_default();
+        open.rows.sort_by_key(|r| r.start_unix_nanos);
+        let count = open.rows.len();
+        for (i, row) in open.rows.iter().enumerate() {
+            let last = i + 1 == count && open.more == 0;
+            let offset = row.start_unix_nanos.saturating_sub(span.start_unix_nanos) as f64 / 1e9;
+            let detail = format!(
+                "{} +{offset:.3}s {}",
+                if last { "└─" } else { "├─" },
+                row.detail
+            );
+            self.write_row_indented(&detail, row, last)?;
+        }
+        if open.more > 0 {
+            writeln!(self.out, "{:<12} {:<22} └─ … {} more", "", "", open.more)?;
+        }
+        self.out.flush()
+    }
+
+    fn write_row_indented(
+        &mut self,
+        detail: &str,
+        row: &TreeRow,
+        last: bool,
+    ) -> std::io::Result<()> {
+        writeln!(
+            self.out,
+            "{:<12} {:<22} {:<70} {:>9}",
+            "",
+            "",
+            fit(detail, 70),
+            format!("{:.3}s", row.duration_s),
+        )?;
+        if !row.processes.is_empty() {
+            let continuation = if last { " " } else { "│" };
+            writeln!(
+                self.out,
+                "{:<12} {:<22} {}",
+                "",
+                "",
+                fit(
+                    &format!("{continuation}    ran {}", row.processes.join(", ")),
+                    80
+                ),
+            )?;
+        }
+        Ok(())
     }
 
     /// Writes the row of a finished call, then the summary when the interval has elapsed.
@@ -234,6 +439,24 @@ impl Console {
             opt(cost.map(|c| format!("${c:.6}"))),
         )?;
         self.out.flush()?;
+        if let Some(turn) = turn_of(span) {
+            let detail = format!(
+                "{} {} {} {}",
+                span.name,
+                fit(str_attr(span, keys::PROVIDER_NAME).unwrap_or("-"), 16),
+                tokens,
+                finish
+            );
+            self.add_to_turn(
+                turn,
+                TreeRow {
+                    start_unix_nanos: span.start_unix_nanos,
+                    detail,
+                    duration_s,
+                    processes: Vec::new(),
+                },
+            )?;
+        }
 
         let key = (
             span.resource.pid,
@@ -489,6 +712,89 @@ mod tests {
         let mut console = Console::new(Box::new(buf.clone()), None);
         console.write_call(&s).ok();
         assert!(buf.text().contains("error:429"), "{}", buf.text());
+    }
+
+    /// A turn prints as a tree when it closes: its calls and tools by start time, each tool
+    /// with the processes it ran; nothing of the turn is printed before, but its calls.
+    #[test]
+    fn a_closed_turn_prints_as_a_tree() {
+        let buf = SharedBuf::default();
+        let mut console = Console::new(Box::new(buf.clone()), None);
+        let turn_id = SpanId::from_bytes([7; 8]);
+        let mut first = span(1_000_000_000, None);
+        first.parent_span_id = Some(turn_id);
+        let mut second = span(1_000_000_000, None);
+        second.parent_span_id = Some(turn_id);
+        second.start_unix_nanos += 3_000_000_000;
+        second.end_unix_nanos += 3_000_000_000;
+        let mut tool = first.clone();
+        tool.name = "execute_tool get_weather".into();
+        tool.start_unix_nanos = first.end_unix_nanos;
+        tool.end_unix_nanos = second.start_unix_nanos;
+        tool.attributes = vec![
+            (keys::OPERATION_NAME, AttrValue::Str("execute_tool".into())),
+            (keys::TOOL_CALL_ID, AttrValue::Str("call_1".into())),
+        ];
+        tool.events = vec![crate::export::span::SpanEvent {
+            name: crate::export::span::PROCESS_EVENT,
+            time_unix_nanos: tool.start_unix_nanos,
+            attributes: vec![
+                (
+                    keys::PROCESS_EXECUTABLE_NAME,
+                    AttrValue::Str("pytest".into()),
+                ),
+                (keys::LLMTAP_PROCESS_DURATION, AttrValue::Double(1.5)),
+            ],
+        }];
+        let mut turn = first.clone();
+        turn.name = "invoke_agent".into();
+        turn.span_id = turn_id;
+        turn.parent_span_id = None;
+        turn.end_unix_nanos = second.end_unix_nanos;
+        turn.attributes = vec![
+            (keys::OPERATION_NAME, AttrValue::Str("invoke_agent".into())),
+            (keys::LLMTAP_AGENT_CALLS, AttrValue::Int(2)),
+            (keys::LLMTAP_AGENT_TOOL_EXECUTIONS, AttrValue::Int(1)),
+        ];
+        console.write_call(&first).ok();
+        console.write_agent(&tool).ok();
+        console.write_call(&second).ok();
+        let before = buf.text();
+        assert!(
+            !before.contains("execute_tool"),
+            "tools wait for the tree: {before}"
+        );
+        console.write_agent(&turn).ok();
+        let text = buf.text();
+        let tree: Vec<&str> = text.lines().skip(before.lines().count()).collect();
+        assert_eq!(tree.len(), 5, "{text}");
+        assert!(
+            tree[0].contains("▼ invoke_agent (2 calls, 1 tools)"),
+            "{text}"
+        );
+        assert!(tree[0].trim_end().ends_with("4.000s"), "{text}");
+        assert!(tree[1].contains("├─ +0.000s chat"), "{text}");
+        assert!(
+            tree[2].contains("├─ +1.000s execute_tool get_weather [call_1]"),
+            "{text}"
+        );
+        assert!(tree[2].trim_end().ends_with("2.000s"), "{text}");
+        assert!(tree[3].contains("│    ran pytest (1.500s)"), "{text}");
+        assert!(tree[4].contains("└─ +3.000s chat"), "{text}");
+        assert!(console.open_turns.is_empty());
+    }
+
+    /// Turns that never close cannot hold rows without bound.
+    #[test]
+    fn open_turns_are_bounded() {
+        let buf = SharedBuf::default();
+        let mut console = Console::new(Box::new(buf.clone()), None);
+        for i in 0..(MAX_OPEN_TURNS as u64 + 10) {
+            let mut call = span(1_000_000, None);
+            call.parent_span_id = Some(SpanId::from_bytes((i + 1).to_be_bytes()));
+            console.write_call(&call).ok();
+        }
+        assert_eq!(console.open_turns.len(), MAX_OPEN_TURNS);
     }
 
     #[test]
