@@ -229,3 +229,44 @@ impl ApiShape for CohereChat {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_with_a_tool_call() {
+        let mut acc = ResponseAcc::new(true, 1024, 8);
+        let ev = |acc: &mut ResponseAcc, j: &str, ts| {
+            CohereChat.read_event(None, j.as_bytes(), ts, acc).unwrap()
+        };
+        ev(&mut acc, r#"{"type":"message-start","id":"c-1"}"#, 1);
+        ev(
+            &mut acc,
+            r#"{"type":"tool-plan-delta","delta":{"message":{"tool_plan":"I will look"}}}"#,
+            2,
+        );
+        ev(
+            &mut acc,
+            r#"{"type":"tool-call-start","delta":{"message":{"tool_calls":{"id":"t1","type":"function","function":{"name":"get_weather","arguments":""}}}}}"#,
+            3,
+        );
+        ev(
+            &mut acc,
+            r#"{"type":"tool-call-delta","delta":{"message":{"tool_calls":{"function":{"arguments":"{\"a\":1}"}}}}}"#,
+            4,
+        );
+        ev(
+            &mut acc,
+            r#"{"type":"message-end","delta":{"finish_reason":"TOOL_CALL","usage":{"tokens":{"input_tokens":9,"output_tokens":4}}}}"#,
+            5,
+        );
+        assert_eq!(acc.id.as_deref(), Some("c-1"));
+        assert_eq!(acc.stream_chunks, 3);
+        assert_eq!(acc.choices[&0].reasoning, "I will look");
+        assert_eq!(acc.choices[&0].tool_calls[0].id.as_deref(), Some("t1"));
+        assert_eq!(acc.choices[&0].tool_calls[0].arguments, r#"{"a":1}"#);
+        assert_eq!(acc.finish[&0], "TOOL_CALL");
+        assert_eq!(acc.usage.output_tokens, Some(4));
+    }
+}

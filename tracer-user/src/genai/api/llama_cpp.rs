@@ -144,3 +144,49 @@ impl ApiShape for LlamaCpp {
         read(payload, Some(ts_ns), acc)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_end_carries_counts_and_stop_type() {
+        let mut p = RequestParams::default();
+        LlamaCpp
+            .read_request(
+                br#"{"n_predict": 64, "seed": -1, "stream": true, "stop": ["</s>"]}"#,
+                false,
+                &mut p,
+            )
+            .unwrap();
+        assert_eq!((p.max_tokens, p.seed, p.stream), (Some(64), None, true));
+        let mut acc = ResponseAcc::new(true, 64, 4);
+        LlamaCpp
+            .read_event(None, br#"{"content":"Hi","stop":false}"#, 1, &mut acc)
+            .unwrap();
+        LlamaCpp
+            .read_event(
+                None,
+                br#"{"content":"","stop":true,"stop_type":"limit","model":"m.gguf","timings":{"prompt_n":5,"predicted_n":64}}"#,
+                2,
+                &mut acc,
+            )
+            .unwrap();
+        assert_eq!(acc.stream_chunks, 1);
+        assert_eq!(acc.finish[&0], "length");
+        assert_eq!(
+            (acc.usage.input_tokens, acc.usage.output_tokens),
+            (Some(5), Some(64))
+        );
+        LlamaCpp
+            .read_body(
+                br#"{"error":{"type":"invalid_request_error","message":"bad"}}"#,
+                &mut acc,
+            )
+            .unwrap();
+        assert_eq!(
+            acc.error.unwrap().error_type.as_deref(),
+            Some("invalid_request_error")
+        );
+    }
+}

@@ -182,3 +182,48 @@ impl ApiShape for Realtime {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_from_created_to_done() {
+        let mut acc = ResponseAcc::new(true, 1024, 8);
+        let ev = |acc: &mut ResponseAcc, j: &str, ts| {
+            Realtime.read_event(None, j.as_bytes(), ts, acc).unwrap()
+        };
+        ev(
+            &mut acc,
+            r#"{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}"#,
+            1,
+        );
+        ev(
+            &mut acc,
+            r#"{"type":"response.output_audio_transcript.delta","response_id":"resp_1","delta":"Hello"}"#,
+            2,
+        );
+        ev(
+            &mut acc,
+            r#"{"type":"response.function_call_arguments.delta","response_id":"resp_1","delta":"{}"}"#,
+            3,
+        );
+        ev(
+            &mut acc,
+            r#"{"type":"response.done","response":{"id":"resp_1","status":"incomplete","status_details":{"reason":"max_output_tokens"},"output":[],"usage":{"input_tokens":20,"output_tokens":7,"input_token_details":{"cached_tokens":4}}}}"#,
+            4,
+        );
+        assert_eq!(acc.id.as_deref(), Some("resp_1"));
+        assert_eq!((acc.first_chunk_ns, acc.stream_chunks), (Some(2), 2));
+        assert_eq!(acc.choices[&0].text, "Hello");
+        assert_eq!(acc.finish[&0], "length");
+        assert_eq!(acc.usage.cache_read_input_tokens, Some(4));
+        assert!(acc.stream_finished);
+        ev(
+            &mut acc,
+            r#"{"type":"error","error":{"type":"invalid_request_error","code":"bad_value","message":"m"}}"#,
+            5,
+        );
+        assert_eq!(acc.error.unwrap().error_type.as_deref(), Some("bad_value"));
+    }
+}
