@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """An MCP server on Streamable HTTP (over TLS, or plain), for the tests (the `mcp` SDK's MCPServer).
 
-Usage: mcp_http_server.py PORT [CERT_PEM KEY_PEM]
+Usage: mcp_http_server.py [--sse] PORT [CERT_PEM KEY_PEM]
 
-Plain HTTP without a certificate.
+Plain HTTP without a certificate. `--sse`: the legacy HTTP+SSE transport (`GET /sse`, POSTs to
+the `/messages/` endpoint it names) instead of Streamable HTTP.
 Tools: `add(a, b)` returns the sum; `fail()` always fails (a tool error, `isError: true`).
 Prints `ready` once it listens.
 """
@@ -34,10 +35,14 @@ class Ready(uvicorn.Server):
 
 
 def main():
-    port = int(sys.argv[1])
-    tls = {"ssl_certfile": sys.argv[2], "ssl_keyfile": sys.argv[3]} if len(sys.argv) > 3 else {}
-    config = uvicorn.Config(server.streamable_http_app(), host="127.0.0.1", port=port,
-                            log_level="warning", **tls)
+    args = sys.argv[1:]
+    legacy = args[:1] == ["--sse"]
+    if legacy:
+        args = args[1:]
+    port = int(args[0])
+    tls = {"ssl_certfile": args[1], "ssl_keyfile": args[2]} if len(args) > 2 else {}
+    app = server.sse_app() if legacy else server.streamable_http_app()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **tls)
     Ready(config).run()
 
 

@@ -58,7 +58,7 @@ impl FromStr for PlainHttp {
 /// Request-path prefixes of the LLM APIs llmtap reads, served by model servers and gateways
 /// (OpenAI-compatible `/v1/…`, Ollama `/api/…`, llama.cpp `/completion`, TGI `/generate`,
 /// Azure-style `/openai/…`, Bedrock-style `/model/…`, gateways without the `/v1`), and MCP
-/// servers' `/mcp`.
+/// servers' `/mcp` and `/sse`.
 /// A plain connection whose first request matches none is not copied.
 pub const LLM_PATH_PREFIXES: &[&str] = &[
     "/v1/",
@@ -77,8 +77,10 @@ pub const LLM_PATH_PREFIXES: &[&str] = &[
     "/messages",
     "/responses",
     "/engines/",
-    // MCP's Streamable HTTP endpoint, by convention (tool calls of agents).
+    // MCP's Streamable HTTP endpoint, by convention (tool calls of agents), and the legacy
+    // HTTP+SSE transport's event stream (its POSTs go to `/messages/`).
     "/mcp",
+    "/sse",
 ];
 
 /// What the kernel's prefix lookup decides for a request path (for tests and logs).

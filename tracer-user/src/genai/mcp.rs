@@ -104,9 +104,10 @@ pub struct McpCall {
     pub agent: Option<AgentLink>,
 }
 
-struct PendingRpc {
-    id: Option<Value>,
-    call: McpCall,
+/// A request (or notification) waiting for its answer.
+pub struct PendingRpc {
+    pub(super) id: Option<Value>,
+    pub(super) call: McpCall,
 }
 
 enum ResponseBody {
@@ -135,6 +136,9 @@ pub struct McpExchange {
     pub bad_messages: u64,
     /// Last activity (ns), for eviction.
     pub last_ns: u64,
+    /// The legacy HTTP+SSE endpoint this POST went to: its answers come on the session's
+    /// event stream (`mcp_sse`), not in the response.
+    legacy_endpoint: Option<String>,
 }
 
 impl McpExchange {
@@ -166,7 +170,27 @@ impl McpExchange {
             response_incomplete: false,
             bad_messages: 0,
             last_ns: start_ns,
+            legacy_endpoint: None,
         }
+    }
+
+    /// This POST went to a legacy HTTP+SSE session's endpoint.
+    pub fn set_legacy_endpoint(&mut self, endpoint: String) {
+        self.legacy_endpoint = Some(endpoint);
+    }
+
+    pub fn legacy_endpoint(&self) -> Option<&str> {
+        self.legacy_endpoint.as_deref()
+    }
+
+    /// The requests (with an id) of a legacy POST, whose answers the event stream carries;
+    /// notifications stay with the exchange.
+    pub fn take_requests(&mut self) -> Vec<PendingRpc> {
+        let (requests, notifications) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.id.is_some());
+        self.pending = notifications;
+        requests
     }
 
     pub fn request_body(&mut self, data: &[u8]) {
@@ -340,25 +364,7 @@ impl McpExchange {
                 continue;
             };
             let mut rpc = self.pending.swap_remove(at);
-            rpc.call.end_ns = ts_ns;
-            if let Some(error) = m.get("error") {
-                let code = error.get("code").map(id_string);
-                rpc.call.error_type = code.clone().or_else(|| Some("jsonrpc_error".into()));
-                rpc.call.rpc_status_code = code;
-                rpc.call.error_message = str_at(error, &["message"]);
-            } else if let Some(result) = m.get("result") {
-                if rpc.call.method == "initialize" {
-                    if let Some(v) = str_at(result, &["protocolVersion"]) {
-                        rpc.call.protocol_version = Some(v);
-                    }
-                }
-                if result.get("isError").and_then(Value::as_bool) == Some(true) {
-                    rpc.call.error_type = Some("tool_error".into());
-                }
-                if self.capture_content && rpc.call.method == "tools/call" {
-                    rpc.call.result = result.get("content").map(capped_json);
-                }
-            }
+            apply_answer(&mut rpc.call, m, ts_ns, self.capture_content);
             done.push(rpc.call);
         }
     }
@@ -403,6 +409,29 @@ impl McpExchange {
                 });
             }
             done.push(rpc.call);
+        }
+    }
+}
+
+/// Ends `call` with the server's JSON-RPC response `m` (error or result), arrived at `ts_ns`.
+pub(super) fn apply_answer(call: &mut McpCall, m: &Value, ts_ns: u64, capture_content: bool) {
+    call.end_ns = ts_ns;
+    if let Some(error) = m.get("error") {
+        let code = error.get("code").map(id_string);
+        call.error_type = code.clone().or_else(|| Some("jsonrpc_error".into()));
+        call.rpc_status_code = code;
+        call.error_message = str_at(error, &["message"]);
+    } else if let Some(result) = m.get("result") {
+        if call.method == "initialize"
+            && let Some(v) = str_at(result, &["protocolVersion"])
+        {
+            call.protocol_version = Some(v);
+        }
+        if result.get("isError").and_then(Value::as_bool) == Some(true) {
+            call.error_type = Some("tool_error".into());
+        }
+        if capture_content && call.method == "tools/call" {
+            call.result = result.get("content").map(capped_json);
         }
     }
 }

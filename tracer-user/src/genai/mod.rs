@@ -13,6 +13,7 @@ pub mod call;
 pub mod estimate;
 pub mod json;
 pub mod mcp;
+pub mod mcp_sse;
 pub mod provider;
 pub mod record;
 pub mod request;
@@ -23,6 +24,9 @@ pub mod websocket;
 pub use agent::{AgentConfig, AgentRecord, AgentTracker, AgentTurn, ToolExecution, ToolProcess};
 pub use call::{CallBuilder, CallConfig};
 pub use mcp::{McpCall, McpExchange, McpTarget, identify_mcp};
+pub use mcp_sse::{
+    LegacySessions, McpEventStream, StreamEvent as McpStreamEvent, is_event_stream_request,
+};
 pub use provider::{Api, ApiTarget, identify, identify_websocket, is_known_provider};
 pub use record::*;
 pub use response::{FINISH_REASON_CLASSES, OTHER_FINISH_REASON, finish_reason_class};

@@ -24,8 +24,9 @@ use crate::budget::MemoryBudget;
 use crate::connection::{ConnectionConfig, ConnectionTracker};
 use crate::flow::{ConnectionId, StreamEvent};
 use crate::genai::{
-    CallBuilder, CallConfig, CallRecord, FinishedCall, McpCall, McpExchange, MessagePiece,
-    ProcessRef, WsSession, identify, identify_mcp, identify_websocket,
+    CallBuilder, CallConfig, CallRecord, FinishedCall, LegacySessions, McpCall, McpEventStream,
+    McpExchange, McpStreamEvent, MessagePiece, ProcessRef, WsSession, identify, identify_mcp,
+    identify_websocket, is_event_stream_request,
 };
 use crate::http::{AbortReason, ExchangeKey, HttpEvent};
 
@@ -165,6 +166,10 @@ pub struct Pipeline {
     /// last [`Pipeline::take_mcp_calls`] (bounded).
     mcp: HashMap<ExchangeKey, McpExchange>,
     mcp_done: Vec<McpCall>,
+    /// Event streams that may be (or are) legacy HTTP+SSE MCP sessions.
+    mcp_streams: HashMap<ExchangeKey, McpEventStream>,
+    /// Legacy MCP sessions: requests POSTed to an endpoint, waiting for the stream's answers.
+    mcp_legacy: LegacySessions,
     call_config: CallConfig,
     idle_timeout_ns: u64,
     stats: PipelineStats,
@@ -173,6 +178,10 @@ pub struct Pipeline {
     /// copying (bounded: the rest are copied and parsed as before).
     not_llm: Vec<ConnectionId>,
 }
+
+/// Event streams followed at once as possible legacy MCP sessions (they live long and may be
+/// idle: bounded by count, not by an idle timeout).
+const MCP_STREAMS_MAX: usize = 256;
 
 /// Most MCP calls held between two [`Pipeline::take_mcp_calls`] (the daemon takes them after
 /// every batch; past it they are counted as dropped).
@@ -194,6 +203,8 @@ impl Pipeline {
             sockets: HashMap::new(),
             mcp: HashMap::new(),
             mcp_done: Vec::new(),
+            mcp_streams: HashMap::new(),
+            mcp_legacy: LegacySessions::default(),
             call_config: config.call(&budget),
             idle_timeout_ns: config.idle_timeout_ns,
             stats: PipelineStats::default(),
@@ -269,6 +280,60 @@ impl Pipeline {
         rest.sort_by_key(|(k, _)| *k);
         for (_, exchange) in rest {
             self.end_mcp(exchange, now, Some(AbortReason::Shutdown));
+        }
+        self.mcp_streams.clear();
+        let mut done = Vec::new();
+        self.mcp_legacy.close_all(now, &mut done);
+        self.push_mcp(done);
+    }
+
+    /// Bytes of an event stream: its endpoint opens a legacy MCP session, its messages answer
+    /// the session's requests; a stream that is not MCP is dropped.
+    fn mcp_stream_body(&mut self, key: ExchangeKey, data: &[u8], ts_ns: u64, cfg: &CallConfig) {
+        let Some(stream) = self.mcp_streams.get_mut(&key) else {
+            return;
+        };
+        let mut events = Vec::new();
+        if !stream.feed(data, ts_ns, &mut events) {
+            self.mcp_streams.remove(&key);
+            return;
+        }
+        let pid = stream.pid;
+        let endpoint = stream.endpoint.clone();
+        let target = stream.target();
+        let mut done = Vec::new();
+        for event in events {
+            match event {
+                McpStreamEvent::Endpoint(endpoint) => self.mcp_legacy.open(
+                    pid,
+                    endpoint,
+                    target.clone(),
+                    cfg.capture_content,
+                    ts_ns,
+                    &mut done,
+                ),
+                McpStreamEvent::Message(message) => {
+                    if let Some(endpoint) = &endpoint {
+                        self.mcp_legacy
+                            .answer(pid, endpoint, &message, ts_ns, &mut done);
+                    }
+                }
+            }
+        }
+        self.push_mcp(done);
+    }
+
+    /// An event stream ended; a legacy session's requests still waiting end with it.
+    fn end_mcp_stream(&mut self, key: ExchangeKey, ts_ns: u64, abort: Option<AbortReason>) {
+        let Some(stream) = self.mcp_streams.remove(&key) else {
+            return;
+        };
+        self.stats.body_parse_errors += stream.bad_events;
+        if let Some(endpoint) = &stream.endpoint {
+            let mut done = Vec::new();
+            self.mcp_legacy
+                .close(stream.pid, endpoint, ts_ns, abort, &mut done);
+            self.push_mcp(done);
         }
     }
 
@@ -377,6 +442,42 @@ impl Pipeline {
                         );
                         self.calls.insert(key, call);
                     }
+                    None if let Some((endpoint, target)) =
+                        self.mcp_legacy.target_for(key.conn.pid, &head) =>
+                    {
+                        let mut exchange = McpExchange::new(
+                            target,
+                            &head,
+                            key.conn.conn,
+                            ts_entry_ns,
+                            ProcessRef {
+                                pid: key.conn.pid,
+                                tid,
+                                comm,
+                            },
+                            cfg.capture_content,
+                            &cfg.budget,
+                        );
+                        exchange.set_legacy_endpoint(endpoint);
+                        self.mcp.insert(key, exchange);
+                    }
+                    None if is_event_stream_request(&head) => {
+                        if self.mcp_streams.len() >= MCP_STREAMS_MAX
+                            && let Some(oldest) = self
+                                .mcp_streams
+                                .iter()
+                                .min_by_key(|(_, s)| s.last_ns)
+                                .map(|(k, _)| *k)
+                        {
+                            self.end_mcp_stream(
+                                oldest,
+                                ts_entry_ns,
+                                Some(AbortReason::IdleTimeout),
+                            );
+                        }
+                        self.mcp_streams
+                            .insert(key, McpEventStream::new(&head, key.conn.pid, ts_entry_ns));
+                    }
                     None if let Some(target) = identify_mcp(&head) => {
                         let exchange = McpExchange::new(
                             target,
@@ -411,12 +512,23 @@ impl Pipeline {
                     }
                 }
                 HttpEvent::RequestEnd { key, ts_ns } if self.mcp.contains_key(&key) => {
-                    if let Some(x) = self.mcp.get_mut(&key)
-                        && !x.request_end(ts_ns)
-                    {
-                        // Not JSON-RPC after all: an ordinary request.
-                        self.mcp.remove(&key);
-                        self.stats.non_llm_requests += 1;
+                    if let Some(x) = self.mcp.get_mut(&key) {
+                        if !x.request_end(ts_ns) {
+                            // Not JSON-RPC after all: an ordinary request.
+                            self.mcp.remove(&key);
+                            self.stats.non_llm_requests += 1;
+                        } else if let Some(endpoint) = x.legacy_endpoint().map(str::to_string) {
+                            // Legacy HTTP+SSE: the answers come on the session's stream.
+                            let requests = x.take_requests();
+                            let mut done = Vec::new();
+                            self.mcp_legacy.await_answers(
+                                key.conn.pid,
+                                &endpoint,
+                                requests,
+                                &mut done,
+                            );
+                            self.push_mcp(done);
+                        }
                     }
                 }
                 HttpEvent::RequestEnd { key, ts_ns } => {
@@ -434,6 +546,10 @@ impl Pipeline {
                         c.response_head(&head, ts_ns, &cfg);
                     } else if let Some(x) = self.mcp.get_mut(&key) {
                         x.response_head(&head, ts_ns);
+                    } else if let Some(s) = self.mcp_streams.get_mut(&key)
+                        && !s.response_head(&head)
+                    {
+                        self.mcp_streams.remove(&key);
                     }
                 }
                 HttpEvent::ResponseBody { key, data, ts_ns } => {
@@ -443,7 +559,12 @@ impl Pipeline {
                         let mut done = Vec::new();
                         x.response_body(&data, ts_ns, &mut done);
                         self.push_mcp(done);
+                    } else if self.mcp_streams.contains_key(&key) {
+                        self.mcp_stream_body(key, &data, ts_ns, &cfg);
                     }
+                }
+                HttpEvent::ResponseEnd { key, ts_ns } if self.mcp_streams.contains_key(&key) => {
+                    self.end_mcp_stream(key, ts_ns, None);
                 }
                 HttpEvent::ResponseEnd { key, ts_ns } if self.mcp.contains_key(&key) => {
                     if let Some(x) = self.mcp.remove(&key) {
@@ -530,6 +651,11 @@ impl Pipeline {
                         session.close(reason, ts_ns, &mut done);
                         self.emit_finished(done, out);
                     }
+                }
+                HttpEvent::Aborted { key, ts_ns, reason }
+                    if self.mcp_streams.contains_key(&key) =>
+                {
+                    self.end_mcp_stream(key, ts_ns, Some(reason));
                 }
                 HttpEvent::Aborted { key, ts_ns, reason } if self.mcp.contains_key(&key) => {
                     if let Some(x) = self.mcp.remove(&key) {
