@@ -10,6 +10,7 @@ pub mod call;
 pub mod estimate;
 pub mod json;
 pub mod mcp;
+pub mod mcp_stdio;
 pub mod provider;
 pub mod record;
 pub mod request;
@@ -19,7 +20,8 @@ pub mod websocket;
 
 pub use agent::{AgentConfig, AgentRecord, AgentTracker, AgentTurn, ToolExecution, ToolProcess};
 pub use call::{CallBuilder, CallConfig};
-pub use mcp::{McpCall, McpExchange, McpTarget, identify_mcp};
+pub use mcp::{McpCall, McpExchange, McpTarget, McpTransport, identify_mcp};
+pub use mcp_stdio::McpStdio;
 pub use provider::{Api, ApiTarget, identify, identify_websocket, is_known_provider};
 pub use record::*;
 pub use response::{FINISH_REASON_CLASSES, OTHER_FINISH_REASON, finish_reason_class};
