@@ -1137,7 +1137,7 @@ pub(crate) mod tests {
         list.method = "tools/list".into();
         list.tool_name = None;
         list.error_type = None;
-        let span = builder.build_agent(&AgentRecord::Mcp(Box::new(list)), resource());
+        let span = builder.build_agent(&AgentRecord::Mcp(Box::new(list.clone())), resource());
         assert_eq!(span.name, "tools/list");
         assert_eq!(find(&span.attributes, keys::OPERATION_NAME), None);
         let mut over_stdio = list;
