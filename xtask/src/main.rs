@@ -51,7 +51,7 @@ enum Task {
     /// Overhead benchmarks; writes target/bench/report.{md,json} (with `--section`, only that
     /// section, to target/bench/section.{md,json}).
     Bench {
-        /// Run only this section (traced_overhead, per_hook_cost, plain_http_cost,
+        /// Run only this section (traced_overhead, per_hook_cost, plain_http_cost, mcp_stdio_cost,
         /// pipeline_throughput, load, binary_analysis).
         #[arg(long)]
         section: Option<String>,
