@@ -419,7 +419,9 @@ mod tests {
             ),
         ];
         let (calls, stats) = run(events, true);
-        let summary: Vec<(&str, Option<&str>, u64, u64, Option<&str>)> = calls
+        // (method, request id, start, end, error type)
+        type Row<'a> = (&'a str, Option<&'a str>, u64, u64, Option<&'a str>);
+        let summary: Vec<Row> = calls
             .iter()
             .map(|c| {
                 (
