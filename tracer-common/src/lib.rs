@@ -125,6 +125,65 @@ pub mod plain {
     pub const PATH_PREFIX_LEN: usize = 32;
 }
 
+/// MCP over stdio: the pipes between an agent and the MCP server it spawned. The kernel marks
+/// a pipe whose writer starts with a JSON-RPC session opening (`initialize`, `server/discover`)
+/// as the channel's request pipe, and the server's standard output, found when the server
+/// first reads that pipe as its standard input, as its response pipe; only the client's writes
+/// to the first and its reads from the second are copied.
+pub mod pipe {
+    /// Tag of an MCP stdio channel's `conn_id`: bit 61 over the request pipe's inode number
+    /// (32 bits). TLS connection ids are user pointers (below bit 47, rustls tags on bits
+    /// 62/63) and plain sockets kernel addresses (top 16 bits set): none looks like this.
+    pub const CONN_TAG: u64 = 1 << 61;
+
+    /// Whether a `conn_id` names an MCP stdio channel.
+    pub const fn is_pipe_conn(conn_id: u64) -> bool {
+        conn_id >> 32 == CONN_TAG >> 32
+    }
+
+    /// The `conn_id` of the channel whose request pipe has inode number `ino`.
+    pub const fn conn_of(ino: u64) -> u64 {
+        CONN_TAG | (ino & 0xffff_ffff)
+    }
+
+    /// What a marked pipe is to its channel ([`PipeEntry::role`]).
+    pub mod role {
+        /// The client writes its requests into it (the server's standard input).
+        pub const REQUEST: u8 = 1;
+        /// The client reads the answers from it (the server's standard output).
+        pub const RESPONSE: u8 = 2;
+    }
+
+    /// [`PipeEntry::response`] values of a request pipe.
+    pub mod response {
+        /// No server has read a request yet.
+        pub const UNKNOWN: u8 = 0;
+        /// The server's standard output was marked as the response pipe.
+        pub const FOUND: u8 = 1;
+        /// The server's standard output is not a pipe: answers are not seen.
+        pub const NOT_A_PIPE: u8 = 2;
+    }
+
+    /// An `MCP_PIPES` value, keyed by the pipe's inode number.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct PipeEntry {
+        /// The channel's `conn_id` ([`conn_of`] its request pipe).
+        pub conn_id: u64,
+        /// The other pipe of the channel (0: not known yet).
+        pub partner_ino: u64,
+        /// The client process: only its side of the pipes is copied.
+        pub owner: u32,
+        /// The server process, once it read a request (0 before).
+        pub server: u32,
+        /// One of [`role`].
+        pub role: u8,
+        /// One of [`response`] (request pipes).
+        pub response: u8,
+        pub _pad: [u8; 6],
+    }
+}
+
 /// Bits of [`EventHeader::flags`].
 pub mod event_flags {
     /// This record holds the last captured bytes of its call.
@@ -157,8 +216,14 @@ pub mod counter {
     pub const PLAIN_IGNORED_CONNECTIONS: u32 = 9;
     /// TCP connections whose first bytes were a TLS record.
     pub const TLS_CONNECTIONS: u32 = 10;
+    /// MCP stdio channels found (a pipe whose first write opened a JSON-RPC session).
+    pub const MCP_PIPE_CHANNELS: u32 = 11;
+    /// Bytes of MCP stdio channels copied (the client's requests and the answers it read).
+    pub const MCP_PIPE_BYTES: u32 = 12;
+    /// MCP stdio servers whose standard output is not a pipe: their answers are not seen.
+    pub const MCP_PIPE_NO_RESPONSE_PIPE: u32 = 13;
     /// Number of counters.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 14;
 }
 
 /// Header of every ring-buffer record; `data_len` payload bytes follow it directly.
@@ -263,6 +328,8 @@ mod pod {
     unsafe impl aya::Pod for super::StreamKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::HoldEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::pipe::PipeEntry {}
 }
 
 #[cfg(test)]

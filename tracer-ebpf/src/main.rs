@@ -20,6 +20,7 @@ use core::{arch::asm, ffi::c_void};
 
 mod aead;
 mod go_tls;
+mod pipe;
 mod plain;
 mod rustls;
 
@@ -40,7 +41,7 @@ use plain::read_kernel;
 use tracer_common::{
     CHUNK_DATA_MAX, COMM_LEN, DEFAULT_MAX_CAPTURE_BYTES, EVENT_HEADER_LEN, EventBuffer,
     EventHeader, HoldEntry, StreamKey, counter, direction, event_flags, event_kind, hold_state,
-    plain::is_socket_conn,
+    pipe::is_pipe_conn, plain::is_socket_conn,
 };
 
 // ---- configuration, written by the loader before the program is loaded ----
@@ -429,7 +430,7 @@ pub(crate) fn begin_call(
     };
     let stream_pos = reserve(&key, len);
 
-    if dir == direction::WRITE && !is_socket_conn(conn_id) {
+    if dir == direction::WRITE && !is_socket_conn(conn_id) && !is_pipe_conn(conn_id) {
         // A TLS write: its ciphertext goes out on this thread next, which ties the connection
         // to its socket (plain::tie_tls_socket), until the connection's socket is known.
         let peer_key = StreamKey {
@@ -745,6 +746,7 @@ fn emit_process_event(kind: u8) {
 /// load its own libssl; user space inspects it right away.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn process_exec(_ctx: RawTracePointContext) -> i32 {
+    pipe::on_exec((bpf_get_current_pid_tgid() >> 32) as u32);
     if config(&HOLD_NEW_PROCESSES) != 0 {
         file_for_hold((bpf_get_current_pid_tgid() >> 32) as u32);
     }
@@ -810,6 +812,7 @@ pub fn process_exit(_ctx: RawTracePointContext) -> i32 {
     aead::forget_thread(pid_tgid);
     if pid == pid_tgid as u32 {
         aead::forget_process(pid);
+        pipe::forget_process(pid);
         if config(&HOLD_NEW_PROCESSES) != 0 {
             let _ = HOLD.remove(&pid);
         }

@@ -132,7 +132,7 @@ pub(crate) fn read_kernel<T: Copy + Default>(addr: u64) -> T {
 }
 
 #[inline(always)]
-fn read_user<T: Copy + Default>(addr: u64) -> T {
+pub(crate) fn read_user<T: Copy + Default>(addr: u64) -> T {
     // SAFETY: the helper checks the address; a failed read yields the default value.
     unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const T) }.unwrap_or_default()
 }
@@ -433,9 +433,10 @@ extern "C" fn emit_segment_chunk(_index: u32, _ctx: *mut c_void) -> i64 {
     0
 }
 
-/// Emits the `len` bytes a plain-HTTP socket just sent or received.
+/// Emits the `len` bytes a plain-HTTP socket (or an MCP stdio pipe, `pipe.rs`) just sent or
+/// received, as connection `sk`.
 #[inline(never)]
-fn emit_plain(pid_tgid: u64, sk: u64, dir: u8, len: u64) {
+pub(crate) fn emit_plain(pid_tgid: u64, sk: u64, dir: u8, len: u64) {
     // SAFETY: helper without side effects.
     let now = unsafe { bpf_ktime_get_ns() };
     let Some((mut header, captured)) = begin_call(pid_tgid, sk, dir, now, len) else {

@@ -49,6 +49,13 @@ pub struct CaptureArgs {
     /// Only TCP connections whose first request goes to an LLM API path are copied.
     #[arg(long, value_name = "on|off|PORTS", default_value = "on")]
     pub plain_http: PlainHttp,
+
+    /// Capture MCP over stdio: the pipes between an agent and the MCP servers it spawns
+    /// (found by the client's first JSON-RPC message; no other pipe is copied). Off by
+    /// default: its kernel hook runs after every system call on the host (see the README's
+    /// bench table for the cost).
+    #[arg(long, value_name = "on|off", default_value = "off", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub mcp_stdio: bool,
 }
 
 impl CaptureArgs {
@@ -61,6 +68,7 @@ impl CaptureArgs {
                 comms: self.comms.clone(),
                 hold_new_processes: self.hold_new_processes,
                 plain_http: self.plain_http.clone(),
+                mcp_stdio: self.mcp_stdio,
             },
             ssl_libs: self.ssl_libs.clone(),
             rescan_interval: Duration::from_secs(self.rescan_interval),

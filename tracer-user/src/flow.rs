@@ -43,6 +43,12 @@ pub fn is_plain_tcp(conn: u64) -> bool {
     tracer_common::plain::is_socket_conn(conn)
 }
 
+/// Whether a connection id names the stdio pipes of an MCP client to a server it spawned
+/// (newline-delimited JSON-RPC, not HTTP): `Write` its requests, `Read` the answers.
+pub fn is_mcp_pipe(conn: u64) -> bool {
+    tracer_common::pipe::is_pipe_conn(conn)
+}
+
 impl std::fmt::Display for ConnectionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{:#x}", self.pid, self.conn)

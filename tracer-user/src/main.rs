@@ -274,6 +274,7 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         health.pipeline.budget_refusals,
     );
     log_socket_classes(&health.capture);
+    log_mcp_stdio(&health.capture, &health.pipeline);
     Ok(())
 }
 
@@ -340,6 +341,18 @@ fn log_socket_classes(c: &CaptureCounters) {
         c.plain_ignored_later,
         c.plain_ignored_connections,
         c.tls_connections
+    );
+}
+
+/// What MCP over stdio captured: channels the kernel found and the bytes it copied of them.
+fn log_mcp_stdio(c: &CaptureCounters, p: &llmtap::pipeline::PipelineStats) {
+    log::info!(
+        "MCP over stdio: {} channels found, {} bytes copied, {} servers whose output is not a \
+         pipe, {} JSON-RPC lines lost",
+        c.mcp_pipe_channels,
+        c.mcp_pipe_bytes,
+        c.mcp_pipe_no_response_pipe,
+        p.mcp_stdio_lines_lost
     );
 }
 

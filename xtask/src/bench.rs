@@ -56,6 +56,7 @@ pub const SECTIONS: &[&str] = &[
     "traced_overhead",
     "per_hook_cost",
     "plain_http_cost",
+    "mcp_stdio_cost",
     "pipeline_throughput",
     "load",
     "binary_analysis",
@@ -97,6 +98,7 @@ pub fn run(root: &Path, only: Option<&str>) -> anyhow::Result<()> {
             }
             ("per_hook_cost", _) => per_hook_cost(root, &out_dir),
             ("plain_http_cost", _) => plain_http_cost(root, &out_dir),
+            ("mcp_stdio_cost", _) => mcp_stdio_cost(root, &out_dir),
             ("pipeline_throughput", _) => crate::bench_load::pipeline_throughput(root),
             ("load", Some(replay)) => crate::bench_load::load(root, replay, &llmtap, &out_dir),
             ("binary_analysis", _) => binary_analysis(root),
@@ -297,6 +299,117 @@ fn plain_http_cost(root: &Path, out_dir: &Path) -> anyhow::Result<(serde_json::V
          capture is on or off (the same hooks tie TLS connections to their sockets).\n",
         med_off / med_base,
         med_on / med_base,
+    );
+    Ok((json, md))
+}
+
+/// Rounds per run of the pipe loop (a write and a read each), bytes per write, and calls per
+/// run of the other-syscall loop.
+const PIPE_ROUNDS: &str = "200000";
+const PIPE_SIZE: &str = "64";
+const OTHER_SYSCALLS: &str = "1000000";
+
+/// The cost of `--mcp-stdio on` on a host whose pipes and system calls are not MCP: its hook
+/// runs after every system call. A pipe write+read loop and a `getppid` loop, without llmtap,
+/// under llmtap with `--mcp-stdio off` (the default) and with `--mcp-stdio on`.
+fn mcp_stdio_cost(root: &Path, out_dir: &Path) -> anyhow::Result<(serde_json::Value, String)> {
+    let client = out_dir.join("pipe_loop");
+    let status = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&client)
+        .arg(root.join("bench/pipe_loop.c"))
+        .status()
+        .context("gcc (installed by `cargo xtask setup`)")?;
+    if !status.success() {
+        bail!("compiling bench/pipe_loop.c failed");
+    }
+    let llmtap = root.join("target/release/llmtap");
+    let loop_ns = |workload: &str| -> anyhow::Result<f64> {
+        let n = if workload == "pipe" {
+            PIPE_ROUNDS
+        } else {
+            OTHER_SYSCALLS
+        };
+        let out = Command::new(&client)
+            .args([workload, n, PIPE_SIZE])
+            .output()?;
+        if !out.status.success() {
+            bail!("pipe_loop failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+    };
+    // (pipe ns/round, getppid ns/call) per configuration and round.
+    let both = || -> anyhow::Result<(f64, f64)> { Ok((loop_ns("pipe")?, loop_ns("getppid")?)) };
+    let traced = |mode: &str| -> anyhow::Result<(f64, f64)> {
+        let _llmtap = start_and_wait(
+            Command::new(&llmtap)
+                .args(["capture", "--format", "jsonl", "--rescan-interval", "0"])
+                .args(["--mcp-stdio", mode])
+                .env("RUST_LOG", "info"),
+            "capturing TLS plaintext",
+            Stream::Stderr,
+        )?;
+        both()
+    };
+    let (mut baseline, mut off, mut on) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        eprintln!(
+            "bench: MCP stdio capture cost, round {}/{ROUNDS}",
+            round + 1
+        );
+        baseline.push(both()?);
+        off.push(traced("off")?);
+        on.push(traced("on")?);
+    }
+    let pipe = |runs: &[(f64, f64)]| runs.iter().map(|r| r.0).collect::<Vec<f64>>();
+    let other = |runs: &[(f64, f64)]| runs.iter().map(|r| r.1).collect::<Vec<f64>>();
+    let (pb, poff, pon) = (
+        median(&pipe(&baseline)),
+        median(&pipe(&off)),
+        median(&pipe(&on)),
+    );
+    let (ob, ooff, oon) = (
+        median(&other(&baseline)),
+        median(&other(&off)),
+        median(&other(&on)),
+    );
+    let json = serde_json::json!({
+        "pipe_rounds_per_run": PIPE_ROUNDS.parse::<u64>().unwrap_or(0),
+        "pipe_write_size": PIPE_SIZE.parse::<u64>().unwrap_or(0),
+        "other_syscalls_per_run": OTHER_SYSCALLS.parse::<u64>().unwrap_or(0),
+        "rounds": ROUNDS,
+        "ns_per_pipe_round": {"baseline": pipe(&baseline), "mcp_stdio_off": pipe(&off), "mcp_stdio_on": pipe(&on)},
+        "ns_per_getppid": {"baseline": other(&baseline), "mcp_stdio_off": other(&off), "mcp_stdio_on": other(&on)},
+        "median_ns_per_pipe_round": {"baseline": pb, "mcp_stdio_off": poff, "mcp_stdio_on": pon},
+        "median_ns_per_getppid": {"baseline": ob, "mcp_stdio_off": ooff, "mcp_stdio_on": oon},
+        "ratio_to_baseline": {
+            "pipe": {"mcp_stdio_off": poff / pb, "mcp_stdio_on": pon / pb},
+            "getppid": {"mcp_stdio_off": ooff / ob, "mcp_stdio_on": oon / ob},
+        },
+    });
+    let md = format!(
+        "## MCP-over-stdio capture cost (non-MCP pipes and system calls: {PIPE_ROUNDS} pipe rounds of a {PIPE_SIZE} B write and read, {OTHER_SYSCALLS} getppid calls, {ROUNDS} interleaved rounds)\n\n\
+         | configuration | median ns/pipe round | ratio | median ns/getppid | ratio |\n|---|---|---|---|---|\n\
+         | no llmtap | {pb:.0} | 1.00 | {ob:.0} | 1.00 |\n\
+         | llmtap `--mcp-stdio off` (default) | {poff:.0} | {:.3} | {ooff:.0} | {:.3} |\n\
+         | llmtap `--mcp-stdio on` | {pon:.0} | {:.3} | {oon:.0} | {:.3} |\n\n\
+         Raw pipe ns/round: baseline {:.0?}, off {:.0?}, on {:.0?}. Raw getppid ns/call: baseline \
+         {:.0?}, off {:.0?}, on {:.0?}.\n\n\
+         A pipe round is two system calls (a write, then a read of the same bytes). With \
+         `--mcp-stdio on`, the `raw_syscalls:sys_exit` hook runs after every system call on the \
+         host (and the kernel takes its slower system-call exit path for every task): a register \
+         read for any call, a map lookup for reads and writes, and a one-byte read of a write's \
+         buffer (these bytes are not `{{`, so nothing more); nothing of them is copied.\n",
+        poff / pb,
+        ooff / ob,
+        pon / pb,
+        oon / ob,
+        pipe(&baseline),
+        pipe(&off),
+        pipe(&on),
+        other(&baseline),
+        other(&off),
+        other(&on),
     );
     Ok((json, md))
 }

@@ -51,7 +51,7 @@ enum Task {
     /// Overhead benchmarks; writes target/bench/report.{md,json} (with `--section`, only that
     /// section, to target/bench/section.{md,json}).
     Bench {
-        /// Run only this section (traced_overhead, per_hook_cost, plain_http_cost,
+        /// Run only this section (traced_overhead, per_hook_cost, plain_http_cost, mcp_stdio_cost,
         /// pipeline_throughput, load, binary_analysis).
         #[arg(long)]
         section: Option<String>,
@@ -674,7 +674,7 @@ const PYTHON_SDKS: &[&str] = &[
     "ollama==0.6.3",
     // The WebSocket client of the Responses-over-WebSocket tests (tests/clients/ws_client.py).
     "websockets==17.4",
-    // MCP client and server of the MCP-over-HTTP tests (tests/clients/mcp_http_*.py).
+    // MCP client and server of the MCP tests, over HTTP and stdio (tests/clients/mcp_*.py).
     "mcp==2.3.0",
     // The attribute names `--compat openinference` is checked against (tests/tests/openinference.rs).
     "openinference-semantic-conventions==0.1.42",

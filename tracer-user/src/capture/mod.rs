@@ -22,6 +22,7 @@ pub use event::{
 };
 pub use stream::{StreamAssembler, StreamChunk, StreamEvent};
 pub mod clock;
+pub mod pipe;
 pub mod plain;
 pub mod printer;
 pub mod redact;

@@ -82,6 +82,9 @@ pub struct TracerConfig {
     pub hold_new_processes: bool,
     /// Which plain (non-TLS) TCP connections to capture.
     pub plain_http: PlainHttp,
+    /// Capture MCP over stdio (`capture::pipe`): off by default, its hook runs after every
+    /// system call on the host.
+    pub mcp_stdio: bool,
 }
 
 impl Default for TracerConfig {
@@ -93,6 +96,7 @@ impl Default for TracerConfig {
             comms: Vec::new(),
             hold_new_processes: false,
             plain_http: PlainHttp::default(),
+            mcp_stdio: false,
         }
     }
 }
@@ -200,6 +204,11 @@ pub struct CaptureCounters {
     /// Plain-HTTP connections user space told the kernel to stop copying (first request not
     /// an LLM call).
     pub plain_ignored_later: u64,
+    /// MCP stdio channels the kernel found, the bytes it copied of them, and servers whose
+    /// standard output was not a pipe (their answers unseen).
+    pub mcp_pipe_channels: u64,
+    pub mcp_pipe_bytes: u64,
+    pub mcp_pipe_no_response_pipe: u64,
 }
 
 impl CaptureCounters {
@@ -282,17 +291,22 @@ impl Tracer {
             PlainHttp::AllPorts => mode::ALL_PORTS,
             PlainHttp::Ports(_) => mode::LISTED_PORTS,
         };
-        let mut ebpf = EbpfLoader::new()
+        let pipe_offsets = if config.mcp_stdio {
+            super::pipe::PipeOffsets::from_kernel_btf()
+                .inspect_err(|err| log::warn!("MCP over stdio not captured: {err}"))
+                .ok()
+        } else {
+            None
+        };
+        let hold_new_processes = u32::from(config.hold_new_processes);
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries("EVENTS", config.ring_buffer_bytes)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .override_global("MAX_CAPTURE_BYTES", &config.max_capture_bytes, true)
             .override_global("FILTER_FLAGS", &filter_flags, true)
             .override_global("SELF_PID", &self_pid, true)
-            .override_global(
-                "HOLD_NEW_PROCESSES",
-                &u32::from(config.hold_new_processes),
-                true,
-            )
+            .override_global("HOLD_NEW_PROCESSES", &hold_new_processes, true)
             .override_global("TASK_SIGNAL_OFFSET", &tty_offsets.task_signal, true)
             .override_global("SIGNAL_TTY_OFFSET", &tty_offsets.signal_tty, true)
             .override_global(
@@ -305,9 +319,11 @@ impl Tracer {
                 &start_offsets.task_start_time,
                 true,
             )
-            .override_global("PLAIN_MODE", &plain_mode, true)
-            .load(EBPF_OBJECT)
-            .map_err(TracerError::Load)?;
+            .override_global("PLAIN_MODE", &plain_mode, true);
+        if let Some(offsets) = &pipe_offsets {
+            offsets.set_globals(&mut loader);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(TracerError::Load)?;
         fill_plain_maps(&mut ebpf, &config.plain_http)?;
 
         if !config.pids.is_empty() {
@@ -406,6 +422,11 @@ impl Tracer {
             log::warn!("plain-HTTP capture and socket addresses unavailable: {reason}");
         } else if plain_mode == mode::OFF {
             log::info!("plain-HTTP capture off (--plain-http off)");
+        }
+        if pipe_offsets.is_some()
+            && let Err(reason) = super::pipe::attach(&mut ebpf)
+        {
+            log::warn!("MCP over stdio not captured: {reason}");
         }
 
         let ring = RingBuf::try_from(
@@ -938,6 +959,9 @@ impl Tracer {
             plain_ignored_connections: read(counter::PLAIN_IGNORED_CONNECTIONS),
             tls_connections: read(counter::TLS_CONNECTIONS),
             plain_ignored_later: self.plain_ignored_later,
+            mcp_pipe_channels: read(counter::MCP_PIPE_CHANNELS),
+            mcp_pipe_bytes: read(counter::MCP_PIPE_BYTES),
+            mcp_pipe_no_response_pipe: read(counter::MCP_PIPE_NO_RESPONSE_PIPE),
         }
     }
 }

@@ -17,7 +17,7 @@ use super::{
     resource::ProcessResource,
     semconv::{self, Semconv},
 };
-use crate::genai::{AgentRecord, CallRecord, McpCall, Operation, ToolProcess};
+use crate::genai::{AgentRecord, CallRecord, McpCall, McpTransport, Operation, ToolProcess};
 
 /// Span status (success stays `Unset`, as the conventions ask of instrumentations).
 #[derive(Clone, Debug, PartialEq)]
@@ -670,9 +670,15 @@ impl SpanBuilder {
         if let Some(uri) = &call.resource_uri {
             a.push((keys::MCP_RESOURCE_URI, str_(&redact::scrub_url(uri))));
         }
-        a.push((keys::NETWORK_TRANSPORT, str_("tcp")));
-        a.push((keys::NETWORK_PROTOCOL_NAME, str_("http")));
-        a.push((keys::NETWORK_PROTOCOL_VERSION, str_(&call.http_version)));
+        match &call.transport {
+            McpTransport::Http { version } => {
+                a.push((keys::NETWORK_TRANSPORT, str_("tcp")));
+                a.push((keys::NETWORK_PROTOCOL_NAME, str_("http")));
+                a.push((keys::NETWORK_PROTOCOL_VERSION, str_(version)));
+            }
+            // The MCP conventions: `pipe` for stdio.
+            McpTransport::Pipe => a.push((keys::NETWORK_TRANSPORT, str_("pipe"))),
+        }
         if let Some(host) = &call.server_address {
             a.push((keys::SERVER_ADDRESS, str_(host)));
         }
@@ -1083,7 +1089,9 @@ pub(crate) mod tests {
             connection_id: 1,
             server_address: Some("tools.internal".into()),
             server_port: Some(8443),
-            http_version: "1.1".into(),
+            transport: McpTransport::Http {
+                version: "1.1".into(),
+            },
             method: "tools/call".into(),
             request_id: Some("7".into()),
             jsonrpc_version: None,
@@ -1129,9 +1137,19 @@ pub(crate) mod tests {
         list.method = "tools/list".into();
         list.tool_name = None;
         list.error_type = None;
-        let span = builder.build_agent(&AgentRecord::Mcp(Box::new(list)), resource());
+        let span = builder.build_agent(&AgentRecord::Mcp(Box::new(list.clone())), resource());
         assert_eq!(span.name, "tools/list");
         assert_eq!(find(&span.attributes, keys::OPERATION_NAME), None);
+        let mut over_stdio = list;
+        over_stdio.transport = McpTransport::Pipe;
+        over_stdio.server_address = None;
+        over_stdio.server_port = None;
+        let span = builder.build_agent(&AgentRecord::Mcp(Box::new(over_stdio)), resource());
+        let get = |k| find(&span.attributes, k).cloned();
+        assert_eq!(get(keys::NETWORK_TRANSPORT), s("pipe"));
+        assert_eq!(get(keys::NETWORK_PROTOCOL_NAME), None);
+        assert_eq!(get(keys::NETWORK_PROTOCOL_VERSION), None);
+        assert_eq!(get(keys::SERVER_ADDRESS), None);
     }
 
     /// `--compat openinference` adds the OpenInference attributes, derived from the v1.41

@@ -66,6 +66,15 @@ pub fn identify_mcp(head: &RequestHead) -> Option<McpTarget> {
     })
 }
 
+/// How an MCP client and server exchange their messages (the `network.*` attributes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum McpTransport {
+    /// Streamable HTTP (or HTTP+SSE), with the HTTP version (`1.1`, `2`).
+    Http { version: String },
+    /// stdio: newline-delimited JSON-RPC over the server's standard input and output pipes.
+    Pipe,
+}
+
 /// One MCP request (or notification) and how it ended.
 #[derive(Clone, Debug, PartialEq)]
 pub struct McpCall {
@@ -73,8 +82,7 @@ pub struct McpCall {
     pub connection_id: u64,
     pub server_address: Option<String>,
     pub server_port: Option<u16>,
-    /// `network.protocol.version` of the HTTP exchange (`1.1`, `2`).
-    pub http_version: String,
+    pub transport: McpTransport,
     pub method: String,
     /// `jsonrpc.request.id` (absent for a notification).
     pub request_id: Option<String>,
@@ -104,10 +112,24 @@ pub struct McpCall {
     pub agent: Option<AgentLink>,
 }
 
-/// A request (or notification) waiting for its answer.
+/// A request waiting for its answer.
 pub struct PendingRpc {
     pub(super) id: Option<Value>,
     pub(super) call: McpCall,
+}
+
+/// Where a client's JSON-RPC messages come from: what every call made of them shares.
+pub(super) struct RpcOrigin<'a> {
+    pub(super) process: &'a ProcessRef,
+    pub(super) connection_id: u64,
+    pub(super) server_address: Option<&'a str>,
+    pub(super) server_port: Option<u16>,
+    pub(super) transport: &'a McpTransport,
+    pub(super) session_id: Option<&'a str>,
+    /// Known for the whole exchange or channel (a header, a negotiated version).
+    pub(super) protocol_version: Option<&'a str>,
+    pub(super) capture_content: bool,
+    pub(super) start_ns: u64,
 }
 
 enum ResponseBody {
@@ -123,7 +145,7 @@ pub struct McpExchange {
     target: McpTarget,
     process: ProcessRef,
     connection_id: u64,
-    http_version: String,
+    transport: McpTransport,
     start_ns: u64,
     capture_content: bool,
     request: BudgetedBuf,
@@ -155,10 +177,12 @@ impl McpExchange {
             target,
             process,
             connection_id,
-            http_version: if head.major_version == 2 {
-                "2".to_string()
-            } else {
-                format!("1.{}", head.minor_version)
+            transport: McpTransport::Http {
+                version: if head.major_version == 2 {
+                    "2".to_string()
+                } else {
+                    format!("1.{}", head.minor_version)
+                },
             },
             start_ns,
             capture_content,
@@ -225,68 +249,20 @@ impl McpExchange {
     }
 
     fn rpc_of(&self, message: &Value) -> Option<PendingRpc> {
-        let version = str_at(message, &["jsonrpc"])?;
-        let method = str_at(message, &["method"])?;
-        let id = message.get("id").filter(|id| !id.is_null()).cloned();
-        let params = message.get("params");
-        let param = |name: &str| params.and_then(|p| str_at(p, &[name]));
-        let (tool_name, prompt_name) = match method.as_str() {
-            "tools/call" => (param("name"), None),
-            "prompts/get" => (None, param("name")),
-            _ => (None, None),
-        };
-        let resource_uri = match method.as_str() {
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => param("uri"),
-            _ => None,
-        };
-        // The header, else the request's own: `initialize` (up to 2025-11-25) or, since
-        // 2026-07-28 (no initialize), every request's `_meta`.
-        let protocol_version = self
-            .target
-            .protocol_version
-            .clone()
-            .or_else(|| {
-                (method == "initialize")
-                    .then(|| param("protocolVersion"))
-                    .flatten()
-            })
-            .or_else(|| {
-                params
-                    .and_then(|p| p.get("_meta"))
-                    .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            });
-        let arguments = (self.capture_content && method == "tools/call")
-            .then(|| params.and_then(|p| p.get("arguments")).map(capped_json))
-            .flatten();
-        Some(PendingRpc {
-            id: id.clone(),
-            call: McpCall {
-                process: self.process.clone(),
+        rpc_of(
+            message,
+            &RpcOrigin {
+                process: &self.process,
                 connection_id: self.connection_id,
-                server_address: self.target.server_address.clone(),
+                server_address: self.target.server_address.as_deref(),
                 server_port: self.target.server_port,
-                http_version: self.http_version.clone(),
-                method,
-                request_id: id.as_ref().map(id_string),
-                jsonrpc_version: (version != "2.0").then_some(version),
-                tool_name,
-                prompt_name,
-                resource_uri,
-                session_id: self.target.session_id.clone(),
-                protocol_version,
+                transport: &self.transport,
+                session_id: self.target.session_id.as_deref(),
+                protocol_version: self.target.protocol_version.as_deref(),
+                capture_content: self.capture_content,
                 start_ns: self.start_ns,
-                end_ns: self.start_ns,
-                error_type: None,
-                error_message: None,
-                rpc_status_code: None,
-                arguments,
-                result: None,
-                incomplete: false,
-                agent: None,
             },
-        })
+        )
     }
 
     pub fn response_head(&mut self, head: &ResponseHead, ts_ns: u64) {
@@ -350,23 +326,13 @@ impl McpExchange {
 
     /// Applies one JSON-RPC message from the server.
     fn answer(&mut self, message: &Value, ts_ns: u64, done: &mut Vec<McpCall>) {
-        let messages = match message {
-            Value::Array(batch) => batch.iter().collect(),
-            other => vec![other],
-        };
-        for m in messages {
-            // Server requests and notifications (`method`) are not answers to the client.
-            if m.get("method").is_some() {
-                continue;
-            }
-            let Some(id) = m.get("id") else { continue };
-            let Some(at) = self.pending.iter().position(|p| p.id.as_ref() == Some(id)) else {
-                continue;
-            };
-            let mut rpc = self.pending.swap_remove(at);
-            apply_answer(&mut rpc.call, m, ts_ns, self.capture_content);
-            done.push(rpc.call);
-        }
+        answer(
+            &mut self.pending,
+            message,
+            ts_ns,
+            self.capture_content,
+            done,
+        );
     }
 
     /// Bytes of the exchange were lost in capture.
@@ -410,6 +376,101 @@ impl McpExchange {
             }
             done.push(rpc.call);
         }
+    }
+}
+
+/// The call a client's JSON-RPC message starts: `None` for anything but a request or
+/// notification (an answer to a server's request, not JSON-RPC).
+pub(super) fn rpc_of(message: &Value, origin: &RpcOrigin<'_>) -> Option<PendingRpc> {
+    let version = str_at(message, &["jsonrpc"])?;
+    let method = str_at(message, &["method"])?;
+    let id = message.get("id").filter(|id| !id.is_null()).cloned();
+    let params = message.get("params");
+    let param = |name: &str| params.and_then(|p| str_at(p, &[name]));
+    let (tool_name, prompt_name) = match method.as_str() {
+        "tools/call" => (param("name"), None),
+        "prompts/get" => (None, param("name")),
+        _ => (None, None),
+    };
+    let resource_uri = match method.as_str() {
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => param("uri"),
+        _ => None,
+    };
+    // The exchange's own (a header, a version negotiated earlier), else the request's:
+    // `initialize` (up to 2025-11-25) or, since 2026-07-28 (no initialize), every request's
+    // `_meta`.
+    let protocol_version = origin
+        .protocol_version
+        .map(str::to_string)
+        .or_else(|| {
+            (method == "initialize")
+                .then(|| param("protocolVersion"))
+                .flatten()
+        })
+        .or_else(|| {
+            params
+                .and_then(|p| p.get("_meta"))
+                .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+    let arguments = (origin.capture_content && method == "tools/call")
+        .then(|| params.and_then(|p| p.get("arguments")).map(capped_json))
+        .flatten();
+    Some(PendingRpc {
+        id: id.clone(),
+        call: McpCall {
+            process: origin.process.clone(),
+            connection_id: origin.connection_id,
+            server_address: origin.server_address.map(str::to_string),
+            server_port: origin.server_port,
+            transport: origin.transport.clone(),
+            method,
+            request_id: id.as_ref().map(id_string),
+            jsonrpc_version: (version != "2.0").then_some(version),
+            tool_name,
+            prompt_name,
+            resource_uri,
+            session_id: origin.session_id.map(str::to_string),
+            protocol_version,
+            start_ns: origin.start_ns,
+            end_ns: origin.start_ns,
+            error_type: None,
+            error_message: None,
+            rpc_status_code: None,
+            arguments,
+            result: None,
+            incomplete: false,
+            agent: None,
+        },
+    })
+}
+
+/// Applies one JSON-RPC message (or batch) from the server: each answer to a `pending`
+/// request ends that call, appended to `done`.
+pub(super) fn answer(
+    pending: &mut Vec<PendingRpc>,
+    message: &Value,
+    ts_ns: u64,
+    capture_content: bool,
+    done: &mut Vec<McpCall>,
+) {
+    let messages = match message {
+        Value::Array(batch) => batch.iter().collect(),
+        other => vec![other],
+    };
+    for m in messages {
+        // Server requests and notifications (`method`) are not answers to the client.
+        if m.get("method").is_some() {
+            continue;
+        }
+        let Some(id) = m.get("id") else { continue };
+        let Some(at) = pending.iter().position(|p| p.id.as_ref() == Some(id)) else {
+            continue;
+        };
+        let mut rpc = pending.swap_remove(at);
+        apply_answer(&mut rpc.call, m, ts_ns, capture_content);
+        done.push(rpc.call);
     }
 }
 

@@ -14,6 +14,7 @@ pub mod estimate;
 pub mod json;
 pub mod mcp;
 pub mod mcp_sse;
+pub mod mcp_stdio;
 pub mod provider;
 pub mod record;
 pub mod request;
@@ -23,10 +24,11 @@ pub mod websocket;
 
 pub use agent::{AgentConfig, AgentRecord, AgentTracker, AgentTurn, ToolExecution, ToolProcess};
 pub use call::{CallBuilder, CallConfig};
-pub use mcp::{McpCall, McpExchange, McpTarget, identify_mcp};
+pub use mcp::{McpCall, McpExchange, McpTarget, McpTransport, identify_mcp};
 pub use mcp_sse::{
     LegacySessions, McpEventStream, StreamEvent as McpStreamEvent, is_event_stream_request,
 };
+pub use mcp_stdio::McpStdio;
 pub use provider::{Api, ApiTarget, identify, identify_websocket, is_known_provider};
 pub use record::*;
 pub use response::{FINISH_REASON_CLASSES, OTHER_FINISH_REASON, finish_reason_class};

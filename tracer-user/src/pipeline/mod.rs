@@ -22,11 +22,11 @@ use std::collections::HashMap;
 
 use crate::budget::MemoryBudget;
 use crate::connection::{ConnectionConfig, ConnectionTracker};
-use crate::flow::{ConnectionId, StreamEvent};
+use crate::flow::{ConnectionId, StreamEvent, is_mcp_pipe};
 use crate::genai::{
     CallBuilder, CallConfig, CallRecord, FinishedCall, LegacySessions, McpCall, McpEventStream,
-    McpExchange, McpStreamEvent, MessagePiece, ProcessRef, WsSession, identify, identify_mcp,
-    identify_websocket, is_event_stream_request,
+    McpExchange, McpStdio, McpStreamEvent, MessagePiece, ProcessRef, WsSession, identify,
+    identify_mcp, identify_websocket, is_event_stream_request,
 };
 use crate::http::{AbortReason, ExchangeKey, HttpEvent};
 
@@ -147,6 +147,10 @@ pub struct PipelineStats {
     /// take them in time.
     pub mcp_calls: u64,
     pub mcp_calls_dropped: u64,
+    /// MCP stdio channels (an agent's pipes to a server it spawned) seen, and their JSON-RPC
+    /// lines lost (not JSON, or cut by lost bytes or the size cap).
+    pub mcp_stdio_channels: u64,
+    pub mcp_stdio_lines_lost: u64,
     /// Connections and calls currently held.
     pub open_connections: u64,
     pub calls_in_flight: u64,
@@ -170,6 +174,8 @@ pub struct Pipeline {
     mcp_streams: HashMap<ExchangeKey, McpEventStream>,
     /// Legacy MCP sessions: requests POSTed to an endpoint, waiting for the stream's answers.
     mcp_legacy: LegacySessions,
+    /// MCP over stdio: the pipe connections, which are JSON-RPC lines rather than HTTP.
+    mcp_stdio: McpStdio,
     call_config: CallConfig,
     idle_timeout_ns: u64,
     stats: PipelineStats,
@@ -205,6 +211,7 @@ impl Pipeline {
             mcp_done: Vec::new(),
             mcp_streams: HashMap::new(),
             mcp_legacy: LegacySessions::default(),
+            mcp_stdio: McpStdio::new(config.capture_content, &budget),
             call_config: config.call(&budget),
             idle_timeout_ns: config.idle_timeout_ns,
             stats: PipelineStats::default(),
@@ -226,6 +233,12 @@ impl Pipeline {
 
     /// Feeds one captured event; completed calls are appended to `out`.
     pub fn push(&mut self, ev: StreamEvent, out: &mut Vec<CallRecord>) {
+        if is_mcp_pipe(ev.conn().conn) {
+            let mut done = Vec::new();
+            self.mcp_stdio.push(ev, &mut done);
+            self.push_mcp(done);
+            return;
+        }
         let mut events = std::mem::take(&mut self.scratch);
         self.tracker.push(ev, &mut events);
         self.apply(&mut events, out);
@@ -262,6 +275,9 @@ impl Pipeline {
                 self.end_mcp(exchange, now_ns, Some(AbortReason::IdleTimeout));
             }
         }
+        let mut done = Vec::new();
+        self.mcp_stdio.tick(now_ns, timeout, &mut done);
+        self.push_mcp(done);
     }
 
     /// Flushes every call in flight (shutdown).
@@ -284,6 +300,9 @@ impl Pipeline {
         self.mcp_streams.clear();
         let mut done = Vec::new();
         self.mcp_legacy.close_all(now, &mut done);
+        self.push_mcp(done);
+        let mut done = Vec::new();
+        self.mcp_stdio.finish(now, &mut done);
         self.push_mcp(done);
     }
 
@@ -381,6 +400,8 @@ impl Pipeline {
                     .sum::<usize>()) as u64,
             body_bytes_held: self.call_config.budget.used() as u64,
             budget_refusals: self.call_config.budget.refusals(),
+            mcp_stdio_channels: self.mcp_stdio.stats().channels,
+            mcp_stdio_lines_lost: self.mcp_stdio.stats().lines_lost,
             ..self.stats.clone()
         }
     }

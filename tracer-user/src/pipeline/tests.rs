@@ -1485,3 +1485,59 @@ fn mcp_lookalikes_and_unanswered_requests() {
     assert!(calls[0].error_type.is_some(), "{calls:?}");
     assert_eq!(pipeline.stats().non_llm_requests, 1);
 }
+
+/// MCP over stdio: a pipe channel's JSON-RPC lines become MCP calls, never HTTP (the
+/// connection stage does not see them); a TLS connection of the same process beside it is
+/// parsed as before.
+#[test]
+fn mcp_stdio_channels_bypass_http() {
+    let pipe = ConnectionId {
+        pid: 77,
+        conn: tracer_common::pipe::conn_of(1234),
+    };
+    let chunk = |direction, at: u64, data: &str| {
+        StreamEvent::Data(StreamChunk {
+            conn: pipe,
+            direction,
+            tid: 77,
+            comm: comm("agent"),
+            ts_entry_ns: at,
+            ts_ns: at + 1,
+            data: Bytes::copy_from_slice(data.as_bytes()),
+        })
+    };
+    let mut events = vec![
+        chunk(
+            Direction::Write,
+            1_000,
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"add\"}}\n",
+        ),
+        chunk(
+            Direction::Read,
+            2_000,
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[]}}\n",
+        ),
+    ];
+    events.extend(cassette_events(
+        &cassette("openai__chat_stream_include_usage"),
+        &ReplayOptions::default(),
+    ));
+    let mut p = Pipeline::new(PipelineConfig::default());
+    let mut out = Vec::new();
+    for ev in events {
+        p.push(ev, &mut out);
+    }
+    p.finish(&mut out);
+    assert_eq!(out.len(), 1, "the LLM call beside the MCP channel");
+    let calls = p.take_mcp_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].method, "tools/call");
+    assert_eq!(calls[0].tool_name.as_deref(), Some("add"));
+    assert_eq!(calls[0].transport, crate::genai::McpTransport::Pipe);
+    assert_eq!((calls[0].start_ns, calls[0].end_ns), (1_000, 2_001));
+    let stats = p.stats();
+    assert_eq!(stats.mcp_stdio_channels, 1);
+    assert_eq!(stats.mcp_calls, 1);
+    assert_eq!(stats.non_http_connections, 0);
+    assert_eq!(stats.http_parse_errors, 0);
+}

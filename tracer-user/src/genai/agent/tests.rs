@@ -197,7 +197,9 @@ fn mcp_call(pid: u32, at: u64) -> McpCall {
         connection_id: 9,
         server_address: Some("tools.internal".into()),
         server_port: Some(8443),
-        http_version: "1.1".into(),
+        transport: crate::genai::McpTransport::Http {
+            version: "1.1".into(),
+        },
         method: "tools/call".into(),
         request_id: Some("1".into()),
         jsonrpc_version: None,
