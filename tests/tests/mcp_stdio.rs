@@ -6,11 +6,15 @@
 //! tool call is `execute_tool {tool}`, and the failing tool says `tool_error`. The server's side
 //! of the same pipes gives no span. Meanwhile a pipe-heavy shell pipeline and a process writing
 //! JSON-RPC-looking lines to a pipe that is not an MCP peer give no span, and the kernel copies
-//! none of their bytes.
+//! none of their bytes. An agent whose tools are served over stdio has its MCP spans in its
+//! turn's trace, children of the `invoke_agent` span.
 
 use std::process::{Command, Stdio};
 
-use llmtap_tests::replay::{LlmtapRun, mcp_spans_of, run_client, sdk_clients_missing, spans_of};
+use llmtap_tests::replay::{
+    LlmtapRun, ReplayOptions, ReplayServer, agent_spans_of, cassette_path, mcp_spans_of,
+    run_client, sdk_clients_missing, spans_of,
+};
 use llmtap_tests::{repo_root, require_ebpf};
 use serde_json::Value;
 
@@ -65,7 +69,7 @@ fn mcp_sdk_requests_over_stdio_are_client_spans_and_other_pipes_are_not_copied()
     client.arg(repo_root().join("tests/clients/mcp_stdio_client.py"));
     let outcome = run_client(&mut client).expect("MCP client");
     assert_eq!(
-        outcome.stdout, "tools add,fail\nadd 42\nfail error\n",
+        outcome.stdout, "tools add,fail,get_news,get_weather\nadd 42\nfail error\n",
         "{}",
         outcome.stderr
     );
@@ -210,4 +214,70 @@ fn mcp_sdk_requests_over_stdio_are_client_spans_and_other_pipes_are_not_copied()
         bytes > 0 && bytes < JSON_LINES_BYTES / 4,
         "only the MCP session's bytes are copied, not the other pipes' ({bytes}):\n{log}"
     );
+}
+
+/// The `openai` SDK's tool loop (a recorded first turn asking for two tools, a constructed
+/// second turn) with the tools called on a stdio MCP server between the turns: the MCP spans
+/// join the agent's turn, children of its `invoke_agent` span in its trace, and the tool calls
+/// are named by the tools the model asked for.
+#[test]
+fn mcp_stdio_calls_made_inside_an_agent_turn_are_its_children() {
+    if !require_ebpf("mcp_stdio_calls_made_inside_an_agent_turn_are_its_children") {
+        return;
+    }
+    if let Some(missing) = sdk_clients_missing() {
+        panic!("{missing}");
+    }
+    let first = cassette_path("openai__chat_parallel_tool_calls");
+    let second = repo_root().join("tests/data/agent/openai__chat_tool_results.json");
+    let server = ReplayServer::start_with(&[first.clone(), second], &ReplayOptions::default())
+        .expect("replay server");
+    let llmtap = LlmtapRun::start(&["--mcp-stdio", "on"]).expect("llmtap");
+    let mut client = server.client_command(repo_root().join("tests/.venv/bin/python3"));
+    client
+        .arg(repo_root().join("tests/clients/mcp_stdio_agent_client.py"))
+        .arg(&first);
+    let outcome = run_client(&mut client).expect("agent");
+    assert_eq!(
+        outcome.stdout,
+        "tools get_weather,get_news\nanswer It is 18C and sunny in San Francisco, and cable cars run late tonight.\n",
+        "{}",
+        outcome.stderr
+    );
+    let pid = outcome.pid;
+    llmtap.wait_for(|spans| {
+        spans_of(spans, pid).len() >= 2
+            && mcp_spans_of(spans, pid)
+                .iter()
+                .filter(|s| s["attributes"]["mcp.method.name"] == "tools/call")
+                .count()
+                >= 2
+    });
+    let (spans, _, log) = llmtap.stop();
+    let turns: Vec<&Value> = agent_spans_of(&spans, pid)
+        .into_iter()
+        .filter(|s| s["name"] == "invoke_agent")
+        .collect();
+    assert_eq!(turns.len(), 1, "{spans:#?}\n{log}");
+    let turn = turns[0];
+    let mut mcp = mcp_spans_of(&spans, pid);
+    mcp.sort_by_key(|s| s["start_time_unix_nano"].as_u64());
+    let names: Vec<&str> = mcp.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names.first(), Some(&"server/discover"), "{names:?}");
+    let tool_calls: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with("execute_tool "))
+        .collect();
+    assert_eq!(
+        tool_calls,
+        ["execute_tool get_weather", "execute_tool get_news"],
+        "{names:?}"
+    );
+    for span in &mcp {
+        assert_eq!(span["trace_id"], turn["trace_id"], "{span:#}");
+        assert_eq!(span["parent_span_id"], turn["span_id"], "{span:#}");
+        assert_eq!(span["attributes"]["network.transport"], "pipe", "{span:#}");
+        assert_eq!(span["attributes"]["error.type"], Value::Null, "{span:#}");
+    }
 }

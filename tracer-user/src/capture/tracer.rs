@@ -423,10 +423,13 @@ impl Tracer {
         } else if plain_mode == mode::OFF {
             log::info!("plain-HTTP capture off (--plain-http off)");
         }
-        if pipe_offsets.is_some()
-            && let Err(reason) = super::pipe::attach(&mut ebpf)
-        {
-            log::warn!("MCP over stdio not captured: {reason}");
+        if pipe_offsets.is_some() {
+            match super::pipe::attach(&mut ebpf) {
+                Ok(()) => log::info!(
+                    "MCP over stdio captured (--mcp-stdio on): a hook after every system call"
+                ),
+                Err(reason) => log::warn!("MCP over stdio not captured: {reason}"),
+            }
         }
 
         let ring = RingBuf::try_from(
