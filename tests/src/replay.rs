@@ -660,7 +660,9 @@ impl LlmtapRun {
     pub fn stop(mut self) -> (Vec<Value>, String, String) {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.child.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Detaching every probe takes seconds on a loaded 2-CPU VM: the exit summary comes
+        // after it, and tests read that summary.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.0.try_wait() {
                 break;
