@@ -223,18 +223,28 @@ impl WsSession {
             }
             return;
         }
+        let kind = buf.kind.clone().unwrap_or_default();
+        if !realtime {
+            // Responses events are read by the typed Responses reader: here the message is
+            // only checked to be JSON (without building it).
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&buf.data).is_err() {
+                self.bad_messages += 1;
+                return;
+            }
+            match p.direction {
+                Direction::Write => self.responses_client(&kind, &buf, p.ts_ns, cfg, done),
+                Direction::Read => self.responses_server(&kind, &buf.data, p.ts_ns, done),
+            }
+            return;
+        }
+        // Realtime keeps the session's configuration across messages: read as a tree.
         let Ok(v) = serde_json::from_slice::<Value>(&buf.data) else {
             self.bad_messages += 1;
             return;
         };
-        let kind = buf.kind.clone().unwrap_or_default();
-        match (p.direction, realtime) {
-            (Direction::Write, false) => self.responses_client(&kind, &buf, &v, p.ts_ns, cfg, done),
-            (Direction::Read, false) => self.responses_server(&kind, &buf.data, p.ts_ns, done),
-            (Direction::Write, true) => self.realtime_client(&kind, &buf, &v, p.ts_ns, cfg, done),
-            (Direction::Read, true) => {
-                self.realtime_server(&kind, &v, &buf.data, p.ts_ns, cfg, done)
-            }
+        match p.direction {
+            Direction::Write => self.realtime_client(&kind, &buf, &v, p.ts_ns, cfg, done),
+            Direction::Read => self.realtime_server(&kind, &v, &buf.data, p.ts_ns, cfg, done),
         }
     }
 
@@ -298,7 +308,6 @@ impl WsSession {
         &mut self,
         kind: &str,
         buf: &MessageBuf,
-        _v: &Value,
         ts_ns: u64,
         cfg: &CallConfig,
         done: &mut Vec<FinishedCall>,
