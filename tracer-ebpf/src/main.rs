@@ -39,8 +39,8 @@ use aya_ebpf::{
 use plain::read_kernel;
 use tracer_common::{
     CHUNK_DATA_MAX, COMM_LEN, DEFAULT_MAX_CAPTURE_BYTES, EVENT_HEADER_LEN, EventBuffer,
-    EventHeader, HoldEntry, StreamKey, counter, direction, event_flags, event_kind, hold_state,
-    plain::is_socket_conn,
+    EventHeader, HoldEntry, MUTE_KEY_DIRECTION, MuteEntry, StreamKey, counter, direction,
+    event_flags, event_kind, hold_state, mute_kind, mute_state, plain::is_socket_conn,
 };
 
 // ---- configuration, written by the loader before the program is loaded ----
@@ -109,6 +109,12 @@ pub(crate) static PEER_REPORTED: LruHashMap<StreamKey, u64> =
 /// does not emit them a second time. Keyed like `STREAM_POS` (direction `WRITE`).
 #[map]
 static WRITE_RETRY: LruHashMap<StreamKey, PendingWrite> = LruHashMap::with_max_entries(16384, 0);
+
+/// Connections user space told the kernel not to copy (`tracer_common::MuteEntry`), keyed by
+/// (connection, process, `MUTE_KEY_DIRECTION`). One lookup per call; LRU so that entries of
+/// connections never freed age out.
+#[map]
+static MUTED: LruHashMap<StreamKey, MuteEntry> = LruHashMap::with_max_entries(16384, 0);
 
 /// Scratch space to assemble one variable-length record per CPU.
 #[map]
@@ -380,12 +386,13 @@ fn on_write_return(pid_tgid: u64, call: &InflightCall, sent: u64) {
 /// Emits the plaintext of a finished call of `len` bytes.
 #[inline(always)]
 fn emit_call(pid_tgid: u64, call: &InflightCall, len: u64) {
-    let Some((header, captured)) = begin_call(
+    let Some((header, captured)) = begin_call_at(
         pid_tgid,
         call.conn_id,
         call.direction,
         call.ts_entry_ns,
         len,
+        call.buf,
     ) else {
         return;
     };
@@ -408,7 +415,7 @@ fn emit_call(pid_tgid: u64, call: &InflightCall, len: u64) {
 
 /// Starts the records of a finished call of `len` bytes, whatever the TLS library: counts the
 /// call, takes its place in the stream and caps what is copied. Returns the header every
-/// chunk shares and the bytes to copy; `None` for an empty call.
+/// chunk shares and the bytes to copy; `None` for an empty call or a muted connection's.
 #[inline(always)]
 pub(crate) fn begin_call(
     pid_tgid: u64,
@@ -416,6 +423,20 @@ pub(crate) fn begin_call(
     dir: u8,
     ts_entry_ns: u64,
     len: u64,
+) -> Option<(EventHeader, u64)> {
+    begin_call_at(pid_tgid, conn_id, dir, ts_entry_ns, len, 0)
+}
+
+/// As [`begin_call`], with the user address of the call's first byte (0 if not one buffer):
+/// a write to a connection muted until its next request is looked at there.
+#[inline(always)]
+pub(crate) fn begin_call_at(
+    pid_tgid: u64,
+    conn_id: u64,
+    dir: u8,
+    ts_entry_ns: u64,
+    len: u64,
+    first_byte: u64,
 ) -> Option<(EventHeader, u64)> {
     count(counter::CALLS, 1);
     if len == 0 {
@@ -427,6 +448,18 @@ pub(crate) fn begin_call(
         pid,
         direction: dir as u32,
     };
+    let mut flags = 0u8;
+    match muted(pid, conn_id, dir, first_byte) {
+        Muted::No => {}
+        Muted::Filtered => {
+            // Numbered like any call, so that positions stay exact if the mute ends.
+            reserve(&key, len);
+            count(counter::FILTERED_CALLS, 1);
+            count(counter::FILTERED_BYTES, len);
+            return None;
+        }
+        Muted::Resumed => flags = event_flags::RESUMED,
+    }
     let stream_pos = reserve(&key, len);
 
     if dir == direction::WRITE && !is_socket_conn(conn_id) {
@@ -449,7 +482,7 @@ pub(crate) fn begin_call(
     let header = EventHeader {
         kind: event_kind::DATA,
         direction: dir,
-        flags: 0,
+        flags,
         _reserved: 0,
         data_len: 0,
         pid,
@@ -465,6 +498,109 @@ pub(crate) fn begin_call(
         comm: current_comm(),
     };
     Some((header, captured))
+}
+
+/// What a mute says about one call.
+enum Muted {
+    /// Not muted: copied.
+    No,
+    /// Muted: numbered, counted, not copied.
+    Filtered,
+    /// This write ended the mute: copied, flagged `RESUMED`.
+    Resumed,
+}
+
+/// Whether the connection is muted for this call (see `tracer_common::MuteEntry`). A pending
+/// mute is checked first: user space judged the connection on what it had received, and if
+/// the process wrote since (a new request may be on its way) or the connection's identity
+/// now names another connection (its streams are newer than what user space saw, or shorter),
+/// the judgement is stale and the entry is dropped.
+#[inline(always)]
+fn muted(pid: u32, conn_id: u64, dir: u8, first_byte: u64) -> Muted {
+    let key = StreamKey {
+        conn_id,
+        pid,
+        direction: MUTE_KEY_DIRECTION,
+    };
+    let Some(entry) = MUTED.get_ptr_mut(&key) else {
+        return Muted::No;
+    };
+    // SAFETY: a map value pointer, valid for this program run; racing updates of `state`
+    // by two CPUs write the same value.
+    let mute = unsafe { *entry };
+    if mute.state == mute_state::PENDING {
+        if !made_by_this_process(mute.seen_ts_ns) || !mute_still_applies(pid, conn_id, &mute) {
+            let _ = MUTED.remove(&key);
+            count(counter::MUTES_STALE, 1);
+            return Muted::No;
+        }
+        // SAFETY: as above.
+        unsafe { (*entry).state = mute_state::ACTIVE };
+    }
+    if mute.kind == mute_kind::UNTIL_REQUEST && dir == direction::WRITE {
+        if first_byte == 0 {
+            return Muted::No; // cannot look: never filter what may be a request
+        }
+        if starts_like_request(first_byte) {
+            let _ = MUTED.remove(&key);
+            count(counter::MUTES_RESUMED, 1);
+            return Muted::Resumed;
+        }
+    }
+    Muted::Filtered
+}
+
+/// Whether the connection's streams are still those user space saw: each direction it saw
+/// bytes of exists, was created no later than its latest record, and has not gone backwards;
+/// and, for a mute until the next request, nothing was written since.
+#[inline(always)]
+fn mute_still_applies(pid: u32, conn_id: u64, mute: &MuteEntry) -> bool {
+    let mut key = StreamKey {
+        conn_id,
+        pid,
+        direction: direction::WRITE as u32,
+    };
+    // SAFETY: a plain copy of the value.
+    let write = unsafe { STREAM_POS.get(&key) }.copied();
+    key.direction = direction::READ as u32;
+    // SAFETY: as above.
+    let read = unsafe { STREAM_POS.get(&key) }.copied();
+    let seen_ok = |stream: Option<StreamPos>, seen: u64| match stream {
+        Some(pos) => seen == 0 || (pos.born_ns <= mute.seen_ts_ns && pos.next >= seen),
+        None => seen == 0,
+    };
+    if !seen_ok(write, mute.write_seen) || !seen_ok(read, mute.read_seen) {
+        return false;
+    }
+    if mute.kind == mute_kind::UNTIL_REQUEST {
+        let written = write.map_or(0, |pos| pos.next);
+        return written == mute.write_seen;
+    }
+    true
+}
+
+/// Whether the bytes at user address `buf` start like an HTTP/1 request line: a method of 3
+/// to 7 upper-case letters and a space. Unreadable bytes count as a request: a mute must
+/// never swallow one.
+#[inline(always)]
+fn starts_like_request(buf: u64) -> bool {
+    // SAFETY: checked read of user memory.
+    let Ok(head) = (unsafe { aya_ebpf::helpers::bpf_probe_read_user(buf as *const u64) }) else {
+        return true;
+    };
+    let head = head.to_le_bytes();
+    let mut i = 0;
+    while i < 8 {
+        let b = head[i];
+        if b == b' ' {
+            return i >= 3;
+        }
+        if !b.is_ascii_uppercase() {
+            return false;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Takes the next `len` bytes of stream `key`: returns the position of the first. The add is
@@ -682,6 +818,8 @@ pub(crate) fn close_connection_of(pid: u32, conn_id: u64) {
     let had_read = STREAM_POS.remove(&key).is_ok();
     key.direction = PEER_KEY_DIRECTION;
     let _ = PEER_REPORTED.remove(&key);
+    key.direction = MUTE_KEY_DIRECTION;
+    let _ = MUTED.remove(&key);
     key.direction = direction::WRITE as u32;
     let _ = WRITE_RETRY.remove(&key);
     if !had_write && !had_read {
