@@ -49,6 +49,13 @@ pub struct CaptureArgs {
     /// Only TCP connections whose first request goes to an LLM API path are copied.
     #[arg(long, value_name = "on|off|PORTS", default_value = "on")]
     pub plain_http: PlainHttp,
+
+    /// Stop copying TLS connections llmtap has no use for, in the kernel, once classified:
+    /// a server's side, a protocol other than HTTP, an HTTP/1 client between requests that
+    /// are not LLM calls (copied again from its next request). Their bytes are counted in the
+    /// exit summary and metrics. `off` copies everything (for measurements and debugging).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub kernel_filter: bool,
 }
 
 impl CaptureArgs {
@@ -64,6 +71,7 @@ impl CaptureArgs {
             },
             ssl_libs: self.ssl_libs.clone(),
             rescan_interval: Duration::from_secs(self.rescan_interval),
+            kernel_filter: self.kernel_filter,
         }
     }
 }

@@ -364,8 +364,11 @@ pub async fn run(
                 for conn in daemon.take_not_llm_connections() {
                     session.tracer.ignore_plain_connection(conn);
                 }
-                for (conn, span, seen) in daemon.take_mutable_connections() {
-                    session.tracer.mute_connection(conn, span, seen);
+                let mutable = daemon.take_mutable_connections();
+                if session.kernel_filter {
+                    for (conn, span, seen) in mutable {
+                        session.tracer.mute_connection(conn, span, seen);
+                    }
                 }
             }
             _ = tick.tick() => {

@@ -542,6 +542,43 @@ mod tests {
             .collect()
     }
 
+    /// A connection muted in the kernel and resumed by a new request: its filtered bytes are
+    /// no loss (no gap, nothing held), and it starts afresh at the resuming write.
+    #[test]
+    fn a_resumed_write_starts_the_connection_afresh() {
+        let mut asm = StreamAssembler::new();
+        let mut out = Vec::new();
+        asm.push(at(0, b"GET /a", 1), &mut out);
+        asm.push(other_stream_at(0, 2), &mut out);
+        assert_eq!(
+            asm.seen(CONN),
+            Some(StreamsSeen {
+                write_end: 6,
+                read_end: 1,
+                last_ts_ns: 2
+            })
+        );
+        // Muted: 100 write and 500 read bytes filtered, then a write that starts a request.
+        let mut resumed = at(106, b"POST /v1", 3);
+        if let CaptureEvent::Data(d) = &mut resumed {
+            d.resumed = true;
+        }
+        asm.push(resumed, &mut out);
+        assert_eq!(asm.seen(CONN), None, "the read side waits for its next record");
+        asm.push(other_stream_at(501, 4), &mut out);
+        asm.push(at(114, b"!", 5), &mut out);
+        asm.release_due(u64::MAX, &mut out);
+        assert_eq!(
+            summary(&out),
+            ["GET /a", "-", "<closed>", "POST /v1", "-", "!"]
+        );
+        assert_eq!(asm.holding, 0);
+        assert_eq!(asm.seen(CONN).map(|s| (s.write_end, s.read_end)), Some((115, 502)));
+        // Without the flag, the same jump is a loss.
+        let lost = run(vec![at(0, b"GET /a", 1), at(106, b"POST /v1", 3)]);
+        assert_eq!(summary(&lost), ["GET /a", "<gap 100>", "POST /v1"]);
+    }
+
     #[test]
     fn contiguous_calls_and_chunks() {
         let out = run(vec![

@@ -686,6 +686,12 @@ impl Tracer {
         Ok(AttachOutcome::Attached(vec![LOADER_HOOK_SYMBOL]))
     }
 
+    /// Whether this file (TLS code or a loader) is hooked already: asked before attaching, so
+    /// that a file hooked once is not even looked at again.
+    pub fn is_attached(&self, id: FileId) -> bool {
+        self.attached.contains_key(&id) || self.loaders.contains_key(&id)
+    }
+
     /// Identities of every hooked file (TLS code and loaders).
     pub fn attached_files(&self) -> Vec<FileId> {
         self.attached
