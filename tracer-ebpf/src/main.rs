@@ -91,7 +91,7 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 /// Calls between entry and return, keyed by `pid_tgid` (one call in flight per thread). LRU so
 /// that entries of threads killed mid-call age out instead of filling the table.
 #[map]
-pub(crate) static INFLIGHT: LruHashMap<u64, InflightCall> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static INFLIGHT: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(16384, 0);
 
 /// Byte position reached by each (process, connection, direction) stream.
 #[map]
@@ -176,6 +176,17 @@ pub(crate) struct InflightCall {
     out_len: u64,
     ts_entry_ns: u64,
     direction: u8,
+}
+
+/// An OpenSSL call between entry and return (an `INFLIGHT` value).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SslCall {
+    pub(crate) call: InflightCall,
+    /// Bytes a write asked to send (`num`): what is left unsent at its return is pending.
+    len: u64,
+    /// A `WRITE_RETRY` entry covered the start of this write: removed once it is all sent.
+    had_pending: u64,
 }
 
 /// State handed to the `bpf_loop` callback that emits one chunk per iteration.
@@ -282,6 +293,7 @@ fn wanted(pid: u32) -> bool {
     true
 }
 
+/// The call an OpenSSL entry probe sees, if the process is traced.
 #[inline(always)]
 fn on_entry(ctx: &ProbeContext, dir: u8) -> Option<(u64, InflightCall)> {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -299,10 +311,20 @@ fn on_entry(ctx: &ProbeContext, dir: u8) -> Option<(u64, InflightCall)> {
         ts_entry_ns: unsafe { bpf_ktime_get_ns() },
         direction: dir,
     };
-    if INFLIGHT.insert(&pid_tgid, &call, 0).is_err() {
+    Some((pid_tgid, call))
+}
+
+/// Remembers a call until its return.
+#[inline(always)]
+fn track(pid_tgid: u64, call: InflightCall, len: u64, had_pending: bool) {
+    let entry = SslCall {
+        call,
+        len,
+        had_pending: u64::from(had_pending),
+    };
+    if INFLIGHT.insert(&pid_tgid, &entry, 0).is_err() {
         count(counter::INFLIGHT_TABLE_FULL, 1);
     }
-    Some((pid_tgid, call))
 }
 
 /// Entry of `SSL_write(ssl, buf, num)` / `SSL_write_ex(ssl, buf, num, *written)`: the bytes
@@ -320,6 +342,7 @@ fn on_write_entry(ctx: &ProbeContext, num: u64) {
         return;
     };
     if num == 0 {
+        track(pid_tgid, call, 0, false);
         return;
     }
     let key = StreamKey {
@@ -327,8 +350,11 @@ fn on_write_entry(ctx: &ProbeContext, num: u64) {
         pid: (pid_tgid >> 32) as u32,
         direction: direction::WRITE as u32,
     };
+    // Almost every write finds no entry: one lookup, and the entry is written only by a write
+    // that returns with bytes unsent (`on_write_return`).
     // SAFETY: a plain copy of the value.
-    let emitted = match unsafe { WRITE_RETRY.get(&key) }.copied() {
+    let pending = unsafe { WRITE_RETRY.get(&key) }.copied();
+    let emitted = match pending {
         Some(pending)
             if pending.len <= num
                 && made_by_this_process(pending.born_ns)
@@ -338,13 +364,7 @@ fn on_write_entry(ctx: &ProbeContext, num: u64) {
         }
         _ => 0,
     };
-    let pending = PendingWrite {
-        buf: call.buf,
-        head: head_bytes(call.buf),
-        len: num,
-        born_ns: call.ts_entry_ns,
-    };
-    let _ = WRITE_RETRY.insert(&key, &pending, 0);
+    track(pid_tgid, call, num, pending.is_some());
     if emitted < num {
         call.buf += emitted;
         emit_call(pid_tgid, &call, num - emitted);
@@ -360,27 +380,29 @@ fn head_bytes(buf: u64) -> u64 {
     unsafe { aya_ebpf::helpers::bpf_probe_read_user(buf as *const u64) }.unwrap_or(0)
 }
 
-/// Return of an OpenSSL write that moved `sent` bytes: what is left unsent stays pending.
+/// Return of an OpenSSL write that moved `sent` bytes: what is left unsent stays pending (all
+/// of it was emitted at entry), for the repeat that must follow.
 #[inline(always)]
-fn on_write_return(pid_tgid: u64, call: &InflightCall, sent: u64) {
+fn on_write_return(pid_tgid: u64, ssl: &SslCall, sent: u64) {
     let key = StreamKey {
-        conn_id: call.conn_id,
+        conn_id: ssl.call.conn_id,
         pid: (pid_tgid >> 32) as u32,
         direction: direction::WRITE as u32,
     };
-    let Some(pending) = WRITE_RETRY.get_ptr_mut(&key) else {
-        return;
-    };
-    // SAFETY: a map value pointer, valid for this program run; one call per SSL* at a time.
-    unsafe {
-        if sent >= (*pending).len {
+    if sent >= ssl.len {
+        if ssl.had_pending != 0 {
             let _ = WRITE_RETRY.remove(&key);
-        } else {
-            (*pending).len -= sent;
-            (*pending).buf += sent;
-            (*pending).head = head_bytes((*pending).buf);
         }
+        return;
     }
+    let buf = ssl.call.buf + sent;
+    let pending = PendingWrite {
+        buf,
+        head: head_bytes(buf),
+        len: ssl.len - sent,
+        born_ns: ssl.call.ts_entry_ns,
+    };
+    let _ = WRITE_RETRY.insert(&key, &pending, 0);
 }
 
 /// Emits the plaintext of a finished call of `len` bytes.
@@ -396,6 +418,11 @@ fn emit_call(pid_tgid: u64, call: &InflightCall, len: u64) {
     ) else {
         return;
     };
+    if captured <= CHUNK_DATA_MAX as u64 {
+        // One record (almost every call: a TLS record holds at most 16 KiB): no loop.
+        emit_chunk_record(&header, 0, captured, captured, call.buf);
+        return;
+    }
     let mut state = EmitLoop {
         header,
         buf: call.buf,
@@ -710,16 +737,16 @@ pub(crate) fn emit_chunk_record(
 fn on_return(ctx: &RetProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: plain value copied out before the entry is removed.
-    let Some(call) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
+    let Some(ssl) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
         return;
     };
     let _ = INFLIGHT.remove(&pid_tgid);
     let ret: i32 = ctx.ret();
     let moved = if ret > 0 { ret as u64 } else { 0 };
-    if call.direction == direction::WRITE {
-        on_write_return(pid_tgid, &call, moved);
+    if ssl.call.direction == direction::WRITE {
+        on_write_return(pid_tgid, &ssl, moved);
     } else if moved > 0 {
-        emit_call(pid_tgid, &call, moved);
+        emit_call(pid_tgid, &ssl.call, moved);
     }
 }
 
@@ -728,10 +755,11 @@ fn on_return(ctx: &RetProbeContext) {
 fn on_return_ex(ctx: &RetProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: as in `on_return`.
-    let Some(call) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
+    let Some(ssl) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
         return;
     };
     let _ = INFLIGHT.remove(&pid_tgid);
+    let call = ssl.call;
     let ret: i32 = ctx.ret();
     let moved = if ret != 1 || call.out_len == 0 {
         0
@@ -746,7 +774,7 @@ fn on_return_ex(ctx: &RetProbeContext) {
         }
     };
     if call.direction == direction::WRITE {
-        on_write_return(pid_tgid, &call, moved);
+        on_write_return(pid_tgid, &ssl, moved);
     } else if moved > 0 {
         emit_call(pid_tgid, &call, moved);
     }
@@ -769,7 +797,9 @@ pub fn ssl_write_ex_entry(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn ssl_read_entry(ctx: ProbeContext) -> u32 {
-    on_entry(&ctx, direction::READ);
+    if let Some((pid_tgid, call)) = on_entry(&ctx, direction::READ) {
+        track(pid_tgid, call, 0, false);
+    }
     0
 }
 
