@@ -724,7 +724,14 @@ pub(crate) fn emit_chunk_record(
         }
         let record =
             core::slice::from_raw_parts(scratch as *const u8, EVENT_HEADER_LEN + n as usize);
-        if EVENTS.output::<[u8]>(record, wakeup_flag()).is_err() {
+        // A connection resumed after a mute is judged again by user space at once: until
+        // then its bytes are copied, whatever they turn out to be.
+        let wakeup = if header.flags & event_flags::RESUMED != 0 {
+            aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
+        } else {
+            wakeup_flag()
+        };
+        if EVENTS.output::<[u8]>(record, wakeup).is_err() {
             count(counter::RINGBUF_DROPPED_RECORDS, 1);
             count(counter::RINGBUF_DROPPED_BYTES, n);
         }

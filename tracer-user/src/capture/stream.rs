@@ -84,13 +84,17 @@ impl StreamAssembler {
     }
 
     /// Where a connection's streams stand, if both are settled (nothing held for reordering)
-    /// and at least one carried bytes.
+    /// and at least one carried bytes. A direction waiting for its first record since the
+    /// connection resumed counts as not seen (0).
     pub fn seen(&self, conn: ConnectionId) -> Option<StreamsSeen> {
         let mut seen = StreamsSeen::default();
         for direction in [Direction::Write, Direction::Read] {
             if let Some(stream) = self.streams.get(&(conn, direction)) {
-                if !stream.held.is_empty() || stream.resync {
+                if !stream.held.is_empty() {
                     return None;
+                }
+                if stream.resync {
+                    continue;
                 }
                 match direction {
                     Direction::Write => seen.write_end = stream.next,
@@ -564,7 +568,11 @@ mod tests {
             d.resumed = true;
         }
         asm.push(resumed, &mut out);
-        assert_eq!(asm.seen(CONN), None, "the read side waits for its next record");
+        assert_eq!(
+            asm.seen(CONN).map(|s| (s.write_end, s.read_end)),
+            Some((114, 0)),
+            "the read side waits for its next record"
+        );
         asm.push(other_stream_at(501, 4), &mut out);
         asm.push(at(114, b"!", 5), &mut out);
         asm.release_due(u64::MAX, &mut out);
