@@ -20,19 +20,33 @@ use llmtap_tests::{TempDir, repo_root, require_ebpf};
 fn summary_number(log: &str, line_marker: &str, before: &str) -> Option<u64> {
     let line = log.lines().find(|l| l.contains(line_marker))?;
     let at = line.find(before)?;
-    line[..at].split_whitespace().last()?.trim_start_matches('(').parse().ok()
+    line[..at]
+        .split_whitespace()
+        .last()?
+        .trim_start_matches('(')
+        .parse()
+        .ok()
 }
 
 #[test]
 fn a_download_is_filtered_in_the_kernel_and_the_next_llm_call_on_its_connection_is_not() {
-    if !require_ebpf("a_download_is_filtered_in_the_kernel_and_the_next_llm_call_on_its_connection_is_not") {
+    if !require_ebpf(
+        "a_download_is_filtered_in_the_kernel_and_the_next_llm_call_on_its_connection_is_not",
+    ) {
         return;
     }
     let dir = TempDir::new("kernel-filter").expect("temp dir");
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")

@@ -19,10 +19,7 @@ use super::targets::{Discovery, FileCounters, FileId, ProcessReport, list_pids};
 pub enum Request {
     /// Scan one process (after its exec or a library load, or a scheduled look); `hold` is
     /// its hold entry, handed back with the answer so the hold ends once it is hooked.
-    Process {
-        pid: u32,
-        hold: Option<HoldEntry>,
-    },
+    Process { pid: u32, hold: Option<HoldEntry> },
     /// Scan the processes not scanned yet (all of them when `full`: events were lost).
     Sweep { full: bool },
     /// A process exited: forget it (its pid may be reused).

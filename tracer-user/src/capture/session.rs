@@ -489,13 +489,15 @@ impl CaptureSession {
             };
             enum Woke {
                 Events(io::Result<()>),
-                Discovered(Option<Reply>),
+                Discovered(Option<Box<Reply>>),
                 Due,
                 Periodic,
             }
             let woke = tokio::select! {
                 r = self.tracer.read_events(out) => Woke::Events(r),
-                reply = self.discovery.recv(), if !self.discovery_gone => Woke::Discovered(reply),
+                reply = self.discovery.recv(), if !self.discovery_gone => {
+                    Woke::Discovered(reply.map(Box::new))
+                }
                 _ = wake => Woke::Due,
                 _ = periodic => Woke::Periodic,
             };
@@ -547,7 +549,7 @@ impl CaptureSession {
                         return Ok(());
                     }
                 }
-                Woke::Discovered(Some(reply)) => self.discovered(reply),
+                Woke::Discovered(Some(reply)) => self.discovered(*reply),
                 Woke::Discovered(None) => {
                     // Only a bug ends it (a panic): capture goes on with what is hooked.
                     log::error!("the discovery thread has ended: new processes are not hooked");

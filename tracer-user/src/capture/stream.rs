@@ -581,7 +581,10 @@ mod tests {
             ["GET /a", "-", "<closed>", "POST /v1", "-", "!"]
         );
         assert_eq!(asm.holding, 0);
-        assert_eq!(asm.seen(CONN).map(|s| (s.write_end, s.read_end)), Some((115, 502)));
+        assert_eq!(
+            asm.seen(CONN).map(|s| (s.write_end, s.read_end)),
+            Some((115, 502))
+        );
         // Without the flag, the same jump is a loss.
         let lost = run(vec![at(0, b"GET /a", 1), at(106, b"POST /v1", 3)]);
         assert_eq!(summary(&lost), ["GET /a", "<gap 100>", "POST /v1"]);

@@ -177,7 +177,6 @@ pub struct Pipeline {
     quiet: Vec<ConnectionId>,
 }
 
-
 /// Most MCP calls held between two [`Pipeline::take_mcp_calls`] (the daemon takes them after
 /// every batch; past it they are counted as dropped).
 const MCP_DONE_MAX: usize = 4096;
