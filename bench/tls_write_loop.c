@@ -1,8 +1,11 @@
 /* Per-hook cost benchmark client: a tight loop of small SSL_write calls over loopback TLS.
  *
- * Usage: tls_write_loop CERT KEY CALLS SIZE
- * Forks a TLS sink server (reads in 64 KiB chunks, so it makes few hooked calls), connects to
- * it, writes CALLS records of SIZE bytes, and prints the mean nanoseconds per SSL_write.
+ * Usage: tls_write_loop CERT KEY CALLS SIZE [llm|raw]
+ * Forks a TLS sink server (reads in 64 KiB chunks), connects to it, writes CALLS records of
+ * SIZE bytes, and prints the mean nanoseconds per SSL_write. `llm` (the default) first sends
+ * the head of an LLM API request (POST /v1/chat/completions) whose body is the records, so
+ * that a tracer keeps copying every write; `raw` sends the records alone (bytes of no use to
+ * llmtap, which stops copying them once it has classified the connection).
  * Used by `cargo xtask bench` with and without probes attached.
  */
 #include <arpa/inet.h>
@@ -30,10 +33,18 @@ static double now_ns(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) die("usage: tls_write_loop CERT KEY CALLS SIZE");
+    if (argc != 5 && argc != 6) die("usage: tls_write_loop CERT KEY CALLS SIZE [llm|raw]");
     long calls = atol(argv[3]);
     int size = atoi(argv[4]);
     if (calls <= 0 || size <= 0 || size > 16384) die("bad CALLS or SIZE");
+    int llm = argc == 5 || strcmp(argv[5], "raw") != 0;
+    char head[512];
+    int head_len = 0;
+    if (llm)
+        head_len = snprintf(head, sizeof head,
+                            "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\n"
+                            "Content-Type: application/json\r\nContent-Length: %lld\r\n\r\n",
+                            (long long)calls * size);
 
     int listener = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = {0};
@@ -54,7 +65,7 @@ int main(int argc, char **argv) {
         SSL_set_fd(s, fd);
         if (SSL_accept(s) != 1) die("accept");
         char buf[65536];
-        long long total = 0, want = (long long)calls * size;
+        long long total = 0, want = (long long)calls * size + head_len;
         while (total < want) {
             int n = SSL_read(s, buf, sizeof buf);
             if (n <= 0) break;
@@ -74,6 +85,7 @@ int main(int argc, char **argv) {
     if (SSL_connect(ssl) != 1) die("handshake");
     char *payload = malloc(size);
     memset(payload, 'x', size);
+    if (head_len > 0 && SSL_write(ssl, head, head_len) != head_len) die("write head");
     /* warm up */
     for (int i = 0; i < 1000 && i < calls; i++) SSL_write(ssl, payload, size);
     double start = now_ns();

@@ -188,6 +188,10 @@ pub mod pipe {
 pub mod event_flags {
     /// This record holds the last captured bytes of its call.
     pub const LAST_CHUNK: u8 = 1 << 0;
+    /// The connection was muted ([`MuteEntry`]) and this write, which starts like an HTTP
+    /// request, ended the mute: the bytes before it in both directions were filtered (counted,
+    /// never copied), and user space starts the connection afresh here.
+    pub const RESUMED: u8 = 1 << 1;
 }
 
 /// Indexes of the per-CPU `COUNTERS` array: events the kernel side could not deliver.
@@ -216,14 +220,23 @@ pub mod counter {
     pub const PLAIN_IGNORED_CONNECTIONS: u32 = 9;
     /// TCP connections whose first bytes were a TLS record.
     pub const TLS_CONNECTIONS: u32 = 10;
+    /// Calls of muted connections ([`MuteEntry`](crate::MuteEntry)): numbered, not copied.
+    pub const FILTERED_CALLS: u32 = 11;
+    /// Plaintext bytes of those calls.
+    pub const FILTERED_BYTES: u32 = 12;
+    /// Mutes the kernel found stale at their first use (the connection wrote since user space
+    /// decided, or its identity was reused) and dropped.
+    pub const MUTES_STALE: u32 = 13;
+    /// Mutes ended by a write that starts like a new HTTP request.
+    pub const MUTES_RESUMED: u32 = 14;
     /// MCP stdio channels found (a pipe whose first write opened a JSON-RPC session).
-    pub const MCP_PIPE_CHANNELS: u32 = 11;
+    pub const MCP_PIPE_CHANNELS: u32 = 15;
     /// Bytes of MCP stdio channels copied (the client's requests and the answers it read).
-    pub const MCP_PIPE_BYTES: u32 = 12;
+    pub const MCP_PIPE_BYTES: u32 = 16;
     /// MCP stdio servers whose standard output is not a pipe: their answers are not seen.
-    pub const MCP_PIPE_NO_RESPONSE_PIPE: u32 = 13;
+    pub const MCP_PIPE_NO_RESPONSE_PIPE: u32 = 17;
     /// Number of counters.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 18;
 }
 
 /// Header of every ring-buffer record; `data_len` payload bytes follow it directly.
@@ -313,6 +326,47 @@ pub mod sock_common {
     pub const SKC_V6_RCV_SADDR: u64 = 72;
 }
 
+/// `StreamKey::direction` of a connection's [`MuteEntry`] in the `MUTED` map.
+pub const MUTE_KEY_DIRECTION: u32 = 3;
+
+/// A connection user space classified as not worth copying (a server's side, not HTTP, or an
+/// HTTP/1 client whose last request was not an LLM call): its calls keep their place in the
+/// stream numbering but nothing of them is copied. Written by user space in state `PENDING`
+/// with what it had seen of the connection; the kernel checks at the first call after that
+/// the connection is still the one user space judged, and drops the entry otherwise.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MuteEntry {
+    /// One of [`mute_state`].
+    pub state: u32,
+    /// One of [`mute_kind`].
+    pub kind: u32,
+    /// End of the write and read bytes user space had received (stream positions).
+    pub write_seen: u64,
+    pub read_seen: u64,
+    /// `ts_return_ns` of the latest record user space had received of the connection: every
+    /// stream of that connection was created no later than this.
+    pub seen_ts_ns: u64,
+}
+
+/// [`MuteEntry::state`] values.
+pub mod mute_state {
+    /// Written by user space, not checked yet.
+    pub const PENDING: u32 = 0;
+    /// Checked: the connection's calls are filtered.
+    pub const ACTIVE: u32 = 1;
+}
+
+/// [`MuteEntry::kind`] values.
+pub mod mute_kind {
+    /// Until the connection closes (a server's side, or not HTTP: nothing of it is ever used).
+    pub const UNTIL_CLOSE: u32 = 0;
+    /// Until the process writes something that starts like an HTTP request (an HTTP/1 client
+    /// whose requests so far were not LLM calls): that request and everything after it are
+    /// copied again.
+    pub const UNTIL_REQUEST: u32 = 1;
+}
+
 /// Key of the per-stream byte position map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -330,6 +384,7 @@ mod pod {
     unsafe impl aya::Pod for super::HoldEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::pipe::PipeEntry {}
+    unsafe impl aya::Pod for super::MuteEntry {}
 }
 
 #[cfg(test)]

@@ -40,8 +40,9 @@ use aya_ebpf::{
 use plain::read_kernel;
 use tracer_common::{
     CHUNK_DATA_MAX, COMM_LEN, DEFAULT_MAX_CAPTURE_BYTES, EVENT_HEADER_LEN, EventBuffer,
-    EventHeader, HoldEntry, StreamKey, counter, direction, event_flags, event_kind, hold_state,
-    pipe::is_pipe_conn, plain::is_socket_conn,
+    EventHeader, HoldEntry, MUTE_KEY_DIRECTION, MuteEntry, StreamKey, counter, direction,
+    event_flags, event_kind, hold_state, mute_kind, mute_state, pipe::is_pipe_conn,
+    plain::is_socket_conn,
 };
 
 // ---- configuration, written by the loader before the program is loaded ----
@@ -92,7 +93,7 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 /// Calls between entry and return, keyed by `pid_tgid` (one call in flight per thread). LRU so
 /// that entries of threads killed mid-call age out instead of filling the table.
 #[map]
-pub(crate) static INFLIGHT: LruHashMap<u64, InflightCall> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static INFLIGHT: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(16384, 0);
 
 /// Byte position reached by each (process, connection, direction) stream.
 #[map]
@@ -110,6 +111,12 @@ pub(crate) static PEER_REPORTED: LruHashMap<StreamKey, u64> =
 /// does not emit them a second time. Keyed like `STREAM_POS` (direction `WRITE`).
 #[map]
 static WRITE_RETRY: LruHashMap<StreamKey, PendingWrite> = LruHashMap::with_max_entries(16384, 0);
+
+/// Connections user space told the kernel not to copy (`tracer_common::MuteEntry`), keyed by
+/// (connection, process, `MUTE_KEY_DIRECTION`). One lookup per call; LRU so that entries of
+/// connections never freed age out.
+#[map]
+static MUTED: LruHashMap<StreamKey, MuteEntry> = LruHashMap::with_max_entries(16384, 0);
 
 /// Scratch space to assemble one variable-length record per CPU.
 #[map]
@@ -171,6 +178,17 @@ pub(crate) struct InflightCall {
     out_len: u64,
     ts_entry_ns: u64,
     direction: u8,
+}
+
+/// An OpenSSL call between entry and return (an `INFLIGHT` value).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SslCall {
+    pub(crate) call: InflightCall,
+    /// Bytes a write asked to send (`num`): what is left unsent at its return is pending.
+    len: u64,
+    /// A `WRITE_RETRY` entry covered the start of this write: removed once it is all sent.
+    had_pending: u64,
 }
 
 /// State handed to the `bpf_loop` callback that emits one chunk per iteration.
@@ -277,6 +295,7 @@ fn wanted(pid: u32) -> bool {
     true
 }
 
+/// The call an OpenSSL entry probe sees, if the process is traced.
 #[inline(always)]
 fn on_entry(ctx: &ProbeContext, dir: u8) -> Option<(u64, InflightCall)> {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -294,10 +313,20 @@ fn on_entry(ctx: &ProbeContext, dir: u8) -> Option<(u64, InflightCall)> {
         ts_entry_ns: unsafe { bpf_ktime_get_ns() },
         direction: dir,
     };
-    if INFLIGHT.insert(&pid_tgid, &call, 0).is_err() {
+    Some((pid_tgid, call))
+}
+
+/// Remembers a call until its return.
+#[inline(always)]
+fn track(pid_tgid: u64, call: InflightCall, len: u64, had_pending: bool) {
+    let entry = SslCall {
+        call,
+        len,
+        had_pending: u64::from(had_pending),
+    };
+    if INFLIGHT.insert(&pid_tgid, &entry, 0).is_err() {
         count(counter::INFLIGHT_TABLE_FULL, 1);
     }
-    Some((pid_tgid, call))
 }
 
 /// Entry of `SSL_write(ssl, buf, num)` / `SSL_write_ex(ssl, buf, num, *written)`: the bytes
@@ -315,6 +344,7 @@ fn on_write_entry(ctx: &ProbeContext, num: u64) {
         return;
     };
     if num == 0 {
+        track(pid_tgid, call, 0, false);
         return;
     }
     let key = StreamKey {
@@ -322,8 +352,11 @@ fn on_write_entry(ctx: &ProbeContext, num: u64) {
         pid: (pid_tgid >> 32) as u32,
         direction: direction::WRITE as u32,
     };
+    // Almost every write finds no entry: one lookup, and the entry is written only by a write
+    // that returns with bytes unsent (`on_write_return`).
     // SAFETY: a plain copy of the value.
-    let emitted = match unsafe { WRITE_RETRY.get(&key) }.copied() {
+    let pending = unsafe { WRITE_RETRY.get(&key) }.copied();
+    let emitted = match pending {
         Some(pending)
             if pending.len <= num
                 && made_by_this_process(pending.born_ns)
@@ -333,13 +366,7 @@ fn on_write_entry(ctx: &ProbeContext, num: u64) {
         }
         _ => 0,
     };
-    let pending = PendingWrite {
-        buf: call.buf,
-        head: head_bytes(call.buf),
-        len: num,
-        born_ns: call.ts_entry_ns,
-    };
-    let _ = WRITE_RETRY.insert(&key, &pending, 0);
+    track(pid_tgid, call, num, pending.is_some());
     if emitted < num {
         call.buf += emitted;
         emit_call(pid_tgid, &call, num - emitted);
@@ -355,41 +382,49 @@ fn head_bytes(buf: u64) -> u64 {
     unsafe { aya_ebpf::helpers::bpf_probe_read_user(buf as *const u64) }.unwrap_or(0)
 }
 
-/// Return of an OpenSSL write that moved `sent` bytes: what is left unsent stays pending.
+/// Return of an OpenSSL write that moved `sent` bytes: what is left unsent stays pending (all
+/// of it was emitted at entry), for the repeat that must follow.
 #[inline(always)]
-fn on_write_return(pid_tgid: u64, call: &InflightCall, sent: u64) {
+fn on_write_return(pid_tgid: u64, ssl: &SslCall, sent: u64) {
     let key = StreamKey {
-        conn_id: call.conn_id,
+        conn_id: ssl.call.conn_id,
         pid: (pid_tgid >> 32) as u32,
         direction: direction::WRITE as u32,
     };
-    let Some(pending) = WRITE_RETRY.get_ptr_mut(&key) else {
-        return;
-    };
-    // SAFETY: a map value pointer, valid for this program run; one call per SSL* at a time.
-    unsafe {
-        if sent >= (*pending).len {
+    if sent >= ssl.len {
+        if ssl.had_pending != 0 {
             let _ = WRITE_RETRY.remove(&key);
-        } else {
-            (*pending).len -= sent;
-            (*pending).buf += sent;
-            (*pending).head = head_bytes((*pending).buf);
         }
+        return;
     }
+    let buf = ssl.call.buf + sent;
+    let pending = PendingWrite {
+        buf,
+        head: head_bytes(buf),
+        len: ssl.len - sent,
+        born_ns: ssl.call.ts_entry_ns,
+    };
+    let _ = WRITE_RETRY.insert(&key, &pending, 0);
 }
 
 /// Emits the plaintext of a finished call of `len` bytes.
 #[inline(always)]
 fn emit_call(pid_tgid: u64, call: &InflightCall, len: u64) {
-    let Some((header, captured)) = begin_call(
+    let Some((header, captured)) = begin_call_at(
         pid_tgid,
         call.conn_id,
         call.direction,
         call.ts_entry_ns,
         len,
+        call.buf,
     ) else {
         return;
     };
+    if captured <= CHUNK_DATA_MAX as u64 {
+        // One record (almost every call: a TLS record holds at most 16 KiB): no loop.
+        emit_chunk_record(&header, 0, captured, captured, call.buf);
+        return;
+    }
     let mut state = EmitLoop {
         header,
         buf: call.buf,
@@ -409,7 +444,7 @@ fn emit_call(pid_tgid: u64, call: &InflightCall, len: u64) {
 
 /// Starts the records of a finished call of `len` bytes, whatever the TLS library: counts the
 /// call, takes its place in the stream and caps what is copied. Returns the header every
-/// chunk shares and the bytes to copy; `None` for an empty call.
+/// chunk shares and the bytes to copy; `None` for an empty call or a muted connection's.
 #[inline(always)]
 pub(crate) fn begin_call(
     pid_tgid: u64,
@@ -417,6 +452,20 @@ pub(crate) fn begin_call(
     dir: u8,
     ts_entry_ns: u64,
     len: u64,
+) -> Option<(EventHeader, u64)> {
+    begin_call_at(pid_tgid, conn_id, dir, ts_entry_ns, len, 0)
+}
+
+/// As [`begin_call`], with the user address of the call's first byte (0 if not one buffer):
+/// a write to a connection muted until its next request is looked at there.
+#[inline(always)]
+pub(crate) fn begin_call_at(
+    pid_tgid: u64,
+    conn_id: u64,
+    dir: u8,
+    ts_entry_ns: u64,
+    len: u64,
+    first_byte: u64,
 ) -> Option<(EventHeader, u64)> {
     count(counter::CALLS, 1);
     if len == 0 {
@@ -428,6 +477,18 @@ pub(crate) fn begin_call(
         pid,
         direction: dir as u32,
     };
+    let mut flags = 0u8;
+    match muted(pid, conn_id, dir, first_byte) {
+        Muted::No => {}
+        Muted::Filtered => {
+            // Numbered like any call, so that positions stay exact if the mute ends.
+            reserve(&key, len);
+            count(counter::FILTERED_CALLS, 1);
+            count(counter::FILTERED_BYTES, len);
+            return None;
+        }
+        Muted::Resumed => flags = event_flags::RESUMED,
+    }
     let stream_pos = reserve(&key, len);
 
     if dir == direction::WRITE && !is_socket_conn(conn_id) && !is_pipe_conn(conn_id) {
@@ -450,7 +511,7 @@ pub(crate) fn begin_call(
     let header = EventHeader {
         kind: event_kind::DATA,
         direction: dir,
-        flags: 0,
+        flags,
         _reserved: 0,
         data_len: 0,
         pid,
@@ -466,6 +527,109 @@ pub(crate) fn begin_call(
         comm: current_comm(),
     };
     Some((header, captured))
+}
+
+/// What a mute says about one call.
+enum Muted {
+    /// Not muted: copied.
+    No,
+    /// Muted: numbered, counted, not copied.
+    Filtered,
+    /// This write ended the mute: copied, flagged `RESUMED`.
+    Resumed,
+}
+
+/// Whether the connection is muted for this call (see `tracer_common::MuteEntry`). A pending
+/// mute is checked first: user space judged the connection on what it had received, and if
+/// the process wrote since (a new request may be on its way) or the connection's identity
+/// now names another connection (its streams are newer than what user space saw, or shorter),
+/// the judgement is stale and the entry is dropped.
+#[inline(always)]
+fn muted(pid: u32, conn_id: u64, dir: u8, first_byte: u64) -> Muted {
+    let key = StreamKey {
+        conn_id,
+        pid,
+        direction: MUTE_KEY_DIRECTION,
+    };
+    let Some(entry) = MUTED.get_ptr_mut(&key) else {
+        return Muted::No;
+    };
+    // SAFETY: a map value pointer, valid for this program run; racing updates of `state`
+    // by two CPUs write the same value.
+    let mute = unsafe { *entry };
+    if mute.state == mute_state::PENDING {
+        if !made_by_this_process(mute.seen_ts_ns) || !mute_still_applies(pid, conn_id, &mute) {
+            let _ = MUTED.remove(&key);
+            count(counter::MUTES_STALE, 1);
+            return Muted::No;
+        }
+        // SAFETY: as above.
+        unsafe { (*entry).state = mute_state::ACTIVE };
+    }
+    if mute.kind == mute_kind::UNTIL_REQUEST && dir == direction::WRITE {
+        if first_byte == 0 {
+            return Muted::No; // cannot look: never filter what may be a request
+        }
+        if starts_like_request(first_byte) {
+            let _ = MUTED.remove(&key);
+            count(counter::MUTES_RESUMED, 1);
+            return Muted::Resumed;
+        }
+    }
+    Muted::Filtered
+}
+
+/// Whether the connection's streams are still those user space saw: each direction it saw
+/// bytes of exists, was created no later than its latest record, and has not gone backwards;
+/// and, for a mute until the next request, nothing was written since.
+#[inline(always)]
+fn mute_still_applies(pid: u32, conn_id: u64, mute: &MuteEntry) -> bool {
+    let mut key = StreamKey {
+        conn_id,
+        pid,
+        direction: direction::WRITE as u32,
+    };
+    // SAFETY: a plain copy of the value.
+    let write = unsafe { STREAM_POS.get(&key) }.copied();
+    key.direction = direction::READ as u32;
+    // SAFETY: as above.
+    let read = unsafe { STREAM_POS.get(&key) }.copied();
+    let seen_ok = |stream: Option<StreamPos>, seen: u64| match stream {
+        Some(pos) => seen == 0 || (pos.born_ns <= mute.seen_ts_ns && pos.next >= seen),
+        None => seen == 0,
+    };
+    if !seen_ok(write, mute.write_seen) || !seen_ok(read, mute.read_seen) {
+        return false;
+    }
+    if mute.kind == mute_kind::UNTIL_REQUEST {
+        let written = write.map_or(0, |pos| pos.next);
+        return written == mute.write_seen;
+    }
+    true
+}
+
+/// Whether the bytes at user address `buf` start like an HTTP/1 request line: a method of 3
+/// to 7 upper-case letters and a space. Unreadable bytes count as a request: a mute must
+/// never swallow one.
+#[inline(always)]
+fn starts_like_request(buf: u64) -> bool {
+    // SAFETY: checked read of user memory.
+    let Ok(head) = (unsafe { aya_ebpf::helpers::bpf_probe_read_user(buf as *const u64) }) else {
+        return true;
+    };
+    let head = head.to_le_bytes();
+    let mut i = 0;
+    while i < 8 {
+        let b = head[i];
+        if b == b' ' {
+            return i >= 3;
+        }
+        if !b.is_ascii_uppercase() {
+            return false;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Takes the next `len` bytes of stream `key`: returns the position of the first. The add is
@@ -562,7 +726,14 @@ pub(crate) fn emit_chunk_record(
         }
         let record =
             core::slice::from_raw_parts(scratch as *const u8, EVENT_HEADER_LEN + n as usize);
-        if EVENTS.output::<[u8]>(record, wakeup_flag()).is_err() {
+        // A connection resumed after a mute is judged again by user space at once: until
+        // then its bytes are copied, whatever they turn out to be.
+        let wakeup = if header.flags & event_flags::RESUMED != 0 {
+            aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
+        } else {
+            wakeup_flag()
+        };
+        if EVENTS.output::<[u8]>(record, wakeup).is_err() {
             count(counter::RINGBUF_DROPPED_RECORDS, 1);
             count(counter::RINGBUF_DROPPED_BYTES, n);
         }
@@ -575,16 +746,16 @@ pub(crate) fn emit_chunk_record(
 fn on_return(ctx: &RetProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: plain value copied out before the entry is removed.
-    let Some(call) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
+    let Some(ssl) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
         return;
     };
     let _ = INFLIGHT.remove(&pid_tgid);
     let ret: i32 = ctx.ret();
     let moved = if ret > 0 { ret as u64 } else { 0 };
-    if call.direction == direction::WRITE {
-        on_write_return(pid_tgid, &call, moved);
+    if ssl.call.direction == direction::WRITE {
+        on_write_return(pid_tgid, &ssl, moved);
     } else if moved > 0 {
-        emit_call(pid_tgid, &call, moved);
+        emit_call(pid_tgid, &ssl.call, moved);
     }
 }
 
@@ -593,10 +764,11 @@ fn on_return(ctx: &RetProbeContext) {
 fn on_return_ex(ctx: &RetProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: as in `on_return`.
-    let Some(call) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
+    let Some(ssl) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
         return;
     };
     let _ = INFLIGHT.remove(&pid_tgid);
+    let call = ssl.call;
     let ret: i32 = ctx.ret();
     let moved = if ret != 1 || call.out_len == 0 {
         0
@@ -611,7 +783,7 @@ fn on_return_ex(ctx: &RetProbeContext) {
         }
     };
     if call.direction == direction::WRITE {
-        on_write_return(pid_tgid, &call, moved);
+        on_write_return(pid_tgid, &ssl, moved);
     } else if moved > 0 {
         emit_call(pid_tgid, &call, moved);
     }
@@ -634,7 +806,9 @@ pub fn ssl_write_ex_entry(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn ssl_read_entry(ctx: ProbeContext) -> u32 {
-    on_entry(&ctx, direction::READ);
+    if let Some((pid_tgid, call)) = on_entry(&ctx, direction::READ) {
+        track(pid_tgid, call, 0, false);
+    }
     0
 }
 
@@ -683,6 +857,8 @@ pub(crate) fn close_connection_of(pid: u32, conn_id: u64) {
     let had_read = STREAM_POS.remove(&key).is_ok();
     key.direction = PEER_KEY_DIRECTION;
     let _ = PEER_REPORTED.remove(&key);
+    key.direction = MUTE_KEY_DIRECTION;
+    let _ = MUTED.remove(&key);
     key.direction = direction::WRITE as u32;
     let _ = WRITE_RETRY.remove(&key);
     if !had_write && !had_read {

@@ -362,7 +362,7 @@ fn tie_tls_socket(pid_tgid: u64, sk: u64, sock_state: u64) {
     }
     // SAFETY: values copied out of the maps.
     let conn_id = match unsafe { INFLIGHT.get(&pid_tgid) } {
-        Some(ssl_call) => Some(ssl_call.conn_id),
+        Some(ssl_call) => Some(ssl_call.call.conn_id),
         None => {
             let last = unsafe { LAST_TLS_WRITE.get(&pid_tgid) }.copied();
             if last.is_some() {

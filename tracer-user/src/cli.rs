@@ -56,6 +56,12 @@ pub struct CaptureArgs {
     /// bench table for the cost).
     #[arg(long, value_name = "on|off", default_value = "off", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub mcp_stdio: bool,
+    /// Stop copying TLS connections llmtap has no use for, in the kernel, once classified:
+    /// a server's side, a protocol other than HTTP, an HTTP/1 client between requests that
+    /// are not LLM calls (copied again from its next request). Their bytes are counted in the
+    /// exit summary and metrics. `off` copies everything (for measurements and debugging).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub kernel_filter: bool,
 }
 
 impl CaptureArgs {
@@ -72,6 +78,7 @@ impl CaptureArgs {
             },
             ssl_libs: self.ssl_libs.clone(),
             rescan_interval: Duration::from_secs(self.rescan_interval),
+            kernel_filter: self.kernel_filter,
         }
     }
 }

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use crate::budget::{MemoryGuard, resident_bytes};
 use crate::capture::clock::monotonic_now_ns;
+use crate::capture::stream::StreamsSeen;
 use crate::capture::{
     CaptureCounters, CaptureEvent, CaptureSession, ConnectionId, StreamAssembler, StreamEvent,
 };
+use crate::flow::MuteSpan;
 use crate::genai::{AgentConfig, AgentRecord, AgentTracker, CallRecord, ToolProcess};
 use crate::pipeline::{Pipeline, PipelineStats};
 
@@ -142,6 +144,17 @@ impl Daemon {
     /// Plain-HTTP connections whose first request was not an LLM call, since the last call.
     pub fn take_not_llm_connections(&mut self) -> Vec<ConnectionId> {
         std::mem::take(&mut self.not_llm)
+    }
+
+    /// TLS connections capture may stop copying (see `Pipeline::take_mutable_connections`),
+    /// each with where its streams stand now: called after a whole batch, so that the kernel
+    /// compares them with everything user space has received.
+    pub fn take_mutable_connections(&mut self) -> Vec<(ConnectionId, MuteSpan, StreamsSeen)> {
+        self.pipeline
+            .take_mutable_connections()
+            .into_iter()
+            .filter_map(|(conn, span)| Some((conn, span, self.assembler.seen(conn)?)))
+            .collect()
     }
 
     /// Applies `--memory-limit` to the resident size now, at most every 50 ms: a flood can
@@ -351,6 +364,12 @@ pub async fn run(
                 for conn in daemon.take_not_llm_connections() {
                     session.tracer.ignore_plain_connection(conn);
                 }
+                let mutable = daemon.take_mutable_connections();
+                if session.kernel_filter {
+                    for (conn, span, seen) in mutable {
+                        session.tracer.mute_connection(conn, span, seen);
+                    }
+                }
             }
             _ = tick.tick() => {
                 daemon.tick(monotonic_now_ns(), sink);
@@ -455,6 +474,7 @@ mod tests {
                 stream_pos,
                 uncaptured_len: 0,
                 last_chunk: true,
+                resumed: false,
                 data: bytes::Bytes::from_static(bytes),
             })
         };

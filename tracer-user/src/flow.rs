@@ -55,6 +55,17 @@ impl std::fmt::Display for ConnectionId {
     }
 }
 
+/// How long capture may stop copying a connection that later stages found of no use: its
+/// calls keep their place in the stream numbering, their bytes are counted, not copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MuteSpan {
+    /// Until it closes: nothing of it is used (a server's side, or not HTTP).
+    UntilClose,
+    /// Until the process writes a new request on it (an HTTP/1 client whose requests so far
+    /// were not LLM calls): from that request on it is copied again.
+    UntilRequest,
+}
+
 /// A task's command name (`comm`), at most 15 bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Comm(pub [u8; COMM_LEN]);

@@ -192,6 +192,8 @@ impl CallSink for ExportSink<'_> {
                 ring_full_exits: health.capture.ringbuf_dropped_process,
                 unreadable_records: health.capture.read_user_failed,
                 truncated_captures: health.capture.truncated_calls,
+                filtered_calls: health.capture.filtered_calls,
+                filtered_bytes: health.capture.filtered_bytes,
                 inflight_table_full: health.capture.inflight_table_full,
                 decode_errors: health.capture.decode_errors,
                 held_processes: health.capture.held_processes,
@@ -334,6 +336,16 @@ async fn run_capture(
 
 /// How the kernel classified the TCP connections it saw (traced processes only).
 fn log_socket_classes(c: &CaptureCounters) {
+    log::info!(
+        "filtered in the kernel: {} calls ({} bytes) of {} muted TLS connections (server sides, \
+         not HTTP, HTTP/1 clients between requests that are not LLM calls); {} mutes found \
+         stale, {} ended by a new request",
+        c.filtered_calls,
+        c.filtered_bytes,
+        c.connections_muted,
+        c.mutes_stale,
+        c.mutes_resumed
+    );
     log::info!(
         "TCP connections: {} plain HTTP copied ({} of them ignored after a first request that \
          was not an LLM call), {} ignored at their first bytes, {} TLS",

@@ -18,6 +18,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_host;
 mod bench_load;
 mod fuzz;
 mod package;
@@ -51,8 +52,9 @@ enum Task {
     /// Overhead benchmarks; writes target/bench/report.{md,json} (with `--section`, only that
     /// section, to target/bench/section.{md,json}).
     Bench {
-        /// Run only this section (traced_overhead, per_hook_cost, plain_http_cost, mcp_stdio_cost,
-        /// pipeline_throughput, load, binary_analysis).
+        /// Run only this section (traced_overhead, per_hook_cost, filtered_traffic,
+        /// discovery, plain_http_cost, mcp_stdio_cost, pipeline_throughput, load,
+        /// binary_analysis).
         #[arg(long)]
         section: Option<String>,
     },

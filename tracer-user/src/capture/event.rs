@@ -31,6 +31,9 @@ pub struct DataEvent {
     pub uncaptured_len: u64,
     /// This record holds the call's last captured bytes.
     pub last_chunk: bool,
+    /// The connection was muted (not copied) before this write, which starts a new request:
+    /// the connection starts afresh here (`tracer_common::event_flags::RESUMED`).
+    pub resumed: bool,
     pub data: Bytes,
 }
 
@@ -194,6 +197,7 @@ pub fn decode_record(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
                 stream_pos: header.stream_pos,
                 uncaptured_len: header.uncaptured_len,
                 last_chunk: header.flags & event_flags::LAST_CHUNK != 0,
+                resumed: header.flags & event_flags::RESUMED != 0,
                 data: Bytes::copy_from_slice(&payload[..announced]),
             }))
         }
@@ -259,7 +263,7 @@ pub fn encode_record(event: &CaptureEvent) -> Vec<u8> {
                     event_flags::LAST_CHUNK
                 } else {
                     0
-                },
+                } | if d.resumed { event_flags::RESUMED } else { 0 },
                 _reserved: 0,
                 data_len: d.data.len() as u32,
                 pid: d.conn.pid,
@@ -374,6 +378,7 @@ mod tests {
             stream_pos: 100,
             uncaptured_len: 0,
             last_chunk: true,
+            resumed: false,
             data: Bytes::from_static(b"hello"),
         })
     }

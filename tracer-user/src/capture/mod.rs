@@ -6,6 +6,7 @@
 
 pub mod awslc;
 pub mod boringssl;
+pub mod discovery;
 pub mod elf;
 pub mod event;
 pub mod file;

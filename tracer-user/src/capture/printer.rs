@@ -172,6 +172,7 @@ mod tests {
             stream_pos: 0,
             uncaptured_len: 0,
             last_chunk: true,
+            resumed: false,
             data: Bytes::from_static(data),
         })
     }

@@ -544,6 +544,7 @@ mod tests {
             stream_pos: 0,
             uncaptured_len: 0,
             last_chunk: true,
+            resumed: false,
             data: bytes::Bytes::from_static(b"x"),
         })
     }

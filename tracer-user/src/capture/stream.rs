@@ -30,6 +30,20 @@ struct Stream {
     held: BTreeMap<u64, DataEvent>,
     /// Kernel time of the first record held since the stream was last contiguous.
     held_since_ns: u64,
+    /// The connection started afresh after a mute (`DataEvent::resumed`): this direction's
+    /// next record sets the position, its filtered bytes before it being no loss.
+    resync: bool,
+    /// Latest `ts_return_ns` delivered.
+    last_ts_ns: u64,
+}
+
+/// What the assembler delivered of a connection: where each direction's stream stands and
+/// when its latest record returned (what a mute of it is checked against in the kernel).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamsSeen {
+    pub write_end: u64,
+    pub read_end: u64,
+    pub last_ts_ns: u64,
 }
 
 /// Orders records into [`StreamEvent`]s. Memory: a position per live stream, plus at most
@@ -67,6 +81,29 @@ impl StreamAssembler {
 
     pub fn is_empty(&self) -> bool {
         self.streams.is_empty()
+    }
+
+    /// Where a connection's streams stand, if both are settled (nothing held for reordering)
+    /// and at least one carried bytes. A direction waiting for its first record since the
+    /// connection resumed counts as not seen (0).
+    pub fn seen(&self, conn: ConnectionId) -> Option<StreamsSeen> {
+        let mut seen = StreamsSeen::default();
+        for direction in [Direction::Write, Direction::Read] {
+            if let Some(stream) = self.streams.get(&(conn, direction)) {
+                if !stream.held.is_empty() {
+                    return None;
+                }
+                if stream.resync {
+                    continue;
+                }
+                match direction {
+                    Direction::Write => seen.write_end = stream.next,
+                    Direction::Read => seen.read_end = stream.next,
+                }
+                seen.last_ts_ns = seen.last_ts_ns.max(stream.last_ts_ns);
+            }
+        }
+        (seen.write_end > 0 || seen.read_end > 0).then_some(seen)
     }
 
     /// Ends a connection: what it holds is delivered (after gaps for what never came), then
@@ -175,7 +212,35 @@ impl StreamAssembler {
     fn push_data(&mut self, d: DataEvent, out: &mut Vec<StreamEvent>) {
         let key = (d.conn, d.direction);
         let start = d.stream_pos.saturating_add(d.offset);
+        if d.resumed && d.direction == Direction::Write && d.offset == 0 {
+            // The kernel filtered this connection (user space muted it) until this write,
+            // which starts a new request: what came before is over, and the connection is
+            // handed on as a new one. Its read side starts at its next record.
+            self.close(d.conn, out);
+            out.push(StreamEvent::Closed {
+                conn: d.conn,
+                ts_ns: d.ts_entry_ns,
+            });
+            self.streams.insert(
+                key,
+                Stream {
+                    next: start,
+                    ..Stream::default()
+                },
+            );
+            self.streams.insert(
+                (d.conn, Direction::Read),
+                Stream {
+                    resync: true,
+                    ..Stream::default()
+                },
+            );
+        }
         let stream = self.streams.entry(key).or_default();
+        if stream.resync {
+            stream.resync = false;
+            stream.next = stream.next.max(start);
+        }
         let restart = d.stream_pos == 0 && d.offset == 0;
         if start > stream.next && !restart {
             if stream.held.len() < MAX_HELD_PER_STREAM
@@ -248,6 +313,7 @@ impl StreamAssembler {
             next = next.saturating_add(d.uncaptured_len);
         }
         stream.next = next;
+        stream.last_ts_ns = stream.last_ts_ns.max(d.ts_return_ns);
     }
 }
 
@@ -284,6 +350,7 @@ pub fn to_capture_events(events: &[StreamEvent]) -> Vec<CaptureEvent> {
                     stream_pos: *pos,
                     uncaptured_len: 0,
                     last_chunk: true,
+                    resumed: false,
                     data: c.data.clone(),
                 }));
                 *pos += len;
@@ -340,6 +407,7 @@ mod tests {
             stream_pos: pos,
             uncaptured_len: uncaptured,
             last_chunk: offset + bytes.len() as u64 == captured,
+            resumed: false,
             data: Bytes::from_static(bytes),
         })
     }
@@ -476,6 +544,50 @@ mod tests {
                 StreamEvent::Closed { .. } => "<closed>".into(),
             })
             .collect()
+    }
+
+    /// A connection muted in the kernel and resumed by a new request: its filtered bytes are
+    /// no loss (no gap, nothing held), and it starts afresh at the resuming write.
+    #[test]
+    fn a_resumed_write_starts_the_connection_afresh() {
+        let mut asm = StreamAssembler::new();
+        let mut out = Vec::new();
+        asm.push(at(0, b"GET /a", 1), &mut out);
+        asm.push(other_stream_at(0, 2), &mut out);
+        assert_eq!(
+            asm.seen(CONN),
+            Some(StreamsSeen {
+                write_end: 6,
+                read_end: 1,
+                last_ts_ns: 2
+            })
+        );
+        // Muted: 100 write and 500 read bytes filtered, then a write that starts a request.
+        let mut resumed = at(106, b"POST /v1", 3);
+        if let CaptureEvent::Data(d) = &mut resumed {
+            d.resumed = true;
+        }
+        asm.push(resumed, &mut out);
+        assert_eq!(
+            asm.seen(CONN).map(|s| (s.write_end, s.read_end)),
+            Some((114, 0)),
+            "the read side waits for its next record"
+        );
+        asm.push(other_stream_at(501, 4), &mut out);
+        asm.push(at(114, b"!", 5), &mut out);
+        asm.release_due(u64::MAX, &mut out);
+        assert_eq!(
+            summary(&out),
+            ["GET /a", "-", "<closed>", "POST /v1", "-", "!"]
+        );
+        assert_eq!(asm.holding, 0);
+        assert_eq!(
+            asm.seen(CONN).map(|s| (s.write_end, s.read_end)),
+            Some((115, 502))
+        );
+        // Without the flag, the same jump is a loss.
+        let lost = run(vec![at(0, b"GET /a", 1), at(106, b"POST /v1", 3)]);
+        assert_eq!(summary(&lost), ["GET /a", "<gap 100>", "POST /v1"]);
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //! `--ssl-lib`. Attachments are deduplicated by (device, inode) because a uprobe lives on the
 //! file, not on a path or a process.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::num::NonZeroUsize;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use lru::LruCache;
 
 use super::elf::{ElfError, ElfInfo, inspect_file, symbol_offset};
 use super::file::{FileError, Follow, open_regular};
@@ -115,19 +118,36 @@ pub struct Discovery {
 }
 
 /// What discovery learnt about files, shared with the worker (locked only between reads).
-#[derive(Debug, Default)]
+/// The least recently used entries make room past [`DISCOVERY_CACHE_MAX`].
+#[derive(Debug)]
 struct DiscoveryCache {
-    files: Mutex<HashMap<FileId, Option<ElfInfo>>>,
+    files: Mutex<LruCache<FileId, Option<ElfInfo>>>,
     /// The dynamic loader's hook offset per loader file.
-    loaders: Mutex<HashMap<FileId, Option<u64>>>,
+    loaders: Mutex<LruCache<FileId, Option<u64>>>,
     /// Files refused or unreadable (not regular, cut short, too large), counted and logged
     /// once each.
     refused: Mutex<HashSet<String>>,
     refused_count: AtomicU64,
 }
 
-/// Files remembered at most; past this the memory is simply cleared and rebuilt.
+impl Default for DiscoveryCache {
+    fn default() -> Self {
+        Self {
+            files: Mutex::new(LruCache::new(DISCOVERY_CACHE_CAPACITY)),
+            loaders: Mutex::new(LruCache::new(DISCOVERY_CACHE_CAPACITY)),
+            refused: Mutex::default(),
+            refused_count: AtomicU64::default(),
+        }
+    }
+}
+
+/// Files remembered at most; past this the least recently used are forgotten (and analysed
+/// again if a process maps them later).
 const DISCOVERY_CACHE_MAX: usize = 8192;
+const DISCOVERY_CACHE_CAPACITY: NonZeroUsize = match NonZeroUsize::new(DISCOVERY_CACHE_MAX) {
+    Some(n) => n,
+    None => panic!("DISCOVERY_CACHE_MAX is not zero"),
+};
 
 /// Counts of files discovery could not read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -171,8 +191,8 @@ impl Discovery {
 
     /// Forgets what a file contained (it was unhooked; its inode number may be reused).
     pub fn forget(&mut self, file: FileId) {
-        lock(&self.cache.files).remove(&file);
-        lock(&self.cache.loaders).remove(&file);
+        lock(&self.cache.files).pop(&file);
+        lock(&self.cache.loaders).pop(&file);
     }
 
     pub fn counters(&self) -> FileCounters {
@@ -184,10 +204,6 @@ impl Discovery {
 
     /// Scans the given processes (all when `pids` is empty).
     pub fn scan(&mut self, pids: &[u32]) -> Vec<ProcessReport> {
-        if lock(&self.cache.files).len() > DISCOVERY_CACHE_MAX {
-            lock(&self.cache.files).clear();
-            lock(&self.cache.loaders).clear();
-        }
         list_pids(pids)
             .into_iter()
             .filter_map(|pid| self.scan_process(pid))
@@ -319,6 +335,16 @@ fn scan_process_files(
     let mut rustls = false;
     let mut go_unhookable: Option<String> = None;
     for (path, key) in executable_mappings(&maps) {
+        // Most mapped files (libc, ordinary libraries) hold nothing to hook: once analysed,
+        // they are known by the identity the maps line gives, and not even opened again.
+        if let Some(mapped) = mapped_file_id(&key)
+            && lock(&cache.files)
+                .get(&mapped)
+                .is_some_and(|info| info.as_ref().is_none_or(nothing_to_hook))
+            && !is_dynamic_loader(file_name_of(&path))
+        {
+            continue;
+        }
         let attach_path = PathBuf::from(format!("/proc/{pid}/root{path}"));
         // Open first and work on the handle: a short-lived process may exit (taking
         // /proc/PID/root with it) while we inspect and attach. The path is the kernel's, so
@@ -365,7 +391,7 @@ fn scan_process_files(
                             None
                         }
                     };
-                    lock(&cache.loaders).insert(file, offset);
+                    lock(&cache.loaders).put(file, offset);
                     offset
                 }
             };
@@ -382,6 +408,7 @@ fn scan_process_files(
             continue;
         }
         let known = lock(&cache.files).get(&file).cloned();
+        let mapped = mapped_file_id(&key).filter(|mapped| *mapped != file);
         let info = match known {
             Some(info) => info,
             None => {
@@ -401,7 +428,13 @@ fn scan_process_files(
                     // Not ELF (or not one we read): nothing to hook, nothing to report.
                     Some(Err(_)) => None,
                 };
-                lock(&cache.files).insert(file, info.clone());
+                let mut files = lock(&cache.files);
+                files.put(file, info.clone());
+                // The maps line may name the file by another identity (overlayfs shows the
+                // file under it): remembered under both, so the next look needs no open.
+                if let Some(mapped) = mapped {
+                    files.put(mapped, info.clone());
+                }
                 info
             }
         };
@@ -507,7 +540,8 @@ fn scan_process_files(
     Some(report)
 }
 
-fn list_pids(pids: &[u32]) -> Vec<u32> {
+/// The given pids, or every process's when empty.
+pub(crate) fn list_pids(pids: &[u32]) -> Vec<u32> {
     if !pids.is_empty() {
         return pids.to_vec();
     }
@@ -546,6 +580,38 @@ pub fn executable_mappings(maps: &str) -> BTreeMap<String, String> {
                 .then(|| (path.to_string(), format!("{device}:{inode}")))
         })
         .collect()
+}
+
+/// The file identity in a maps key (`major:minor:inode`, hexadecimal device numbers), as
+/// `stat` gives it (`st_dev` is `makedev(major, minor)`).
+fn mapped_file_id(key: &str) -> Option<FileId> {
+    let mut parts = key.split(':');
+    let major = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let minor = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let ino = parts.next()?.parse().ok()?;
+    Some(FileId {
+        dev: libc::makedev(major, minor),
+        ino,
+    })
+}
+
+/// Whether what a file contains gives a process nothing to hook and nothing to report.
+fn nothing_to_hook(info: &ElfInfo) -> bool {
+    !info.exports_openssl
+        && !info.rustls
+        && info.go_version.is_none()
+        && info.go_tls.is_none()
+        && info.rustls_hooks.is_empty()
+        && info.rustls_unhookable.is_none()
+        && info.boringssl.is_none()
+        && info.aead.is_none()
+}
+
+fn file_name_of(path: &str) -> &str {
+    Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
 }
 
 /// Whether a mapped file name is a dynamic loader (glibc or musl).
@@ -616,6 +682,21 @@ mod tests {
                 .all(|t| matches!(t.kind, TargetKind::SharedLibssl | TargetKind::Rustls))
         );
         assert!(discovery.scan_process(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_maps_key_names_the_file_as_stat_does() {
+        // Linux's encoding: minor's low byte, major's 12 bits above it (bits 8..20).
+        assert_eq!(
+            mapped_file_id("103:0a:77"),
+            Some(FileId {
+                dev: 0x1030a,
+                ino: 77
+            })
+        );
+        assert_eq!(mapped_file_id("fe:00:326279").map(|f| f.dev), Some(0xfe00));
+        assert_eq!(mapped_file_id("zz:00:1"), None);
+        assert_eq!(mapped_file_id("fe:00"), None);
     }
 
     #[test]

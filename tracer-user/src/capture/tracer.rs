@@ -15,8 +15,11 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tracer_common::plain::{PATH_PREFIX_LEN, is_socket_conn, mode, state};
 use tracer_common::{
-    COMM_LEN, DEFAULT_MAX_CAPTURE_BYTES, HoldEntry, MAX_CAPTURE_BYTES_LIMIT, counter, hold_state,
+    COMM_LEN, DEFAULT_MAX_CAPTURE_BYTES, HoldEntry, MAX_CAPTURE_BYTES_LIMIT, MUTE_KEY_DIRECTION,
+    MuteEntry, StreamKey, counter, hold_state, mute_kind, mute_state,
 };
+
+use crate::flow::MuteSpan;
 
 use super::plain::{LLM_PATH_PREFIXES, PlainHttp};
 
@@ -32,6 +35,9 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 /// Record bytes taken from the ring per batch handed to the pipeline.
 const DRAIN_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// `bpf_map_update_elem` flag: only create, never replace (linux/bpf.h).
+const BPF_NOEXIST: u64 = 1;
 
 /// Default ring buffer size: room for bursts of large prompts without drops.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 16 * 1024 * 1024;
@@ -209,6 +215,15 @@ pub struct CaptureCounters {
     pub mcp_pipe_channels: u64,
     pub mcp_pipe_bytes: u64,
     pub mcp_pipe_no_response_pipe: u64,
+    /// TLS connections user space told the kernel to stop copying (muted): a server's side,
+    /// not HTTP, or an HTTP/1 client whose latest request was not an LLM call.
+    pub connections_muted: u64,
+    /// Calls of muted connections, and their plaintext bytes: numbered, never copied.
+    pub filtered_calls: u64,
+    pub filtered_bytes: u64,
+    /// Mutes the kernel dropped as stale at their first use, and mutes ended by a new request.
+    pub mutes_stale: u64,
+    pub mutes_resumed: u64,
 }
 
 impl CaptureCounters {
@@ -251,6 +266,7 @@ pub struct Tracer {
     comms: Vec<String>,
     held_processes: u64,
     plain_ignored_later: u64,
+    connections_muted: u64,
     /// Continues held processes if llmtap cannot (`capture::hold_guard`); dropped after the
     /// tracer's own `Drop` has continued what it could.
     hold_guard: Option<HoldGuard>,
@@ -465,6 +481,7 @@ impl Tracer {
             held_processes: 0,
             comms: config.comms.clone(),
             plain_ignored_later: 0,
+            connections_muted: 0,
             hold_guard,
         })
     }
@@ -691,6 +708,12 @@ impl Tracer {
         log::info!("watching library loads through {}", label.display());
         self.loaders.insert(id, (label.to_path_buf(), link));
         Ok(AttachOutcome::Attached(vec![LOADER_HOOK_SYMBOL]))
+    }
+
+    /// Whether this file (TLS code or a loader) is hooked already: asked before attaching, so
+    /// that a file hooked once is not even looked at again.
+    pub fn is_attached(&self, id: FileId) -> bool {
+        self.attached.contains_key(&id) || self.loaders.contains_key(&id)
     }
 
     /// Identities of every hooked file (TLS code and loaders).
@@ -935,6 +958,54 @@ impl Tracer {
         }
     }
 
+    /// Tells the kernel to stop copying a TLS connection later stages have no use for, as
+    /// long as `span` says (see `tracer_common::MuteEntry`). `seen` is what user space
+    /// received of it: the kernel drops the mute if the connection moved on since (it wrote
+    /// again, or its identity now names another connection). An existing mute is left alone.
+    /// rustls connections are named differently in the kernel: a mute of one matches nothing.
+    pub fn mute_connection(
+        &mut self,
+        conn: super::ConnectionId,
+        span: MuteSpan,
+        seen: super::stream::StreamsSeen,
+    ) {
+        if is_socket_conn(conn.conn) {
+            return; // plain TCP has its own classification (`ignore_plain_connection`)
+        }
+        let Some(map) = self.ebpf.map_mut("MUTED") else {
+            return;
+        };
+        let mut muted = match aya::maps::HashMap::<_, StreamKey, MuteEntry>::try_from(map) {
+            Ok(muted) => muted,
+            Err(err) => {
+                log::warn!("MUTED map unusable: {err}");
+                return;
+            }
+        };
+        let key = StreamKey {
+            conn_id: conn.conn,
+            pid: conn.pid,
+            direction: MUTE_KEY_DIRECTION,
+        };
+        let entry = MuteEntry {
+            state: mute_state::PENDING,
+            kind: match span {
+                MuteSpan::UntilClose => mute_kind::UNTIL_CLOSE,
+                MuteSpan::UntilRequest => mute_kind::UNTIL_REQUEST,
+            },
+            write_seen: seen.write_end,
+            read_seen: seen.read_end,
+            seen_ts_ns: seen.last_ts_ns,
+        };
+        match muted.insert(key, entry, BPF_NOEXIST) {
+            Ok(()) => {
+                self.connections_muted += 1;
+                log::debug!("{conn}: muted ({span:?}): no longer copied");
+            }
+            Err(err) => log::trace!("muting {conn}: {err}"),
+        }
+    }
+
     pub fn counters(&self) -> CaptureCounters {
         let read = |index: u32| -> u64 {
             match self.counters.get(&index, 0) {
@@ -965,6 +1036,11 @@ impl Tracer {
             mcp_pipe_channels: read(counter::MCP_PIPE_CHANNELS),
             mcp_pipe_bytes: read(counter::MCP_PIPE_BYTES),
             mcp_pipe_no_response_pipe: read(counter::MCP_PIPE_NO_RESPONSE_PIPE),
+            connections_muted: self.connections_muted,
+            filtered_calls: read(counter::FILTERED_CALLS),
+            filtered_bytes: read(counter::FILTERED_BYTES),
+            mutes_stale: read(counter::MUTES_STALE),
+            mutes_resumed: read(counter::MUTES_RESUMED),
         }
     }
 }

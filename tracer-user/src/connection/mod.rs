@@ -159,7 +159,14 @@ pub struct ConnectionTracker {
     parked_h2: HashMap<ConnectionId, Box<H2Connection>>,
     parked_order: VecDeque<ConnectionId>,
     stats: ConnectionStats,
+    /// Connections ignored (server side, not HTTP) since the last
+    /// [`ConnectionTracker::take_ignored`]: nothing more of them is ever used.
+    ignored: Vec<ConnectionId>,
 }
+
+/// Most newly ignored connections remembered between two [`ConnectionTracker::take_ignored`]
+/// (the rest are simply not reported: they are still ignored here).
+const IGNORED_MAX: usize = 4096;
 
 impl ConnectionTracker {
     pub fn new(config: ConnectionConfig) -> Self {
@@ -169,7 +176,19 @@ impl ConnectionTracker {
             parked_h2: HashMap::new(),
             parked_order: VecDeque::new(),
             stats: ConnectionStats::default(),
+            ignored: Vec::new(),
         }
+    }
+
+    /// Connections that became ignored (a server's side, or not HTTP) since the last call:
+    /// capture may stop copying them.
+    pub fn take_ignored(&mut self) -> Vec<ConnectionId> {
+        std::mem::take(&mut self.ignored)
+    }
+
+    /// Whether `id` is an HTTP/1 client connection (not HTTP/2, not upgraded, not ignored).
+    pub fn is_http1_client(&self, id: ConnectionId) -> bool {
+        self.conns.get(&id).is_some_and(|c| c.mode == Mode::Client)
     }
 
     pub fn stats(&self) -> &ConnectionStats {
@@ -298,6 +317,9 @@ impl ConnectionTracker {
         h2::detect_mid_connection(config, stats, id, c, &chunk);
         if c.mode == Mode::Http2 {
             h2::on_data(stats, id, c, &chunk, &chunk.data, out);
+            if c.mode == Mode::Ignored && self.ignored.len() < IGNORED_MAX {
+                self.ignored.push(id);
+            }
             return;
         }
         if chunk.direction == Direction::Read && c.mode == Mode::Unknown {
@@ -306,6 +328,9 @@ impl ConnectionTracker {
         match chunk.direction {
             Direction::Write => http1::on_write(config, stats, id, c, &chunk, out),
             Direction::Read => http1::on_read(config, stats, id, c, &chunk, out),
+        }
+        if c.mode == Mode::Ignored && self.ignored.len() < IGNORED_MAX {
+            self.ignored.push(id);
         }
     }
 

@@ -63,6 +63,10 @@ pub struct HealthDetail {
     pub unreadable_records: u64,
     /// TLS calls copied only up to `--max-capture-bytes`.
     pub truncated_captures: u64,
+    /// Calls and plaintext bytes of muted connections (of no use to llmtap), filtered in the
+    /// kernel: counted, never copied.
+    pub filtered_calls: u64,
+    pub filtered_bytes: u64,
     /// TLS calls not tracked: in-flight call table full.
     pub inflight_table_full: u64,
     /// Ring buffer records that did not decode.

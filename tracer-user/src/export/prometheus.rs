@@ -219,6 +219,8 @@ struct HealthMetrics {
     parse_errors: Counter<u64, AtomicU64>,
     lost_records: Family<Labels, Counter<u64, AtomicU64>>,
     truncated_captures: Counter<u64, AtomicU64>,
+    filtered_calls: Counter<u64, AtomicU64>,
+    filtered_bytes: Counter<u64, AtomicU64>,
     inflight_table_full: Counter<u64, AtomicU64>,
     decode_errors: Counter<u64, AtomicU64>,
     held_processes: Counter<u64, AtomicU64>,
@@ -360,6 +362,17 @@ impl PrometheusMetrics {
             truncated_captures: counter(
                 "llmtap_capture_truncated_calls",
                 "TLS reads/writes copied only up to --max-capture-bytes",
+                r,
+            ),
+            filtered_calls: counter(
+                "llmtap_capture_filtered_calls",
+                "TLS calls of connections of no use to llmtap (server sides, not HTTP, HTTP/1 \
+                 requests that are not LLM calls), filtered in the kernel: counted, not copied",
+                r,
+            ),
+            filtered_bytes: counter(
+                "llmtap_capture_filtered_bytes",
+                "Plaintext bytes of those calls",
                 r,
             ),
             inflight_table_full: counter(
@@ -589,6 +602,8 @@ impl PrometheusMetrics {
             set_total(&h.lost_records.get_or_create(&cause_label(cause)), value);
         }
         set_total(&h.truncated_captures, d.truncated_captures);
+        set_total(&h.filtered_calls, d.filtered_calls);
+        set_total(&h.filtered_bytes, d.filtered_bytes);
         set_total(&h.inflight_table_full, d.inflight_table_full);
         set_total(&h.decode_errors, d.decode_errors);
         set_total(&h.held_processes, d.held_processes);

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 use crate::budget::MemoryBudget;
 use crate::connection::{ConnectionConfig, ConnectionTracker};
-use crate::flow::{ConnectionId, StreamEvent, is_mcp_pipe};
+use crate::flow::{ConnectionId, MuteSpan, StreamEvent, is_mcp_pipe};
 use crate::genai::{
     CallBuilder, CallConfig, CallRecord, FinishedCall, LegacySessions, McpCall, McpEventStream,
     McpExchange, McpStdio, McpStreamEvent, MessagePiece, ProcessRef, WsSession, identify,
@@ -183,6 +183,9 @@ pub struct Pipeline {
     /// Plain-HTTP connections whose first request was not an LLM call, for capture to stop
     /// copying (bounded: the rest are copied and parsed as before).
     not_llm: Vec<ConnectionId>,
+    /// TLS connections whose latest request was neither an LLM nor an MCP call (bounded):
+    /// candidates for a mute until their next request.
+    quiet: Vec<ConnectionId>,
 }
 
 /// Event streams followed at once as possible legacy MCP sessions (they live long and may be
@@ -217,7 +220,41 @@ impl Pipeline {
             stats: PipelineStats::default(),
             scratch: Vec::new(),
             not_llm: Vec::new(),
+            quiet: Vec::new(),
         }
+    }
+
+    /// TLS connections capture may stop copying, since the last call: those the connection
+    /// stage ignores for good, and HTTP/1 clients whose latest request was not an LLM call
+    /// and that have nothing of interest in flight (an LLM, MCP or WebSocket exchange).
+    pub fn take_mutable_connections(&mut self) -> Vec<(ConnectionId, MuteSpan)> {
+        let mut out: Vec<(ConnectionId, MuteSpan)> = self
+            .tracker
+            .take_ignored()
+            .into_iter()
+            .filter(|conn| !conn.is_plain_tcp())
+            .map(|conn| (conn, MuteSpan::UntilClose))
+            .collect();
+        if self.quiet.is_empty() {
+            return out;
+        }
+        let busy: std::collections::HashSet<ConnectionId> = self
+            .calls
+            .keys()
+            .chain(self.mcp.keys())
+            .chain(self.sockets.keys())
+            .map(|key| key.conn)
+            .collect();
+        let mut quiet = std::mem::take(&mut self.quiet);
+        quiet.sort_unstable();
+        quiet.dedup();
+        out.extend(
+            quiet
+                .into_iter()
+                .filter(|conn| !busy.contains(conn) && self.tracker.is_http1_client(*conn))
+                .map(|conn| (conn, MuteSpan::UntilRequest)),
+        );
+        out
     }
 
     /// Plain-HTTP connections whose first request was not an LLM API call since the last
@@ -522,6 +559,13 @@ impl Pipeline {
                             && self.not_llm.len() < NOT_LLM_MAX
                         {
                             self.not_llm.push(key.conn);
+                        }
+                        // A WebSocket upgrade is judged at its answer (`identify_websocket`).
+                        if !key.conn.is_plain_tcp()
+                            && head.headers.get("upgrade").is_none()
+                            && self.quiet.len() < NOT_LLM_MAX
+                        {
+                            self.quiet.push(key.conn);
                         }
                     }
                 },

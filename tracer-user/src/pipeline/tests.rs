@@ -1541,3 +1541,68 @@ fn mcp_stdio_channels_bypass_http() {
     assert_eq!(stats.non_http_connections, 0);
     assert_eq!(stats.http_parse_errors, 0);
 }
+
+/// What capture may stop copying: a server's side for good, an HTTP/1 client after a request
+/// that is not an LLM call until its next request; never bytes still searched for a request
+/// line, a connection with an LLM call in flight, nor HTTP/2 (its header state needs every
+/// byte).
+#[test]
+fn connections_of_no_use_are_offered_for_muting() {
+    let conn = |n: u64| ConnectionId { pid: 1, conn: n };
+    let opts = |n: u64| ReplayOptions {
+        conn: conn(n),
+        ..ReplayOptions::default()
+    };
+    let mut p = Pipeline::new(PipelineConfig::default());
+    let mut out = Vec::new();
+    // 1: a download, 2: a server's side, 3: not HTTP (yet), 4: HTTP/2.
+    let download = raw_exchange(
+        b"GET /file HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfile",
+        &opts(1),
+    );
+    let served: Vec<StreamEvent> = raw_exchange(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        &opts(2),
+    )
+    .into_iter()
+    .rev()
+    .collect();
+    let raw = raw_exchange(b"\x00\x01binary", b"\x02", &opts(3));
+    let h2 = raw_exchange(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"", &opts(4));
+    for ev in download.into_iter().chain(served).chain(raw).chain(h2) {
+        p.push(ev, &mut out);
+    }
+    let mut offered = p.take_mutable_connections();
+    offered.sort_by_key(|(c, _)| *c);
+    assert_eq!(
+        offered,
+        [
+            (conn(1), MuteSpan::UntilRequest),
+            (conn(2), MuteSpan::UntilClose),
+        ]
+    );
+    assert!(p.take_mutable_connections().is_empty(), "offered once");
+
+    // A request that is not an LLM call, then an LLM call whose answer has not come yet.
+    let c = cassette("openai__chat_stream_include_usage");
+    let mut events = raw_exchange(
+        b"GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        &opts(5),
+    );
+    let llm: Vec<StreamEvent> = cassette_events(&c, &opts(5))
+        .into_iter()
+        .filter(|e| matches!(e, StreamEvent::Data(d) if d.direction == Direction::Write))
+        .collect();
+    assert!(!llm.is_empty());
+    events.extend(llm);
+    for ev in events {
+        p.push(ev, &mut out);
+    }
+    assert!(
+        p.take_mutable_connections().is_empty(),
+        "an LLM call is in flight on it"
+    );
+}
