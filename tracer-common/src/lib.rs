@@ -360,6 +360,8 @@ pub mod mute_state {
 /// [`MuteEntry::kind`] values.
 pub mod mute_kind {
     /// Until the connection closes (a server's side, or not HTTP: nothing of it is ever used).
+    /// A write that starts like a request still ends it (a client under a reused identity
+    /// whose free went unseen; a server only writes responses).
     pub const UNTIL_CLOSE: u32 = 0;
     /// Until the process writes something that starts like an HTTP request (an HTTP/1 client
     /// whose requests so far were not LLM calls): that request and everything after it are

@@ -566,7 +566,10 @@ fn muted(pid: u32, conn_id: u64, dir: u8, first_byte: u64) -> Muted {
         // SAFETY: as above.
         unsafe { (*entry).state = mute_state::ACTIVE };
     }
-    if mute.kind == mute_kind::UNTIL_REQUEST && dir == direction::WRITE {
+    // Any mute ends at a write that starts like a request: the next request of a client, or
+    // a new client connection under a reused identity whose free went unseen (a server only
+    // writes responses).
+    if dir == direction::WRITE {
         if first_byte == 0 {
             return Muted::No; // cannot look: never filter what may be a request
         }
