@@ -28,7 +28,7 @@ const FLOOR_RATIO_TARGET: f64 = 1.3;
 const LIBSSL: &str = "/lib/x86_64-linux-gnu/libssl.so.3";
 /// Target (c).
 const PIPELINE_MB_S_TARGET: f64 = 200.0;
-const PIPELINE_EVENTS_S_TARGET: f64 = 200_000.0;
+const PIPELINE_EVENTS_S_TARGET: f64 = 500_000.0;
 /// Target (d).
 const LOAD_LEVELS: &[usize] = &[100, 500, 1000];
 const LOAD_RSS_TARGET_MB: f64 = 100.0;
