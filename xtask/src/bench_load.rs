@@ -316,9 +316,9 @@ pub fn pipeline_throughput(root: &Path) -> anyhow::Result<(Value, String)> {
          | workload | MB/s | SSE events/s | target |\n|---|---|---|---|\n\
          | all {} recordings, 4 KiB reads | {mb:.1} | – | ≥ {PIPELINE_MB_S_TARGET} MB/s — **{}** |\n\
          | one {}-event SSE stream, 1 KiB reads | {long_mb:.1} | {ev:.0} | ≥ {PIPELINE_EVENTS_S_TARGET} events/s — **{}** |\n\n\
-         Where the MB/s target is missed: each recorded response is small (a few KiB), so per-call \
-         work (HTTP head parsing, JSON parsing of request and response, span attributes) dominates \
-         over per-byte work; this core is also shared with the other benchmark processes.\n",
+         Each recorded response is small (a few KiB), so per-call work (HTTP head parsing, the \
+         request and response readers, span attributes) weighs more than per-byte work; this \
+         core is also shared with the other benchmark processes.\n",
         v["recordings"]["calls_per_iteration"],
         verdict(mb >= PIPELINE_MB_S_TARGET),
         v["long_sse_stream"]["events"],

@@ -171,15 +171,28 @@ impl CallBuilder {
     }
 
     pub fn request_body(&mut self, data: &[u8], cfg: &CallConfig) {
-        self.req_scan.feed(data);
         if self.req_truncated || self.req_lost {
-            // The body will not be parsed: keep nothing more of it.
+            // The body will not be parsed: keep nothing more of it, only scan its top-level
+            // scalars.
+            self.req_scan.feed(data);
             return;
         }
+        let kept = self.req_body.as_slice().len();
         if !self.req_body.extend_capped(data, cfg.request_body_cap) {
+            // Cut: from here on the scan stands for the parse, so it reads what was kept
+            // before this piece, then the piece.
+            self.scan_kept(kept);
+            self.req_scan.feed(data);
             self.req_truncated = true;
             self.req_body.release();
         }
+    }
+
+    /// The scan of top-level scalars runs only once a body will not be parsed whole (a whole
+    /// body is parsed instead): it catches up on the first `len` bytes kept so far.
+    fn scan_kept(&mut self, len: usize) {
+        let kept = self.req_body.as_slice();
+        self.req_scan.feed(kept.get(..len).unwrap_or(kept));
     }
 
     pub fn request_end(&mut self, ts_ns: u64, cfg: &CallConfig) {
@@ -347,7 +360,7 @@ impl CallBuilder {
             BodyMode::Sse(p) => p.feed(data, &mut |e: SseEvent| {
                 oversize |= e.truncated;
                 if !e.truncated {
-                    events.push((e.event, e.data.into_bytes()));
+                    events.push((e.event, e.data));
                 }
             }),
             BodyMode::Ndjson(lines) => lines.feed(data, &mut |l| {
@@ -421,6 +434,9 @@ impl CallBuilder {
     pub fn lost(&mut self, direction: Direction) {
         match direction {
             Direction::Write => {
+                if !self.req_truncated && !self.req_lost {
+                    self.scan_kept(usize::MAX);
+                }
                 self.req_lost = true;
                 // What follows the hole has no known place in the JSON: the scan keeps only
                 // what the captured prefix held, and the body is not parsed (nor kept).
@@ -446,7 +462,13 @@ impl CallBuilder {
     /// A part of the exchange in `direction` passed a size cap upstream.
     pub fn truncated(&mut self, direction: Direction) {
         match direction {
-            Direction::Write => self.req_truncated = true,
+            Direction::Write => {
+                if !self.req_truncated && !self.req_lost {
+                    self.scan_kept(usize::MAX);
+                    self.req_body.release();
+                }
+                self.req_truncated = true;
+            }
             Direction::Read => self.resp_truncated = true,
         }
     }

@@ -293,7 +293,7 @@ impl McpExchange {
     /// Response bytes; answered calls are appended to `done`.
     pub fn response_body(&mut self, data: &[u8], ts_ns: u64, done: &mut Vec<McpCall>) {
         self.last_ns = self.last_ns.max(ts_ns);
-        let mut events: Vec<String> = Vec::new();
+        let mut events: Vec<Vec<u8>> = Vec::new();
         match &mut self.response {
             ResponseBody::Json(buf) => {
                 if !self.response_incomplete && !buf.extend_capped(data, MAX_MESSAGE_BYTES) {
@@ -304,7 +304,7 @@ impl McpExchange {
             }
             ResponseBody::Sse(parser) => parser.feed(data, &mut |e: SseEvent| {
                 if e.truncated {
-                    events.push(String::new());
+                    events.push(Vec::new());
                 } else {
                     events.push(e.data);
                 }
@@ -317,7 +317,7 @@ impl McpExchange {
                 self.response_incomplete = true;
                 continue;
             }
-            match serde_json::from_str::<Value>(&data) {
+            match serde_json::from_slice::<Value>(&data) {
                 Ok(message) => self.answer(&message, ts_ns, done),
                 Err(_) => self.bad_messages += 1,
             }

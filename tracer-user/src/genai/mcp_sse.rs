@@ -106,14 +106,14 @@ impl McpEventStream {
             }
             match (&self.endpoint, e.event.as_deref()) {
                 (None, Some("endpoint")) => {
-                    let endpoint = endpoint_target(e.data.trim());
+                    let endpoint = endpoint_target(String::from_utf8_lossy(&e.data).trim());
                     self.target.session_id = session_of(&endpoint).map(session_digest);
                     self.endpoint = Some(endpoint.clone());
                     out.push(StreamEvent::Endpoint(endpoint));
                 }
                 // Any other first event: an event stream of something else.
                 (None, _) => return false,
-                (Some(_), None | Some("message")) => match serde_json::from_str(&e.data) {
+                (Some(_), None | Some("message")) => match serde_json::from_slice(&e.data) {
                     Ok(v) => out.push(StreamEvent::Message(v)),
                     Err(_) => self.bad_events += 1,
                 },

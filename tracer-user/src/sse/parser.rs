@@ -7,8 +7,8 @@ use super::lines::{Line, LineSplitter};
 pub struct SseEvent {
     /// `event:` field, if any.
     pub event: Option<String>,
-    /// `data:` lines joined with `\n`.
-    pub data: String,
+    /// `data:` lines joined with `\n`, as bytes: the JSON reader validates them anyway.
+    pub data: Vec<u8>,
     pub id: Option<String>,
     /// A line or the data exceeded the per-event cap: the data is cut.
     pub truncated: bool,
@@ -87,36 +87,37 @@ fn handle_line(
     if *skip_event || line.bytes.first() == Some(&b':') {
         return;
     }
-    // Valid UTF-8 (nearly always) is borrowed; only a broken line pays for the lossy copy.
-    let text = match std::str::from_utf8(line.bytes) {
-        Ok(t) => std::borrow::Cow::Borrowed(t),
-        Err(_) => String::from_utf8_lossy(line.bytes),
-    };
-    let (field, value) = match text.split_once(':') {
-        Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-        None => (text.as_ref(), ""),
+    let (field, value) = match memchr::memchr(b':', line.bytes) {
+        Some(i) => {
+            let value = line.bytes.get(i + 1..).unwrap_or_default();
+            (
+                line.bytes.get(..i).unwrap_or_default(),
+                value.strip_prefix(b" ").unwrap_or(value),
+            )
+        }
+        None => (line.bytes, &[][..]),
     };
     current.truncated |= line.overlong;
     match field {
-        "data" => {
+        b"data" => {
             if *has_data {
-                current.data.push('\n');
+                current.data.push(b'\n');
             }
             let room = event_cap.saturating_sub(current.data.len());
             if value.len() > room {
                 current.truncated = true;
-                let mut cut = room;
-                while !value.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                current.data.push_str(value.get(..cut).unwrap_or_default());
+                current
+                    .data
+                    .extend_from_slice(value.get(..room).unwrap_or_default());
             } else {
-                current.data.push_str(value);
+                current.data.extend_from_slice(value);
             }
             *has_data = true;
         }
-        "event" => current.event = Some(value.to_string()),
-        "id" if !value.contains('\0') => current.id = Some(value.to_string()),
+        b"event" => current.event = Some(String::from_utf8_lossy(value).into_owned()),
+        b"id" if !value.contains(&0) => {
+            current.id = Some(String::from_utf8_lossy(value).into_owned())
+        }
         _ => {}
     }
 }
@@ -142,10 +143,10 @@ mod tests {
             let events = parse(data, split);
             assert_eq!(events.len(), 3, "split {split}");
             assert_eq!(events[0].event.as_deref(), Some("message_start"));
-            assert_eq!(events[0].data, "{\"a\":\n1}");
+            assert_eq!(events[0].data, b"{\"a\":\n1}");
             assert_eq!(events[0].id.as_deref(), Some("7"));
-            assert_eq!(events[1].data, "x\ny");
-            assert_eq!(events[2].data, "[DONE]");
+            assert_eq!(events[1].data, b"x\ny");
+            assert_eq!(events[2].data, b"[DONE]");
         }
     }
 
@@ -157,7 +158,7 @@ mod tests {
         p.lost_bytes();
         p.feed(b"tail\"}\n\ndata: ok\n\n", &mut |e| out.push(e));
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].data, "ok");
+        assert_eq!(out[0].data, b"ok");
     }
 
     #[test]

@@ -106,8 +106,8 @@ pub enum WsCompression {
 pub fn sse_payloads(body: &[u8]) -> Vec<Vec<u8>> {
     let mut parser = SseParser::new(usize::MAX);
     let mut out = Vec::new();
-    parser.feed(body, &mut |e| out.push(e.data.into_bytes()));
-    parser.feed(b"\n\n", &mut |e| out.push(e.data.into_bytes()));
+    parser.feed(body, &mut |e| out.push(e.data));
+    parser.feed(b"\n\n", &mut |e| out.push(e.data));
     out
 }
 
