@@ -114,36 +114,71 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
+/// A leaf read from a JSON number or boolean; every other type reads as absent.
+trait ScalarLeaf: Default {
+    fn from_i64(_: i64) -> Self {
+        Self::default()
+    }
+    fn from_u64(_: u64) -> Self {
+        Self::default()
+    }
+    fn from_f64(_: f64) -> Self {
+        Self::default()
+    }
+    fn from_bool(_: bool) -> Self {
+        Self::default()
+    }
+}
+
+/// The one visitor of every [`ScalarLeaf`].
+struct ScalarVisitor<T>(PhantomData<T>);
+
+impl<'de, T: ScalarLeaf> Visitor<'de> for ScalarVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<T, E> {
+        Ok(T::from_i64(n))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<T, E> {
+        Ok(T::from_u64(n))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<T, E> {
+        Ok(T::from_f64(n))
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<T, E> {
+        Ok(T::from_bool(b))
+    }
+    absent_otherwise!(strings);
+    absent_otherwise!(null);
+    absent_otherwise!(map);
+    absent_otherwise!(seq);
+}
+
+macro_rules! scalar_leaf {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(ScalarVisitor::<$t>(PhantomData))
+            }
+        }
+    )*};
+}
+
 /// A JSON number as `f64` (any numeric form); anything else is absent.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Num(pub Option<f64>);
 
-impl<'de> Deserialize<'de> for Num {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Num;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<Num, E> {
-                Ok(Num(Some(n as f64)))
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<Num, E> {
-                Ok(Num(Some(n as f64)))
-            }
-            fn visit_f64<E>(self, n: f64) -> Result<Num, E> {
-                Ok(Num(Some(n)))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Num, E> {
-                Ok(Num(None))
-            }
-            absent_otherwise!(strings);
-            absent_otherwise!(null);
-            absent_otherwise!(map);
-            absent_otherwise!(seq);
-        }
-        d.deserialize_any(V)
+impl ScalarLeaf for Num {
+    fn from_i64(n: i64) -> Self {
+        Num(Some(n as f64))
+    }
+    fn from_u64(n: u64) -> Self {
+        Num(Some(n as f64))
+    }
+    fn from_f64(n: f64) -> Self {
+        Num(Some(n))
     }
 }
 
@@ -151,34 +186,15 @@ impl<'de> Deserialize<'de> for Num {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Count(pub Option<u64>);
 
-impl<'de> Deserialize<'de> for Count {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Count;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<Count, E> {
-                Ok(Count(u64::try_from(n).ok()))
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<Count, E> {
-                Ok(Count(Some(n)))
-            }
-            fn visit_f64<E>(self, f: f64) -> Result<Count, E> {
-                Ok(Count(
-                    (f.fract() == 0.0 && (0.0..1e18).contains(&f)).then_some(f as u64),
-                ))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Count, E> {
-                Ok(Count(None))
-            }
-            absent_otherwise!(strings);
-            absent_otherwise!(null);
-            absent_otherwise!(map);
-            absent_otherwise!(seq);
-        }
-        d.deserialize_any(V)
+impl ScalarLeaf for Count {
+    fn from_i64(n: i64) -> Self {
+        Count(u64::try_from(n).ok())
+    }
+    fn from_u64(n: u64) -> Self {
+        Count(Some(n))
+    }
+    fn from_f64(f: f64) -> Self {
+        Count((f.fract() == 0.0 && (0.0..1e18).contains(&f)).then_some(f as u64))
     }
 }
 
@@ -186,32 +202,12 @@ impl<'de> Deserialize<'de> for Count {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Int(pub Option<i64>);
 
-impl<'de> Deserialize<'de> for Int {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Int;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<Int, E> {
-                Ok(Int(Some(n)))
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<Int, E> {
-                Ok(Int(i64::try_from(n).ok()))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Int, E> {
-                Ok(Int(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Int, E> {
-                Ok(Int(None))
-            }
-            absent_otherwise!(strings);
-            absent_otherwise!(null);
-            absent_otherwise!(map);
-            absent_otherwise!(seq);
-        }
-        d.deserialize_any(V)
+impl ScalarLeaf for Int {
+    fn from_i64(n: i64) -> Self {
+        Int(Some(n))
+    }
+    fn from_u64(n: u64) -> Self {
+        Int(i64::try_from(n).ok())
     }
 }
 
@@ -219,34 +215,13 @@ impl<'de> Deserialize<'de> for Int {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Flag(pub Option<bool>);
 
-impl<'de> Deserialize<'de> for Flag {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Flag;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_bool<E>(self, b: bool) -> Result<Flag, E> {
-                Ok(Flag(Some(b)))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Flag, E> {
-                Ok(Flag(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Flag, E> {
-                Ok(Flag(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Flag, E> {
-                Ok(Flag(None))
-            }
-            absent_otherwise!(strings);
-            absent_otherwise!(null);
-            absent_otherwise!(map);
-            absent_otherwise!(seq);
-        }
-        d.deserialize_any(V)
+impl ScalarLeaf for Flag {
+    fn from_bool(b: bool) -> Self {
+        Flag(Some(b))
     }
 }
+
+scalar_leaf!(Num, Count, Int, Flag);
 
 /// A string or an array of strings (`stop: "x"` or `stop: ["x", "y"]`); other items skipped.
 #[derive(Clone, Debug, Default, PartialEq)]
