@@ -9,8 +9,8 @@ keep-alive HTTPS connection through the system's libssl, once a line on stdin sa
 1. sends `GET /download`; the server answers the head and the first 1 KiB, then waits;
    the client prints `head`;
 2. on a line on stdin, the server sends the rest; the client prints `download N`;
-3. sends `POST /api/chat` on the same connection (an LLM call after a non-LLM one) and prints
-   `chat N`.
+3. sends `POST /api/chat` on the same connection (an LLM call after a non-LLM one), its method
+   in a write of its own, and prints `chat N`.
 Between 1 and 2 the test waits until llmtap has muted the connection's two sides (the server's
 and the client's): the rest of the download must then be filtered in the kernel, the chat call
 copied again.
@@ -96,8 +96,15 @@ def main():
     print("download", len(response.read()), flush=True)
     body = json.dumps({"model": "llama3", "messages": [{"role": "user", "content": "hi"}],
                        "stream": False})
-    client.request("POST", "/api/chat", body=body, headers={"Content-Type": "application/json"})
-    print("chat", len(client.getresponse().read()), flush=True)
+    # The request line in pieces, its method alone first (as a client that writes each part
+    # as it is formatted would): the kernel must take a write of "POST" for a new request.
+    request = ("POST /api/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               "Content-Length: %d\r\n\r\n%s" % (len(body), body)).encode()
+    client.sock.sendall(request[:4])
+    client.sock.sendall(request[4:])
+    chat = http.client.HTTPResponse(client.sock, method="POST")
+    chat.begin()
+    print("chat", len(chat.read()), flush=True)
     client.close()
     server.join(timeout=10)
     return 0

@@ -478,7 +478,7 @@ pub(crate) fn begin_call_at(
         direction: dir as u32,
     };
     let mut flags = 0u8;
-    match muted(pid, conn_id, dir, first_byte) {
+    match muted(pid, conn_id, dir, first_byte, len) {
         Muted::No => {}
         Muted::Filtered => {
             // Numbered like any call, so that positions stay exact if the mute ends.
@@ -545,7 +545,7 @@ enum Muted {
 /// now names another connection (its streams are newer than what user space saw, or shorter),
 /// the judgement is stale and the entry is dropped.
 #[inline(always)]
-fn muted(pid: u32, conn_id: u64, dir: u8, first_byte: u64) -> Muted {
+fn muted(pid: u32, conn_id: u64, dir: u8, first_byte: u64, len: u64) -> Muted {
     let key = StreamKey {
         conn_id,
         pid,
@@ -573,7 +573,7 @@ fn muted(pid: u32, conn_id: u64, dir: u8, first_byte: u64) -> Muted {
         if first_byte == 0 {
             return Muted::No; // cannot look: never filter what may be a request
         }
-        if starts_like_request(first_byte) {
+        if starts_like_request(first_byte, len) {
             let _ = MUTED.remove(&key);
             count(counter::MUTES_RESUMED, 1);
             return Muted::Resumed;
@@ -611,11 +611,12 @@ fn mute_still_applies(pid: u32, conn_id: u64, mute: &MuteEntry) -> bool {
     true
 }
 
-/// Whether the bytes at user address `buf` start like an HTTP/1 request line: a method of 3
-/// to 7 upper-case letters and a space. Unreadable bytes count as a request: a mute must
-/// never swallow one.
+/// Whether the `len` bytes at user address `buf` start like an HTTP/1 request line: a method
+/// of 3 to 7 upper-case letters and a space. Unreadable bytes count as a request, and so does
+/// a write of upper-case letters only that ends before the space (a request line written in
+/// pieces): a mute must never swallow one.
 #[inline(always)]
-fn starts_like_request(buf: u64) -> bool {
+fn starts_like_request(buf: u64, len: u64) -> bool {
     // SAFETY: checked read of user memory.
     let Ok(head) = (unsafe { aya_ebpf::helpers::bpf_probe_read_user(buf as *const u64) }) else {
         return true;
@@ -623,6 +624,10 @@ fn starts_like_request(buf: u64) -> bool {
     let head = head.to_le_bytes();
     let mut i = 0;
     while i < 8 {
+        if i as u64 >= len {
+            // The bytes past the write are not the caller's: judge only what it wrote.
+            return true;
+        }
         let b = head[i];
         if b == b' ' {
             return i >= 3;

@@ -26,6 +26,11 @@ pub trait CallSink {
     fn health(&mut self, health: &DaemonHealth);
     /// A process produced its first traffic (a chance to read its details while it lives).
     fn process_seen(&mut self, _pid: u32, _comm: &str) {}
+    /// A traced process exited (its pid may come back as another process).
+    fn process_exited(&mut self, _pid: u32) {}
+    /// A batch of events was handled: what the outputs buffered is written now, once per
+    /// batch rather than once per call.
+    fn batch_done(&mut self) {}
 }
 
 /// Running totals of every stage, for health metrics and the exit summary.
@@ -228,6 +233,7 @@ impl Daemon {
             if let Some(pid) = exited {
                 self.agent.process_exit(pid, &mut self.agent_records);
                 self.flush(sink);
+                sink.process_exited(pid);
             }
         }
     }
@@ -361,6 +367,7 @@ pub async fn run(
             result = session.next_events(&mut events) => {
                 result?;
                 daemon.handle(events.drain(..), sink);
+                sink.batch_done();
                 for conn in daemon.take_not_llm_connections() {
                     session.tracer.ignore_plain_connection(conn);
                 }
@@ -373,6 +380,7 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 daemon.tick(monotonic_now_ns(), sink);
+                sink.batch_done();
                 let counters = session.tracer.counters();
                 reported = warn_about_losses(&counters, reported);
                 sink.health(&daemon.health(counters));

@@ -176,6 +176,14 @@ impl CallSink for ExportSink<'_> {
         self.0.observe_process(pid, comm);
     }
 
+    fn process_exited(&mut self, pid: u32) {
+        self.0.process_exited(pid);
+    }
+
+    fn batch_done(&mut self) {
+        self.0.flush_outputs();
+    }
+
     fn health(&mut self, health: &DaemonHealth) {
         let p = &health.pipeline;
         self.0.record_health(&HealthSnapshot {

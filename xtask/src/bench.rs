@@ -433,16 +433,48 @@ fn mcp_stdio_cost(root: &Path, out_dir: &Path) -> anyhow::Result<(serde_json::Va
 /// The floor: bpftrace with an empty uprobe and uretprobe on `SSL_write` and `SSL_read` of
 /// `libssl` (what any uprobe-based TLS tracer costs at the least).
 pub(crate) fn start_floor(libssl: &Path) -> anyhow::Result<Killed> {
+    start_floor_on(libssl, None)
+}
+
+/// As [`start_floor`], bpftrace pinned to `cpu` when given.
+pub(crate) fn start_floor_on(libssl: &Path, cpu: Option<usize>) -> anyhow::Result<Killed> {
     let program = format!(
         "uprobe:{l}:SSL_write {{ }} uretprobe:{l}:SSL_write {{ }} \
          uprobe:{l}:SSL_read {{ }} uretprobe:{l}:SSL_read {{ }}",
         l = libssl.display()
     );
-    start_and_wait(
-        Command::new("bpftrace").arg("-e").arg(&program),
-        "Attaching",
-        Stream::Stdout,
-    )
+    let mut command = Command::new("bpftrace");
+    if let Some(cpu) = cpu {
+        pin_to_cpu(&mut command, cpu);
+    }
+    start_and_wait(command.arg("-e").arg(&program), "Attaching", Stream::Stdout)
+}
+
+/// Runs the command (and every thread it starts) on `cpu` only.
+pub(crate) fn pin_to_cpu(command: &mut Command, cpu: usize) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs between fork and exec and only calls sched_setaffinity, which
+    // is async-signal-safe, on a set built on its own stack.
+    unsafe {
+        command.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}
+
+/// CPU time (user + system) a live process has used so far, in seconds.
+pub(crate) fn process_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (hz > 0.0).then(|| ticks / hz)
 }
 
 pub(crate) enum Stream {

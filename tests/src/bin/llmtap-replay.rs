@@ -719,6 +719,11 @@ async fn main() -> anyhow::Result<()> {
             _ = sigterm.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
+        // As API front ends do (nginx's default): each stream event leaves at once instead of
+        // waiting, under Nagle's algorithm, for the client's delayed ACK of the one before.
+        if let Err(e) = tcp.set_nodelay(true) {
+            log::warn!("TCP_NODELAY on {peer}: {e}");
+        }
         let acceptor = acceptor.clone();
         let replay = replay.clone();
         tokio::spawn(async move {
@@ -759,6 +764,9 @@ async fn serve_plain(listener: TcpListener, replay: Arc<Replay>) -> anyhow::Resu
             _ = sigterm.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
+        if let Err(e) = tcp.set_nodelay(true) {
+            log::warn!("TCP_NODELAY on {peer}: {e}");
+        }
         let replay = replay.clone();
         tokio::spawn(async move {
             log::info!("connection from {peer}: plain HTTP");

@@ -107,8 +107,8 @@ fn resource_map(span: &CallSpan) -> Map<String, Value> {
     map
 }
 
-/// Writes spans as JSON lines, flushing after each so a reader (`tail -f`) sees calls as they
-/// complete.
+/// Writes spans as JSON lines into a buffer the daemon flushes after each batch of events, so
+/// a reader (`tail -f`) sees calls as they complete without a write per call.
 pub struct JsonlWriter {
     out: Box<dyn Write + Send>,
 }
@@ -121,8 +121,7 @@ impl JsonlWriter {
     pub fn write_span(&mut self, span: &CallSpan) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(&span_to_json(span)).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        self.out.write_all(&line)?;
-        self.out.flush()
+        self.out.write_all(&line)
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {

@@ -501,6 +501,20 @@ impl Exporters {
         });
     }
 
+    /// Writes what the JSONL output buffered (once per batch of calls, not per call).
+    pub fn flush_outputs(&mut self) {
+        if let Some(jsonl) = &mut self.jsonl
+            && let Err(e) = jsonl.flush()
+        {
+            self.note_write_failure("JSONL", &e);
+        }
+    }
+
+    /// A traced process exited: its pid's next lookup checks whether it names another process.
+    pub fn process_exited(&mut self, pid: u32) {
+        self.resources.process_exited(pid);
+    }
+
     /// Latest totals of the daemon's health counters (OTLP metrics, console summary).
     pub fn record_health(&mut self, snapshot: &HealthSnapshot) {
         if let Some(console) = &mut self.console {

@@ -13,6 +13,7 @@ use std::{
     collections::{HashMap, VecDeque},
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use super::{
@@ -206,8 +207,9 @@ pub struct ProcessResources {
     service_name_override: Option<String>,
     host_name: Option<String>,
     capacity: usize,
-    /// pid → (process start time in clock ticks, resource): the start time tells a reused pid.
-    cache: HashMap<u32, (Option<u64>, Arc<ProcessResource>)>,
+    cache: HashMap<u32, CachedProcess>,
+    /// How long a cached pid is trusted without reading its start time again.
+    recheck_after: Duration,
     kubernetes: Option<K8sMetadata>,
     /// Containerized processes whose pod was not known yet: pid → (pod UID from the cgroup,
     /// cache generation at the last lookup). Looked up again once the cache changed.
@@ -224,6 +226,21 @@ pub struct ProcessResources {
 /// Default number of processes whose resources are kept.
 pub const DEFAULT_CACHE_CAPACITY: usize = 1024;
 
+/// A cached pid's start time is read again (one `/proc/PID/stat`, a tenth of the daemon's work
+/// per call when read for every call) at most this often, and at the next lookup after its
+/// process exited. A pid is reused only after its process exited, which the kernel reports:
+/// this bound covers an exit event the ring buffer lost.
+const DEFAULT_RECHECK_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+struct CachedProcess {
+    /// Process start time in clock ticks: tells a reused pid.
+    start_time: Option<u64>,
+    resource: Arc<ProcessResource>,
+    /// When the start time was last read; `None` once the process exited.
+    checked_at: Option<Instant>,
+}
+
 impl ProcessResources {
     pub fn new(proc_root: impl Into<PathBuf>, service_name_override: Option<String>) -> Self {
         Self {
@@ -232,6 +249,7 @@ impl ProcessResources {
             host_name: local_host_name(),
             capacity: DEFAULT_CACHE_CAPACITY,
             cache: HashMap::new(),
+            recheck_after: DEFAULT_RECHECK_AFTER,
             insertion_order: VecDeque::new(),
             kubernetes: None,
             pending_pods: HashMap::new(),
@@ -277,6 +295,12 @@ impl ProcessResources {
     }
 
     #[cfg(test)]
+    fn with_recheck_after(mut self, recheck_after: Duration) -> Self {
+        self.recheck_after = recheck_after;
+        self
+    }
+
+    #[cfg(test)]
     fn with_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
@@ -285,12 +309,23 @@ impl ProcessResources {
     /// The resource of a process; read once per pid. A pid reused by a new process (another
     /// start time) is read again; an exited one keeps its cached resource.
     pub fn get(&mut self, process: &ProcessRef) -> Arc<ProcessResource> {
+        if let Some(cached) = self.cache.get(&process.pid)
+            && cached
+                .checked_at
+                .is_some_and(|at| at.elapsed() < self.recheck_after)
+        {
+            let cached = Arc::clone(&cached.resource);
+            return self.fill_pending_pod(process.pid, cached);
+        }
         let dir = self.proc_root.join(process.pid.to_string());
         let start_time = read_start_time(&dir);
-        if let Some((cached_start, cached)) = self.cache.get(&process.pid)
-            && (start_time.is_none() || start_time == *cached_start)
+        if let Some(cached) = self.cache.get_mut(&process.pid)
+            && (start_time.is_none() || start_time == cached.start_time)
         {
-            let cached = Arc::clone(cached);
+            // A live process is trusted again for a while; an exited one is looked at again
+            // next time (its pid may come back as another process).
+            cached.checked_at = start_time.map(|_| Instant::now());
+            let cached = Arc::clone(&cached.resource);
             return self.fill_pending_pod(process.pid, cached);
         }
         self.pending_pods.remove(&process.pid);
@@ -303,7 +338,11 @@ impl ProcessResources {
                 .insert(process.pid, (pod_uid, k8s.generation()));
         }
         let resource = Arc::new(resource);
-        let entry = (start_time, Arc::clone(&resource));
+        let entry = CachedProcess {
+            start_time,
+            resource: Arc::clone(&resource),
+            checked_at: start_time.map(|_| Instant::now()),
+        };
         if self.cache.insert(process.pid, entry).is_none() {
             self.insertion_order.push_back(process.pid);
         }
@@ -317,6 +356,14 @@ impl ProcessResources {
             }
         }
         resource
+    }
+
+    /// The process `pid` exited: its cached resource stays (its last calls may still be on
+    /// their way), but the next lookup reads the pid's start time again.
+    pub fn process_exited(&mut self, pid: u32) {
+        if let Some(cached) = self.cache.get_mut(&pid) {
+            cached.checked_at = None;
+        }
     }
 
     /// A containerized process first seen before its pod reached the cache: look again when
@@ -343,7 +390,7 @@ impl ProcessResources {
             ..(*cached).clone()
         });
         if let Some(entry) = self.cache.get_mut(&pid) {
-            entry.1 = Arc::clone(&filled);
+            entry.resource = Arc::clone(&filled);
         }
         filled
     }
@@ -616,7 +663,28 @@ pub(crate) mod tests {
         .ok();
         std::fs::remove_file(dir.join("exe")).ok();
         std::os::unix::fs::symlink("/bin/b", dir.join("exe")).ok();
+        // Within the recheck interval the cached pid is trusted until its exit is reported.
+        assert_eq!(resources.get(&process(77, "b")).executable_name, "a");
+        resources.process_exited(77);
         assert_eq!(resources.get(&process(77, "b")).executable_name, "b");
+    }
+
+    /// An exit the daemon never heard of (lost with ring-buffer records) is made up for by
+    /// reading the start time again once the recheck interval has passed.
+    #[test]
+    fn reused_pid_is_found_without_an_exit_notice_after_the_recheck_interval() {
+        let root = fake_proc("reuse-unnoticed", 78, &["/bin/a"], Some("/bin/a"), "");
+        let mut resources = ProcessResources::new(&root, None).with_recheck_after(Duration::ZERO);
+        assert_eq!(resources.get(&process(78, "a")).executable_name, "a");
+        let dir = root.join("78");
+        std::fs::write(
+            dir.join("stat"),
+            "78 (b) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0",
+        )
+        .ok();
+        std::fs::remove_file(dir.join("exe")).ok();
+        std::os::unix::fs::symlink("/bin/b", dir.join("exe")).ok();
+        assert_eq!(resources.get(&process(78, "b")).executable_name, "b");
     }
 
     /// `OTEL_RESOURCE_ATTRIBUTES` reaches every traced process's resource, but never renames
