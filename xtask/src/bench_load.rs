@@ -20,8 +20,8 @@ const OVERHEAD_ROUNDS: usize = 5;
 /// second) outweighs curl's own start-up and TLS handshake, which differ with probes attached.
 const SMALL_REQUESTS: usize = 4000;
 const STREAM_REQUESTS: usize = 400;
-/// Streams per run at token pace (each takes about 0.1 s).
-const PACED_STREAM_REQUESTS: usize = 20;
+/// Streams per run at token pace (each takes about 0.2 s).
+const PACED_STREAM_REQUESTS: usize = 40;
 /// Token pace of the paced stream workload: one event per millisecond, ten times faster
 /// than the fastest hosted models stream.
 const PACED_CHUNK_DELAY_MS: &str = "1";
