@@ -530,7 +530,6 @@ fn capped_json(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::head::{Header, Headers};
 
     fn head(headers: &[(&str, &str)]) -> RequestHead {
         RequestHead {
@@ -538,15 +537,7 @@ mod tests {
             target: "/mcp".into(),
             major_version: 1,
             minor_version: 1,
-            headers: Headers(
-                headers
-                    .iter()
-                    .map(|(name, value)| Header {
-                        name: name.to_string(),
-                        value: value.to_string(),
-                    })
-                    .collect(),
-            ),
+            headers: headers.iter().copied().collect(),
         }
     }
 

@@ -372,10 +372,9 @@ mod tests {
             status: 200,
             major_version: 1,
             minor_version: 1,
-            headers: crate::http::head::Headers(vec![crate::http::head::Header {
-                name: "content-type".into(),
-                value: "text/event-stream".into(),
-            }]),
+            headers: [("content-type", "text/event-stream")]
+                .into_iter()
+                .collect(),
         };
         let mut stream = McpEventStream::new(&head, 7, 1);
         assert!(stream.response_head(&ok));

@@ -116,9 +116,8 @@ pub fn split_host(host: &str) -> (String, Option<u16>) {
 /// Providers told apart by the response of an OpenAI-compatible server on an unknown host:
 /// a LiteLLM proxy (`x-litellm-*` headers), llama.cpp's server (`Server: llama.cpp`).
 pub fn provider_from_response_headers(headers: &crate::http::Headers) -> Option<&'static str> {
-    if headers.0.iter().any(|h| {
-        h.name
-            .get(..10)
+    if headers.iter().any(|(name, _)| {
+        name.get(..10)
             .is_some_and(|p| p.eq_ignore_ascii_case("x-litellm-"))
     }) {
         return Some("litellm");
@@ -385,7 +384,6 @@ pub fn identify(head: &RequestHead) -> Option<ApiTarget> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{Header, Headers};
 
     #[test]
     fn every_provider_of_the_host_table_is_known() {
@@ -421,10 +419,7 @@ mod tests {
             target: target.into(),
             major_version: 1,
             minor_version: 1,
-            headers: Headers(vec![Header {
-                name: "host".into(),
-                value: host.into(),
-            }]),
+            headers: [("host", host)].into_iter().collect(),
         }
     }
 
@@ -555,13 +550,9 @@ mod tests {
 
     #[test]
     fn openai_compatible_servers_from_their_responses() {
-        use crate::http::{Header, Headers};
-        let headers = |name: &str, value: &str| {
-            Headers(vec![Header {
-                name: name.into(),
-                value: value.into(),
-            }])
-        };
+        use crate::http::Headers;
+        let headers =
+            |name: &str, value: &str| -> Headers { [(name, value)].into_iter().collect() };
         assert_eq!(
             provider_from_response_headers(&headers("x-litellm-call-id", "abc")),
             Some("litellm")

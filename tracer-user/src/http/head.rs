@@ -11,45 +11,76 @@ pub enum HeadError {
     Invalid(String),
 }
 
-/// One header; the name is lower-cased.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Header {
-    pub name: String,
-    pub value: String,
+/// The non-credential headers of a message, in wire order, names lower-cased. All names and
+/// values share one buffer: a head costs two allocations, not two per header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers {
+    text: String,
+    /// Per header: where its name starts, where its value starts (the name's end), where its
+    /// value ends, in `text`.
+    spans: Vec<(usize, usize, usize)>,
 }
 
-/// The non-credential headers of a message, in wire order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(pub Vec<Header>);
-
 impl Headers {
+    /// Appends a header; `name` is stored lower-cased, `value` as given.
+    pub fn push(&mut self, name: &str, value: &str) {
+        let start = self.text.len();
+        self.text.push_str(name);
+        let value_start = self.text.len();
+        self.text[start..value_start].make_ascii_lowercase();
+        self.text.push_str(value);
+        self.spans.push((start, value_start, self.text.len()));
+    }
+
+    /// Every header as (lower-cased name, value), in wire order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans
+            .iter()
+            .map(|&(n, v, e)| (&self.text[n..v], &self.text[v..e]))
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
     /// First value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str())
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 
     /// Whether the comma-separated header `name` lists `token` (case-insensitive).
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.0
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(name))
-            .flat_map(|h| h.value.split(','))
+        self.iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
 
     fn from_httparse(raw: &[httparse::Header<'_>]) -> Self {
-        Headers(
-            raw.iter()
-                .filter(|h| !is_credential_header(h.name))
-                .map(|h| Header {
-                    name: h.name.to_ascii_lowercase(),
-                    value: String::from_utf8_lossy(h.value).trim().to_string(),
-                })
-                .collect(),
-        )
+        let mut headers = Headers {
+            text: String::with_capacity(raw.iter().map(|h| h.name.len() + h.value.len()).sum()),
+            spans: Vec::with_capacity(raw.len()),
+        };
+        for h in raw.iter().filter(|h| !is_credential_header(h.name)) {
+            headers.push(h.name, String::from_utf8_lossy(h.value).trim());
+        }
+        headers
+    }
+}
+
+impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Self {
+        let mut headers = Headers::default();
+        for (name, value) in pairs {
+            headers.push(name.as_ref(), value.as_ref());
+        }
+        headers
     }
 }
 
@@ -112,10 +143,25 @@ impl HeadAccumulator {
     /// Appends bytes from `data` up to and including the head's blank line. Returns how many
     /// bytes of `data` were used and whether the head is complete.
     pub fn push(&mut self, data: &[u8], cap: usize) -> Result<(usize, bool), HeadError> {
-        for (i, &b) in data.iter().enumerate() {
-            self.buf.push(b);
-            if b == b'\n' && self.ends_with_blank_line() {
-                return Ok((i + 1, true));
+        // Line by line: only a line feed can end the head or a leading empty line.
+        let mut used = 0;
+        while used < data.len() {
+            let rest = &data[used..];
+            let Some(nl) = memchr::memchr(b'\n', rest) else {
+                self.buf.extend_from_slice(rest);
+                if self.buf.len() > cap {
+                    return Err(HeadError::TooLarge(cap));
+                }
+                return Ok((data.len(), false));
+            };
+            // The bytes before the line feed must fit; the line feed may end the head.
+            if self.buf.len() + nl > cap {
+                return Err(HeadError::TooLarge(cap));
+            }
+            self.buf.extend_from_slice(&rest[..=nl]);
+            used += nl + 1;
+            if self.ends_with_blank_line() {
+                return Ok((used, true));
             }
             if self.buf.len() > cap {
                 return Err(HeadError::TooLarge(cap));
@@ -303,6 +349,71 @@ mod tests {
         assert_eq!(head.headers.get("authorization"), None);
         assert_eq!(head.headers.get("x-api-key"), None);
         assert_eq!(head.headers.get("content-length"), Some("2"));
+    }
+
+    /// The definition `push` implements line by line: one byte at a time.
+    fn push_bytewise(
+        buf: &mut Vec<u8>,
+        data: &[u8],
+        cap: usize,
+    ) -> Result<(usize, bool), HeadError> {
+        for (i, &b) in data.iter().enumerate() {
+            buf.push(b);
+            if b == b'\n' && (buf.ends_with(b"\r\n\r\n") || buf.ends_with(b"\n\n")) {
+                return Ok((i + 1, true));
+            }
+            if buf.len() > cap {
+                return Err(HeadError::TooLarge(cap));
+            }
+            if buf == b"\r\n" || buf == b"\n" {
+                buf.clear();
+            }
+        }
+        Ok((data.len(), false))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn push_matches_the_bytewise_definition(
+            pieces in proptest::collection::vec(
+                proptest::collection::vec(proptest::sample::select(b"\r\nab:".to_vec()), 0..24),
+                1..8,
+            ),
+            cap in 0usize..64,
+        ) {
+            let mut acc = HeadAccumulator::default();
+            let mut reference = Vec::new();
+            for piece in &pieces {
+                let got = acc.push(piece, cap);
+                let want = push_bytewise(&mut reference, piece, cap);
+                proptest::prop_assert_eq!(&got, &want);
+                if !matches!(got, Ok((_, false))) {
+                    break;
+                }
+                proptest::prop_assert_eq!(&acc.buf, &reference);
+            }
+        }
+    }
+
+    #[test]
+    fn headers_keep_wire_order_and_lower_case_names() {
+        let mut headers: Headers = [("Content-Type", "application/json"), ("X-Request-Id", "a")]
+            .into_iter()
+            .collect();
+        headers.push("content-type", "text/plain");
+        assert_eq!(headers.len(), 3);
+        assert_eq!(
+            headers.iter().collect::<Vec<_>>(),
+            [
+                ("content-type", "application/json"),
+                ("x-request-id", "a"),
+                ("content-type", "text/plain")
+            ]
+        );
+        assert_eq!(headers.get("CONTENT-TYPE"), Some("application/json"));
+        assert_eq!(headers.get("accept"), None);
+        assert!(headers.has_token("content-type", "TEXT/PLAIN"));
+        assert!(Headers::default().is_empty());
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub use body::{BodyFraming, BodyReader};
 pub use decode::{ContentDecoder, DecodeOutcome};
 pub use exchange::{AbortReason, ExchangeKey, HttpEvent, emit_decoded};
 pub use head::{
-    HeadAccumulator, HeadError, Header, Headers, RequestHead, ResponseHead, is_credential_header,
+    HeadAccumulator, HeadError, Headers, RequestHead, ResponseHead, is_credential_header,
 };
 
 /// Errors of the HTTP stage: the bytes are not (or no longer) a well-formed HTTP/1.x stream.

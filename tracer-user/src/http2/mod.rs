@@ -15,8 +15,8 @@ use loona_hpack::Decoder;
 
 use crate::flow::{ConnectionId, Direction, StreamChunk};
 use crate::http::{
-    AbortReason, ContentDecoder, ExchangeKey, Header, Headers, HttpEvent, RequestHead,
-    ResponseHead, emit_decoded, is_credential_header,
+    AbortReason, ContentDecoder, ExchangeKey, Headers, HttpEvent, RequestHead, ResponseHead,
+    emit_decoded, is_credential_header,
 };
 use frame::{
     END_HEADERS, END_STREAM, FrameReader, FrameType, Item, PREFACE, SETTINGS_HEADER_TABLE_SIZE,
@@ -916,7 +916,7 @@ struct Fields {
     path: Option<String>,
     authority: Option<String>,
     status: Option<String>,
-    headers: Vec<Header>,
+    headers: Headers,
     /// Decoded bytes passed the cap: the rest was decoded (table sync) but not kept.
     truncated: bool,
 }
@@ -925,22 +925,19 @@ impl Fields {
     fn request_head(self) -> Option<RequestHead> {
         let method = self.method?;
         let target = self.path.unwrap_or_default();
-        let mut headers = Vec::with_capacity(self.headers.len() + 1);
-        if let Some(a) = self.authority
-            && !self.headers.iter().any(|h| h.name == "host")
-        {
-            headers.push(Header {
-                name: "host".into(),
-                value: a,
-            });
-        }
-        headers.extend(self.headers);
+        // `:authority` stands for `Host` (RFC 9113 §8.3.1), first as HTTP/1.1 sends it.
+        let headers = match self.authority {
+            Some(a) if self.headers.get("host").is_none() => std::iter::once(("host", a.as_str()))
+                .chain(self.headers.iter())
+                .collect(),
+            _ => self.headers,
+        };
         Some(RequestHead {
             method,
             target,
             major_version: 2,
             minor_version: 0,
-            headers: Headers(headers),
+            headers,
         })
     }
 
@@ -950,7 +947,7 @@ impl Fields {
             status,
             major_version: 2,
             minor_version: 0,
-            headers: Headers(self.headers),
+            headers: self.headers,
         })
     }
 }
@@ -979,10 +976,8 @@ fn decode_block(
                 n => {
                     let name = String::from_utf8_lossy(n).to_ascii_lowercase();
                     if !is_credential_header(&name) {
-                        f.headers.push(Header {
-                            name,
-                            value: text(&value),
-                        });
+                        f.headers
+                            .push(&name, String::from_utf8_lossy(&value).trim());
                     }
                 }
             }

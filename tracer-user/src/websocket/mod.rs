@@ -52,13 +52,12 @@ impl Negotiated {
     /// extension that uses reserved bits makes the frames unreadable (reported then).
     pub fn from_response(head: &ResponseHead) -> Self {
         let mut negotiated = Negotiated::default();
-        for header in head
+        for (_, value) in head
             .headers
-            .0
             .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-extensions"))
         {
-            for extension in header.value.split(',') {
+            for extension in value.split(',') {
                 let mut params = extension.split(';').map(str::trim);
                 if params
                     .next()

@@ -1,5 +1,5 @@
 use super::*;
-use crate::http::{Header, Headers};
+use crate::http::Headers;
 use crate::testing::websocket::{
     BINARY, CLIENT_MASK, CLOSE, CONTINUE, MessageDeflater, PING, PONG, TEXT, frame,
 };
@@ -7,21 +7,16 @@ use crate::testing::websocket::{
 const CAP: u64 = 1024 * 1024;
 
 fn negotiated(extensions: Option<&str>) -> Negotiated {
-    let mut headers = vec![Header {
-        name: "Upgrade".into(),
-        value: "websocket".into(),
-    }];
+    let mut headers = Headers::default();
+    headers.push("Upgrade", "websocket");
     if let Some(e) = extensions {
-        headers.push(Header {
-            name: "Sec-WebSocket-Extensions".into(),
-            value: e.into(),
-        });
+        headers.push("Sec-WebSocket-Extensions", e);
     }
     Negotiated::from_response(&ResponseHead {
         status: 101,
         major_version: 1,
         minor_version: 1,
-        headers: Headers(headers),
+        headers,
     })
 }
 

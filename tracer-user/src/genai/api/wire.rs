@@ -520,7 +520,13 @@ pub fn value_text(raw: Raw<'_>) -> Option<String> {
 
 /// Parses `T` from a body, or `None` when it is not valid JSON of a known shape.
 pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(bytes)
+    // One UTF-8 check of the whole body is cheaper than serde_json's check of every key and
+    // string it borrows; a body with invalid UTF-8 in a string nobody reads is still accepted
+    // by the byte reader.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
 }
 
 #[cfg(test)]
