@@ -403,10 +403,15 @@ pub fn traced_overhead(
         );
     }
     let paced_met = paced_loss <= STREAM_LOSS_TARGET_PCT;
+    let paced_note = if paced_loss < 0.0 {
+        " (negative: no loss measurable)"
+    } else {
+        ""
+    };
     md.push_str(&format!(
         "\nTargets: on unthrottled traffic, loss and added client CPU each ≤ {FLOOR_RATIO_TARGET}× \
-         the floor's — **{}**; throughput loss on LLM-sized streams at token pace **{paced_loss:.1}%** \
-         (negative: no loss measurable), target ≤ {STREAM_LOSS_TARGET_PCT}% — **{}**. Unthrottled, \
+         the floor's — **{}**; throughput loss on LLM-sized streams at token pace **{paced_loss:.1}%**\
+         {paced_note}, target ≤ {STREAM_LOSS_TARGET_PCT}% — **{}**. Unthrottled, \
          the server sends every event at once (`TCP_NODELAY`), so the client does nothing but \
          take TLS records: the worst case, where even empty probes cost a large share. Medians of \
          {OVERHEAD_ROUNDS} rounds; a ratio of 0 means llmtap cost nothing measurable, ∞ that the \
