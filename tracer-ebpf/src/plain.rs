@@ -300,27 +300,15 @@ fn classify(sk: u64, buffers: &Buffers, sent: u64) -> u8 {
 }
 
 /// Reads the socket's addresses into a `CONN_INFO` record for connection `conn_id`.
+///
+/// The record is built in place, one copy on the stack: this function is called two frames
+/// deep (`sock_send_length` → `tie_tls_socket`), and the verifier of recent kernels (6.18)
+/// rejects chains whose frames add up past 512 bytes.
 #[inline(never)]
 fn report_socket(pid_tgid: u64, conn_id: u64, sk: u64) {
     let family: u16 = read_kernel(sk + sock_common::SKC_FAMILY);
-    let mut info = SocketInfo {
-        family,
-        peer_port: u16::from_be(read_kernel(sk + sock_common::SKC_DPORT)),
-        local_port: read_kernel(sk + sock_common::SKC_NUM),
-        ..SocketInfo::default()
-    };
-    match family {
-        AF_INET => {
-            let peer: [u8; 4] = read_kernel(sk + sock_common::SKC_DADDR);
-            let local: [u8; 4] = read_kernel(sk + sock_common::SKC_RCV_SADDR);
-            info.peer_addr[..4].copy_from_slice(&peer);
-            info.local_addr[..4].copy_from_slice(&local);
-        }
-        AF_INET6 => {
-            info.peer_addr = read_kernel(sk + sock_common::SKC_V6_DADDR);
-            info.local_addr = read_kernel(sk + sock_common::SKC_V6_RCV_SADDR);
-        }
-        _ => return,
+    if family != AF_INET && family != AF_INET6 {
+        return;
     }
     let pid = (pid_tgid >> 32) as u32;
     let key = StreamKey {
@@ -330,7 +318,7 @@ fn report_socket(pid_tgid: u64, conn_id: u64, sk: u64) {
     };
     // SAFETY: helper without side effects.
     let _ = PEER_REPORTED.insert(&key, &unsafe { bpf_ktime_get_ns() }, 0);
-    let record = ConnInfoRecord {
+    let mut record = ConnInfoRecord {
         header: EventHeader {
             kind: event_kind::CONN_INFO,
             pid,
@@ -339,11 +327,23 @@ fn report_socket(pid_tgid: u64, conn_id: u64, sk: u64) {
             // SAFETY: helper without side effects.
             ts_entry_ns: unsafe { bpf_ktime_get_ns() },
             data_len: core::mem::size_of::<SocketInfo>() as u32,
-            comm: current_comm(),
             ..EventHeader::default()
         },
-        info,
+        info: SocketInfo::default(),
     };
+    record.header.comm = current_comm();
+    record.info.family = family;
+    record.info.peer_port = u16::from_be(read_kernel(sk + sock_common::SKC_DPORT));
+    record.info.local_port = read_kernel(sk + sock_common::SKC_NUM);
+    if family == AF_INET {
+        record.info.peer_addr[..4]
+            .copy_from_slice(&read_kernel::<[u8; 4]>(sk + sock_common::SKC_DADDR));
+        record.info.local_addr[..4]
+            .copy_from_slice(&read_kernel::<[u8; 4]>(sk + sock_common::SKC_RCV_SADDR));
+    } else {
+        record.info.peer_addr = read_kernel(sk + sock_common::SKC_V6_DADDR);
+        record.info.local_addr = read_kernel(sk + sock_common::SKC_V6_RCV_SADDR);
+    }
     if EVENTS.output::<ConnInfoRecord>(&record, 0).is_err() {
         count(counter::RINGBUF_DROPPED_PROCESS, 1);
     }
